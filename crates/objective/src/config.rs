@@ -1,0 +1,142 @@
+//! Objective configuration: a serde struct with defaults, read from the `[objective]` table of
+//! a run config. Unknown keys, values of the wrong type and out-of-range values are typed
+//! errors that name the key.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ConfigError;
+
+/// The configuration struct of one objective.
+///
+/// Every field must have a default and must serialise to a TOML value (so no `Option` fields:
+/// TOML has no null). The defaults table is what `bapo objectives` prints and what unknown keys
+/// are checked against.
+pub trait ObjectiveConfig: Serialize + DeserializeOwned + Default {
+    /// Checks ranges and cross-field rules; `objective` is the objective's name, for messages.
+    fn validate(&self, objective: &str) -> Result<(), ConfigError>;
+}
+
+/// The defaults of a config as a TOML table.
+pub fn defaults_table<C: ObjectiveConfig>() -> toml::Table {
+    // Serialising a plain struct of numbers, strings, booleans and arrays cannot fail; an
+    // objective whose config breaks that rule is a programming error caught by its own tests
+    // (`registry_entry_is_consistent` in the objective crates).
+    toml::Table::try_from(C::default()).unwrap_or_default()
+}
+
+/// Parses and validates a config from the settings of an `[objective]` table (without its
+/// `name` key).
+pub fn parse_config<C: ObjectiveConfig>(
+    objective: &str,
+    settings: &toml::Table,
+) -> Result<C, ConfigError> {
+    let defaults = defaults_table::<C>();
+    let known = || defaults.keys().cloned().collect::<Vec<_>>();
+
+    // Name the first unknown key rather than relying on serde's message.
+    if let Some(key) = settings.keys().find(|k| !defaults.contains_key(*k)) {
+        return Err(ConfigError::UnknownKey {
+            objective: objective.to_string(),
+            key: key.clone(),
+            known: known(),
+        });
+    }
+
+    // Deserialise each user key on top of the defaults on its own, so a type error names the
+    // key that caused it.
+    for (key, value) in settings {
+        let mut one = defaults.clone();
+        one.insert(key.clone(), value.clone());
+        if let Err(e) = toml::Value::Table(one).try_into::<C>() {
+            return Err(ConfigError::InvalidValue {
+                objective: objective.to_string(),
+                key: key.clone(),
+                message: format!("{value} ({})", first_line(&e.to_string())),
+            });
+        }
+    }
+
+    let mut merged = defaults.clone();
+    for (key, value) in settings {
+        merged.insert(key.clone(), value.clone());
+    }
+    let config: C = toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::InvalidValue {
+            objective: objective.to_string(),
+            key: "*".to_string(),
+            message: first_line(&e.to_string()),
+        })?;
+    config.validate(objective)?;
+    Ok(config)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim()
+        .to_string()
+}
+
+/// Helpers for [`ObjectiveConfig::validate`] implementations.
+pub mod check {
+    use crate::error::ConfigError;
+
+    fn out_of_range(objective: &str, key: &str, value: f64, expected: &str) -> ConfigError {
+        ConfigError::OutOfRange {
+            objective: objective.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    /// `value > 0` and finite.
+    pub fn positive(objective: &str, key: &str, value: f64) -> Result<(), ConfigError> {
+        if value.is_finite() && value > 0.0 {
+            Ok(())
+        } else {
+            Err(out_of_range(objective, key, value, "a finite number > 0"))
+        }
+    }
+
+    /// `value >= 0` and finite.
+    pub fn non_negative(objective: &str, key: &str, value: f64) -> Result<(), ConfigError> {
+        if value.is_finite() && value >= 0.0 {
+            Ok(())
+        } else {
+            Err(out_of_range(objective, key, value, "a finite number >= 0"))
+        }
+    }
+
+    /// `lo <= value <= hi`.
+    pub fn in_range(
+        objective: &str,
+        key: &str,
+        value: f64,
+        lo: f64,
+        hi: f64,
+    ) -> Result<(), ConfigError> {
+        if value.is_finite() && (lo..=hi).contains(&value) {
+            Ok(())
+        } else {
+            Err(out_of_range(
+                objective,
+                key,
+                value,
+                &format!("a number in [{lo}, {hi}]"),
+            ))
+        }
+    }
+
+    /// A general rule violation on one key.
+    pub fn invalid(objective: &str, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::InvalidValue {
+            objective: objective.to_string(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Helpers for bapo's tests (a dev-dependency only): the test device, tensors from plain
+//! numbers in f32 or f64, and central finite differences to check autodiff gradients against.
+
+use burn::tensor::{DType, Device, Tensor, TensorData};
+
+/// The pure-Rust Flex CPU device with autodiff: the backend every test runs on.
+pub fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+/// Floating-point precision of a test tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    F64,
+}
+
+impl Precision {
+    fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F64 => DType::F64,
+        }
+    }
+}
+
+/// A `[n]` tensor from values, in the given precision.
+pub fn tensor(values: &[f64], precision: Precision, device: &Device) -> Tensor<1> {
+    let data = TensorData::new(values.to_vec(), [values.len()]);
+    Tensor::from_data(data, (device, precision.dtype()))
+}
+
+/// A `[rows, cols]` tensor from row-major values.
+pub fn tensor_2d(
+    values: &[f64],
+    rows: usize,
+    cols: usize,
+    precision: Precision,
+    device: &Device,
+) -> Tensor<2> {
+    assert_eq!(
+        values.len(),
+        rows * cols,
+        "tensor_2d: {} values for [{rows}, {cols}]",
+        values.len()
+    );
+    let data = TensorData::new(values.to_vec(), [rows, cols]);
+    Tensor::from_data(data, (device, precision.dtype()))
+}
+
+/// The values of a tensor as f64, whatever its dtype.
+pub fn values<const D: usize>(t: &Tensor<D>) -> Vec<f64> {
+    t.to_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .expect("a float tensor converts to f64")
+}
+
+/// The single value of a one-element tensor.
+pub fn scalar<const D: usize>(t: &Tensor<D>) -> f64 {
+    let v = values(t);
+    assert_eq!(v.len(), 1, "scalar() of a tensor with {} elements", v.len());
+    v[0]
+}
+
+/// Central finite difference of `f` with respect to each coordinate of `x`:
+/// `(f(x + h·e_i) − f(x − h·e_i)) / 2h`.
+pub fn central_difference(x: &[f64], h: f64, f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    (0..x.len())
+        .map(|i| {
+            let mut plus = x.to_vec();
+            let mut minus = x.to_vec();
+            plus[i] += h;
+            minus[i] -= h;
+            (f(&plus) - f(&minus)) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// Asserts `|a − b| ≤ atol + rtol·|b|` element-wise, naming the first offending index.
+pub fn assert_close(actual: &[f64], expected: &[f64], rtol: f64, atol: f64, what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            (a - e).abs() <= atol + rtol * e.abs(),
+            "{what}[{i}]: {a} vs expected {e} (rtol {rtol}, atol {atol})"
+        );
+    }
+}
+
+pub mod inputs;
+pub use inputs::Inputs;
