@@ -24,6 +24,20 @@ impl Inputs {
         }
     }
 
+    /// A DPO batch: policy `pc`, `pr` and primary-reference `rc`, `rr` log-probs.
+    pub fn preference(pc: Vec<f64>, pr: Vec<f64>, rc: Vec<f64>, rr: Vec<f64>) -> Self {
+        Inputs::new(pc.len())
+            .set(Quantity::PolicyLogp(Response::Chosen), pc)
+            .set(Quantity::PolicyLogp(Response::Rejected), pr)
+            .with_reference(0, rc, rr)
+    }
+
+    /// Sets reference `k`'s log-probs of chosen and rejected.
+    pub fn with_reference(self, k: usize, rc: Vec<f64>, rr: Vec<f64>) -> Self {
+        self.set(Quantity::ReferenceLogp { reference: k, response: Response::Chosen }, rc)
+            .set(Quantity::ReferenceLogp { reference: k, response: Response::Rejected }, rr)
+    }
+
     /// Sets a one-value-per-example quantity.
     pub fn set(self, q: Quantity, values: Vec<f64>) -> Self {
         self.set_2d(q, values, 1)
