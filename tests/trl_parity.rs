@@ -54,7 +54,11 @@ impl Case {
 
     /// The case's quantities; the policy log-probs are tracked leaves when `device` has
     /// autodiff.
-    fn quantities(&self, precision: Precision, device: &Device) -> (Quantities, [burn::tensor::Tensor<1>; 2]) {
+    fn quantities(
+        &self,
+        precision: Precision,
+        device: &Device,
+    ) -> (Quantities, [burn::tensor::Tensor<1>; 2]) {
         let t = |v: &[f64]| tensor(v, precision, device);
         let (pc, pr) = if device.is_autodiff() {
             (t(&self.pc).require_grad(), t(&self.pr).require_grad())
@@ -64,8 +68,20 @@ impl Case {
         let q = Quantities::new()
             .with(Quantity::PolicyLogp(Response::Chosen), pc.clone())
             .with(Quantity::PolicyLogp(Response::Rejected), pr.clone())
-            .with(Quantity::ReferenceLogp { reference: 0, response: Response::Chosen }, t(&self.rc))
-            .with(Quantity::ReferenceLogp { reference: 0, response: Response::Rejected }, t(&self.rr));
+            .with(
+                Quantity::ReferenceLogp {
+                    reference: 0,
+                    response: Response::Chosen,
+                },
+                t(&self.rc),
+            )
+            .with(
+                Quantity::ReferenceLogp {
+                    reference: 0,
+                    response: Response::Rejected,
+                },
+                t(&self.rr),
+            );
         (q, [pc, pr])
     }
 }
@@ -73,7 +89,10 @@ impl Case {
 #[test]
 fn dpo_matches_trl_in_f64_to_1e6_relative() {
     let fixture = fixture();
-    assert_eq!(fixture.trl, "0.19.1", "fixture made with the documented TRL version");
+    assert_eq!(
+        fixture.trl, "0.19.1",
+        "fixture made with the documented TRL version"
+    );
     let examples: usize = fixture.cases.iter().map(|c| c.loss.len()).sum();
     assert!(examples >= 300, "{examples} examples");
 
@@ -82,7 +101,13 @@ fn dpo_matches_trl_in_f64_to_1e6_relative() {
         let device = device();
         let (q, [pc, pr]) = case.quantities(Precision::F64, &device);
         let out = case.objective().compute(&q).unwrap();
-        assert_close(&values(&out.losses), &case.loss, 1e-6, 1e-12, &format!("loss, {label}"));
+        assert_close(
+            &values(&out.losses),
+            &case.loss,
+            1e-6,
+            1e-12,
+            &format!("loss, {label}"),
+        );
 
         // TRL's rewards always subtract the reference log-probs it is given, even when
         // reference-free; bapo's reference-free mode has no reference (rewards = β·p), so the
@@ -90,15 +115,39 @@ fn dpo_matches_trl_in_f64_to_1e6_relative() {
         if !case.reference_free {
             let chosen = values(out.metrics.get("rewards/chosen").unwrap());
             let rejected = values(out.metrics.get("rewards/rejected").unwrap());
-            assert_close(&chosen, &case.chosen_reward, 1e-6, 1e-12, &format!("rewards/chosen, {label}"));
-            assert_close(&rejected, &case.rejected_reward, 1e-6, 1e-12, &format!("rewards/rejected, {label}"));
+            assert_close(
+                &chosen,
+                &case.chosen_reward,
+                1e-6,
+                1e-12,
+                &format!("rewards/chosen, {label}"),
+            );
+            assert_close(
+                &rejected,
+                &case.rejected_reward,
+                1e-6,
+                1e-12,
+                &format!("rewards/rejected, {label}"),
+            );
         }
 
         let grads = out.losses.sum().backward();
         let grad_chosen = values(&pc.grad(&grads).unwrap());
         let grad_rejected = values(&pr.grad(&grads).unwrap());
-        assert_close(&grad_chosen, &case.grad_chosen, 1e-6, 1e-12, &format!("d/d pc, {label}"));
-        assert_close(&grad_rejected, &case.grad_rejected, 1e-6, 1e-12, &format!("d/d pr, {label}"));
+        assert_close(
+            &grad_chosen,
+            &case.grad_chosen,
+            1e-6,
+            1e-12,
+            &format!("d/d pc, {label}"),
+        );
+        assert_close(
+            &grad_rejected,
+            &case.grad_rejected,
+            1e-6,
+            1e-12,
+            &format!("d/d pr, {label}"),
+        );
     }
 }
 
@@ -109,6 +158,12 @@ fn dpo_matches_trl_in_f32_within_f32_rounding() {
     for case in &fixture().cases {
         let (q, _) = case.quantities(Precision::F32, &Device::flex());
         let out = case.objective().compute(&q).unwrap();
-        assert_close(&values(&out.losses), &case.loss, 1e-4, 1e-5, &format!("f32 loss, {}", case.label()));
+        assert_close(
+            &values(&out.losses),
+            &case.loss,
+            1e-4,
+            1e-5,
+            &format!("f32 loss, {}", case.label()),
+        );
     }
 }

@@ -34,8 +34,20 @@ impl Inputs {
 
     /// Sets reference `k`'s log-probs of chosen and rejected.
     pub fn with_reference(self, k: usize, rc: Vec<f64>, rr: Vec<f64>) -> Self {
-        self.set(Quantity::ReferenceLogp { reference: k, response: Response::Chosen }, rc)
-            .set(Quantity::ReferenceLogp { reference: k, response: Response::Rejected }, rr)
+        self.set(
+            Quantity::ReferenceLogp {
+                reference: k,
+                response: Response::Chosen,
+            },
+            rc,
+        )
+        .set(
+            Quantity::ReferenceLogp {
+                reference: k,
+                response: Response::Rejected,
+            },
+            rr,
+        )
     }
 
     /// Sets a one-value-per-example quantity.

@@ -7,7 +7,11 @@ use bapo_testkit::{Inputs, Precision};
 use proptest::prelude::*;
 
 fn dpo(beta: f64, label_smoothing: f64) -> Dpo {
-    let config = DpoConfig { beta, label_smoothing, reference_free: false };
+    let config = DpoConfig {
+        beta,
+        label_smoothing,
+        reference_free: false,
+    };
     config.validate("dpo").expect("valid test config");
     Dpo { config }
 }
@@ -142,8 +146,16 @@ proptest! {
 
 #[test]
 fn reference_free_ignores_the_reference() {
-    let objective = Dpo { config: DpoConfig { reference_free: true, ..DpoConfig::default() } };
-    assert!(!objective.needs().contains(&Quantity::ReferenceLogp { reference: 0, response: Response::Chosen }));
+    let objective = Dpo {
+        config: DpoConfig {
+            reference_free: true,
+            ..DpoConfig::default()
+        },
+    };
+    assert!(!objective.needs().contains(&Quantity::ReferenceLogp {
+        reference: 0,
+        response: Response::Chosen
+    }));
     let with_ref = Inputs::preference(vec![-3.0], vec![-5.0], vec![-1.0], vec![-9.0]);
     let plain = Inputs::new(1)
         .set(Quantity::PolicyLogp(Response::Chosen), vec![-3.0])
@@ -161,7 +173,12 @@ fn reference_free_ignores_the_reference() {
 fn gradient_at_policy_equal_reference_is_half_beta() {
     for beta in [0.1, 1.0] {
         let objective = dpo(beta, 0.0);
-        let inputs = Inputs::preference(vec![-7.0, -2.5], vec![-3.0, -9.0], vec![-7.0, -2.5], vec![-3.0, -9.0]);
+        let inputs = Inputs::preference(
+            vec![-7.0, -2.5],
+            vec![-3.0, -9.0],
+            vec![-7.0, -2.5],
+            vec![-3.0, -9.0],
+        );
         let grads = inputs.gradients(&objective);
         let gc = grads[0].1.clone().unwrap();
         assert_eq!(grads[0].0, Quantity::PolicyLogp(Response::Chosen));

@@ -10,7 +10,14 @@ use burn::tensor::Tensor;
 use proptest::prelude::*;
 
 fn kl_dpo(lambda_kl: f64, on: Vec<Response>, direction: KlDirection) -> KlDpo {
-    KlDpo { config: KlDpoConfig { beta: 0.2, lambda_kl, on, direction } }
+    KlDpo {
+        config: KlDpoConfig {
+            beta: 0.2,
+            lambda_kl,
+            on,
+            direction,
+        },
+    }
 }
 
 /// DPO with β = 0.2, by the spec's formula.
@@ -103,12 +110,36 @@ fn kl_directions_match_the_definition() {
         x.iter().map(|v| v.exp() / z).collect::<Vec<_>>()
     };
     let (pp, qq) = (softmax(&p), softmax(&q));
-    let kl = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * (x.ln() - y.ln())).sum::<f64>();
-    let reverse = values(&per_token_kl(tensor_3d(&p, [1, 1, 3]), tensor_3d(&q, [1, 1, 3]), KlDirection::Reverse))[0];
-    let forward = values(&per_token_kl(tensor_3d(&p, [1, 1, 3]), tensor_3d(&q, [1, 1, 3]), KlDirection::Forward))[0];
-    assert!((reverse - kl(&pp, &qq)).abs() < 1e-12, "{reverse} vs {}", kl(&pp, &qq));
-    assert!((forward - kl(&qq, &pp)).abs() < 1e-12, "{forward} vs {}", kl(&qq, &pp));
-    assert!((reverse - forward).abs() > 0.1, "the example distinguishes the directions");
+    let kl = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x * (x.ln() - y.ln()))
+            .sum::<f64>()
+    };
+    let reverse = values(&per_token_kl(
+        tensor_3d(&p, [1, 1, 3]),
+        tensor_3d(&q, [1, 1, 3]),
+        KlDirection::Reverse,
+    ))[0];
+    let forward = values(&per_token_kl(
+        tensor_3d(&p, [1, 1, 3]),
+        tensor_3d(&q, [1, 1, 3]),
+        KlDirection::Forward,
+    ))[0];
+    assert!(
+        (reverse - kl(&pp, &qq)).abs() < 1e-12,
+        "{reverse} vs {}",
+        kl(&pp, &qq)
+    );
+    assert!(
+        (forward - kl(&qq, &pp)).abs() < 1e-12,
+        "{forward} vs {}",
+        kl(&qq, &pp)
+    );
+    assert!(
+        (reverse - forward).abs() > 0.1,
+        "the example distinguishes the directions"
+    );
 }
 
 /// The reference logits are frozen: the KL's gradient reaches the policy logits only.
@@ -118,14 +149,20 @@ fn kl_gradient_reaches_the_policy_only() {
     let p = tensor_3d(&[0.5, -1.0, 2.0, 0.0, 1.0, -2.0], [1, 2, 3]).require_grad();
     let q = tensor_3d(&[1.0, 0.0, -1.0, 2.0, -2.0, 0.5], [1, 2, 3]).require_grad();
     let mask = tensor_2d(&[1.0, 1.0], 1, 2, Precision::F64, &d);
-    let grads = sequence_kl(p.clone(), q.clone(), mask, KlDirection::Reverse).sum().backward();
+    let grads = sequence_kl(p.clone(), q.clone(), mask, KlDirection::Reverse)
+        .sum()
+        .backward();
     assert!(p.grad(&grads).is_some());
     assert!(q.grad(&grads).is_none());
 }
 
 #[test]
 fn needs_the_live_reference() {
-    let objective = kl_dpo(0.1, vec![Response::Chosen, Response::Rejected], KlDirection::Reverse);
+    let objective = kl_dpo(
+        0.1,
+        vec![Response::Chosen, Response::Rejected],
+        KlDirection::Reverse,
+    );
     assert!(objective.needs().needs_live_reference());
     assert!(!objective.needs().needs_base_responses());
     let on_base = kl_dpo(0.1, vec![Response::Base], KlDirection::Reverse);

@@ -1,0 +1,199 @@
+//! Spec invariants 9–11 of BAPO: λ = 0 is DPO; the hinge anchor and its gradient vanish where
+//! the policy keeps the base response at least as likely as the reference; its gradient is −λ
+//! below; "mean" normalisation equals "sum" for one-token base responses. Plus the anchor
+//! forms against their definitions.
+
+use bapo_objective::{Objective, Quantity, Response};
+use bapo_objective_bapo::{AnchorForm, Bapo, BapoConfig, Normalize};
+use bapo_testkit::inputs::logp;
+use bapo_testkit::{Inputs, Precision};
+use proptest::prelude::*;
+
+const PB: Quantity = Quantity::PolicyLogp(Response::Base);
+const RB: Quantity = Quantity::ReferenceLogp {
+    reference: 0,
+    response: Response::Base,
+};
+const NB: Quantity = Quantity::TokenCount(Response::Base);
+
+fn bapo(lambda: f64, form: AnchorForm, normalize: Normalize, num_anchors: usize) -> Bapo {
+    Bapo {
+        config: BapoConfig {
+            beta: 0.1,
+            lambda,
+            form,
+            normalize,
+            num_anchors,
+        },
+    }
+}
+
+fn dpo_loss(pc: f64, pr: f64, rc: f64, rr: f64) -> f64 {
+    let z = (pc - pr) - (rc - rr);
+    (1.0 + (-0.1 * z).exp()).ln()
+}
+
+/// One example with `anchors` base responses.
+fn example(
+    (pc, pr, rc, rr): (f64, f64, f64, f64),
+    pb: Vec<f64>,
+    rb: Vec<f64>,
+    nb: Vec<f64>,
+) -> Inputs {
+    let anchors = pb.len();
+    Inputs::preference(vec![pc], vec![pr], vec![rc], vec![rr])
+        .set_2d(PB, pb, anchors)
+        .set_2d(RB, rb, anchors)
+        .set_2d(NB, nb, anchors)
+}
+
+fn pair() -> impl Strategy<Value = (f64, f64, f64, f64)> {
+    (logp(200.0), logp(200.0), logp(200.0), logp(200.0))
+}
+
+fn form() -> impl Strategy<Value = AnchorForm> {
+    prop_oneof![
+        Just(AnchorForm::Hinge),
+        Just(AnchorForm::Abs),
+        Just(AnchorForm::Squared),
+        Just(AnchorForm::Nll)
+    ]
+}
+
+fn normalize() -> impl Strategy<Value = Normalize> {
+    prop_oneof![Just(Normalize::Sum), Just(Normalize::Mean)]
+}
+
+fn grad_of(inputs: &Inputs, objective: &Bapo, q: Quantity) -> Vec<f64> {
+    inputs
+        .gradients(objective)
+        .into_iter()
+        .find(|(k, _)| *k == q)
+        .and_then(|(_, g)| g)
+        .expect("gradient")
+}
+
+proptest! {
+    /// 9. λ = 0 ⇒ equals DPO, for every anchor form and normalisation.
+    #[test]
+    fn zero_lambda_is_dpo(
+        p in pair(), form in form(), normalize in normalize(),
+        anchors in proptest::collection::vec((logp(200.0), logp(200.0), 1u32..50), 1..4),
+    ) {
+        let objective = bapo(0.0, form, normalize, anchors.len());
+        let inputs = example(
+            p,
+            anchors.iter().map(|a| a.0).collect(),
+            anchors.iter().map(|a| a.1).collect(),
+            anchors.iter().map(|a| f64::from(a.2)).collect(),
+        );
+        let loss = inputs.losses(&objective, Precision::F64)[0];
+        let expected = dpo_loss(p.0, p.1, p.2, p.3);
+        prop_assert!((loss - expected).abs() <= 1e-12 * (1.0 + expected), "{loss} vs {expected}");
+    }
+
+    /// 9. Hinge: zero anchor term and zero gradient w.r.t. pb where pb ≥ rb (boundary included).
+    #[test]
+    fn hinge_is_inactive_where_the_policy_keeps_the_anchor(
+        p in pair(), rb in logp(200.0), above in prop_oneof![Just(0.0), 0.0..50.0f64], lambda in 0.1..10.0f64,
+    ) {
+        let objective = bapo(lambda, AnchorForm::Hinge, Normalize::Sum, 1);
+        let inputs = example(p, vec![rb + above], vec![rb], vec![7.0]);
+        let loss = inputs.losses(&objective, Precision::F64)[0];
+        let expected = dpo_loss(p.0, p.1, p.2, p.3);
+        prop_assert!((loss - expected).abs() <= 1e-12 * (1.0 + expected), "{loss} vs DPO {expected}");
+        prop_assert_eq!(grad_of(&inputs, &objective, PB), vec![0.0]);
+    }
+
+    /// 10. Hinge: ∂L/∂pb = −λ where pb < rb (per anchor: −λ/A, since anchors are averaged).
+    #[test]
+    fn hinge_gradient_is_minus_lambda_below_the_reference(
+        p in pair(),
+        anchors in proptest::collection::vec((logp(200.0), 0.01..50.0f64), 1..4),
+        lambda in 0.01..10.0f64,
+    ) {
+        let n = anchors.len();
+        let objective = bapo(lambda, AnchorForm::Hinge, Normalize::Sum, n);
+        let rb: Vec<f64> = anchors.iter().map(|a| a.0).collect();
+        let pb: Vec<f64> = anchors.iter().map(|a| a.0 - a.1).collect();
+        let inputs = example(p, pb.clone(), rb.clone(), vec![3.0; n]);
+        for g in grad_of(&inputs, &objective, PB) {
+            prop_assert!((g + lambda / n as f64).abs() <= 1e-12 * lambda, "{g} vs {}", -lambda / n as f64);
+        }
+        let loss = inputs.losses(&objective, Precision::F64)[0];
+        let anchor: f64 = rb.iter().zip(&pb).map(|(r, p)| r - p).sum::<f64>() / n as f64;
+        let expected = dpo_loss(p.0, p.1, p.2, p.3) + lambda * anchor;
+        prop_assert!((loss - expected).abs() <= 1e-10 * (1.0 + expected), "{loss} vs {expected}");
+    }
+
+    /// 11. "mean" equals "sum" when every base response has one token.
+    #[test]
+    fn mean_equals_sum_for_one_token_anchors(
+        p in pair(), form in form(), lambda in 0.0..5.0f64,
+        anchors in proptest::collection::vec((logp(50.0), logp(50.0)), 1..4),
+    ) {
+        let n = anchors.len();
+        let inputs = example(p, anchors.iter().map(|a| a.0).collect(), anchors.iter().map(|a| a.1).collect(), vec![1.0; n]);
+        let sum = inputs.losses(&bapo(lambda, form, Normalize::Sum, n), Precision::F64)[0];
+        let mean = inputs.losses(&bapo(lambda, form, Normalize::Mean, n), Precision::F64)[0];
+        prop_assert!((sum - mean).abs() <= 1e-12 * (1.0 + sum.abs()), "{sum} vs {mean}");
+    }
+
+    /// Each form against its definition, with per-token normalisation and several anchors.
+    #[test]
+    fn anchor_forms_match_their_definitions(
+        p in pair(), form in form(), lambda in 0.0..5.0f64,
+        anchors in proptest::collection::vec((logp(100.0), logp(100.0), 1u32..30), 1..4),
+    ) {
+        let n = anchors.len();
+        let objective = bapo(lambda, form, Normalize::Mean, n);
+        let inputs = example(
+            p,
+            anchors.iter().map(|a| a.0).collect(),
+            anchors.iter().map(|a| a.1).collect(),
+            anchors.iter().map(|a| f64::from(a.2)).collect(),
+        );
+        let term = |(pb, rb, nb): &(f64, f64, u32)| {
+            let (pb, rb) = (pb / f64::from(*nb), rb / f64::from(*nb));
+            match form {
+                AnchorForm::Hinge => (rb - pb).max(0.0),
+                AnchorForm::Abs => (rb - pb).abs(),
+                AnchorForm::Squared => (rb - pb).powi(2),
+                AnchorForm::Nll => -pb,
+            }
+        };
+        let anchor: f64 = anchors.iter().map(term).sum::<f64>() / n as f64;
+        let expected = dpo_loss(p.0, p.1, p.2, p.3) + lambda * anchor;
+        let loss = inputs.losses(&objective, Precision::F64)[0];
+        prop_assert!((loss - expected).abs() <= 1e-10 * (1.0 + expected.abs()), "{loss} vs {expected}");
+    }
+}
+
+#[test]
+fn needs_follow_the_settings() {
+    let hinge = bapo(1.0, AnchorForm::Hinge, Normalize::Sum, 2).needs();
+    assert!(hinge.contains(&PB) && hinge.contains(&RB) && !hinge.contains(&NB));
+    assert_eq!(hinge.anchors_per_prompt, 2);
+    assert!(hinge.needs_base_responses() && !hinge.needs_live_reference());
+    let nll_mean = bapo(1.0, AnchorForm::Nll, Normalize::Mean, 1).needs();
+    assert!(!nll_mean.contains(&RB) && nll_mean.contains(&NB));
+}
+
+#[test]
+fn anchor_metrics_are_reported() {
+    let inputs = example(
+        (-5.0, -6.0, -5.0, -6.0),
+        vec![-3.0, -1.0],
+        vec![-2.0, -2.0],
+        vec![4.0, 4.0],
+    );
+    let device = burn::tensor::Device::flex();
+    let (q, _) = inputs.tensors(Precision::F64, &device, false);
+    let out = bapo(1.0, AnchorForm::Hinge, Normalize::Sum, 2)
+        .compute(&q)
+        .unwrap();
+    let get = |name: &str| bapo_testkit::values(out.metrics.get(name).unwrap())[0];
+    assert_eq!(get("anchor/violation"), 0.5);
+    assert_eq!(get("anchor/term"), 0.5);
+    assert_eq!(get("logps/base"), -2.0);
+}
