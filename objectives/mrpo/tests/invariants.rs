@@ -118,7 +118,7 @@ proptest! {
     #[test]
     fn alpha_one_or_epsilon_zero_give_dpo_on_the_primary(e in example(2), alpha in alpha(), epsilon in -1.0..=1.0f64) {
         let expected = dpo_loss(e.0, e.1, e.2[0].0, e.2[0].1);
-        let with_alpha_one = inputs_of(&[e.clone()]).losses(&mrpo(2, epsilon, Alpha::Fixed(1.0), false), Precision::F64)[0];
+        let with_alpha_one = inputs_of(std::slice::from_ref(&e)).losses(&mrpo(2, epsilon, Alpha::Fixed(1.0), false), Precision::F64)[0];
         prop_assert!(close(with_alpha_one, expected), "α = 1: {with_alpha_one} vs {expected}");
         let with_eps_zero = inputs_of(&[e]).losses(&mrpo(2, 0.0, alpha, false), Precision::F64)[0];
         prop_assert!(close(with_eps_zero, expected), "ε = 0: {with_eps_zero} vs {expected}");
@@ -175,7 +175,7 @@ proptest! {
     /// Naive Multi-DPO, K = 2: α·L_DPO(ref_1) + (1−α)·L_DPO(ref_0) with the same α.
     #[test]
     fn naive_mode_is_the_weighted_sum_of_dpo_losses(e in example(2), fixed in 0.0..=1.0f64) {
-        let loss = inputs_of(&[e.clone()]).losses(&mrpo(2, 0.1, Alpha::Fixed(fixed), true), Precision::F64)[0];
+        let loss = inputs_of(std::slice::from_ref(&e)).losses(&mrpo(2, 0.1, Alpha::Fixed(fixed), true), Precision::F64)[0];
         let expected = fixed * dpo_loss(e.0, e.1, e.2[1].0, e.2[1].1)
             + (1.0 - fixed) * dpo_loss(e.0, e.1, e.2[0].0, e.2[0].1);
         prop_assert!(close(loss, expected), "{loss} vs {expected}");
@@ -198,7 +198,7 @@ fn fixed_weights_for_three_references() {
             ..MrpoConfig::default()
         },
     };
-    let loss = inputs_of(&[e.clone()]).losses(&objective, Precision::F64)[0];
+    let loss = inputs_of(std::slice::from_ref(&e)).losses(&objective, Precision::F64)[0];
     // ε = 1 opens the band to [2·r0, 0], which contains every auxiliary here: no clipping.
     let w = [0.5, 0.25, 0.25];
     let vr = |pick: fn(&(f64, f64)) -> f64| {
