@@ -170,13 +170,22 @@ fn example_objective_configs_build_and_show_the_defaults() {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir}: {e}")) {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let config: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let objective = config["objective"].as_table().expect("an [objective] table");
-        let built = registry::build_from_table(objective).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let config: toml::Table =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let objective = config["objective"]
+            .as_table()
+            .expect("an [objective] table");
+        let built = registry::build_from_table(objective)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut settings = objective.clone();
         settings.remove("name");
         let defaults = (registry::find(built.name()).unwrap().defaults)();
-        assert_eq!(settings, defaults, "{} differs from the defaults", path.display());
+        assert_eq!(
+            settings,
+            defaults,
+            "{} differs from the defaults",
+            path.display()
+        );
         seen.push(built.name().to_string());
     }
     seen.sort();
