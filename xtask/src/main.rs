@@ -3,7 +3,8 @@
 //! - `ci`: what CI runs (and the README's test command): formatting check, clippy with
 //!   warnings as errors, the whole workspace's tests.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -34,24 +35,87 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    cargo(&["test", "--workspace"])?;
+    test_workspace()
+}
+
+/// `cargo test --workspace --no-fail-fast`, echoing its output, then one closing line with the
+/// totals over every test binary (cargo prints one `test result:` line per binary, the last of
+/// which is often a crate's empty doc-test run).
+fn test_workspace() -> Result<()> {
+    let args = ["test", "--workspace", "--no-fail-fast"];
+    eprintln!("$ cargo {}", args.join(" "));
+    let mut child = Command::new(cargo_program())
+        .args(args)
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("could not run cargo test")?;
+    let mut totals = TestTotals::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test output")?;
+            println!("{line}");
+            totals.add(&line);
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("{} passed, {} failed", totals.passed, totals.failed);
+    if !status.success() || totals.failed > 0 {
+        bail!("tests failed ({status})");
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
     Ok(())
+}
+
+/// Sums of cargo's `test result: ok. N passed; M failed; …` lines.
+#[derive(Default)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+}
+
+impl TestTotals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Runs `cargo ARGS` in the workspace root, streaming its output; fails if it fails.
 fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let root = workspace_root();
+    let cargo = cargo_program();
     eprintln!("$ cargo {}", args.join(" "));
     let status = Command::new(&cargo)
         .args(args)
-        .current_dir(&root)
+        .current_dir(workspace_root())
         .status()
         .with_context(|| format!("could not run `{cargo}`"))?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+/// The cargo that runs this xtask (so the same toolchain builds everything).
+fn cargo_program() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
 }
 
 fn workspace_root() -> std::path::PathBuf {

@@ -19,9 +19,10 @@ pub trait ObjectiveConfig: Serialize + DeserializeOwned + Default {
 
 /// The defaults of a config as a TOML table.
 pub fn defaults_table<C: ObjectiveConfig>() -> toml::Table {
-    // Serialising a plain struct of numbers, strings, booleans and arrays cannot fail; an
-    // objective whose config breaks that rule is a programming error caught by its own tests
-    // (`registry_entry_is_consistent` in the objective crates).
+    // Serialising a plain struct of numbers, strings, booleans and arrays cannot fail. A
+    // config that breaks the rule (a `None` field) yields a table without that key, which
+    // `every_default_table_builds_its_objective` (tests/registry.rs) would catch for the
+    // built-ins.
     toml::Table::try_from(C::default()).unwrap_or_default()
 }
 

@@ -102,7 +102,7 @@ pub fn build_from_table(table: &toml::Table) -> Result<Box<dyn Objective>, Confi
 
 /// Registers an objective plugin type with the registry: one line in the plugin's crate.
 ///
-/// ```ignore
+/// ```text
 /// bapo_objective::register_objective!(MyObjective);
 /// ```
 #[macro_export]
