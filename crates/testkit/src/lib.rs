@@ -90,3 +90,11 @@ pub fn assert_close(actual: &[f64], expected: &[f64], rtol: f64, atol: f64, what
 
 pub mod inputs;
 pub use inputs::Inputs;
+
+/// DPO's per-example loss with scalars, straight from the spec (`ε = 0`):
+/// `softplus(−βz) = −logσ(βz)`, `z = (pc − pr) − (rc − rr)`. An independent reference for the
+/// tests of objectives that contain a DPO term.
+pub fn dpo_loss_by_hand(beta: f64, pc: f64, pr: f64, rc: f64, rr: f64) -> f64 {
+    let z = (pc - pr) - (rc - rr);
+    (1.0 + (-beta * z).exp()).ln()
+}

@@ -22,8 +22,7 @@ fn kl_dpo(lambda_kl: f64, on: Vec<Response>, direction: KlDirection) -> KlDpo {
 
 /// DPO with β = 0.2, by the spec's formula.
 fn dpo_loss(pc: f64, pr: f64, rc: f64, rr: f64) -> f64 {
-    let z = (pc - pr) - (rc - rr);
-    (1.0 + (-0.2 * z).exp()).ln()
+    bapo_testkit::dpo_loss_by_hand(0.2, pc, pr, rc, rr)
 }
 
 fn logits(batch: usize, tokens: usize, vocab: usize) -> impl Strategy<Value = Vec<f64>> {
