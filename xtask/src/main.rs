@@ -1,7 +1,10 @@
 //! `cargo xtask <task>`: project automation that needs more than one cargo call.
 //!
-//! - `ci`: what CI runs (and the README's test command): formatting check, clippy with
-//!   warnings as errors, the whole workspace's tests.
+//! - `ci`: what CI runs (and the README's test command): fetch the assets, formatting check,
+//!   clippy with warnings as errors, the whole workspace's tests.
+//! - `fetch`: the real model, verified by sha256, into the git-ignored asset cache.
+
+mod fetch;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -12,6 +15,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("fetch") => fetch::fetch(&workspace_root()),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         None => {
             println!("{USAGE}");
@@ -23,9 +27,11 @@ fn main() -> Result<()> {
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci     format check, clippy (warnings are errors), all tests of the workspace";
+  ci     fetch the assets, format check, clippy (warnings are errors), all tests
+  fetch  download and verify the real model (SmolLM2-135M-Instruct GGUF) into .cache/assets";
 
 fn ci() -> Result<()> {
+    fetch::fetch(&workspace_root())?;
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&[
         "clippy",

@@ -1,0 +1,530 @@
+//! A reader for GGUF v3 files (llama.cpp's model format): metadata, tensor directory, and
+//! tensors dequantised to f32 from F32, F16, Q4_0, Q4_1 and Q8_0. Other tensor types are
+//! rejected by name.
+//!
+//! Layout: `GGUF`, u32 version, u64 tensor count, u64 metadata count; typed metadata
+//! key/values; tensor infos (name, u32 n_dims, u64 dims innermost-first, u32 ggml type, u64
+//! offset); tensor data from the next multiple of `general.alignment` (default 32).
+//! Everything little-endian.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use half::f16;
+
+/// What can go wrong reading a GGUF file. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a GGUF file (magic {magic:?}, expected \"GGUF\")")]
+    BadMagic { path: PathBuf, magic: [u8; 4] },
+    #[error("{path}: GGUF version {version} is not supported (only 3)")]
+    UnsupportedVersion { path: PathBuf, version: u32 },
+    #[error("{path}: truncated or corrupt at byte {offset}: {what}")]
+    Corrupt {
+        path: PathBuf,
+        offset: usize,
+        what: String,
+    },
+    #[error(
+        "{path}: tensor `{tensor}` has type {type_name}, which is not supported (F32, F16, Q4_0, Q4_1, Q8_0 are)"
+    )]
+    UnsupportedType {
+        path: PathBuf,
+        tensor: String,
+        type_name: String,
+    },
+    #[error("{path}: no tensor named `{tensor}`")]
+    MissingTensor { path: PathBuf, tensor: String },
+    #[error("{path}: metadata key `{key}` is missing")]
+    MissingKey { path: PathBuf, key: String },
+    #[error("{path}: metadata key `{key}` has the wrong type: expected {expected}")]
+    WrongKeyType {
+        path: PathBuf,
+        key: String,
+        expected: &'static str,
+    },
+}
+
+/// A metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaValue {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(String),
+    Array(Vec<MetaValue>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+impl MetaValue {
+    /// The value as an unsigned integer, if it is any non-negative integer type.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            MetaValue::U8(v) => Some(v.into()),
+            MetaValue::U16(v) => Some(v.into()),
+            MetaValue::U32(v) => Some(v.into()),
+            MetaValue::U64(v) => Some(v),
+            MetaValue::I8(v) => u64::try_from(v).ok(),
+            MetaValue::I16(v) => u64::try_from(v).ok(),
+            MetaValue::I32(v) => u64::try_from(v).ok(),
+            MetaValue::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a float, if it is a float type.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            MetaValue::F32(v) => Some(v.into()),
+            MetaValue::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value as a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            MetaValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value as an array.
+    pub fn as_array(&self) -> Option<&[MetaValue]> {
+        match self {
+            MetaValue::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// ggml tensor types this reader knows by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgmlType {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+    /// Any other type id: readable directory entry, rejected on load.
+    Other(u32),
+}
+
+impl GgmlType {
+    fn from_id(id: u32) -> Self {
+        match id {
+            0 => GgmlType::F32,
+            1 => GgmlType::F16,
+            2 => GgmlType::Q4_0,
+            3 => GgmlType::Q4_1,
+            8 => GgmlType::Q8_0,
+            other => GgmlType::Other(other),
+        }
+    }
+
+    /// The ggml id.
+    pub fn id(self) -> u32 {
+        match self {
+            GgmlType::F32 => 0,
+            GgmlType::F16 => 1,
+            GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
+            GgmlType::Q8_0 => 8,
+            GgmlType::Other(id) => id,
+        }
+    }
+
+    /// llama.cpp's name for the type.
+    pub fn name(self) -> String {
+        let known = [
+            "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K",
+            "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S",
+            "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M",
+            "BF16",
+        ];
+        let id = self.id() as usize;
+        known
+            .get(id)
+            .map_or_else(|| format!("type {id}"), |n| (*n).to_string())
+    }
+
+    /// (values per block, bytes per block) of the supported types.
+    fn block(self) -> Option<(usize, usize)> {
+        match self {
+            GgmlType::F32 => Some((1, 4)),
+            GgmlType::F16 => Some((1, 2)),
+            GgmlType::Q4_0 => Some((32, 18)),
+            GgmlType::Q4_1 => Some((32, 20)),
+            GgmlType::Q8_0 => Some((32, 34)),
+            GgmlType::Other(_) => None,
+        }
+    }
+}
+
+/// One entry of the tensor directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// Dimensions as stored: innermost first (`[576, 1536]` is a row-major 1536 × 576 matrix).
+    pub dims: Vec<u64>,
+    pub ggml_type: GgmlType,
+    /// Offset of the data from the start of the data section.
+    pub offset: u64,
+}
+
+impl TensorInfo {
+    /// Row-major shape (outermost first).
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims.iter().rev().map(|&d| d as usize).collect()
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.dims.iter().product::<u64>() as usize
+    }
+
+    /// Whether the tensor has no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A GGUF file in memory.
+#[derive(Debug)]
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub version: u32,
+    pub metadata: BTreeMap<String, MetaValue>,
+    pub tensors: Vec<TensorInfo>,
+    bytes: Vec<u8>,
+    data_start: usize,
+}
+
+/// A little-endian cursor that reports where it ran out.
+struct Cursor<'a> {
+    path: &'a Path,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], GgufError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        match end {
+            Some(end) => {
+                let slice = &self.bytes[self.pos..end];
+                self.pos = end;
+                Ok(slice)
+            }
+            None => Err(GgufError::Corrupt {
+                path: self.path.to_path_buf(),
+                offset: self.pos,
+                what: format!(
+                    "{what}: {n} bytes needed, {} left",
+                    self.bytes.len() - self.pos
+                ),
+            }),
+        }
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], GgufError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, GgufError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, GgufError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    /// A u64 length that must fit in the rest of the file (`unit` bytes per element at least).
+    fn len(&mut self, what: &str, unit: usize) -> Result<usize, GgufError> {
+        let at = self.pos;
+        let n = self.u64(what)?;
+        let left = (self.bytes.len() - self.pos) as u64;
+        if n.saturating_mul(unit as u64) > left {
+            return Err(GgufError::Corrupt {
+                path: self.path.to_path_buf(),
+                offset: at,
+                what: format!("{what}: length {n} exceeds the file"),
+            });
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, GgufError> {
+        let at = self.pos;
+        let n = self.len(what, 1)?;
+        let raw = self.take(n, what)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| GgufError::Corrupt {
+            path: self.path.to_path_buf(),
+            offset: at,
+            what: format!("{what}: not UTF-8"),
+        })
+    }
+
+    fn value(&mut self, type_id: u32, what: &str) -> Result<MetaValue, GgufError> {
+        Ok(match type_id {
+            0 => MetaValue::U8(self.array::<1>(what)?[0]),
+            1 => MetaValue::I8(self.array::<1>(what)?[0] as i8),
+            2 => MetaValue::U16(u16::from_le_bytes(self.array(what)?)),
+            3 => MetaValue::I16(i16::from_le_bytes(self.array(what)?)),
+            4 => MetaValue::U32(self.u32(what)?),
+            5 => MetaValue::I32(i32::from_le_bytes(self.array(what)?)),
+            6 => MetaValue::F32(f32::from_le_bytes(self.array(what)?)),
+            7 => MetaValue::Bool(self.array::<1>(what)?[0] != 0),
+            8 => MetaValue::String(self.string(what)?),
+            9 => {
+                let element_type = self.u32(what)?;
+                let n = self.len(what, 1)?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.value(element_type, what)?);
+                }
+                MetaValue::Array(items)
+            }
+            10 => MetaValue::U64(self.u64(what)?),
+            11 => MetaValue::I64(i64::from_le_bytes(self.array(what)?)),
+            12 => MetaValue::F64(f64::from_le_bytes(self.array(what)?)),
+            other => {
+                return Err(GgufError::Corrupt {
+                    path: self.path.to_path_buf(),
+                    offset: self.pos,
+                    what: format!("{what}: unknown metadata type {other}"),
+                });
+            }
+        })
+    }
+}
+
+impl GgufFile {
+    /// Reads a whole GGUF file and parses its header, metadata and tensor directory.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, bytes)
+    }
+
+    /// Parses GGUF bytes; `path` is used in messages.
+    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, GgufError> {
+        let mut c = Cursor {
+            path,
+            bytes: &bytes,
+            pos: 0,
+        };
+        let magic = c.array::<4>("magic")?;
+        if &magic != b"GGUF" {
+            return Err(GgufError::BadMagic {
+                path: path.to_path_buf(),
+                magic,
+            });
+        }
+        let version = c.u32("version")?;
+        if version != 3 {
+            return Err(GgufError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                version,
+            });
+        }
+        // Each tensor info and key/value takes at least 8 bytes.
+        let n_tensors = c.len("tensor count", 8)?;
+        let n_metadata = c.len("metadata count", 8)?;
+
+        let mut metadata = BTreeMap::new();
+        for _ in 0..n_metadata {
+            let key = c.string("metadata key")?;
+            let type_id = c.u32(&key)?;
+            let value = c.value(type_id, &key)?;
+            metadata.insert(key, value);
+        }
+
+        let mut tensors = Vec::with_capacity(n_tensors);
+        for _ in 0..n_tensors {
+            let name = c.string("tensor name")?;
+            let n_dims = c.u32(&name)? as usize;
+            if n_dims > 4 {
+                return Err(GgufError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: c.pos,
+                    what: format!("tensor `{name}` has {n_dims} dimensions (at most 4)"),
+                });
+            }
+            let mut dims = Vec::with_capacity(n_dims);
+            for _ in 0..n_dims {
+                dims.push(c.u64(&name)?);
+            }
+            let ggml_type = GgmlType::from_id(c.u32(&name)?);
+            let offset = c.u64(&name)?;
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ggml_type,
+                offset,
+            });
+        }
+
+        let alignment = metadata
+            .get("general.alignment")
+            .and_then(MetaValue::as_u64)
+            .unwrap_or(32)
+            .max(1) as usize;
+        let data_start = c.pos.div_ceil(alignment) * alignment;
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+            bytes,
+            data_start,
+        })
+    }
+
+    /// A metadata value.
+    pub fn get(&self, key: &str) -> Result<&MetaValue, GgufError> {
+        self.metadata.get(key).ok_or_else(|| GgufError::MissingKey {
+            path: self.path.clone(),
+            key: key.to_string(),
+        })
+    }
+
+    /// A metadata value that must be a non-negative integer.
+    pub fn get_u64(&self, key: &str) -> Result<u64, GgufError> {
+        self.get(key)?
+            .as_u64()
+            .ok_or_else(|| self.wrong_type(key, "an integer"))
+    }
+
+    /// A metadata value that must be a float.
+    pub fn get_f64(&self, key: &str) -> Result<f64, GgufError> {
+        self.get(key)?
+            .as_f64()
+            .ok_or_else(|| self.wrong_type(key, "a float"))
+    }
+
+    /// A metadata value that must be a string.
+    pub fn get_str(&self, key: &str) -> Result<&str, GgufError> {
+        self.get(key)?
+            .as_str()
+            .ok_or_else(|| self.wrong_type(key, "a string"))
+    }
+
+    fn wrong_type(&self, key: &str, expected: &'static str) -> GgufError {
+        GgufError::WrongKeyType {
+            path: self.path.clone(),
+            key: key.to_string(),
+            expected,
+        }
+    }
+
+    /// The directory entry of a tensor.
+    pub fn info(&self, name: &str) -> Result<&TensorInfo, GgufError> {
+        self.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| GgufError::MissingTensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+            })
+    }
+
+    /// Whether a tensor exists.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.tensors.iter().any(|t| t.name == name)
+    }
+
+    /// A tensor's values dequantised to f32, row-major, with its row-major shape.
+    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), GgufError> {
+        let info = self.info(name)?;
+        let unsupported = || GgufError::UnsupportedType {
+            path: self.path.clone(),
+            tensor: name.to_string(),
+            type_name: info.ggml_type.name(),
+        };
+        let (block_values, block_bytes) = info.ggml_type.block().ok_or_else(unsupported)?;
+        let n = info.len();
+        let corrupt = |what: String| GgufError::Corrupt {
+            path: self.path.clone(),
+            offset: self.data_start + info.offset as usize,
+            what,
+        };
+        if n % block_values != 0 {
+            return Err(corrupt(format!(
+                "tensor `{name}`: {n} values is not a multiple of the block size {block_values}"
+            )));
+        }
+        let size = n / block_values * block_bytes;
+        let start = self.data_start + info.offset as usize;
+        let raw = start
+            .checked_add(size)
+            .and_then(|end| self.bytes.get(start..end))
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "tensor `{name}`: {size} bytes of data run past the end"
+                ))
+            })?;
+        Ok((info.shape(), dequantize(info.ggml_type, raw, n)))
+    }
+}
+
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+/// Dequantises `n` values of a supported type; `raw` has exactly the bytes they take.
+fn dequantize(ty: GgmlType, raw: &[u8], n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n);
+    match ty {
+        GgmlType::F32 => out.extend(
+            raw.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        GgmlType::F16 => out.extend(raw.chunks_exact(2).map(|b| f16_at(b, 0))),
+        // Q4_0: f16 scale d, 16 bytes of nibbles; low nibbles are values 0..16, high 16..32;
+        // value = (q − 8)·d.
+        GgmlType::Q4_0 => {
+            for block in raw.chunks_exact(18) {
+                let d = f16_at(block, 0);
+                let qs = &block[2..18];
+                out.extend(qs.iter().map(|q| (f32::from(q & 15) - 8.0) * d));
+                out.extend(qs.iter().map(|q| (f32::from(q >> 4) - 8.0) * d));
+            }
+        }
+        // Q4_1: f16 scale d, f16 minimum m, 16 bytes of nibbles; value = q·d + m.
+        GgmlType::Q4_1 => {
+            for block in raw.chunks_exact(20) {
+                let (d, m) = (f16_at(block, 0), f16_at(block, 2));
+                let qs = &block[4..20];
+                out.extend(qs.iter().map(|q| f32::from(q & 15) * d + m));
+                out.extend(qs.iter().map(|q| f32::from(q >> 4) * d + m));
+            }
+        }
+        // Q8_0: f16 scale d, 32 signed bytes; value = q·d.
+        GgmlType::Q8_0 => {
+            for block in raw.chunks_exact(34) {
+                let d = f16_at(block, 0);
+                out.extend(block[2..34].iter().map(|&q| f32::from(q as i8) * d));
+            }
+        }
+        GgmlType::Other(_) => {}
+    }
+    out
+}

@@ -1,0 +1,28 @@
+//! # bapo-model: causal language models on Burn
+//!
+//! GGUF files ([`gguf`]) and the Llama family ([`llama`]). One non-generic implementation per
+//! architecture: the device the weights are loaded on is the backend.
+
+pub mod gguf;
+pub mod llama;
+
+use std::path::PathBuf;
+
+pub use gguf::{GgufError, GgufFile};
+pub use llama::{Llama, LlamaConfig};
+
+/// Errors loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{path}: architecture `{architecture}` is not supported (llama is)")]
+    UnsupportedArchitecture { path: PathBuf, architecture: String },
+    #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+}

@@ -1,0 +1,391 @@
+//! The Llama family (Llama, SmolLM2; Qwen2 adds q/k/v biases): token embedding, pre-norm
+//! blocks of grouped-query attention with rotate-half RoPE and a SwiGLU MLP, final RMSNorm and
+//! a tied or separate LM head. One non-generic implementation: the backend is the device the
+//! weights live on.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::tensor::activation::silu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::ModelError;
+use crate::gguf::GgufFile;
+
+/// Shape and numerics of a Llama-family model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub tied_embeddings: bool,
+}
+
+impl LlamaConfig {
+    /// Reads the `llama.*` metadata of a GGUF file.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
+        let arch = file.get_str("general.architecture")?;
+        if arch != "llama" {
+            return Err(ModelError::UnsupportedArchitecture {
+                path: file.path.clone(),
+                architecture: arch.to_string(),
+            });
+        }
+        let key = |k: &str| format!("llama.{k}");
+        let hidden_size = file.get_u64(&key("embedding_length"))? as usize;
+        let num_heads = file.get_u64(&key("attention.head_count"))? as usize;
+        let num_kv_heads = file
+            .get_u64(&key("attention.head_count_kv"))
+            .map_or(num_heads, |v| v as usize);
+        let (vocab_shape, _) = (file.info("token_embd.weight")?.shape(), ());
+        Ok(LlamaConfig {
+            vocab_size: vocab_shape[0],
+            hidden_size,
+            num_layers: file.get_u64(&key("block_count"))? as usize,
+            num_heads,
+            num_kv_heads,
+            head_dim: hidden_size / num_heads.max(1),
+            intermediate_size: file.get_u64(&key("feed_forward_length"))? as usize,
+            rope_theta: file.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0),
+            rms_norm_eps: file.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
+            tied_embeddings: !file.has_tensor("output.weight"),
+        })
+    }
+}
+
+/// Grouped-query self-attention.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+/// One pre-norm transformer block.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub input_norm: RmsNorm,
+    pub attention: Attention,
+    pub post_attention_norm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+/// A Llama-family causal language model.
+#[derive(Module, Debug)]
+pub struct Llama {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<Block>,
+    pub norm: RmsNorm,
+    /// `None` when the LM head is tied to the token embedding.
+    pub lm_head: Option<Linear>,
+    pub rope_theta: f64,
+}
+
+/// `cos` and `sin` tables `[tokens, head_dim]` of rotate-half RoPE for positions
+/// `start..start+tokens`.
+fn rope_tables(
+    start: usize,
+    tokens: usize,
+    head_dim: usize,
+    theta: f64,
+    device: &Device,
+) -> (Tensor<2>, Tensor<2>) {
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(tokens * head_dim);
+    let mut sin = Vec::with_capacity(tokens * head_dim);
+    for t in start..start + tokens {
+        let row: Vec<f64> = (0..half)
+            .map(|i| t as f64 / theta.powf(2.0 * i as f64 / head_dim as f64))
+            .collect();
+        for _ in 0..2 {
+            cos.extend(row.iter().map(|a| a.cos() as f32));
+            sin.extend(row.iter().map(|a| a.sin() as f32));
+        }
+    }
+    let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [tokens, head_dim]), device);
+    (table(cos), table(sin))
+}
+
+/// Applies RoPE to `[batch, heads, tokens, head_dim]`: `x·cos + rotate_half(x)·sin`.
+fn apply_rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+    let [_, _, _, head_dim] = x.dims();
+    let half = head_dim / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    let cos = cos.clone().unsqueeze::<4>();
+    let sin = sin.clone().unsqueeze::<4>();
+    x * cos + rotated * sin
+}
+
+impl Attention {
+    fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<3> {
+        let [batch, tokens, _] = x.dims();
+        let heads =
+            |t: Tensor<3>, n: usize| t.reshape([batch, tokens, n, self.head_dim]).swap_dims(1, 2);
+        let q = apply_rope(
+            heads(self.q_proj.forward(x.clone()), self.num_heads),
+            cos,
+            sin,
+        );
+        let k = apply_rope(
+            heads(self.k_proj.forward(x.clone()), self.num_kv_heads),
+            cos,
+            sin,
+        );
+        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        // Grouped-query attention: query head h reads key/value head h / (heads / kv_heads).
+        let repeat = self.num_heads / self.num_kv_heads;
+        let expand = |t: Tensor<4>| {
+            t.unsqueeze_dim::<5>(2).repeat_dim(2, repeat).reshape([
+                batch,
+                self.num_heads,
+                tokens,
+                self.head_dim,
+            ])
+        };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: true,
+        };
+        let out = attention(q, expand(k), expand(v), None, None, options);
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([
+            batch,
+            tokens,
+            self.num_heads * self.head_dim,
+        ]))
+    }
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+impl Block {
+    fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<3> {
+        let h = x.clone() + self.attention.forward(self.input_norm.forward(x), cos, sin);
+        h.clone() + self.mlp.forward(self.post_attention_norm.forward(h))
+    }
+}
+
+impl Llama {
+    /// Final hidden states `[batch, tokens, hidden]` for token ids `[batch, tokens]`
+    /// (right padding is harmless under causal attention: real tokens never see pads).
+    pub fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [_, tokens] = ids.dims();
+        let device = ids.device();
+        let head_dim = self.layers.first().map_or(0, |b| b.attention.head_dim);
+        let (cos, sin) = rope_tables(0, tokens, head_dim, self.rope_theta, &device);
+        let mut x = self.embed_tokens.forward(ids);
+        for block in &self.layers {
+            x = block.forward(x, &cos, &sin);
+        }
+        self.norm.forward(x)
+    }
+
+    /// LM-head logits `[.., vocab]` of hidden states `[.., hidden]`.
+    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let embedding = self.embed_tokens.weight.val().transpose();
+                burn::tensor::module::linear(hidden, embedding, None)
+            }
+        }
+    }
+
+    /// Logits `[batch, tokens, vocab]` for every position.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.logits(self.hidden_states(ids))
+    }
+
+    /// Loads a Llama-family GGUF (llama.cpp layout) onto `device`, dequantising to f32.
+    ///
+    /// llama.cpp's converter permutes the rows of `attn_q` and `attn_k` for its interleaved
+    /// RoPE; they are un-permuted here so the HF rotate-half RoPE above applies.
+    pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<(Self, LlamaConfig), ModelError> {
+        let config = LlamaConfig::from_gguf(file)?;
+        let c = &config;
+        let loader = GgufLoader { file, device };
+        let layers = (0..c.num_layers)
+            .map(|i| {
+                let name = |n: &str| format!("blk.{i}.{n}.weight");
+                Ok(Block {
+                    input_norm: loader.rms_norm(
+                        &name("attn_norm"),
+                        c.hidden_size,
+                        c.rms_norm_eps,
+                    )?,
+                    attention: Attention {
+                        q_proj: loader.linear(
+                            &name("attn_q"),
+                            [c.num_heads * c.head_dim, c.hidden_size],
+                            Some(c.num_heads),
+                        )?,
+                        k_proj: loader.linear(
+                            &name("attn_k"),
+                            [c.num_kv_heads * c.head_dim, c.hidden_size],
+                            Some(c.num_kv_heads),
+                        )?,
+                        v_proj: loader.linear(
+                            &name("attn_v"),
+                            [c.num_kv_heads * c.head_dim, c.hidden_size],
+                            None,
+                        )?,
+                        o_proj: loader.linear(
+                            &name("attn_output"),
+                            [c.hidden_size, c.num_heads * c.head_dim],
+                            None,
+                        )?,
+                        num_heads: c.num_heads,
+                        num_kv_heads: c.num_kv_heads,
+                        head_dim: c.head_dim,
+                    },
+                    post_attention_norm: loader.rms_norm(
+                        &name("ffn_norm"),
+                        c.hidden_size,
+                        c.rms_norm_eps,
+                    )?,
+                    mlp: Mlp {
+                        gate_proj: loader.linear(
+                            &name("ffn_gate"),
+                            [c.intermediate_size, c.hidden_size],
+                            None,
+                        )?,
+                        up_proj: loader.linear(
+                            &name("ffn_up"),
+                            [c.intermediate_size, c.hidden_size],
+                            None,
+                        )?,
+                        down_proj: loader.linear(
+                            &name("ffn_down"),
+                            [c.hidden_size, c.intermediate_size],
+                            None,
+                        )?,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let embedding = loader.matrix("token_embd.weight", [c.vocab_size, c.hidden_size], None)?;
+        let lm_head = if c.tied_embeddings {
+            None
+        } else {
+            Some(loader.linear("output.weight", [c.vocab_size, c.hidden_size], None)?)
+        };
+        let model = Llama {
+            embed_tokens: Embedding {
+                weight: Param::from_tensor(embedding),
+            },
+            layers,
+            norm: loader.rms_norm("output_norm.weight", c.hidden_size, c.rms_norm_eps)?,
+            lm_head,
+            rope_theta: c.rope_theta,
+        };
+        Ok((model, config))
+    }
+}
+
+/// Reads named GGUF tensors into Burn modules, checking shapes.
+struct GgufLoader<'a> {
+    file: &'a GgufFile,
+    device: &'a Device,
+}
+
+impl GgufLoader<'_> {
+    /// A row-major `[rows, cols]` matrix; with `unpermute_heads`, the rows of each of that many
+    /// heads are put back from llama.cpp's interleaved order to HF's rotate-half order.
+    fn matrix(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+        unpermute_heads: Option<usize>,
+    ) -> Result<Tensor<2>, ModelError> {
+        let (found, mut values) = self.file.tensor_f32(name)?;
+        if found != shape {
+            return Err(ModelError::Shape {
+                path: self.file.path.clone(),
+                tensor: name.to_string(),
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        if let Some(heads) = unpermute_heads {
+            values = unpermute_rows(&values, heads, shape[0] / heads, shape[1]);
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            self.device,
+        ))
+    }
+
+    /// A bias-free linear layer from a GGUF `[out, in]` matrix (Burn stores `[in, out]`).
+    fn linear(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+        unpermute_heads: Option<usize>,
+    ) -> Result<Linear, ModelError> {
+        let weight = self.matrix(name, shape, unpermute_heads)?.transpose();
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias: None,
+        })
+    }
+
+    fn rms_norm(&self, name: &str, size: usize, eps: f64) -> Result<RmsNorm, ModelError> {
+        let (found, values) = self.file.tensor_f32(name)?;
+        if found != [size] {
+            return Err(ModelError::Shape {
+                path: self.file.path.clone(),
+                tensor: name.to_string(),
+                expected: vec![size],
+                found,
+            });
+        }
+        let gamma = Tensor::from_data(TensorData::new(values, [size]), self.device);
+        Ok(RmsNorm {
+            gamma: Param::from_tensor(gamma),
+            epsilon: eps,
+        })
+    }
+}
+
+/// Undoes llama.cpp's q/k permutation: within each head, GGUF row `2i + j` holds HF row
+/// `j·(head_dim/2) + i`.
+fn unpermute_rows(values: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    let half = head_dim / 2;
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let from = (h * head_dim + 2 * i + j) * cols;
+                let to = (h * head_dim + j * half + i) * cols;
+                out[to..to + cols].copy_from_slice(&values[from..from + cols]);
+            }
+        }
+    }
+    out
+}

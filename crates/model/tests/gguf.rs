@@ -1,0 +1,240 @@
+//! The GGUF reader on small files written here byte by byte: metadata of every type, each
+//! supported tensor type dequantised against values computed from llama.cpp's block layouts,
+//! and clear errors for bad input.
+
+use std::path::Path;
+
+use bapo_model::gguf::{GgmlType, GgufError, GgufFile, MetaValue};
+
+/// Writes GGUF v3 bytes: metadata, then tensors (name, dims innermost-first, type id, data).
+struct Writer {
+    meta: Vec<u8>,
+    n_meta: u64,
+    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.extend((s.len() as u64).to_le_bytes());
+    out.extend(s.as_bytes());
+}
+
+impl Writer {
+    fn new() -> Self {
+        Writer {
+            meta: Vec::new(),
+            n_meta: 0,
+            tensors: Vec::new(),
+        }
+    }
+
+    fn meta(mut self, key: &str, type_id: u32, value: &[u8]) -> Self {
+        string(&mut self.meta, key);
+        self.meta.extend(type_id.to_le_bytes());
+        self.meta.extend(value);
+        self.n_meta += 1;
+        self
+    }
+
+    fn tensor(mut self, name: &str, dims: &[u64], type_id: u32, data: Vec<u8>) -> Self {
+        self.tensors
+            .push((name.to_string(), dims.to_vec(), type_id, data));
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend((self.tensors.len() as u64).to_le_bytes());
+        out.extend(self.n_meta.to_le_bytes());
+        out.extend(&self.meta);
+        let mut offset = 0u64;
+        let mut offsets = Vec::new();
+        for (name, dims, type_id, data) in &self.tensors {
+            string(&mut out, name);
+            out.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend(d.to_le_bytes());
+            }
+            out.extend(type_id.to_le_bytes());
+            out.extend(offset.to_le_bytes());
+            offsets.push(offset);
+            offset += (data.len() as u64).div_ceil(32) * 32;
+        }
+        while !out.len().is_multiple_of(32) {
+            out.push(0);
+        }
+        for (_, _, _, data) in &self.tensors {
+            out.extend(data);
+            while !out.len().is_multiple_of(32) {
+                out.push(0);
+            }
+        }
+        out
+    }
+
+    fn parse(&self) -> Result<GgufFile, GgufError> {
+        GgufFile::parse(Path::new("test.gguf"), self.bytes())
+    }
+}
+
+fn f16(x: f32) -> [u8; 2] {
+    half::f16::from_f32(x).to_le_bytes()
+}
+
+#[test]
+fn reads_metadata_of_every_type() {
+    let mut array = 4u32.to_le_bytes().to_vec(); // array of u32
+    array.extend(2u64.to_le_bytes());
+    array.extend(7u32.to_le_bytes());
+    array.extend(9u32.to_le_bytes());
+    let mut name = Vec::new();
+    string(&mut name, "SmolLM2");
+    let file = Writer::new()
+        .meta("u8", 0, &[200])
+        .meta("i8", 1, &[0xFF])
+        .meta("u16", 2, &500u16.to_le_bytes())
+        .meta("i16", 3, &(-5i16).to_le_bytes())
+        .meta("u32", 4, &70_000u32.to_le_bytes())
+        .meta("i32", 5, &(-70_000i32).to_le_bytes())
+        .meta("f32", 6, &1.5f32.to_le_bytes())
+        .meta("bool", 7, &[1])
+        .meta("general.name", 8, &name)
+        .meta("array", 9, &array)
+        .meta("u64", 10, &(1u64 << 40).to_le_bytes())
+        .meta("i64", 11, &(-3i64).to_le_bytes())
+        .meta("f64", 12, &0.25f64.to_le_bytes())
+        .parse()
+        .unwrap();
+    assert_eq!(file.version, 3);
+    assert_eq!(file.metadata["u8"], MetaValue::U8(200));
+    assert_eq!(file.metadata["i8"], MetaValue::I8(-1));
+    assert_eq!(file.get_u64("u16").unwrap(), 500);
+    assert_eq!(file.metadata["i16"], MetaValue::I16(-5));
+    assert_eq!(file.get_u64("u32").unwrap(), 70_000);
+    assert_eq!(file.metadata["i32"], MetaValue::I32(-70_000));
+    assert_eq!(file.get_f64("f32").unwrap(), 1.5);
+    assert_eq!(file.metadata["bool"], MetaValue::Bool(true));
+    assert_eq!(file.get_str("general.name").unwrap(), "SmolLM2");
+    assert_eq!(
+        file.metadata["array"],
+        MetaValue::Array(vec![MetaValue::U32(7), MetaValue::U32(9)])
+    );
+    assert_eq!(file.get_u64("u64").unwrap(), 1 << 40);
+    assert_eq!(file.metadata["i64"], MetaValue::I64(-3));
+    assert_eq!(file.get_f64("f64").unwrap(), 0.25);
+    assert!(matches!(
+        file.get_u64("general.name"),
+        Err(GgufError::WrongKeyType { .. })
+    ));
+    assert!(matches!(
+        file.get("absent"),
+        Err(GgufError::MissingKey { .. })
+    ));
+}
+
+#[test]
+fn dequantises_each_supported_type() {
+    // F32 and F16: a 2 × 3 matrix stored as dims [3, 2].
+    let values = [1.0f32, -2.0, 0.5, 3.25, -0.125, 8.0];
+    let f32_data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f16_data: Vec<u8> = values.iter().flat_map(|v| f16(*v)).collect();
+
+    // One block each of the quantised types, with nibbles/bytes q_j = j mod 16 (or j − 16).
+    let qs: Vec<u8> = (0..16u8).map(|j| j | ((15 - j) << 4)).collect();
+    let mut q4_0 = f16(0.5).to_vec();
+    q4_0.extend(&qs);
+    let mut q4_1 = f16(0.25).to_vec();
+    q4_1.extend(f16(-1.0));
+    q4_1.extend(&qs);
+    let mut q8_0 = f16(0.125).to_vec();
+    q8_0.extend((0..32).map(|j| (j as i8 - 16) as u8));
+
+    let file = Writer::new()
+        .tensor("f32", &[3, 2], 0, f32_data)
+        .tensor("f16", &[3, 2], 1, f16_data)
+        .tensor("q4_0", &[32], 2, q4_0)
+        .tensor("q4_1", &[32], 3, q4_1)
+        .tensor("q8_0", &[32], 8, q8_0)
+        .parse()
+        .unwrap();
+
+    for name in ["f32", "f16"] {
+        let (shape, got) = file.tensor_f32(name).unwrap();
+        assert_eq!(shape, vec![2, 3]);
+        assert_eq!(got, values);
+    }
+    // Value j < 16 is the low nibble of byte j, value j + 16 its high nibble.
+    let nibble = |j: usize| {
+        if j < 16 {
+            j as f32
+        } else {
+            (15 - (j - 16)) as f32
+        }
+    };
+    let q4_0_expected: Vec<f32> = (0..32).map(|j| (nibble(j) - 8.0) * 0.5).collect();
+    let q4_1_expected: Vec<f32> = (0..32).map(|j| nibble(j) * 0.25 - 1.0).collect();
+    let q8_0_expected: Vec<f32> = (0..32).map(|j| (j as f32 - 16.0) * 0.125).collect();
+    assert_eq!(file.tensor_f32("q4_0").unwrap().1, q4_0_expected);
+    assert_eq!(file.tensor_f32("q4_1").unwrap().1, q4_1_expected);
+    assert_eq!(file.tensor_f32("q8_0").unwrap().1, q8_0_expected);
+    assert_eq!(file.info("q4_1").unwrap().ggml_type, GgmlType::Q4_1);
+}
+
+#[test]
+fn bad_input_gives_errors_naming_the_problem() {
+    let mut bytes = Writer::new().bytes();
+    bytes[0] = b'X';
+    let err = GgufFile::parse(Path::new("bad.gguf"), bytes).unwrap_err();
+    assert!(matches!(err, GgufError::BadMagic { .. }), "{err}");
+    assert!(err.to_string().contains("bad.gguf"));
+
+    let mut bytes = Writer::new().bytes();
+    bytes[4] = 2;
+    assert!(matches!(
+        GgufFile::parse(Path::new("v2.gguf"), bytes),
+        Err(GgufError::UnsupportedVersion { version: 2, .. })
+    ));
+
+    // Truncated anywhere in the header: an error, never a panic.
+    let full = Writer::new()
+        .meta("general.architecture", 8, &{
+            let mut v = Vec::new();
+            string(&mut v, "llama");
+            v
+        })
+        .tensor("t", &[4], 0, vec![0; 16])
+        .bytes();
+    for cut in 0..full.len() - 32 {
+        let result = GgufFile::parse(Path::new("cut.gguf"), full[..cut].to_vec());
+        if let Ok(file) = result {
+            assert!(
+                file.tensor_f32("t").is_err(),
+                "cut at {cut}: data past the end must fail"
+            );
+        }
+    }
+
+    // A type that exists in llama.cpp but not here is rejected by name.
+    let file = Writer::new()
+        .tensor("blk.0.attn_q.weight", &[256], 12, vec![0; 144])
+        .parse()
+        .unwrap();
+    let err = file
+        .tensor_f32("blk.0.attn_q.weight")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Q4_K") && err.contains("blk.0.attn_q.weight"),
+        "{err}"
+    );
+    let err = file.tensor_f32("absent").unwrap_err().to_string();
+    assert!(err.contains("absent"), "{err}");
+
+    // A length that cannot fit in the file.
+    let mut bytes = Writer::new().bytes();
+    bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(
+        GgufFile::parse(Path::new("huge.gguf"), bytes),
+        Err(GgufError::Corrupt { .. })
+    ));
+}

@@ -1,0 +1,100 @@
+//! SmolLM2-135M-Instruct from its GGUF (the real model, fetched by `cargo xtask fetch`)
+//! reproduces the reference values of the spec (`shared/spec/assets.md`): architecture,
+//! parameter count, and next-token log-probs after "The capital of France is" within 1e-2.
+
+use std::path::PathBuf;
+
+use bapo_model::{GgufFile, Llama, LlamaConfig};
+use burn::module::Module;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The fetched GGUF, or `None` outside CI when it has not been fetched (CI fetches first, so
+/// there a missing file fails the test).
+fn smollm2() -> Option<PathBuf> {
+    let dir = std::env::var_os("BAPO_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/assets"))
+        });
+    let path = dir.join(GGUF);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing; CI must run `cargo xtask fetch` first",
+        path.display()
+    );
+    eprintln!(
+        "skipping: {} is missing; run `cargo xtask fetch`",
+        path.display()
+    );
+    None
+}
+
+#[test]
+fn config_and_parameter_count_match_the_spec() {
+    let Some(path) = smollm2() else { return };
+    let file = GgufFile::open(&path).unwrap();
+    let config = LlamaConfig::from_gguf(&file).unwrap();
+    assert_eq!(
+        config,
+        LlamaConfig {
+            vocab_size: 49_152,
+            hidden_size: 576,
+            num_layers: 30,
+            num_heads: 9,
+            num_kv_heads: 3,
+            head_dim: 64,
+            intermediate_size: 1536,
+            rope_theta: 100_000.0,
+            // Stored as f32 in the file.
+            rms_norm_eps: f64::from(1e-5f32),
+            tied_embeddings: true,
+        }
+    );
+    let (model, _) = Llama::from_gguf(&file, &Device::flex()).unwrap();
+    assert_eq!(model.num_params(), 134_515_008);
+}
+
+#[test]
+fn next_token_log_probs_match_the_reference() {
+    let Some(path) = smollm2() else { return };
+    let file = GgufFile::open(&path).unwrap();
+    let device = Device::flex();
+    let (model, _) = Llama::from_gguf(&file, &device).unwrap();
+
+    // "The capital of France is"
+    let ids: Vec<i64> = vec![504, 3575, 282, 4649, 314];
+    let tokens = ids.len();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, tokens]), &device);
+    let logits = model.forward(input);
+    let last = logits.narrow(1, tokens - 1, 1).reshape([49_152]);
+    let logp: Vec<f32> = log_softmax(last, 0)
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap();
+
+    let top = logp
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap();
+    assert_eq!(top, 7042, "top-1 is \" Paris\"");
+    for (id, expected, word) in [
+        (7042, -0.258, " Paris"),
+        (4528, -4.384, " London"),
+        (11452, -6.921, " Berlin"),
+    ] {
+        let got = logp[id];
+        assert!(
+            (got - expected).abs() <= 1e-2,
+            "{word}: log-prob {got}, reference {expected}"
+        );
+    }
+}
