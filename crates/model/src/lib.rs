@@ -5,11 +5,13 @@
 
 pub mod gguf;
 pub mod llama;
+pub mod logprobs;
 
 use std::path::PathBuf;
 
 pub use gguf::{GgufError, GgufFile};
 pub use llama::{Llama, LlamaConfig};
+pub use logprobs::{BatchError, SequenceLogprobs, TokenBatch, sequence_logprobs};
 
 /// Errors loading or running a model.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use bapo_model::{GgufFile, Llama, LlamaConfig};
+use bapo_model::{BatchError, GgufFile, Llama, LlamaConfig, TokenBatch, sequence_logprobs};
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -97,4 +97,132 @@ fn next_token_log_probs_match_the_reference() {
             "{word}: log-prob {got}, reference {expected}"
         );
     }
+}
+
+/// Full-vocabulary log-softmax of one unpadded sequence: the naive computation the efficient
+/// scorer must equal.
+fn naive_log_probs(model: &Llama, ids: &[u32], device: &Device) -> Vec<f32> {
+    let tokens = ids.len();
+    let data: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(data, [1, tokens]), device);
+    let logp = log_softmax(model.forward(input), 2).reshape([tokens, 49_152]);
+    let rows: Vec<f32> = logp.into_data().convert::<f32>().try_to_vec().unwrap();
+    // Log-prob of token t given the tokens before it (0 for the first token).
+    (0..tokens)
+        .map(|t| {
+            if t == 0 {
+                0.0
+            } else {
+                rows[(t - 1) * 49_152 + ids[t] as usize]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn batched_sequence_log_probs_equal_the_naive_computation() {
+    let Some(path) = smollm2() else { return };
+    let file = GgufFile::open(&path).unwrap();
+    let device = Device::flex();
+    let (model, _) = Llama::from_gguf(&file, &device).unwrap();
+
+    // "The capital of France is" + " Paris", and the same + "." (different lengths: the first
+    // is right-padded), completions scored.
+    let short = vec![504, 3575, 282, 4649, 314, 7042];
+    let long = vec![504, 3575, 282, 4649, 314, 7042, 30];
+    let batch = TokenBatch {
+        ids: vec![short.clone(), long.clone()],
+        scored: vec![
+            vec![false, false, false, false, false, true],
+            vec![false, false, false, false, false, true, true],
+        ],
+        pad_id: 2,
+    };
+    let scored = sequence_logprobs(&model, &batch, &device).unwrap();
+    let per_token: Vec<f32> = scored
+        .per_token
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap();
+    let total: Vec<f32> = scored
+        .total
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap();
+
+    for (b, ids) in [short, long].iter().enumerate() {
+        let naive = naive_log_probs(&model, ids, &device);
+        let mut expected_total = 0.0;
+        for t in 0..7 {
+            let expected = if t < ids.len() && batch.scored[b][t] {
+                naive[t]
+            } else {
+                0.0
+            };
+            expected_total += expected;
+            let got = per_token[b * 7 + t];
+            assert!(
+                (got - expected).abs() <= 1e-4,
+                "sequence {b} token {t}: {got} vs {expected}"
+            );
+        }
+        assert!(
+            (total[b] - expected_total).abs() <= 1e-4,
+            "sequence {b}: {} vs {expected_total}",
+            total[b]
+        );
+    }
+    // The spec's reference: " Paris" after the prompt.
+    assert!((total[0] - -0.258).abs() <= 1e-2, "{}", total[0]);
+}
+
+#[test]
+fn sequence_log_probs_carry_gradient_on_an_autodiff_device() {
+    let Some(path) = smollm2() else { return };
+    let file = GgufFile::open(&path).unwrap();
+    let device = Device::flex().autodiff();
+    let (model, _) = Llama::from_gguf(&file, &device).unwrap();
+    let batch = TokenBatch {
+        ids: vec![vec![504, 3575, 282, 4649, 314, 7042]],
+        scored: vec![vec![false, false, false, false, false, true]],
+        pad_id: 2,
+    };
+    let scored = sequence_logprobs(&model, &batch, &device).unwrap();
+    let grads = scored.total.sum().backward();
+    let norm_grad = model
+        .norm
+        .gamma
+        .val()
+        .grad(&grads)
+        .expect("the final norm gets a gradient");
+    let magnitude: f32 = norm_grad.abs().sum().into_scalar();
+    assert!(magnitude > 0.0 && magnitude.is_finite(), "{magnitude}");
+}
+
+#[test]
+fn malformed_batches_are_errors() {
+    let Some(path) = smollm2() else { return };
+    let file = GgufFile::open(&path).unwrap();
+    let device = Device::flex();
+    let (model, _) = Llama::from_gguf(&file, &device).unwrap();
+    let bad_mask = TokenBatch {
+        ids: vec![vec![1, 2, 3]],
+        scored: vec![vec![false, true]],
+        pad_id: 2,
+    };
+    assert!(matches!(
+        sequence_logprobs(&model, &bad_mask, &device),
+        Err(BatchError::MaskLength { .. })
+    ));
+    let first = TokenBatch {
+        ids: vec![vec![1, 2]],
+        scored: vec![vec![true, true]],
+        pad_id: 2,
+    };
+    assert!(matches!(
+        sequence_logprobs(&model, &first, &device),
+        Err(BatchError::FirstTokenScored { .. })
+    ));
 }

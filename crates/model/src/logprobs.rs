@@ -1,0 +1,131 @@
+//! Sequence log-probs: `log π(token_t | tokens_<t)` for the tokens marked as scored (a
+//! completion), per token and summed per sequence, in f32.
+//!
+//! The LM head runs only on the positions that predict a scored token, and each log-prob is
+//! the target's logit minus the row's logsumexp: no `[batch, tokens, vocab]` log-softmax is
+//! ever built (SmolLM2's vocabulary is 49,152 wide, so that tensor would dominate memory).
+//! Works on an autodiff device (the policy) and on a plain one (the reference).
+
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
+
+use crate::llama::Llama;
+
+/// Token sequences to score, right-padded here to the longest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBatch {
+    /// Token ids of each sequence (prompt followed by completion).
+    pub ids: Vec<Vec<u32>>,
+    /// Per token, whether its log-prob counts (true on completion tokens). The first token of
+    /// a sequence has no context and cannot be scored.
+    pub scored: Vec<Vec<bool>>,
+    /// The id used for padding (never scored, never seen by real tokens under causal attention).
+    pub pad_id: u32,
+}
+
+/// Log-probs of the scored tokens.
+#[derive(Debug, Clone)]
+pub struct SequenceLogprobs {
+    /// `[batch, tokens]`: at `[b, t]` the log-prob of token `t` of sequence `b` if scored, else 0.
+    pub per_token: Tensor<2>,
+    /// `[batch]`: the sum over each sequence's scored tokens.
+    pub total: Tensor<1>,
+}
+
+/// A malformed [`TokenBatch`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BatchError {
+    #[error("sequence {index}: {ids} token ids but {scored} scored flags")]
+    MaskLength {
+        index: usize,
+        ids: usize,
+        scored: usize,
+    },
+    #[error("sequence {index}: its first token is marked as scored, but it has no context")]
+    FirstTokenScored { index: usize },
+    #[error("the batch is empty")]
+    Empty,
+}
+
+impl TokenBatch {
+    fn validate(&self) -> Result<usize, BatchError> {
+        if self.ids.is_empty() {
+            return Err(BatchError::Empty);
+        }
+        for (index, (ids, scored)) in self.ids.iter().zip(&self.scored).enumerate() {
+            if ids.len() != scored.len() {
+                return Err(BatchError::MaskLength {
+                    index,
+                    ids: ids.len(),
+                    scored: scored.len(),
+                });
+            }
+            if scored.first() == Some(&true) {
+                return Err(BatchError::FirstTokenScored { index });
+            }
+        }
+        if self.ids.len() != self.scored.len() {
+            return Err(BatchError::MaskLength {
+                index: self.ids.len().min(self.scored.len()),
+                ids: self.ids.len(),
+                scored: self.scored.len(),
+            });
+        }
+        Ok(self.ids.iter().map(Vec::len).max().unwrap_or(0))
+    }
+}
+
+/// `log Σ exp(x)` over the last dimension of `[rows, cols]`, stabilised by the (detached)
+/// row maximum.
+fn logsumexp_rows(x: Tensor<2>) -> Tensor<2> {
+    let max = x.clone().max_dim(1).detach();
+    (x - max.clone()).exp().sum_dim(1).log() + max
+}
+
+/// Scores `batch` with `model` on `device`.
+pub fn sequence_logprobs(
+    model: &Llama,
+    batch: &TokenBatch,
+    device: &Device,
+) -> Result<SequenceLogprobs, BatchError> {
+    let tokens = batch.validate()?;
+    let size = batch.ids.len();
+
+    let mut flat = Vec::with_capacity(size * tokens);
+    // For every scored token: the hidden-state row that predicts it, its id, and where its
+    // log-prob goes in the `[batch · tokens]` output.
+    let (mut rows, mut targets, mut slots) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, (ids, scored)) in batch.ids.iter().zip(&batch.scored).enumerate() {
+        flat.extend(ids.iter().map(|&id| i64::from(id)));
+        flat.extend(std::iter::repeat_n(
+            i64::from(batch.pad_id),
+            tokens - ids.len(),
+        ));
+        for (t, _) in scored.iter().enumerate().filter(|(_, s)| **s) {
+            rows.push((b * tokens + t - 1) as i64);
+            targets.push(i64::from(ids[t]));
+            slots.push((b * tokens + t) as i64);
+        }
+    }
+
+    let per_token = Tensor::<1>::zeros([size * tokens], device);
+    let n = rows.len();
+    let per_token = if n == 0 {
+        per_token
+    } else {
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [size, tokens]), device);
+        let hidden = model.hidden_states(ids);
+        let [_, _, width] = hidden.dims();
+        let index = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device);
+        let selected = hidden
+            .reshape([size * tokens, width])
+            .select(0, index(rows));
+        let logits = model.logits(selected);
+        let target_ids = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), device);
+        let target_logits = logits.clone().gather(1, target_ids);
+        let logp = (target_logits - logsumexp_rows(logits)).reshape([n]);
+        per_token.select_assign(0, index(slots), logp, IndexingUpdateOp::Add)
+    };
+    let per_token = per_token.reshape([size, tokens]);
+    let total = per_token.clone().sum_dim(1).reshape([size]);
+    Ok(SequenceLogprobs { per_token, total })
+}
