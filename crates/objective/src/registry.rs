@@ -88,7 +88,7 @@ pub fn build_from_table(table: &toml::Table) -> Result<Box<dyn Objective>, Confi
         Some(toml::Value::String(name)) => name.clone(),
         Some(other) => {
             return Err(ConfigError::InvalidValue {
-                objective: "?".to_string(),
+                objective: "(unnamed)".to_string(),
                 key: "name".to_string(),
                 message: format!("{other} (expected a string naming the objective)"),
             });
