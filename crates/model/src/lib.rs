@@ -6,12 +6,14 @@
 pub mod gguf;
 pub mod llama;
 pub mod logprobs;
+pub mod tokenizer;
 
 use std::path::PathBuf;
 
 pub use gguf::{GgufError, GgufFile};
 pub use llama::{Llama, LlamaConfig};
 pub use logprobs::{BatchError, SequenceLogprobs, TokenBatch, sequence_logprobs};
+pub use tokenizer::tokenizer_from_gguf;
 
 /// Errors loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +22,8 @@ pub enum ModelError {
     Gguf(#[from] GgufError),
     #[error("{path}: architecture `{architecture}` is not supported (llama is)")]
     UnsupportedArchitecture { path: PathBuf, architecture: String },
+    #[error("{path}: tokenizer: {message}")]
+    Tokenizer { path: PathBuf, message: String },
     #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
     Shape {
         path: PathBuf,

@@ -1,10 +1,13 @@
 //! SmolLM2-135M-Instruct from its GGUF (the real model, fetched by `cargo xtask fetch`)
 //! reproduces the reference values of the spec (`shared/spec/assets.md`): architecture,
-//! parameter count, and next-token log-probs after "The capital of France is" within 1e-2.
+//! parameter count, token ids of the tokenizer built from the GGUF metadata (exactly), and
+//! next-token log-probs after "The capital of France is" within 1e-2.
 
 use std::path::PathBuf;
 
-use bapo_model::{BatchError, GgufFile, Llama, LlamaConfig, TokenBatch, sequence_logprobs};
+use bapo_model::{
+    BatchError, GgufFile, Llama, LlamaConfig, TokenBatch, sequence_logprobs, tokenizer_from_gguf,
+};
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -225,4 +228,32 @@ fn malformed_batches_are_errors() {
         sequence_logprobs(&model, &first, &device),
         Err(BatchError::FirstTokenScored { .. })
     ));
+}
+
+/// The tokenizer built from the GGUF metadata gives the spec's ids exactly and decodes back.
+#[test]
+fn token_ids_match_the_reference_exactly() {
+    let Some(path) = smollm2() else { return };
+    let tokenizer = tokenizer_from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    let cases: [(&str, &[u32]); 4] = [
+        ("The capital of France is", &[504, 3575, 282, 4649, 314]),
+        (
+            "The capital of France is Paris.",
+            &[504, 3575, 282, 4649, 314, 7042, 30],
+        ),
+        (
+            "In 1998, 12345 people said: hello world!",
+            &[
+                788, 216, 33, 41, 41, 40, 28, 216, 33, 34, 35, 36, 37, 701, 1137, 42, 33662, 905,
+                17,
+            ],
+        ),
+        ("<|im_start|>user\nHi<|im_end|>", &[1, 4093, 198, 26843, 2]),
+    ];
+    for (text, expected) in cases {
+        let encoding = tokenizer.encode(text, false).unwrap();
+        assert_eq!(encoding.get_ids(), expected, "{text:?}");
+        let decoded = tokenizer.decode(expected, false).unwrap();
+        assert_eq!(decoded, text);
+    }
 }
