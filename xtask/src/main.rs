@@ -11,7 +11,18 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // Print the error chain without a backtrace: the failing step's own output says the rest.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
@@ -125,7 +136,15 @@ fn cargo_program() -> String {
 }
 
 fn workspace_root() -> std::path::PathBuf {
-    // xtask/Cargo.toml sits one level below the workspace root.
-    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+    // `cargo run` sets CARGO_MANIFEST_DIR (xtask/) for the process at run time. The
+    // compile-time value is only a fallback: a target folder shared between clones (as CI's
+    // is) can hold an xtask binary built from another clone, whose embedded path would point
+    // there.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or(manifest_dir)
 }
