@@ -3,6 +3,8 @@
 //! GGUF files ([`gguf`]) and the Llama family ([`llama`]). One non-generic implementation per
 //! architecture: the device the weights are loaded on is the backend.
 
+pub mod chat;
+pub mod generate;
 pub mod gguf;
 pub mod llama;
 pub mod logprobs;
@@ -10,8 +12,10 @@ pub mod tokenizer;
 
 use std::path::PathBuf;
 
+pub use chat::{ChatMessage, ChatTemplate};
+pub use generate::{GenerateError, GenerationConfig, generate};
 pub use gguf::{GgufError, GgufFile};
-pub use llama::{Llama, LlamaConfig};
+pub use llama::{KvCache, Llama, LlamaConfig};
 pub use logprobs::{BatchError, SequenceLogprobs, TokenBatch, sequence_logprobs};
 pub use tokenizer::tokenizer_from_gguf;
 
@@ -22,6 +26,8 @@ pub enum ModelError {
     Gguf(#[from] GgufError),
     #[error("{path}: architecture `{architecture}` is not supported (llama is)")]
     UnsupportedArchitecture { path: PathBuf, architecture: String },
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
     #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]

@@ -8,7 +8,7 @@ use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::ModelError;
 use crate::gguf::GgufFile;
@@ -100,75 +100,128 @@ pub struct Llama {
     pub rope_theta: f64,
 }
 
-/// `cos` and `sin` tables `[tokens, head_dim]` of rotate-half RoPE for positions
-/// `start..start+tokens`.
+/// `cos` and `sin` tables `[rows, 1, tokens, head_dim]` of rotate-half RoPE, one row of
+/// positions per sequence (or a single row shared by the batch).
 fn rope_tables(
-    start: usize,
-    tokens: usize,
+    positions: &[Vec<usize>],
     head_dim: usize,
     theta: f64,
     device: &Device,
-) -> (Tensor<2>, Tensor<2>) {
+) -> (Tensor<4>, Tensor<4>) {
     let half = head_dim / 2;
-    let mut cos = Vec::with_capacity(tokens * head_dim);
-    let mut sin = Vec::with_capacity(tokens * head_dim);
-    for t in start..start + tokens {
-        let row: Vec<f64> = (0..half)
+    let rows = positions.len();
+    let tokens = positions.first().map_or(0, Vec::len);
+    let mut cos = Vec::with_capacity(rows * tokens * head_dim);
+    let mut sin = Vec::with_capacity(rows * tokens * head_dim);
+    for &t in positions.iter().flatten() {
+        let angles: Vec<f64> = (0..half)
             .map(|i| t as f64 / theta.powf(2.0 * i as f64 / head_dim as f64))
             .collect();
         for _ in 0..2 {
-            cos.extend(row.iter().map(|a| a.cos() as f32));
-            sin.extend(row.iter().map(|a| a.sin() as f32));
+            cos.extend(angles.iter().map(|a| a.cos() as f32));
+            sin.extend(angles.iter().map(|a| a.sin() as f32));
         }
     }
-    let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [tokens, head_dim]), device);
+    let table =
+        |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [rows, 1, tokens, head_dim]), device);
     (table(cos), table(sin))
 }
 
 /// Applies RoPE to `[batch, heads, tokens, head_dim]`: `x·cos + rotate_half(x)·sin`.
-fn apply_rope(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let [_, _, _, head_dim] = x.dims();
     let half = head_dim / 2;
     let x1 = x.clone().narrow(3, 0, half);
     let x2 = x.clone().narrow(3, half, half);
     let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    let cos = cos.clone().unsqueeze::<4>();
-    let sin = sin.clone().unsqueeze::<4>();
-    x * cos + rotated * sin
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// What one forward pass needs besides the tokens: RoPE tables for their positions, and either
+/// plain causal attention or an explicit mask `[batch, 1, queries, keys]` (`true` = masked)
+/// for left-padded batches and cached decoding.
+struct ForwardContext {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    mask: Option<Tensor<4, Bool>>,
+}
+
+/// Keys and values of every layer for the tokens seen so far (post-RoPE), so decoding a new
+/// token costs one position instead of the whole sequence.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        KvCache::default()
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(Option::as_ref)
+            .map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Attention {
-    fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<3> {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        context: &ForwardContext,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
         let [batch, tokens, _] = x.dims();
         let heads =
             |t: Tensor<3>, n: usize| t.reshape([batch, tokens, n, self.head_dim]).swap_dims(1, 2);
         let q = apply_rope(
             heads(self.q_proj.forward(x.clone()), self.num_heads),
-            cos,
-            sin,
+            &context.cos,
+            &context.sin,
         );
-        let k = apply_rope(
+        let mut k = apply_rope(
             heads(self.k_proj.forward(x.clone()), self.num_kv_heads),
-            cos,
-            sin,
+            &context.cos,
+            &context.sin,
         );
-        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let mut v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        if let Some(slot) = cache {
+            if let Some((past_k, past_v)) = slot.take() {
+                k = Tensor::cat(vec![past_k, k], 2);
+                v = Tensor::cat(vec![past_v, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let keys = k.dims()[2];
         // Grouped-query attention: query head h reads key/value head h / (heads / kv_heads).
         let repeat = self.num_heads / self.num_kv_heads;
         let expand = |t: Tensor<4>| {
             t.unsqueeze_dim::<5>(2).repeat_dim(2, repeat).reshape([
                 batch,
                 self.num_heads,
-                tokens,
+                keys,
                 self.head_dim,
             ])
         };
+        let mask = context
+            .mask
+            .clone()
+            .map(|m| m.repeat_dim(1, self.num_heads));
         let options = AttentionModuleOptions {
             scale: None,
             softcap: None,
-            is_causal: true,
+            is_causal: mask.is_none(),
         };
-        let out = attention(q, expand(k), expand(v), None, None, options);
+        let out = attention(q, expand(k), expand(v), mask, None, options);
         self.o_proj.forward(out.swap_dims(1, 2).reshape([
             batch,
             tokens,
@@ -185,23 +238,83 @@ impl Mlp {
 }
 
 impl Block {
-    fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<3> {
-        let h = x.clone() + self.attention.forward(self.input_norm.forward(x), cos, sin);
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        context: &ForwardContext,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let h = x.clone()
+            + self
+                .attention
+                .forward(self.input_norm.forward(x), context, cache);
         h.clone() + self.mlp.forward(self.post_attention_norm.forward(h))
     }
 }
 
 impl Llama {
-    /// Final hidden states `[batch, tokens, hidden]` for token ids `[batch, tokens]`
-    /// (right padding is harmless under causal attention: real tokens never see pads).
+    /// Final hidden states `[batch, tokens, hidden]` for token ids `[batch, tokens]` under
+    /// plain causal attention (right padding is harmless: real tokens never see later pads).
     pub fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [_, tokens] = ids.dims();
+        let positions = vec![(0..tokens).collect()];
+        let (cos, sin) = rope_tables(&positions, self.head_dim(), self.rope_theta, &ids.device());
+        self.run(
+            ids,
+            &ForwardContext {
+                cos,
+                sin,
+                mask: None,
+            },
+            None,
+        )
+    }
+
+    /// Hidden states of new tokens `[batch, queries]` appended to `cache`, with explicit
+    /// positions `[batch][queries]` and a key mask `[batch][queries][cached + queries]`
+    /// (`true` = may not attend). This is the decoding path: left-padded batches and one
+    /// token at a time.
+    pub fn hidden_states_cached(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let [batch, queries] = ids.dims();
+        let keys = cache.len() + queries;
         let device = ids.device();
-        let head_dim = self.layers.first().map_or(0, |b| b.attention.head_dim);
-        let (cos, sin) = rope_tables(0, tokens, head_dim, self.rope_theta, &device);
+        let (cos, sin) = rope_tables(positions, self.head_dim(), self.rope_theta, &device);
+        let mask =
+            Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, queries, keys]), &device);
+        self.run(
+            ids,
+            &ForwardContext {
+                cos,
+                sin,
+                mask: Some(mask),
+            },
+            Some(cache),
+        )
+    }
+
+    fn head_dim(&self) -> usize {
+        self.layers.first().map_or(0, |b| b.attention.head_dim)
+    }
+
+    fn run(
+        &self,
+        ids: Tensor<2, Int>,
+        context: &ForwardContext,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.layers.resize_with(self.layers.len(), || None);
+        }
         let mut x = self.embed_tokens.forward(ids);
-        for block in &self.layers {
-            x = block.forward(x, &cos, &sin);
+        for (i, block) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(x, context, slot);
         }
         self.norm.forward(x)
     }

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 
 use bapo_model::{
-    BatchError, GgufFile, Llama, LlamaConfig, TokenBatch, sequence_logprobs, tokenizer_from_gguf,
+    BatchError, ChatMessage, ChatTemplate, GenerationConfig, GgufFile, Llama, LlamaConfig,
+    TokenBatch, generate, sequence_logprobs, tokenizer_from_gguf,
 };
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
@@ -256,4 +257,165 @@ fn token_ids_match_the_reference_exactly() {
         let decoded = tokenizer.decode(expected, false).unwrap();
         assert_eq!(decoded, text);
     }
+}
+
+fn load(path: &std::path::Path) -> (GgufFile, Llama, Device) {
+    let file = GgufFile::open(path).unwrap();
+    let device = Device::flex();
+    let (model, _) = Llama::from_gguf(&file, &device).unwrap();
+    (file, model, device)
+}
+
+fn greedy(max_new_tokens: usize) -> GenerationConfig {
+    GenerationConfig {
+        max_new_tokens,
+        stop_tokens: vec![2],
+        pad_token: 2,
+        ..GenerationConfig::default()
+    }
+}
+
+/// The spec's chat reference: ChatML user turn + assistant header, greedy.
+#[test]
+fn greedy_chat_answer_is_tokyo() {
+    let Some(path) = smollm2() else { return };
+    let (file, model, device) = load(&path);
+    let tokenizer = tokenizer_from_gguf(&file).unwrap();
+    let template = ChatTemplate::from_gguf(&file).unwrap();
+    let prompt = template
+        .render(
+            &[ChatMessage::new("user", "What is the capital of Japan?")],
+            true,
+        )
+        .unwrap();
+    assert!(
+        prompt.ends_with(
+            "<|im_start|>user\nWhat is the capital of Japan?<|im_end|>\n<|im_start|>assistant\n"
+        ),
+        "{prompt:?}"
+    );
+    let ids = tokenizer
+        .encode(prompt.as_str(), false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    let mut streamed = Vec::new();
+    let out = generate(&model, &[ids], &greedy(20), &device, |row, t| {
+        streamed.push((row, t))
+    })
+    .unwrap();
+    let text = tokenizer.decode(&out[0], false).unwrap();
+    assert_eq!(text, "The capital of Japan is Tokyo.<|im_end|>");
+    assert_eq!(
+        streamed,
+        out[0].iter().map(|&t| (0, t)).collect::<Vec<_>>(),
+        "streamed as produced"
+    );
+}
+
+/// Decoding with the KV cache equals recomputing the whole sequence at every step.
+#[test]
+fn kv_cache_generation_equals_full_recomputation() {
+    let Some(path) = smollm2() else { return };
+    let (_, model, device) = load(&path);
+    let prompt: Vec<u32> = vec![504, 3575, 282, 4649, 314];
+    let cached = generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        &greedy(8),
+        &device,
+        |_, _| {},
+    )
+    .unwrap();
+
+    let mut sequence = prompt.clone();
+    for _ in 0..8 {
+        let ids: Vec<i64> = sequence.iter().map(|&t| i64::from(t)).collect();
+        let n = ids.len();
+        let logits = model.forward(Tensor::<2, Int>::from_data(
+            TensorData::new(ids, [1, n]),
+            &device,
+        ));
+        let last: Vec<f32> = logits
+            .narrow(1, n - 1, 1)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec()
+            .unwrap();
+        let next = last
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0 as u32;
+        sequence.push(next);
+        if next == 2 {
+            break;
+        }
+    }
+    assert_eq!(cached[0], sequence[prompt.len()..]);
+}
+
+/// A batch of prompts of different lengths gives, row by row, what each gives alone.
+#[test]
+fn batched_greedy_equals_one_at_a_time() {
+    let Some(path) = smollm2() else { return };
+    let (file, model, device) = load(&path);
+    let tokenizer = tokenizer_from_gguf(&file).unwrap();
+    let prompts: Vec<Vec<u32>> = [
+        "The capital of France is",
+        "In 1998, the",
+        "Water boils at a temperature of",
+    ]
+    .iter()
+    .map(|p| tokenizer.encode(*p, false).unwrap().get_ids().to_vec())
+    .collect();
+    let batched = generate(&model, &prompts, &greedy(10), &device, |_, _| {}).unwrap();
+    for (prompt, together) in prompts.iter().zip(&batched) {
+        let alone = generate(
+            &model,
+            std::slice::from_ref(prompt),
+            &greedy(10),
+            &device,
+            |_, _| {},
+        )
+        .unwrap();
+        assert_eq!(&alone[0], together);
+    }
+}
+
+/// Sampling is reproducible from the seed, and top-k = 1 is greedy.
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let Some(path) = smollm2() else { return };
+    let (_, model, device) = load(&path);
+    let prompt = vec![vec![504u32, 3575, 282, 4649, 314]];
+    let sampled = |seed: u64, top_k: usize| {
+        let config = GenerationConfig {
+            temperature: 1.0,
+            top_k,
+            top_p: 0.9,
+            seed,
+            ..greedy(8)
+        };
+        generate(&model, &prompt, &config, &device, |_, _| {}).unwrap()
+    };
+    assert_eq!(sampled(7, 0), sampled(7, 0));
+    assert_eq!(
+        sampled(7, 1),
+        generate(&model, &prompt, &greedy(8), &device, |_, _| {}).unwrap()
+    );
+    assert!(
+        (0..5u64)
+            .map(|seed| sampled(seed, 0))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            > 1,
+        "different seeds give different samples"
+    );
+    let bad = GenerationConfig {
+        top_p: 0.0,
+        ..greedy(1)
+    };
+    assert!(generate(&model, &prompt, &bad, &device, |_, _| {}).is_err());
 }
