@@ -9,7 +9,9 @@ use bapo_objective_dpo as _;
 use bapo_objective_kl_dpo as _;
 use bapo_objective_mrpo as _;
 
+mod generate;
 mod objectives;
+mod score;
 
 #[derive(Parser)]
 #[command(
@@ -30,11 +32,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Log-probs of a completion after a prompt (per token and summed) and the top next tokens.
+    Score(score::ScoreArgs),
+    /// Continue a prompt with a model (greedy by default), streaming the text.
+    Generate(generate::GenerateArgs),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    // The error chain, without a backtrace: messages name the file, key or value at fault.
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Objectives { json } => objectives::list(json),
+        Command::Score(args) => score::run(args),
+        Command::Generate(args) => generate::run(args),
     }
 }

@@ -15,10 +15,10 @@ use half::f16;
 /// What can go wrong reading a GGUF file. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: not a GGUF file (magic {magic:?}, expected \"GGUF\")")]
     BadMagic { path: PathBuf, magic: [u8; 4] },
@@ -317,9 +317,9 @@ impl GgufFile {
     /// Reads a whole GGUF file and parses its header, metadata and tensor directory.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| GgufError::Io {
+        let bytes = std::fs::read(path).map_err(|error| GgufError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::parse(path, bytes)
     }

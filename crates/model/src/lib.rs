@@ -7,6 +7,7 @@ pub mod chat;
 pub mod generate;
 pub mod gguf;
 pub mod llama;
+pub mod loaded;
 pub mod logprobs;
 pub mod tokenizer;
 
@@ -16,6 +17,7 @@ pub use chat::{ChatMessage, ChatTemplate};
 pub use generate::{GenerateError, GenerationConfig, generate};
 pub use gguf::{GgufError, GgufFile};
 pub use llama::{KvCache, Llama, LlamaConfig};
+pub use loaded::LoadedModel;
 pub use logprobs::{BatchError, SequenceLogprobs, TokenBatch, sequence_logprobs};
 pub use tokenizer::tokenizer_from_gguf;
 
@@ -26,6 +28,8 @@ pub enum ModelError {
     Gguf(#[from] GgufError),
     #[error("{path}: architecture `{architecture}` is not supported (llama is)")]
     UnsupportedArchitecture { path: PathBuf, architecture: String },
+    #[error("tokenizing: {0}")]
+    Tokenize(String),
     #[error("chat template: {0}")]
     ChatTemplate(String),
     #[error("{path}: tokenizer: {message}")]

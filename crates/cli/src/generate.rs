@@ -1,0 +1,82 @@
+//! `bapo generate`: a model's continuation of a prompt, streamed as it is produced.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use bapo_model::{ChatMessage, GenerationConfig, LoadedModel, generate};
+use burn::tensor::Device;
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// The model: a GGUF file.
+    #[arg(long)]
+    model: PathBuf,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt as a user turn in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// Upper bound on new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Sample among the k most likely tokens only (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling threshold in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let device = Device::flex();
+    let loaded = LoadedModel::from_gguf(&args.model, &device)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let text = if args.chat {
+        let template = loaded.chat_template.as_ref().with_context(|| {
+            format!("{} has no chat template; drop --chat", args.model.display())
+        })?;
+        template.render(&[ChatMessage::new("user", &args.prompt)], true)?
+    } else {
+        args.prompt.clone()
+    };
+    let prompt = loaded.encode(&text)?;
+    anyhow::ensure!(!prompt.is_empty(), "--prompt is empty");
+    let config = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        stop_tokens: vec![loaded.eos_token],
+        pad_token: loaded.pad_token,
+    };
+
+    // Print the text as it grows; a token that ends inside a multi-byte character decodes to
+    // U+FFFD until the rest arrives, so wait for it.
+    let mut tokens = Vec::new();
+    let mut printed = 0;
+    let mut stdout = std::io::stdout();
+    generate(&loaded.model, &[prompt], &config, &device, |_, token| {
+        if token == loaded.eos_token {
+            return;
+        }
+        tokens.push(token);
+        if let Ok(text) = loaded.decode(&tokens) {
+            if !text.ends_with('\u{FFFD}') && text.len() > printed {
+                let _ = write!(stdout, "{}", &text[printed..]);
+                let _ = stdout.flush();
+                printed = text.len();
+            }
+        }
+    })?;
+    println!();
+    Ok(())
+}
