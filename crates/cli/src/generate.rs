@@ -69,12 +69,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             return;
         }
         tokens.push(token);
-        if let Ok(text) = loaded.decode(&tokens) {
-            if !text.ends_with('\u{FFFD}') && text.len() > printed {
-                let _ = write!(stdout, "{}", &text[printed..]);
-                let _ = stdout.flush();
-                printed = text.len();
-            }
+        if let Ok(text) = loaded.decode(&tokens)
+            && !text.ends_with('\u{FFFD}')
+            && text.len() > printed
+        {
+            let _ = write!(stdout, "{}", &text[printed..]);
+            let _ = stdout.flush();
+            printed = text.len();
         }
     })?;
     println!();
