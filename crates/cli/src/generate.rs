@@ -71,9 +71,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         tokens.push(token);
         if let Ok(text) = loaded.decode(&tokens)
             && !text.ends_with('\u{FFFD}')
-            && text.len() > printed
+            && let Some(new) = text.get(printed..)
+            && !new.is_empty()
         {
-            let _ = write!(stdout, "{}", &text[printed..]);
+            let _ = write!(stdout, "{new}");
             let _ = stdout.flush();
             printed = text.len();
         }

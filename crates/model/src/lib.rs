@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod generate;
 pub mod gguf;
+pub mod hf;
 pub mod llama;
 pub mod loaded;
 pub mod logprobs;
@@ -26,7 +27,21 @@ pub use tokenizer::tokenizer_from_gguf;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("{path}: architecture `{architecture}` is not supported (llama is)")]
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("{path}: no tensor named `{tensor}`")]
+    MissingTensor { path: PathBuf, tensor: String },
+    #[error(
+        "{path}: tensor `{tensor}` has dtype {dtype}, which is not supported (F32, F16, BF16 are)"
+    )]
+    UnsupportedDtype {
+        path: PathBuf,
+        tensor: String,
+        dtype: String,
+    },
+    #[error("{path}: architecture `{architecture}` is not supported (llama, qwen2 are)")]
     UnsupportedArchitecture { path: PathBuf, architecture: String },
     #[error("tokenizing: {0}")]
     Tokenize(String),

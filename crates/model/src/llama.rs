@@ -10,8 +10,11 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
+use std::path::{Path, PathBuf};
+
 use crate::ModelError;
 use crate::gguf::GgufFile;
+use crate::hf::{SafetensorsWeights, llama_config_from_hf};
 
 /// Shape and numerics of a Llama-family model.
 #[derive(Debug, Clone, PartialEq)]
@@ -341,60 +344,76 @@ impl Llama {
     /// RoPE; they are un-permuted here so the HF rotate-half RoPE above applies.
     pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<(Self, LlamaConfig), ModelError> {
         let config = LlamaConfig::from_gguf(file)?;
-        let c = &config;
-        let loader = GgufLoader { file, device };
+        let model = Self::load(
+            &WeightLoader {
+                source: file,
+                layout: Layout::Gguf,
+                device,
+            },
+            &config,
+        )?;
+        Ok((model, config))
+    }
+
+    /// Loads a Hugging Face checkpoint folder (`config.json`, `model.safetensors` or sharded
+    /// `model.safetensors.index.json`) of model type `llama` or `qwen2` onto `device`.
+    pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, LlamaConfig), ModelError> {
+        let (_, config) = llama_config_from_hf(&dir.join("config.json"))?;
+        let weights = SafetensorsWeights::open(dir)?;
+        let model = Self::load(
+            &WeightLoader {
+                source: &weights,
+                layout: Layout::Hf,
+                device,
+            },
+            &config,
+        )?;
+        Ok((model, config))
+    }
+
+    fn load(loader: &WeightLoader<'_>, c: &LlamaConfig) -> Result<Self, ModelError> {
+        let (q_rows, kv_rows) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         let layers = (0..c.num_layers)
             .map(|i| {
-                let name = |n: &str| format!("blk.{i}.{n}.weight");
+                let l = Some(i);
                 Ok(Block {
-                    input_norm: loader.rms_norm(
-                        &name("attn_norm"),
-                        c.hidden_size,
-                        c.rms_norm_eps,
-                    )?,
+                    input_norm: loader.rms_norm(Part::AttentionNorm, l, c)?,
                     attention: Attention {
                         q_proj: loader.linear(
-                            &name("attn_q"),
-                            [c.num_heads * c.head_dim, c.hidden_size],
+                            Part::Q,
+                            l,
+                            [q_rows, c.hidden_size],
                             Some(c.num_heads),
                         )?,
                         k_proj: loader.linear(
-                            &name("attn_k"),
-                            [c.num_kv_heads * c.head_dim, c.hidden_size],
+                            Part::K,
+                            l,
+                            [kv_rows, c.hidden_size],
                             Some(c.num_kv_heads),
                         )?,
-                        v_proj: loader.linear(
-                            &name("attn_v"),
-                            [c.num_kv_heads * c.head_dim, c.hidden_size],
-                            None,
-                        )?,
-                        o_proj: loader.linear(
-                            &name("attn_output"),
-                            [c.hidden_size, c.num_heads * c.head_dim],
-                            None,
-                        )?,
+                        v_proj: loader.linear(Part::V, l, [kv_rows, c.hidden_size], None)?,
+                        o_proj: loader.linear(Part::O, l, [c.hidden_size, q_rows], None)?,
                         num_heads: c.num_heads,
                         num_kv_heads: c.num_kv_heads,
                         head_dim: c.head_dim,
                     },
-                    post_attention_norm: loader.rms_norm(
-                        &name("ffn_norm"),
-                        c.hidden_size,
-                        c.rms_norm_eps,
-                    )?,
+                    post_attention_norm: loader.rms_norm(Part::MlpNorm, l, c)?,
                     mlp: Mlp {
                         gate_proj: loader.linear(
-                            &name("ffn_gate"),
+                            Part::Gate,
+                            l,
                             [c.intermediate_size, c.hidden_size],
                             None,
                         )?,
                         up_proj: loader.linear(
-                            &name("ffn_up"),
+                            Part::Up,
+                            l,
                             [c.intermediate_size, c.hidden_size],
                             None,
                         )?,
                         down_proj: loader.linear(
-                            &name("ffn_down"),
+                            Part::Down,
+                            l,
                             [c.hidden_size, c.intermediate_size],
                             None,
                         )?,
@@ -402,50 +421,153 @@ impl Llama {
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
-        let embedding = loader.matrix("token_embd.weight", [c.vocab_size, c.hidden_size], None)?;
+        let embedding =
+            loader.matrix(Part::Embedding, None, [c.vocab_size, c.hidden_size], None)?;
         let lm_head = if c.tied_embeddings {
             None
         } else {
-            Some(loader.linear("output.weight", [c.vocab_size, c.hidden_size], None)?)
+            Some(loader.linear(Part::LmHead, None, [c.vocab_size, c.hidden_size], None)?)
         };
-        let model = Llama {
+        Ok(Llama {
             embed_tokens: Embedding {
                 weight: Param::from_tensor(embedding),
             },
             layers,
-            norm: loader.rms_norm("output_norm.weight", c.hidden_size, c.rms_norm_eps)?,
+            norm: loader.rms_norm(Part::FinalNorm, None, c)?,
             lm_head,
             rope_theta: c.rope_theta,
-        };
-        Ok((model, config))
+        })
     }
 }
 
-/// Reads named GGUF tensors into Burn modules, checking shapes.
-struct GgufLoader<'a> {
-    file: &'a GgufFile,
+/// Where named f32 tensors come from: a GGUF file or safetensors files.
+trait WeightSource {
+    /// The file or folder, for messages.
+    fn origin(&self) -> PathBuf;
+    fn contains(&self, name: &str) -> bool;
+    /// Row-major shape and values.
+    fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError>;
+}
+
+impl WeightSource for GgufFile {
+    fn origin(&self) -> PathBuf {
+        self.path.clone()
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.has_tensor(name)
+    }
+    fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+        Ok(GgufFile::tensor_f32(self, name)?)
+    }
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn origin(&self) -> PathBuf {
+        self.dir().to_path_buf()
+    }
+    fn contains(&self, name: &str) -> bool {
+        SafetensorsWeights::contains(self, name)
+    }
+    fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+        SafetensorsWeights::tensor_f32(self, name)
+    }
+}
+
+/// The weights of a Llama-family model, by role.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Embedding,
+    FinalNorm,
+    LmHead,
+    AttentionNorm,
+    Q,
+    K,
+    V,
+    O,
+    MlpNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+/// Tensor naming conventions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// llama.cpp: `blk.N.attn_q.weight`, q/k rows permuted.
+    Gguf,
+    /// transformers: `model.layers.N.self_attn.q_proj.weight`.
+    Hf,
+}
+
+impl Layout {
+    /// The tensor name of a part's `weight` (or `bias`) in layer `layer`.
+    fn name(self, part: Part, layer: Option<usize>, suffix: &str) -> String {
+        let n = layer.unwrap_or(0);
+        match self {
+            Layout::Gguf => match part {
+                Part::Embedding => format!("token_embd.{suffix}"),
+                Part::FinalNorm => format!("output_norm.{suffix}"),
+                Part::LmHead => format!("output.{suffix}"),
+                Part::AttentionNorm => format!("blk.{n}.attn_norm.{suffix}"),
+                Part::Q => format!("blk.{n}.attn_q.{suffix}"),
+                Part::K => format!("blk.{n}.attn_k.{suffix}"),
+                Part::V => format!("blk.{n}.attn_v.{suffix}"),
+                Part::O => format!("blk.{n}.attn_output.{suffix}"),
+                Part::MlpNorm => format!("blk.{n}.ffn_norm.{suffix}"),
+                Part::Gate => format!("blk.{n}.ffn_gate.{suffix}"),
+                Part::Up => format!("blk.{n}.ffn_up.{suffix}"),
+                Part::Down => format!("blk.{n}.ffn_down.{suffix}"),
+            },
+            Layout::Hf => match part {
+                Part::Embedding => format!("model.embed_tokens.{suffix}"),
+                Part::FinalNorm => format!("model.norm.{suffix}"),
+                Part::LmHead => format!("lm_head.{suffix}"),
+                Part::AttentionNorm => format!("model.layers.{n}.input_layernorm.{suffix}"),
+                Part::Q => format!("model.layers.{n}.self_attn.q_proj.{suffix}"),
+                Part::K => format!("model.layers.{n}.self_attn.k_proj.{suffix}"),
+                Part::V => format!("model.layers.{n}.self_attn.v_proj.{suffix}"),
+                Part::O => format!("model.layers.{n}.self_attn.o_proj.{suffix}"),
+                Part::MlpNorm => format!("model.layers.{n}.post_attention_layernorm.{suffix}"),
+                Part::Gate => format!("model.layers.{n}.mlp.gate_proj.{suffix}"),
+                Part::Up => format!("model.layers.{n}.mlp.up_proj.{suffix}"),
+                Part::Down => format!("model.layers.{n}.mlp.down_proj.{suffix}"),
+            },
+        }
+    }
+}
+
+/// Reads a model's parts into Burn modules, checking every shape.
+struct WeightLoader<'a> {
+    source: &'a dyn WeightSource,
+    layout: Layout,
     device: &'a Device,
 }
 
-impl GgufLoader<'_> {
-    /// A row-major `[rows, cols]` matrix; with `unpermute_heads`, the rows of each of that many
-    /// heads are put back from llama.cpp's interleaved order to HF's rotate-half order.
-    fn matrix(
-        &self,
-        name: &str,
-        shape: [usize; 2],
-        unpermute_heads: Option<usize>,
-    ) -> Result<Tensor<2>, ModelError> {
-        let (found, mut values) = self.file.tensor_f32(name)?;
+impl WeightLoader<'_> {
+    fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let (found, values) = self.source.tensor_f32(name)?;
         if found != shape {
             return Err(ModelError::Shape {
-                path: self.file.path.clone(),
+                path: self.source.origin(),
                 tensor: name.to_string(),
                 expected: shape.to_vec(),
                 found,
             });
         }
-        if let Some(heads) = unpermute_heads {
+        Ok(values)
+    }
+
+    /// A row-major `[rows, cols]` matrix. In the GGUF layout, `unpermute_heads` puts the rows
+    /// of that many heads back from llama.cpp's interleaved order to rotate-half order.
+    fn matrix(
+        &self,
+        part: Part,
+        layer: Option<usize>,
+        shape: [usize; 2],
+        unpermute_heads: Option<usize>,
+    ) -> Result<Tensor<2>, ModelError> {
+        let mut values = self.values(&self.layout.name(part, layer, "weight"), &shape)?;
+        if let (Layout::Gguf, Some(heads)) = (self.layout, unpermute_heads) {
             values = unpermute_rows(&values, heads, shape[0] / heads, shape[1]);
         }
         Ok(Tensor::from_data(
@@ -454,34 +576,48 @@ impl GgufLoader<'_> {
         ))
     }
 
-    /// A bias-free linear layer from a GGUF `[out, in]` matrix (Burn stores `[in, out]`).
+    /// A linear layer from an `[out, in]` matrix (Burn stores `[in, out]`), with its bias when
+    /// the checkpoint has one (Qwen2's q/k/v).
     fn linear(
         &self,
-        name: &str,
+        part: Part,
+        layer: Option<usize>,
         shape: [usize; 2],
         unpermute_heads: Option<usize>,
     ) -> Result<Linear, ModelError> {
-        let weight = self.matrix(name, shape, unpermute_heads)?.transpose();
+        let weight = self
+            .matrix(part, layer, shape, unpermute_heads)?
+            .transpose();
+        let bias_name = self.layout.name(part, layer, "bias");
+        let bias = if self.source.contains(&bias_name) {
+            let mut values = self.values(&bias_name, &[shape[0]])?;
+            if let (Layout::Gguf, Some(heads)) = (self.layout, unpermute_heads) {
+                values = unpermute_rows(&values, heads, shape[0] / heads, 1);
+            }
+            Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(values, [shape[0]]),
+                self.device,
+            )))
+        } else {
+            None
+        };
         Ok(Linear {
             weight: Param::from_tensor(weight),
-            bias: None,
+            bias,
         })
     }
 
-    fn rms_norm(&self, name: &str, size: usize, eps: f64) -> Result<RmsNorm, ModelError> {
-        let (found, values) = self.file.tensor_f32(name)?;
-        if found != [size] {
-            return Err(ModelError::Shape {
-                path: self.file.path.clone(),
-                tensor: name.to_string(),
-                expected: vec![size],
-                found,
-            });
-        }
-        let gamma = Tensor::from_data(TensorData::new(values, [size]), self.device);
+    fn rms_norm(
+        &self,
+        part: Part,
+        layer: Option<usize>,
+        c: &LlamaConfig,
+    ) -> Result<RmsNorm, ModelError> {
+        let values = self.values(&self.layout.name(part, layer, "weight"), &[c.hidden_size])?;
+        let gamma = Tensor::from_data(TensorData::new(values, [c.hidden_size]), self.device);
         Ok(RmsNorm {
             gamma: Param::from_tensor(gamma),
-            epsilon: eps,
+            epsilon: c.rms_norm_eps,
         })
     }
 }

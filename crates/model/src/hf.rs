@@ -1,0 +1,203 @@
+//! Hugging Face checkpoints: `config.json` plus `model.safetensors`, or shards listed in
+//! `model.safetensors.index.json`. F32, F16 and BF16 tensors are read as f32.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+
+use crate::ModelError;
+use crate::llama::LlamaConfig;
+
+/// The safetensors files of a checkpoint, in memory, and which file holds which tensor.
+#[derive(Debug)]
+pub struct SafetensorsWeights {
+    dir: PathBuf,
+    files: Vec<(PathBuf, Vec<u8>)>,
+    index: BTreeMap<String, usize>,
+}
+
+fn io_error(path: &Path, error: std::io::Error) -> ModelError {
+    ModelError::Io {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    }
+}
+
+fn format_error(path: &Path, message: impl Into<String>) -> ModelError {
+    ModelError::Format {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+impl SafetensorsWeights {
+    /// Opens `model.safetensors`, or the shards named by `model.safetensors.index.json`.
+    pub fn open(dir: &Path) -> Result<Self, ModelError> {
+        let index_path = dir.join("model.safetensors.index.json");
+        let names: Vec<String> = if index_path.exists() {
+            let text =
+                std::fs::read_to_string(&index_path).map_err(|e| io_error(&index_path, e))?;
+            let json: Value = serde_json::from_str(&text)
+                .map_err(|e| format_error(&index_path, e.to_string()))?;
+            let map = json
+                .get("weight_map")
+                .and_then(Value::as_object)
+                .ok_or_else(|| format_error(&index_path, "no `weight_map` object"))?;
+            let mut files: Vec<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            files.sort();
+            files.dedup();
+            files
+        } else {
+            vec!["model.safetensors".to_string()]
+        };
+        let mut files = Vec::new();
+        let mut index = BTreeMap::new();
+        for name in names {
+            let path = dir.join(&name);
+            let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+            let tensors =
+                SafeTensors::deserialize(&bytes).map_err(|e| format_error(&path, e.to_string()))?;
+            for tensor in tensors.names() {
+                index.insert(tensor.to_string(), files.len());
+            }
+            files.push((path, bytes));
+        }
+        Ok(SafetensorsWeights {
+            dir: dir.to_path_buf(),
+            files,
+            index,
+        })
+    }
+
+    /// The checkpoint folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether a tensor exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// A tensor as f32, row-major, with its shape.
+    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+        let &file = self
+            .index
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.dir.clone(),
+                tensor: name.to_string(),
+            })?;
+        let (path, bytes) = &self.files[file];
+        let tensors =
+            SafeTensors::deserialize(bytes).map_err(|e| format_error(path, e.to_string()))?;
+        let view = tensors
+            .tensor(name)
+            .map_err(|e| format_error(path, e.to_string()))?;
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(ModelError::UnsupportedDtype {
+                    path: path.clone(),
+                    tensor: name.to_string(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        Ok((view.shape().to_vec(), values))
+    }
+}
+
+/// The architecture family a `config.json` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HfArchitecture {
+    Llama,
+    Qwen2,
+}
+
+/// Reads a Llama-family `config.json` (`model_type` llama or qwen2).
+pub fn llama_config_from_hf(path: &Path) -> Result<(HfArchitecture, LlamaConfig), ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    let json: Value = serde_json::from_str(&text).map_err(|e| format_error(path, e.to_string()))?;
+    let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let architecture = match model_type {
+        "llama" => HfArchitecture::Llama,
+        "qwen2" => HfArchitecture::Qwen2,
+        other => {
+            return Err(ModelError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                architecture: other.to_string(),
+            });
+        }
+    };
+    let int = |key: &str| -> Result<usize, ModelError> {
+        json.get(key)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| {
+                format_error(
+                    path,
+                    format!("`{key}` is missing or not a non-negative integer"),
+                )
+            })
+    };
+    let hidden_size = int("hidden_size")?;
+    let num_heads = int("num_attention_heads")?;
+    // transformers 5 moved `rope_theta` into `rope_parameters`.
+    let rope_theta = json
+        .get("rope_theta")
+        .or_else(|| {
+            json.get("rope_parameters")
+                .and_then(|p| p.get("rope_theta"))
+        })
+        .and_then(Value::as_f64)
+        .unwrap_or(10_000.0);
+    if let Some(kind) = json
+        .get("rope_parameters")
+        .and_then(|p| p.get("rope_type"))
+        .and_then(Value::as_str)
+        && kind != "default"
+    {
+        return Err(format_error(
+            path,
+            format!("rope_type `{kind}` is not supported (default is)"),
+        ));
+    }
+    let config = LlamaConfig {
+        vocab_size: int("vocab_size")?,
+        hidden_size,
+        num_layers: int("num_hidden_layers")?,
+        num_heads,
+        num_kv_heads: int("num_key_value_heads").unwrap_or(num_heads),
+        head_dim: int("head_dim").unwrap_or(hidden_size / num_heads.max(1)),
+        intermediate_size: int("intermediate_size")?,
+        rope_theta,
+        rms_norm_eps: json
+            .get("rms_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-6),
+        tied_embeddings: json
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    Ok((architecture, config))
+}
