@@ -9,7 +9,7 @@ use burn::tensor::Device;
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// The model: a GGUF file.
+    /// The model: a GGUF file or a Hugging Face checkpoint folder.
     #[arg(long)]
     model: PathBuf,
     /// The prompt.
@@ -37,7 +37,7 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let device = Device::flex();
-    let loaded = LoadedModel::from_gguf(&args.model, &device)
+    let loaded = LoadedModel::open(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let text = if args.chat {
         let template = loaded.chat_template.as_ref().with_context(|| {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 #[derive(clap::Args)]
 pub struct ScoreArgs {
-    /// The model: a GGUF file.
+    /// The model: a GGUF file or a Hugging Face checkpoint folder.
     #[arg(long)]
     model: PathBuf,
     /// The prompt (tokenised on its own, as TRL does).
@@ -45,7 +45,7 @@ struct Report {
 
 pub fn run(args: ScoreArgs) -> Result<()> {
     let device = Device::flex();
-    let loaded = LoadedModel::from_gguf(&args.model, &device)
+    let loaded = LoadedModel::open(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let prompt = loaded.encode(&args.prompt)?;
     let completion = loaded.encode(&args.completion)?;

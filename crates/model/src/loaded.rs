@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use burn::tensor::Device;
+use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::ModelError;
@@ -25,21 +26,98 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// Loads a model from a GGUF file or a Hugging Face checkpoint folder.
+    pub fn open(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        if path.is_dir() {
+            Self::from_hf_dir(path, device)
+        } else {
+            Self::from_gguf(path, device)
+        }
+    }
+
+    /// Loads a Hugging Face checkpoint folder: `config.json`, safetensors weights,
+    /// `tokenizer.json`, and (optional) `tokenizer_config.json` for the chat template and the
+    /// special tokens.
+    pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let (model, config) = Llama::from_hf_dir(dir, device)?;
+        let tokenizer_path = dir.join("tokenizer.json");
+        if !tokenizer_path.exists() {
+            return Err(ModelError::Io {
+                path: tokenizer_path,
+                message: "missing: a Hugging Face checkpoint needs its tokenizer.json".into(),
+            });
+        }
+        let tokenizer =
+            Tokenizer::from_file(&tokenizer_path).map_err(|e| ModelError::Tokenizer {
+                path: tokenizer_path.clone(),
+                message: e.to_string(),
+            })?;
+        check_vocabulary(&tokenizer, &config, &tokenizer_path)?;
+
+        let settings_path = dir.join("tokenizer_config.json");
+        let settings: Value = if settings_path.exists() {
+            let text = std::fs::read_to_string(&settings_path).map_err(|e| ModelError::Io {
+                path: settings_path.clone(),
+                message: e.to_string(),
+            })?;
+            serde_json::from_str(&text).map_err(|e| ModelError::Format {
+                path: settings_path.clone(),
+                message: e.to_string(),
+            })?
+        } else {
+            Value::Null
+        };
+        // Special tokens are strings, or objects with a `content` string.
+        let special = |key: &str| -> Option<String> {
+            match settings.get(key)? {
+                Value::String(s) => Some(s.clone()),
+                other => other.get("content")?.as_str().map(str::to_string),
+            }
+        };
+        let eos_text = special("eos_token").ok_or_else(|| ModelError::Format {
+            path: settings_path.clone(),
+            message: "no `eos_token`: cannot tell where a generated answer ends".into(),
+        })?;
+        let id_of = |text: &str| {
+            tokenizer
+                .token_to_id(text)
+                .ok_or_else(|| ModelError::Tokenizer {
+                    path: tokenizer_path.clone(),
+                    message: format!("special token {text:?} is not in the vocabulary"),
+                })
+        };
+        let eos_token = id_of(&eos_text)?;
+        let pad_token = special("pad_token").map_or(Ok(eos_token), |t| id_of(&t))?;
+        // `chat_template` is a string, or a list of named templates of which "default" is used.
+        let chat_template = match settings.get("chat_template") {
+            Some(Value::String(source)) => Some(source.clone()),
+            Some(Value::Array(named)) => named
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
+            _ => None,
+        }
+        .map(|source| ChatTemplate {
+            source,
+            bos_token: special("bos_token").unwrap_or_default(),
+            eos_token: eos_text.clone(),
+        });
+        Ok(LoadedModel {
+            model,
+            config,
+            tokenizer,
+            chat_template,
+            eos_token,
+            pad_token,
+        })
+    }
+
     /// Loads a GGUF file (weights dequantised to f32) onto `device`.
     pub fn from_gguf(path: &Path, device: &Device) -> Result<Self, ModelError> {
         let file = GgufFile::open(path)?;
         let (model, config) = Llama::from_gguf(&file, device)?;
         let tokenizer = tokenizer_from_gguf(&file)?;
-        let vocab = tokenizer.get_vocab_size(true);
-        if vocab != config.vocab_size {
-            return Err(ModelError::Tokenizer {
-                path: path.to_path_buf(),
-                message: format!(
-                    "the tokenizer has {vocab} tokens but the model's embedding has {} rows",
-                    config.vocab_size
-                ),
-            });
-        }
+        check_vocabulary(&tokenizer, &config, path)?;
         let chat_template = file
             .metadata
             .contains_key("tokenizer.chat_template")
@@ -73,4 +151,25 @@ impl LoadedModel {
             .decode(ids, false)
             .map_err(|e| ModelError::Tokenize(e.to_string()))
     }
+}
+
+/// A tokenizer may have fewer tokens than the embedding has rows (checkpoints often pad the
+/// embedding), never more: those ids would index past the embedding.
+fn check_vocabulary(
+    tokenizer: &Tokenizer,
+    config: &LlamaConfig,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let vocab = tokenizer.get_vocab_size(true);
+    if vocab > config.vocab_size {
+        return Err(ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            message: format!(
+                "the tokenizer has {vocab} tokens but the model's embedding has only {} rows: \
+                 they do not belong together",
+                config.vocab_size
+            ),
+        });
+    }
+    Ok(())
 }

@@ -107,3 +107,83 @@ fn missing_or_unsupported_checkpoints_are_clear_errors() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A checkpoint folder with a word-level `tokenizer.json` of `words` plus the special tokens.
+fn checkpoint_with_tokenizer(tag: &str, words: usize) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bapo-hf-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixtures().join("tiny-llama").join(file), dir.join(file)).unwrap();
+    }
+    let specials = ["<|im_end|>", "<|im_start|>", "[UNK]"];
+    let mut vocab = serde_json::Map::new();
+    for (id, token) in specials
+        .iter()
+        .map(|s| s.to_string())
+        .chain((0..words).map(|i| format!("w{i}")))
+        .enumerate()
+    {
+        vocab.insert(token, id.into());
+    }
+    let added: Vec<_> = specials[..2]
+        .iter()
+        .enumerate()
+        .map(|(id, content)| {
+            serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                               "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let settings = serde_json::json!({
+        "eos_token": {"content": "<|im_end|>"},
+        "chat_template": "{% for m in messages %}<|im_start|>{{ m.role }} {{ m.content }}<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant{% endif %}"
+    });
+    std::fs::write(dir.join("tokenizer_config.json"), settings.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn a_checkpoint_folder_loads_with_its_tokenizer_and_chat_template() {
+    let device = Device::flex();
+    let dir = checkpoint_with_tokenizer("ok", 100);
+    let loaded = bapo_model::LoadedModel::open(&dir, &device).unwrap();
+    assert_eq!(loaded.eos_token, 0);
+    assert_eq!(loaded.pad_token, 0);
+    let template = loaded.chat_template.as_ref().expect("a chat template");
+    let prompt = template
+        .render(&[bapo_model::ChatMessage::new("user", "w5 w7")], true)
+        .unwrap();
+    assert_eq!(
+        prompt,
+        "<|im_start|>user w5 w7<|im_end|><|im_start|>assistant"
+    );
+    let ids = loaded.encode(&prompt).unwrap();
+    assert_eq!(ids.first(), Some(&1));
+    let config = bapo_model::GenerationConfig {
+        max_new_tokens: 4,
+        stop_tokens: vec![0],
+        ..Default::default()
+    };
+    let out = bapo_model::generate(&loaded.model, &[ids], &config, &device, |_, _| {}).unwrap();
+    assert!(!out[0].is_empty() && out[0].len() <= 4);
+    assert!(out[0].iter().all(|&t| (t as usize) < 128));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_tokenizer_larger_than_the_embedding_is_refused() {
+    let dir = checkpoint_with_tokenizer("big", 200);
+    let err = bapo_model::LoadedModel::open(&dir, &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("203 tokens") && err.contains("128 rows"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
