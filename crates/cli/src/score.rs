@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bapo_model::{LoadedModel, TokenBatch, sequence_logprobs};
+use bapo_model::{CausalModel, LoadedModel, TokenBatch, sequence_logprobs};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
@@ -85,12 +85,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         TensorData::new(prompt_ids, [1, n]),
         &device,
     ));
-    let next = log_softmax(
-        logits
-            .narrow(1, n - 1, 1)
-            .reshape([loaded.config.vocab_size]),
-        0,
-    );
+    let next = log_softmax(logits.narrow(1, n - 1, 1).reshape([loaded.vocab_size]), 0);
     let next: Vec<f32> = next
         .into_data()
         .convert::<f32>()

@@ -12,7 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::llama::{KvCache, Llama};
+use crate::causal::{CausalModel, KvCache};
 
 /// How to pick tokens.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,8 +60,8 @@ pub enum GenerateError {
 
 /// Generates continuations of `prompts` (token ids); returns the new tokens of each.
 /// `on_token(row, token)` is called for every token as it is chosen.
-pub fn generate(
-    model: &Llama,
+pub fn generate<M: CausalModel + ?Sized>(
+    model: &M,
     prompts: &[Vec<u32>],
     config: &GenerationConfig,
     device: &Device,

@@ -1,11 +1,14 @@
 //! # bapo-model: causal language models on Burn
 //!
-//! GGUF files ([`gguf`]) and the Llama family ([`llama`]). One non-generic implementation per
+//! GGUF files ([`gguf`]), HF checkpoints ([`hf`]), the Llama family ([`llama`]) and GPT-2
+//! ([`gpt2`]), all behind [`CausalModel`]. One non-generic implementation per
 //! architecture: the device the weights are loaded on is the backend.
 
+pub mod causal;
 pub mod chat;
 pub mod generate;
 pub mod gguf;
+pub mod gpt2;
 pub mod hf;
 pub mod llama;
 pub mod loaded;
@@ -14,10 +17,12 @@ pub mod tokenizer;
 
 use std::path::PathBuf;
 
+pub use causal::{CausalLm, CausalModel, KvCache};
 pub use chat::{ChatMessage, ChatTemplate};
 pub use generate::{GenerateError, GenerationConfig, generate};
 pub use gguf::{GgufError, GgufFile};
-pub use llama::{KvCache, Llama, LlamaConfig};
+pub use gpt2::{Gpt2, Gpt2Config};
+pub use llama::{Llama, LlamaConfig};
 pub use loaded::LoadedModel;
 pub use logprobs::{BatchError, SequenceLogprobs, TokenBatch, sequence_logprobs};
 pub use tokenizer::tokenizer_from_gguf;
@@ -41,7 +46,7 @@ pub enum ModelError {
         tensor: String,
         dtype: String,
     },
-    #[error("{path}: architecture `{architecture}` is not supported (llama, qwen2 are)")]
+    #[error("{path}: architecture `{architecture}` is not supported (llama, qwen2 and gpt2 are)")]
     UnsupportedArchitecture { path: PathBuf, architecture: String },
     #[error("tokenizing: {0}")]
     Tokenize(String),

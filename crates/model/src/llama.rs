@@ -13,6 +13,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 
 use crate::ModelError;
+use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask};
 use crate::gguf::GgufFile;
 use crate::hf::{SafetensorsWeights, llama_config_from_hf};
 
@@ -149,33 +150,6 @@ struct ForwardContext {
     mask: Option<Tensor<4, Bool>>,
 }
 
-/// Keys and values of every layer for the tokens seen so far (post-RoPE), so decoding a new
-/// token costs one position instead of the whole sequence.
-#[derive(Debug, Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-}
-
-impl KvCache {
-    /// An empty cache.
-    pub fn new() -> Self {
-        KvCache::default()
-    }
-
-    /// Number of cached positions.
-    pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(Option::as_ref)
-            .map_or(0, |(k, _)| k.dims()[2])
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 impl Attention {
     fn forward(
         &self,
@@ -198,11 +172,7 @@ impl Attention {
         );
         let mut v = heads(self.v_proj.forward(x), self.num_kv_heads);
         if let Some(slot) = cache {
-            if let Some((past_k, past_v)) = slot.take() {
-                k = Tensor::cat(vec![past_k, k], 2);
-                v = Tensor::cat(vec![past_v, v], 2);
-            }
-            *slot = Some((k.clone(), v.clone()));
+            (k, v) = append_to_cache(slot, k, v);
         }
         let keys = k.dims()[2];
         // Grouped-query attention: query head h reads key/value head h / (heads / kv_heads).
@@ -288,8 +258,7 @@ impl Llama {
         let keys = cache.len() + queries;
         let device = ids.device();
         let (cos, sin) = rope_tables(positions, self.head_dim(), self.rope_theta, &device);
-        let mask =
-            Tensor::<4, Bool>::from_data(TensorData::new(mask, [batch, 1, queries, keys]), &device);
+        let mask = key_mask(mask, [batch, queries, keys], &device);
         self.run(
             ids,
             &ForwardContext {
@@ -312,11 +281,11 @@ impl Llama {
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         if let Some(cache) = cache.as_deref_mut() {
-            cache.layers.resize_with(self.layers.len(), || None);
+            cache.reserve_layers(self.layers.len());
         }
         let mut x = self.embed_tokens.forward(ids);
         for (i, block) in self.layers.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let slot = cache.as_deref_mut().map(|c| c.layer(i));
             x = block.forward(x, context, slot);
         }
         self.norm.forward(x)
@@ -440,8 +409,26 @@ impl Llama {
     }
 }
 
+impl CausalModel for Llama {
+    fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        Llama::hidden_states(self, ids)
+    }
+    fn hidden_states_cached(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        Llama::hidden_states_cached(self, ids, positions, mask, cache)
+    }
+    fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        Llama::logits(self, hidden)
+    }
+}
+
 /// Where named f32 tensors come from: a GGUF file or safetensors files.
-trait WeightSource {
+pub(crate) trait WeightSource {
     /// The file or folder, for messages.
     fn origin(&self) -> PathBuf;
     fn contains(&self, name: &str) -> bool;

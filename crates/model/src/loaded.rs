@@ -8,16 +8,18 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::ModelError;
+use crate::causal::CausalLm;
 use crate::chat::ChatTemplate;
 use crate::gguf::GgufFile;
-use crate::llama::{Llama, LlamaConfig};
+use crate::llama::Llama;
 use crate::tokenizer::tokenizer_from_gguf;
 
 /// A model ready to score and generate.
 #[derive(Debug)]
 pub struct LoadedModel {
-    pub model: Llama,
-    pub config: LlamaConfig,
+    pub model: CausalLm,
+    /// Rows of the model's token embedding.
+    pub vocab_size: usize,
     pub tokenizer: Tokenizer,
     /// `None` when the file ships no chat template.
     pub chat_template: Option<ChatTemplate>,
@@ -39,7 +41,7 @@ impl LoadedModel {
     /// `tokenizer.json`, and (optional) `tokenizer_config.json` for the chat template and the
     /// special tokens.
     pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<Self, ModelError> {
-        let (model, config) = Llama::from_hf_dir(dir, device)?;
+        let (model, vocab_size) = CausalLm::from_hf_dir(dir, device)?;
         let tokenizer_path = dir.join("tokenizer.json");
         if !tokenizer_path.exists() {
             return Err(ModelError::Io {
@@ -52,7 +54,7 @@ impl LoadedModel {
                 path: tokenizer_path.clone(),
                 message: e.to_string(),
             })?;
-        check_vocabulary(&tokenizer, &config, &tokenizer_path)?;
+        check_vocabulary(&tokenizer, vocab_size, &tokenizer_path)?;
 
         let settings_path = dir.join("tokenizer_config.json");
         let settings: Value = if settings_path.exists() {
@@ -104,7 +106,7 @@ impl LoadedModel {
         });
         Ok(LoadedModel {
             model,
-            config,
+            vocab_size,
             tokenizer,
             chat_template,
             eos_token,
@@ -117,7 +119,7 @@ impl LoadedModel {
         let file = GgufFile::open(path)?;
         let (model, config) = Llama::from_gguf(&file, device)?;
         let tokenizer = tokenizer_from_gguf(&file)?;
-        check_vocabulary(&tokenizer, &config, path)?;
+        check_vocabulary(&tokenizer, config.vocab_size, path)?;
         let chat_template = file
             .metadata
             .contains_key("tokenizer.chat_template")
@@ -128,8 +130,8 @@ impl LoadedModel {
             .get_u64("tokenizer.ggml.padding_token_id")
             .map_or(eos_token, |id| id as u32);
         Ok(LoadedModel {
-            model,
-            config,
+            model: CausalLm::Llama(model),
+            vocab_size: config.vocab_size,
             tokenizer,
             chat_template,
             eos_token,
@@ -155,19 +157,15 @@ impl LoadedModel {
 
 /// A tokenizer may have fewer tokens than the embedding has rows (checkpoints often pad the
 /// embedding), never more: those ids would index past the embedding.
-fn check_vocabulary(
-    tokenizer: &Tokenizer,
-    config: &LlamaConfig,
-    path: &Path,
-) -> Result<(), ModelError> {
+fn check_vocabulary(tokenizer: &Tokenizer, rows: usize, path: &Path) -> Result<(), ModelError> {
     let vocab = tokenizer.get_vocab_size(true);
-    if vocab > config.vocab_size {
+    if vocab > rows {
         return Err(ModelError::Tokenizer {
             path: path.to_path_buf(),
             message: format!(
                 "the tokenizer has {vocab} tokens but the model's embedding has only {} rows: \
                  they do not belong together",
-                config.vocab_size
+                rows
             ),
         });
     }

@@ -8,7 +8,7 @@
 
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
-use crate::llama::Llama;
+use crate::causal::CausalModel;
 
 /// Token sequences to score, right-padded here to the longest.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,8 +82,8 @@ fn logsumexp_rows(x: Tensor<2>) -> Tensor<2> {
 }
 
 /// Scores `batch` with `model` on `device`.
-pub fn sequence_logprobs(
-    model: &Llama,
+pub fn sequence_logprobs<M: CausalModel + ?Sized>(
+    model: &M,
     batch: &TokenBatch,
     device: &Device,
 ) -> Result<SequenceLogprobs, BatchError> {

@@ -1,10 +1,10 @@
-//! Tiny random Llama, Qwen2 (q/k/v biases) and tied-embedding Llama checkpoints made by
+//! Tiny random Llama, Qwen2 (q/k/v biases), tied-embedding Llama and GPT-2 checkpoints made by
 //! `transformers` (`tests/fixtures/hf/make_tiny_models.py`) load from safetensors and give the
 //! logits transformers computed, within 1e-4, including a right-padded row.
 
 use std::path::PathBuf;
 
-use bapo_model::Llama;
+use bapo_model::{CausalLm, CausalModel, GenerationConfig, Llama, generate};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
@@ -29,18 +29,23 @@ fn fixtures() -> PathBuf {
 fn tiny_models_match_transformers_logits() {
     let text = std::fs::read_to_string(fixtures().join("reference.json")).unwrap();
     let reference: Reference = serde_json::from_str(&text).unwrap();
-    assert_eq!(reference.models.len(), 3);
+    assert_eq!(reference.models.len(), 4);
     let device = Device::flex();
     for (name, expected) in &reference.models {
-        let (model, config) = Llama::from_hf_dir(&fixtures().join(name), &device)
+        let (model, vocab) = CausalLm::from_hf_dir(&fixtures().join(name), &device)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(config.tied_embeddings, name.ends_with("tied"), "{name}");
-        assert_eq!(model.lm_head.is_none(), config.tied_embeddings);
-        assert_eq!(
-            model.layers[0].attention.q_proj.bias.is_some(),
-            name.contains("qwen2"),
-            "{name}: q/k/v biases exactly for Qwen2"
-        );
+        assert_eq!(vocab, 128);
+        match &model {
+            CausalLm::Llama(llama) => {
+                assert_eq!(llama.lm_head.is_none(), name.ends_with("tied"), "{name}");
+                assert_eq!(
+                    llama.layers[0].attention.q_proj.bias.is_some(),
+                    name.contains("qwen2"),
+                    "{name}: q/k/v biases exactly for Qwen2"
+                );
+            }
+            CausalLm::Gpt2(_) => assert!(name.contains("gpt2"), "{name}"),
+        }
 
         let (rows, width) = (reference.ids.len(), reference.ids[0].len());
         let ids: Vec<i64> = reference
@@ -65,6 +70,64 @@ fn tiny_models_match_transformers_logits() {
             }
         }
         assert!(worst <= 1e-4, "{name}: largest logit difference {worst}");
+    }
+}
+
+/// For every architecture: KV-cache decoding equals recomputing the whole sequence, and a
+/// left-padded batch equals one prompt at a time (per-row positions, pads masked).
+#[test]
+fn cached_and_batched_generation_agree_for_every_architecture() {
+    let device = Device::flex();
+    for name in ["tiny-llama", "tiny-qwen2", "tiny-gpt2"] {
+        let (model, _) = CausalLm::from_hf_dir(&fixtures().join(name), &device).unwrap();
+        let config = GenerationConfig {
+            max_new_tokens: 6,
+            ..GenerationConfig::default()
+        };
+        let prompts: Vec<Vec<u32>> = vec![vec![3, 17, 42, 99, 7], vec![8, 1], vec![77, 30, 2]];
+        let batched = generate(&model, &prompts, &config, &device, |_, _| {}).unwrap();
+        for (prompt, together) in prompts.iter().zip(&batched) {
+            let alone = generate(
+                &model,
+                std::slice::from_ref(prompt),
+                &config,
+                &device,
+                |_, _| {},
+            )
+            .unwrap();
+            assert_eq!(
+                &alone[0], together,
+                "{name}: batched vs alone for {prompt:?}"
+            );
+
+            let mut sequence = prompt.clone();
+            for _ in 0..6 {
+                let ids: Vec<i64> = sequence.iter().map(|&t| i64::from(t)).collect();
+                let n = ids.len();
+                let logits = model.forward(Tensor::<2, Int>::from_data(
+                    TensorData::new(ids, [1, n]),
+                    &device,
+                ));
+                let last: Vec<f32> = logits
+                    .narrow(1, n - 1, 1)
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec()
+                    .unwrap();
+                sequence.push(
+                    last.iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .unwrap()
+                        .0 as u32,
+                );
+            }
+            assert_eq!(
+                together,
+                &sequence[prompt.len()..],
+                "{name}: cached vs full recomputation"
+            );
+        }
     }
 }
 

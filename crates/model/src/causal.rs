@@ -1,0 +1,162 @@
+//! What every causal LM here offers the scorer and the generator, the KV cache they share,
+//! and `CausalLm`, the model a checkpoint turns out to be.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use crate::ModelError;
+use crate::gpt2::Gpt2;
+use crate::llama::Llama;
+
+/// A decoder-only language model.
+pub trait CausalModel {
+    /// Final hidden states `[batch, tokens, hidden]` under plain causal attention (right
+    /// padding is harmless: real tokens never see later pads).
+    fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3>;
+
+    /// Hidden states of new tokens `[batch, queries]` appended to `cache`, with explicit
+    /// positions `[batch][queries]` and a key mask `[batch · queries · (cached + queries)]`
+    /// (`true` = may not attend): the decoding path, for left-padded batches and one token at
+    /// a time.
+    fn hidden_states_cached(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+        cache: &mut KvCache,
+    ) -> Tensor<3>;
+
+    /// LM-head logits `[.., vocab]` of hidden states `[.., hidden]`.
+    fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D>;
+
+    /// Logits `[batch, tokens, vocab]` for every position.
+    fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.logits(self.hidden_states(ids))
+    }
+}
+
+/// Keys and values of every layer for the tokens seen so far, so decoding a new token costs
+/// one position instead of the whole sequence.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        KvCache::default()
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(Option::as_ref)
+            .map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes room for `layers` layers.
+    pub(crate) fn reserve_layers(&mut self, layers: usize) {
+        self.layers.resize_with(layers, || None);
+    }
+
+    /// Layer `i`'s slot.
+    pub(crate) fn layer(&mut self, i: usize) -> &mut Option<(Tensor<4>, Tensor<4>)> {
+        &mut self.layers[i]
+    }
+}
+
+/// Appends new keys and values `[batch, heads, new, head_dim]` to a layer's cache and
+/// returns all of them.
+pub(crate) fn append_to_cache(
+    slot: &mut Option<(Tensor<4>, Tensor<4>)>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+) -> (Tensor<4>, Tensor<4>) {
+    let (k, v) = match slot.take() {
+        Some((past_k, past_v)) => (
+            Tensor::cat(vec![past_k, k], 2),
+            Tensor::cat(vec![past_v, v], 2),
+        ),
+        None => (k, v),
+    };
+    *slot = Some((k.clone(), v.clone()));
+    (k, v)
+}
+
+/// The attention mask `[batch, 1, queries, keys]` from row-major booleans.
+pub(crate) fn key_mask(
+    mask: Vec<bool>,
+    [batch, queries, keys]: [usize; 3],
+    device: &Device,
+) -> Tensor<4, Bool> {
+    Tensor::from_data(TensorData::new(mask, [batch, 1, queries, keys]), device)
+}
+
+/// A model of any supported architecture.
+#[derive(Module, Debug)]
+pub enum CausalLm {
+    Llama(Llama),
+    Gpt2(Gpt2),
+}
+
+impl CausalLm {
+    /// Loads a Hugging Face checkpoint folder; `config.json`'s `model_type` picks the
+    /// architecture (llama, qwen2, gpt2).
+    pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, usize), ModelError> {
+        let config = dir.join("config.json");
+        let text = std::fs::read_to_string(&config).map_err(|e| ModelError::Io {
+            path: config.clone(),
+            message: e.to_string(),
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Format {
+                path: config.clone(),
+                message: e.to_string(),
+            })?;
+        if json.get("model_type").and_then(serde_json::Value::as_str) == Some("gpt2") {
+            let (model, config) = Gpt2::from_hf_dir(dir, device)?;
+            Ok((CausalLm::Gpt2(model), config.vocab_size))
+        } else {
+            let (model, config) = Llama::from_hf_dir(dir, device)?;
+            Ok((CausalLm::Llama(model), config.vocab_size))
+        }
+    }
+}
+
+impl CausalModel for CausalLm {
+    fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        match self {
+            CausalLm::Llama(m) => m.hidden_states(ids),
+            CausalLm::Gpt2(m) => m.hidden_states(ids),
+        }
+    }
+
+    fn hidden_states_cached(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        match self {
+            CausalLm::Llama(m) => m.hidden_states_cached(ids, positions, mask, cache),
+            CausalLm::Gpt2(m) => m.hidden_states_cached(ids, positions, mask, cache),
+        }
+    }
+
+    fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        match self {
+            CausalLm::Llama(m) => m.logits(hidden),
+            CausalLm::Gpt2(m) => m.logits(hidden),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! GPT-2: learned position embeddings, pre-norm blocks of LayerNorm, fused-qkv multi-head
+//! attention and a tanh-GELU MLP, final LayerNorm, LM head tied to the token embedding.
+//! HF checkpoints store GPT-2's projections as `Conv1D`, whose weights are already
+//! `[in, out]`: Burn's `Linear` layout, so they load without a transpose.
+
+use std::path::Path;
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::activation::gelu_approximate;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde_json::Value;
+
+use crate::ModelError;
+use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask};
+use crate::hf::SafetensorsWeights;
+
+/// Shape of a GPT-2 model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub max_positions: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub inner_size: usize,
+    pub layer_norm_eps: f64,
+}
+
+impl Gpt2Config {
+    /// Reads a GPT-2 `config.json`.
+    pub fn from_hf(path: &Path) -> Result<Self, ModelError> {
+        let format = |message: String| ModelError::Format {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| format(e.to_string()))?;
+        let int = |key: &str| {
+            json.get(key)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| format(format!("`{key}` is missing or not a non-negative integer")))
+        };
+        let activation = json
+            .get("activation_function")
+            .and_then(Value::as_str)
+            .unwrap_or("gelu_new");
+        if !matches!(activation, "gelu_new" | "gelu_pytorch_tanh") {
+            return Err(format(format!(
+                "activation `{activation}` is not supported (gelu_new is)"
+            )));
+        }
+        let hidden_size = int("n_embd")?;
+        Ok(Gpt2Config {
+            vocab_size: int("vocab_size")?,
+            max_positions: int("n_positions")?,
+            hidden_size,
+            num_layers: int("n_layer")?,
+            num_heads: int("n_head")?,
+            inner_size: json
+                .get("n_inner")
+                .and_then(Value::as_u64)
+                .map_or(4 * hidden_size, |v| v as usize),
+            layer_norm_eps: json
+                .get("layer_norm_epsilon")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-5),
+        })
+    }
+}
+
+/// One GPT-2 block.
+#[derive(Module, Debug)]
+pub struct Gpt2Block {
+    pub ln_1: LayerNorm,
+    /// Fused query/key/value projection, `[hidden, 3·hidden]`.
+    pub c_attn: Linear,
+    pub attn_proj: Linear,
+    pub ln_2: LayerNorm,
+    pub c_fc: Linear,
+    pub mlp_proj: Linear,
+    pub num_heads: usize,
+}
+
+/// A GPT-2 language model.
+#[derive(Module, Debug)]
+pub struct Gpt2 {
+    pub wte: Embedding,
+    pub wpe: Embedding,
+    pub blocks: Vec<Gpt2Block>,
+    pub ln_f: LayerNorm,
+}
+
+impl Gpt2Block {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Option<&Tensor<4, Bool>>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let [batch, tokens, hidden] = x.dims();
+        let head_dim = hidden / self.num_heads;
+        let qkv = self.c_attn.forward(self.ln_1.forward(x.clone()));
+        let heads = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * hidden, hidden)
+                .reshape([batch, tokens, self.num_heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let (q, mut k, mut v) = (heads(0), heads(1), heads(2));
+        if let Some(slot) = cache {
+            (k, v) = append_to_cache(slot, k, v);
+        }
+        let mask = mask.map(|m| m.clone().repeat_dim(1, self.num_heads));
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: mask.is_none(),
+        };
+        let out = attention(q, k, v, mask, None, options)
+            .swap_dims(1, 2)
+            .reshape([batch, tokens, hidden]);
+        let h = x + self.attn_proj.forward(out);
+        let mlp = self.mlp_proj.forward(gelu_approximate(
+            self.c_fc.forward(self.ln_2.forward(h.clone())),
+        ));
+        h + mlp
+    }
+}
+
+impl Gpt2 {
+    fn run(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        mask: Option<Tensor<4, Bool>>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.reserve_layers(self.blocks.len());
+        }
+        let mut x = self.wte.forward(ids) + self.wpe.forward(positions);
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x, mask.as_ref(), cache.as_deref_mut().map(|c| c.layer(i)));
+        }
+        self.ln_f.forward(x)
+    }
+
+    /// Loads a GPT-2 HF checkpoint folder (`config.json` + safetensors).
+    pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, Gpt2Config), ModelError> {
+        let c = Gpt2Config::from_hf(&dir.join("config.json"))?;
+        let weights = SafetensorsWeights::open(dir)?;
+        // GPT2LMHeadModel prefixes `transformer.`; a bare GPT2Model does not.
+        let prefix = if weights.contains("transformer.wte.weight") {
+            "transformer."
+        } else {
+            ""
+        };
+        let load = |name: &str, shape: &[usize]| -> Result<Vec<f32>, ModelError> {
+            let name = format!("{prefix}{name}");
+            let (found, values) = weights.tensor_f32(&name)?;
+            if found != shape {
+                return Err(ModelError::Shape {
+                    path: dir.to_path_buf(),
+                    tensor: name,
+                    expected: shape.to_vec(),
+                    found,
+                });
+            }
+            Ok(values)
+        };
+        let matrix = |name: &str, shape: [usize; 2]| -> Result<Tensor<2>, ModelError> {
+            Ok(Tensor::from_data(
+                TensorData::new(load(name, &shape)?, shape),
+                device,
+            ))
+        };
+        let vector = |name: &str, len: usize| -> Result<Tensor<1>, ModelError> {
+            Ok(Tensor::from_data(
+                TensorData::new(load(name, &[len])?, [len]),
+                device,
+            ))
+        };
+        // Conv1D: weight `[in, out]`, bias `[out]`.
+        let linear = |name: &str, inputs: usize, outputs: usize| -> Result<Linear, ModelError> {
+            Ok(Linear {
+                weight: Param::from_tensor(matrix(&format!("{name}.weight"), [inputs, outputs])?),
+                bias: Some(Param::from_tensor(vector(
+                    &format!("{name}.bias"),
+                    outputs,
+                )?)),
+            })
+        };
+        let layer_norm = |name: &str| -> Result<LayerNorm, ModelError> {
+            let mut norm = LayerNormConfig::new(c.hidden_size)
+                .with_epsilon(c.layer_norm_eps)
+                .init(device);
+            norm.gamma = Param::from_tensor(vector(&format!("{name}.weight"), c.hidden_size)?);
+            norm.beta = Some(Param::from_tensor(vector(
+                &format!("{name}.bias"),
+                c.hidden_size,
+            )?));
+            Ok(norm)
+        };
+        let d = c.hidden_size;
+        let blocks = (0..c.num_layers)
+            .map(|i| {
+                Ok(Gpt2Block {
+                    ln_1: layer_norm(&format!("h.{i}.ln_1"))?,
+                    c_attn: linear(&format!("h.{i}.attn.c_attn"), d, 3 * d)?,
+                    attn_proj: linear(&format!("h.{i}.attn.c_proj"), d, d)?,
+                    ln_2: layer_norm(&format!("h.{i}.ln_2"))?,
+                    c_fc: linear(&format!("h.{i}.mlp.c_fc"), d, c.inner_size)?,
+                    mlp_proj: linear(&format!("h.{i}.mlp.c_proj"), c.inner_size, d)?,
+                    num_heads: c.num_heads,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let model = Gpt2 {
+            wte: Embedding {
+                weight: Param::from_tensor(matrix("wte.weight", [c.vocab_size, d])?),
+            },
+            wpe: Embedding {
+                weight: Param::from_tensor(matrix("wpe.weight", [c.max_positions, d])?),
+            },
+            blocks,
+            ln_f: layer_norm("ln_f")?,
+        };
+        Ok((model, c))
+    }
+}
+
+impl CausalModel for Gpt2 {
+    fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [batch, tokens] = ids.dims();
+        let device = ids.device();
+        let positions: Vec<i64> = (0..batch).flat_map(|_| 0..tokens as i64).collect();
+        let positions = Tensor::from_data(TensorData::new(positions, [batch, tokens]), &device);
+        self.run(ids, positions, None, None)
+    }
+
+    fn hidden_states_cached(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let [batch, queries] = ids.dims();
+        let device = ids.device();
+        let keys = cache.len() + queries;
+        let flat: Vec<i64> = positions.iter().flatten().map(|&p| p as i64).collect();
+        let positions = Tensor::from_data(TensorData::new(flat, [batch, queries]), &device);
+        let mask = key_mask(mask, [batch, queries, keys], &device);
+        self.run(ids, positions, Some(mask), Some(cache))
+    }
+
+    fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        burn::tensor::module::linear(hidden, self.wte.weight.val().transpose(), None)
+    }
+}
