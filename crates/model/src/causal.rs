@@ -132,6 +132,16 @@ impl CausalLm {
     }
 }
 
+impl CausalLm {
+    /// This model with every LoRA adapter switched off, sharing the base weights.
+    pub fn without_adapters(&self) -> CausalLm {
+        match self {
+            CausalLm::Llama(m) => CausalLm::Llama(m.without_adapters()),
+            CausalLm::Gpt2(m) => CausalLm::Gpt2(m.without_adapters()),
+        }
+    }
+}
+
 impl CausalModel for CausalLm {
     fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         match self {

@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::ModelError;
 use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask};
 use crate::hf::SafetensorsWeights;
+use crate::lora::linear_without_adapter;
 
 /// Shape of a GPT-2 model.
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +234,28 @@ impl Gpt2 {
             ln_f: layer_norm("ln_f")?,
         };
         Ok((model, c))
+    }
+}
+
+impl Gpt2 {
+    /// This model with every LoRA adapter switched off (see [`Llama::without_adapters`]).
+    ///
+    /// [`Llama::without_adapters`]: crate::llama::Llama::without_adapters
+    pub fn without_adapters(&self) -> Gpt2 {
+        let mut model = self.clone();
+        for block in &mut model.blocks {
+            for linear in [
+                &mut block.c_attn,
+                &mut block.attn_proj,
+                &mut block.c_fc,
+                &mut block.mlp_proj,
+            ] {
+                *linear = linear_without_adapter(linear);
+            }
+        }
+        model.wte.weight = Param::from_tensor(self.wte.weight.base());
+        model.wpe.weight = Param::from_tensor(self.wpe.weight.base());
+        model
     }
 }
 

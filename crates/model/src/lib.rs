@@ -13,6 +13,7 @@ pub mod hf;
 pub mod llama;
 pub mod loaded;
 pub mod logprobs;
+pub mod lora;
 pub mod tokenizer;
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ pub use gpt2::{Gpt2, Gpt2Config};
 pub use llama::{Llama, LlamaConfig};
 pub use loaded::LoadedModel;
 pub use logprobs::{BatchError, SequenceLogprobs, TokenBatch, sequence_logprobs};
+pub use lora::{LoraError, LoraSettings, adapter_count, apply_lora};
 pub use tokenizer::tokenizer_from_gguf;
 
 /// Errors loading or running a model.

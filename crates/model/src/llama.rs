@@ -16,6 +16,7 @@ use crate::ModelError;
 use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask};
 use crate::gguf::GgufFile;
 use crate::hf::{SafetensorsWeights, llama_config_from_hf};
+use crate::lora::linear_without_adapter;
 
 /// Shape and numerics of a Llama-family model.
 #[derive(Debug, Clone, PartialEq)]
@@ -406,6 +407,27 @@ impl Llama {
             lm_head,
             rope_theta: c.rope_theta,
         })
+    }
+}
+
+impl Llama {
+    /// This model with every LoRA adapter switched off: the frozen base weights, shared with
+    /// `self` (no copy). On a `valid()` module this is the reference of DPO-style training.
+    pub fn without_adapters(&self) -> Llama {
+        let mut model = self.clone();
+        for block in &mut model.layers {
+            let a = &mut block.attention;
+            for linear in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj] {
+                *linear = linear_without_adapter(linear);
+            }
+            let m = &mut block.mlp;
+            for linear in [&mut m.gate_proj, &mut m.up_proj, &mut m.down_proj] {
+                *linear = linear_without_adapter(linear);
+            }
+        }
+        model.embed_tokens.weight = Param::from_tensor(self.embed_tokens.weight.base());
+        model.lm_head = self.lm_head.as_ref().map(linear_without_adapter);
+        model
     }
 }
 

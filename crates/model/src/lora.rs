@@ -1,0 +1,104 @@
+//! LoRA on chosen projections, with Burn's built-in adapters: `Module::apply_lora` freezes
+//! every base parameter and attaches trainable low-rank factors (`base + α/r · A·B`, `B = 0`
+//! at the start) to the 2-D weights whose module path matches a regular expression.
+//!
+//! The LoRA-disabled model — the frozen base weights, i.e. the model before fine-tuning — is
+//! what DPO-style objectives use as their reference: `without_adapters()` on each model gives
+//! it without a second copy of the weights (the base tensors are shared, not cloned).
+
+use burn::module::{Module, ModuleMapper, Param, ParamGroup};
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+
+/// Which projections get adapters, and their shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraSettings {
+    /// Rank r of the factors.
+    pub rank: usize,
+    /// α: the update is scaled by α / r (PEFT's convention).
+    pub alpha: f64,
+    /// A regular expression over module paths such as `layers.3.attention.q_proj.weight`;
+    /// only 2-D weights that match are adapted.
+    pub target: String,
+}
+
+impl Default for LoraSettings {
+    /// Rank 8, α 16, the attention projections of the Llama family (PEFT's usual q/k/v/o).
+    fn default() -> Self {
+        LoraSettings {
+            rank: 8,
+            alpha: 16.0,
+            target: r"attention\.(q|k|v|o)_proj\.weight$".to_string(),
+        }
+    }
+}
+
+/// A LoRA setting that cannot be applied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LoraError {
+    #[error("LoRA rank must be at least 1")]
+    Rank,
+    #[error("LoRA alpha {0} must be a finite number > 0")]
+    Alpha(f64),
+    #[error("LoRA target `{pattern}` is not a valid regular expression: {message}")]
+    Target { pattern: String, message: String },
+}
+
+/// Attaches LoRA adapters to the matching weights of `model`; every other parameter is
+/// frozen.
+pub fn apply_lora<M: Module>(model: M, settings: &LoraSettings) -> Result<M, LoraError> {
+    if settings.rank == 0 {
+        return Err(LoraError::Rank);
+    }
+    if !(settings.alpha.is_finite() && settings.alpha > 0.0) {
+        return Err(LoraError::Alpha(settings.alpha));
+    }
+    let group = ParamGroup::from_regex(&settings.target).map_err(|e| LoraError::Target {
+        pattern: settings.target.clone(),
+        message: format!("{e:?}"),
+    })?;
+    let lora = burn::module::Lora::new(settings.rank, settings.alpha).set_param_group(group);
+    Ok(model.apply_lora(lora))
+}
+
+/// Number of adapted weights in a module (Burn surfaces each adapter's factors as parameters
+/// at `<weight path>.lora.a` and `.lora.b`).
+pub fn adapter_count<M: Module>(model: &M) -> usize {
+    let mut counter = CountAdapters {
+        path: Vec::new(),
+        count: 0,
+    };
+    let _ = model.clone().map(&mut counter);
+    counter.count
+}
+
+struct CountAdapters {
+    path: Vec<String>,
+    count: usize,
+}
+
+impl ModuleMapper for CountAdapters {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if self.path.ends_with(&["lora".to_string(), "a".to_string()]) {
+            self.count += 1;
+        }
+        param
+    }
+}
+
+/// A linear layer with its adapter switched off: the frozen base weight (the same tensor, not
+/// a copy) and the bias.
+pub fn linear_without_adapter(linear: &Linear) -> Linear {
+    Linear {
+        weight: Param::from_tensor(linear.weight.base()).set_require_grad(false),
+        bias: linear.bias.clone(),
+    }
+}

@@ -1,0 +1,129 @@
+//! LoRA on the tiny transformers-made Llama: adapters start as a no-op, only the adapter
+//! factors learn, a training step changes the model, and the adapter-free model is exactly the
+//! original (the reference, without a second copy of the weights).
+
+use std::path::PathBuf;
+
+use bapo_model::{Llama, LoraError, LoraSettings, adapter_count, apply_lora};
+use burn::module::{LoraAdapter, Module};
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+fn tiny_llama(device: &Device) -> Llama {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hf/tiny-llama"
+    ));
+    Llama::from_hf_dir(&dir, device).unwrap().0
+}
+
+fn ids(device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(
+        TensorData::new(vec![3i64, 17, 42, 99, 7, 64], [1, 6]),
+        device,
+    )
+}
+
+fn logits(model: &Llama, device: &Device) -> Vec<f32> {
+    model
+        .forward(ids(device))
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap()
+}
+
+#[test]
+fn lora_trains_only_adapters_and_strips_back_to_the_base() {
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    let base = tiny_llama(&device);
+    let before = logits(&base.valid(), &plain);
+
+    let model = apply_lora(
+        base,
+        &LoraSettings {
+            rank: 4,
+            alpha: 8.0,
+            ..LoraSettings::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(adapter_count(&model), 2 * 4, "q/k/v/o of both layers");
+    assert!(
+        model
+            .embed_tokens
+            .weight
+            .reparameterization::<LoraAdapter>()
+            .is_none()
+    );
+    assert_eq!(
+        logits(&model.valid(), &plain),
+        before,
+        "B = 0: adapters start as a no-op"
+    );
+
+    // Gradients reach the adapter factors only.
+    let loss = model.forward(ids(&device)).narrow(1, 5, 1).sum();
+    let grads = loss.backward();
+    let q = &model.layers[0].attention.q_proj.weight;
+    let adapter = q.reparameterization::<LoraAdapter>().unwrap();
+    let b_grad = adapter.b.val().grad(&grads).expect("B gets a gradient");
+    assert!(b_grad.abs().sum().into_scalar::<f32>() > 0.0);
+    assert!(q.base().grad(&grads).is_none(), "the base weight is frozen");
+    assert!(
+        model.layers[0]
+            .mlp
+            .up_proj
+            .weight
+            .val()
+            .grad(&grads)
+            .is_none(),
+        "untargeted weights are frozen"
+    );
+
+    // One SGD step moves the adapted model; stripping the adapters gives the original back.
+    let mut optimizer = SgdConfig::new().init();
+    let grads = GradientsParams::from_grads(grads, &model);
+    let model = optimizer.step(0.5, model, grads);
+    let after = logits(&model.valid(), &plain);
+    assert_ne!(after, before, "training changed the adapted model");
+    let reference = model.valid().without_adapters();
+    assert_eq!(adapter_count(&reference), 0);
+    assert_eq!(
+        logits(&reference, &plain),
+        before,
+        "the reference is the untouched base"
+    );
+}
+
+#[test]
+fn bad_lora_settings_are_errors() {
+    let device = Device::flex();
+    let bad = |settings: LoraSettings| {
+        apply_lora(tiny_llama(&device), &settings)
+            .map(|_| ())
+            .unwrap_err()
+    };
+    assert_eq!(
+        bad(LoraSettings {
+            rank: 0,
+            ..LoraSettings::default()
+        }),
+        LoraError::Rank
+    );
+    assert_eq!(
+        bad(LoraSettings {
+            alpha: -1.0,
+            ..LoraSettings::default()
+        }),
+        LoraError::Alpha(-1.0)
+    );
+    assert!(matches!(
+        bad(LoraSettings {
+            target: "(".into(),
+            ..LoraSettings::default()
+        }),
+        LoraError::Target { .. }
+    ));
+}
