@@ -6,6 +6,7 @@
 
 pub mod causal;
 pub mod chat;
+pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod gpt2;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 
 pub use causal::{CausalLm, CausalModel, KvCache};
 pub use chat::{ChatMessage, ChatTemplate};
+pub use export::{export_hf, export_peft_adapter};
 pub use generate::{GenerateError, GenerationConfig, generate};
 pub use gguf::{GgufError, GgufFile};
 pub use gpt2::{Gpt2, Gpt2Config};

@@ -1,0 +1,246 @@
+//! Export: the (merged) model as a Hugging Face checkpoint (`config.json` +
+//! `model.safetensors`), and LoRA adapters in PEFT's layout (`adapter_config.json` +
+//! `adapter_model.safetensors`), both readable by `transformers` / `peft`.
+//!
+//! Files are written to a temporary name and renamed into place, and existing files are never
+//! overwritten: an export into a folder that already holds one is an error naming the file.
+
+use std::path::Path;
+
+use burn::module::{LoraAdapter, Param};
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use safetensors::{Dtype, tensor::TensorView};
+use serde_json::json;
+
+use crate::ModelError;
+use crate::llama::{Llama, LlamaConfig};
+
+/// A tensor to write: name, row-major shape, f32 values.
+type Entry = (String, Vec<usize>, Vec<f32>);
+
+fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap_or_default()
+}
+
+/// A linear layer's effective weight (adapters merged) in PyTorch's `[out, in]` layout.
+fn linear_entries(name: &str, linear: &Linear) -> Vec<Entry> {
+    let weight = linear.weight.val().transpose();
+    let shape = weight.dims().to_vec();
+    let mut entries = vec![(format!("{name}.weight"), shape, values(weight))];
+    if let Some(bias) = &linear.bias {
+        let bias = bias.val();
+        entries.push((format!("{name}.bias"), bias.dims().to_vec(), values(bias)));
+    }
+    entries
+}
+
+fn vector_entry(name: &str, param: &Param<Tensor<1>>) -> Entry {
+    let v = param.val();
+    (name.to_string(), v.dims().to_vec(), values(v))
+}
+
+/// Writes `entries` as one safetensors file and `config` as JSON into `dir`.
+fn write_checkpoint(
+    dir: &Path,
+    tensors_file: &str,
+    entries: Vec<Entry>,
+    config_file: &str,
+    config: serde_json::Value,
+) -> Result<(), ModelError> {
+    let io = |path: &Path, e: std::io::Error| ModelError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    for file in [tensors_file, config_file] {
+        let path = dir.join(file);
+        if path.exists() {
+            return Err(ModelError::Io {
+                path,
+                message: "already exists; refusing to overwrite it".into(),
+            });
+        }
+    }
+    let bytes: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = entries
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| ModelError::Format {
+                    path: dir.join(tensors_file),
+                    message: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let serialized = safetensors::serialize(views, None).map_err(|e| ModelError::Format {
+        path: dir.join(tensors_file),
+        message: e.to_string(),
+    })?;
+    let json = serde_json::to_string_pretty(&config).unwrap_or_default();
+    for (file, contents) in [(tensors_file, serialized), (config_file, json.into_bytes())] {
+        let path = dir.join(file);
+        let partial = dir.join(format!("{file}.partial"));
+        std::fs::write(&partial, contents).map_err(|e| io(&partial, e))?;
+        std::fs::rename(&partial, &path).map_err(|e| io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// The `config.json` transformers needs for a Llama-family model.
+fn hf_config(model: &Llama, c: &LlamaConfig) -> serde_json::Value {
+    let qwen2 = model
+        .layers
+        .first()
+        .is_some_and(|b| b.attention.q_proj.bias.is_some());
+    let (model_type, architecture) = if qwen2 {
+        ("qwen2", "Qwen2ForCausalLM")
+    } else {
+        ("llama", "LlamaForCausalLM")
+    };
+    json!({
+        "architectures": [architecture],
+        "model_type": model_type,
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads,
+        "num_key_value_heads": c.num_kv_heads,
+        "head_dim": c.head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "tie_word_embeddings": c.tied_embeddings,
+        "attention_bias": qwen2,
+        "torch_dtype": "float32",
+    })
+}
+
+/// Writes a Llama-family model (LoRA adapters merged) as a transformers checkpoint.
+pub fn export_hf(model: &Llama, config: &LlamaConfig, dir: &Path) -> Result<(), ModelError> {
+    let mut entries = vec![{
+        let embedding = model.embed_tokens.weight.val();
+        (
+            "model.embed_tokens.weight".to_string(),
+            embedding.dims().to_vec(),
+            values(embedding),
+        )
+    }];
+    for (i, block) in model.layers.iter().enumerate() {
+        let p = format!("model.layers.{i}");
+        let a = &block.attention;
+        entries.push(vector_entry(
+            &format!("{p}.input_layernorm.weight"),
+            &block.input_norm.gamma,
+        ));
+        for (name, linear) in [
+            ("q_proj", &a.q_proj),
+            ("k_proj", &a.k_proj),
+            ("v_proj", &a.v_proj),
+            ("o_proj", &a.o_proj),
+        ] {
+            entries.extend(linear_entries(&format!("{p}.self_attn.{name}"), linear));
+        }
+        entries.push(vector_entry(
+            &format!("{p}.post_attention_layernorm.weight"),
+            &block.post_attention_norm.gamma,
+        ));
+        let m = &block.mlp;
+        for (name, linear) in [
+            ("gate_proj", &m.gate_proj),
+            ("up_proj", &m.up_proj),
+            ("down_proj", &m.down_proj),
+        ] {
+            entries.extend(linear_entries(&format!("{p}.mlp.{name}"), linear));
+        }
+    }
+    entries.push(vector_entry("model.norm.weight", &model.norm.gamma));
+    if let Some(head) = &model.lm_head {
+        entries.extend(linear_entries("lm_head", head));
+    }
+    write_checkpoint(
+        dir,
+        "model.safetensors",
+        entries,
+        "config.json",
+        hf_config(model, config),
+    )
+}
+
+/// Writes the LoRA adapters of a Llama-family model in PEFT's layout. PEFT's `lora_A` is
+/// `[r, in]` and `lora_B` `[out, r]`: the transposes of Burn's `a` `[in, r]` and `b` `[r, out]`;
+/// the scale `α / r` is the same.
+pub fn export_peft_adapter(model: &Llama, base_model: &str, dir: &Path) -> Result<(), ModelError> {
+    let mut entries = Vec::new();
+    let mut targets = std::collections::BTreeSet::new();
+    let mut settings: Option<(usize, f64)> = None;
+    for (i, block) in model.layers.iter().enumerate() {
+        let a = &block.attention;
+        let m = &block.mlp;
+        let linears = [
+            ("self_attn", "q_proj", &a.q_proj),
+            ("self_attn", "k_proj", &a.k_proj),
+            ("self_attn", "v_proj", &a.v_proj),
+            ("self_attn", "o_proj", &a.o_proj),
+            ("mlp", "gate_proj", &m.gate_proj),
+            ("mlp", "up_proj", &m.up_proj),
+            ("mlp", "down_proj", &m.down_proj),
+        ];
+        for (group, name, linear) in linears {
+            let Some(adapter) = linear.weight.reparameterization::<LoraAdapter>() else {
+                continue;
+            };
+            let lora_a = adapter.a.val().transpose();
+            let lora_b = adapter.b.val().transpose();
+            let rank = lora_a.dims()[0];
+            settings = Some((rank, adapter.scale * rank as f64));
+            targets.insert(name);
+            let prefix = format!("base_model.model.model.layers.{i}.{group}.{name}");
+            entries.push((
+                format!("{prefix}.lora_A.weight"),
+                lora_a.dims().to_vec(),
+                values(lora_a),
+            ));
+            entries.push((
+                format!("{prefix}.lora_B.weight"),
+                lora_b.dims().to_vec(),
+                values(lora_b),
+            ));
+        }
+    }
+    let Some((rank, alpha)) = settings else {
+        return Err(ModelError::Format {
+            path: dir.to_path_buf(),
+            message: "the model has no LoRA adapters to export".into(),
+        });
+    };
+    let config = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "target_modules": targets.into_iter().collect::<Vec<_>>(),
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+    });
+    write_checkpoint(
+        dir,
+        "adapter_model.safetensors",
+        entries,
+        "adapter_config.json",
+        config,
+    )
+}
