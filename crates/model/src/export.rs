@@ -14,6 +14,7 @@ use safetensors::{Dtype, tensor::TensorView};
 use serde_json::json;
 
 use crate::ModelError;
+use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
 
 /// A tensor to write: name, row-major shape, f32 values.
@@ -175,6 +176,64 @@ pub fn export_hf(model: &Llama, config: &LlamaConfig, dir: &Path) -> Result<(), 
         "config.json",
         hf_config(model, config),
     )
+}
+
+/// Writes a GPT-2 model (LoRA adapters merged) as a transformers checkpoint. GPT-2's `Conv1D`
+/// weights are `[in, out]`, Burn's own layout, so they are written as they are.
+pub fn export_gpt2_hf(model: &Gpt2, config: &Gpt2Config, dir: &Path) -> Result<(), ModelError> {
+    let conv1d = |name: &str, linear: &Linear| -> Vec<Entry> {
+        let weight = linear.weight.val();
+        let mut entries = vec![(
+            format!("{name}.weight"),
+            weight.dims().to_vec(),
+            values(weight),
+        )];
+        if let Some(bias) = &linear.bias {
+            entries.push(vector_entry(&format!("{name}.bias"), bias));
+        }
+        entries
+    };
+    let layer_norm = |name: &str, norm: &burn::nn::LayerNorm| -> Vec<Entry> {
+        let mut entries = vec![vector_entry(&format!("{name}.weight"), &norm.gamma)];
+        if let Some(beta) = &norm.beta {
+            entries.push(vector_entry(&format!("{name}.bias"), beta));
+        }
+        entries
+    };
+    let matrix = |name: &str, param: &Param<Tensor<2>>| -> Entry {
+        let v = param.val();
+        (name.to_string(), v.dims().to_vec(), values(v))
+    };
+    let mut entries = vec![
+        matrix("transformer.wte.weight", &model.wte.weight),
+        matrix("transformer.wpe.weight", &model.wpe.weight),
+    ];
+    for (i, block) in model.blocks.iter().enumerate() {
+        let p = format!("transformer.h.{i}");
+        entries.extend(layer_norm(&format!("{p}.ln_1"), &block.ln_1));
+        entries.extend(conv1d(&format!("{p}.attn.c_attn"), &block.c_attn));
+        entries.extend(conv1d(&format!("{p}.attn.c_proj"), &block.attn_proj));
+        entries.extend(layer_norm(&format!("{p}.ln_2"), &block.ln_2));
+        entries.extend(conv1d(&format!("{p}.mlp.c_fc"), &block.c_fc));
+        entries.extend(conv1d(&format!("{p}.mlp.c_proj"), &block.mlp_proj));
+    }
+    entries.extend(layer_norm("transformer.ln_f", &model.ln_f));
+    let c = config;
+    let hf = json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": c.vocab_size,
+        "n_positions": c.max_positions,
+        "n_embd": c.hidden_size,
+        "n_layer": c.num_layers,
+        "n_head": c.num_heads,
+        "n_inner": c.inner_size,
+        "layer_norm_epsilon": c.layer_norm_eps,
+        "activation_function": "gelu_new",
+        "tie_word_embeddings": true,
+        "torch_dtype": "float32",
+    });
+    write_checkpoint(dir, "model.safetensors", entries, "config.json", hf)
 }
 
 /// Writes the LoRA adapters of a Llama-family model in PEFT's layout. PEFT's `lora_A` is

@@ -1,4 +1,4 @@
-//! Export round trips: a LoRA-trained tiny Llama and Qwen2, exported merged as a transformers
+//! Export round trips: a LoRA-trained tiny Llama, Qwen2 and GPT-2, exported merged as a transformers
 //! checkpoint, load back with the same logits; their adapters export in PEFT's layout.
 //!
 //! `crates/model/tests/fixtures/hf/check_export.py` checks the same exports with
@@ -125,6 +125,48 @@ fn adapters_export_in_peft_layout() {
         "v_proj: 2 kv heads × head_dim 8 outputs"
     );
     let expected = logits(&model);
+    std::fs::write(dir.join("expected_logits.json"), format!("{expected:?}")).unwrap();
+    if std::env::var_os("BAPO_KEEP_EXPORT").is_none() {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// GPT-2 with LoRA on its fused attention projection, merged and exported, loads back with the
+/// same logits.
+#[test]
+fn gpt2_merged_export_loads_back_with_the_same_logits() {
+    use bapo_model::{CausalModel, Gpt2, export_gpt2_hf};
+    let device = Device::flex().autodiff();
+    let (model, config) = Gpt2::from_hf_dir(&fixture("tiny-gpt2"), &device).unwrap();
+    let settings = LoraSettings {
+        rank: 2,
+        alpha: 4.0,
+        target: r"c_attn\.weight$".into(),
+    };
+    let model = apply_lora(model, &settings).unwrap();
+    assert_eq!(bapo_model::adapter_count(&model), 2);
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(IDS.to_vec(), [1, 6]), &device);
+    let grads =
+        GradientsParams::from_grads(model.forward(ids).narrow(1, 5, 1).sum().backward(), &model);
+    let model = SgdConfig::new().init().step(0.5, model, grads).valid();
+
+    let plain = Device::flex();
+    let run = |m: &Gpt2| -> Vec<f32> {
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(IDS.to_vec(), [1, 6]), &plain);
+        m.forward(ids)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec()
+            .unwrap()
+    };
+    let expected = run(&model);
+    assert!(max_difference(&expected, &run(&model.without_adapters())) > 1e-4);
+    let dir = out_dir("tiny-gpt2-merged");
+    export_gpt2_hf(&model, &config, &dir).unwrap();
+    let (reloaded, reloaded_config) = Gpt2::from_hf_dir(&dir, &plain).unwrap();
+    assert_eq!(reloaded_config, config);
+    let diff = max_difference(&run(&reloaded), &expected);
+    assert!(diff <= 1e-5, "reloaded logits differ by {diff}");
     std::fs::write(dir.join("expected_logits.json"), format!("{expected:?}")).unwrap();
     if std::env::var_os("BAPO_KEEP_EXPORT").is_none() {
         std::fs::remove_dir_all(&dir).ok();

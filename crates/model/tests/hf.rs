@@ -250,3 +250,130 @@ fn a_tokenizer_larger_than_the_embedding_is_refused() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Writes `tensors` (name → (dtype, shape, bytes)) as a safetensors file.
+fn write_safetensors(
+    path: &std::path::Path,
+    tensors: &[(String, safetensors::Dtype, Vec<usize>, Vec<u8>)],
+) {
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+/// The tensors of a fixture's `model.safetensors`.
+fn read_tensors(name: &str) -> Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(fixtures().join(name).join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .map(|(n, view)| (n, view.dtype(), view.shape().to_vec(), view.data().to_vec()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}
+
+fn logits_of(model: &Llama) -> Vec<f32> {
+    let ids = Tensor::<2, Int>::from_data(
+        TensorData::new(vec![3i64, 17, 42, 99], [1, 4]),
+        &Device::flex(),
+    );
+    model
+        .forward(ids)
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap()
+}
+
+/// A checkpoint split into shards listed by `model.safetensors.index.json`, and one stored in
+/// bf16, load like the single f32 file (bf16 within its rounding).
+#[test]
+fn sharded_and_half_precision_checkpoints_load() {
+    let device = Device::flex();
+    let (original, _) = Llama::from_hf_dir(&fixtures().join("tiny-llama"), &device).unwrap();
+    let expected = logits_of(&original);
+    let tensors = read_tensors("tiny-llama");
+
+    let dir = std::env::temp_dir().join(format!("bapo-hf-sharded-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixtures().join("tiny-llama/config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    let (first, second) = tensors.split_at(tensors.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (file, shard) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        write_safetensors(&dir.join(file), shard);
+        for (name, ..) in shard {
+            weight_map.insert(name.clone(), file.into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let (sharded, _) = Llama::from_hf_dir(&dir, &device).unwrap();
+    assert_eq!(logits_of(&sharded), expected);
+    std::fs::remove_dir_all(&dir).ok();
+
+    // bf16: every f32 rounded to the nearest bf16, as torch's `.to(torch.bfloat16)` does; the
+    // loader casts back to f32.
+    let dir = std::env::temp_dir().join(format!("bapo-hf-bf16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixtures().join("tiny-llama/config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    let bf16: Vec<_> = tensors
+        .iter()
+        .map(|(name, _, shape, data)| {
+            let halves = data
+                .chunks_exact(4)
+                .flat_map(|b| {
+                    half::bf16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])).to_le_bytes()
+                })
+                .collect();
+            (
+                name.clone(),
+                safetensors::Dtype::BF16,
+                shape.clone(),
+                halves,
+            )
+        })
+        .collect();
+    write_safetensors(&dir.join("model.safetensors"), &bf16);
+    let (half_model, _) = Llama::from_hf_dir(&dir, &device).unwrap();
+    let worst = logits_of(&half_model)
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(worst > 0.0 && worst < 0.05, "bf16 logits differ by {worst}");
+
+    // An integer tensor where a weight belongs is rejected by name and dtype.
+    let mut wrong = tensors.clone();
+    let embed = wrong
+        .iter_mut()
+        .find(|t| t.0 == "model.embed_tokens.weight")
+        .unwrap();
+    embed.1 = safetensors::Dtype::I32;
+    write_safetensors(&dir.join("model.safetensors"), &wrong);
+    let err = Llama::from_hf_dir(&dir, &device).unwrap_err().to_string();
+    assert!(
+        err.contains("model.embed_tokens.weight") && err.contains("I32"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
