@@ -1,10 +1,13 @@
 //! `cargo xtask <task>`: project automation that needs more than one cargo call.
 //!
 //! - `ci`: what CI runs (and the README's test command): fetch the assets, formatting check,
-//!   clippy with warnings as errors, the whole workspace's tests.
+//!   clippy with warnings as errors, exports checked by transformers/peft, the whole
+//!   workspace's tests.
+//! - `check-exports`: see `python.rs`.
 //! - `fetch`: the real model, verified by sha256, into the git-ignored asset cache.
 
 mod fetch;
+mod python;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -27,6 +30,7 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("fetch") => fetch::fetch(&workspace_root()),
+        Some("check-exports") => python::check_exports(&workspace_root(), &cargo_program()),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         None => {
             println!("{USAGE}");
@@ -38,8 +42,10 @@ fn run() -> Result<()> {
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci     fetch the assets, format check, clippy (warnings are errors), all tests
-  fetch  download and verify the real model (SmolLM2-135M-Instruct GGUF) into .cache/assets";
+  ci     fetch the assets, format check, clippy (warnings are errors), export checks, all tests
+  fetch  download and verify the real model (SmolLM2-135M-Instruct GGUF) into .cache/assets
+  check-exports
+         exported checkpoints/adapters read by transformers and peft (a venv with torch 2.9.0)";
 
 fn ci() -> Result<()> {
     fetch::fetch(&workspace_root())?;
@@ -52,6 +58,7 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ])?;
+    python::check_exports(&workspace_root(), &cargo_program())?;
     test_workspace()
 }
 

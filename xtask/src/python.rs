@@ -1,0 +1,86 @@
+//! `cargo xtask check-exports` (also part of `ci`): bapo's exported checkpoints and adapters,
+//! loaded by `transformers` and `peft` themselves, must give bapo's logits.
+//!
+//! Prepares a virtual environment with PyPI's `torch==2.9.0` (the version libtorch builds use
+//! too), `transformers` and `peft` when none is there (`$BAPO_VENV`, default
+//! `~/.cache/bapo/venv`), runs the export tests keeping their files, then
+//! `crates/model/tests/fixtures/hf/check_export.py` on them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const PACKAGES: [&str; 3] = ["torch==2.9.0", "transformers==5.24.0", "peft==0.21.2"];
+
+/// The virtual environment with the reference Python packages, created if needed.
+pub fn venv() -> Result<PathBuf> {
+    let dir = match std::env::var_os("BAPO_VENV") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let home = std::env::var_os("HOME").context("HOME is not set; set BAPO_VENV")?;
+            PathBuf::from(home).join(".cache/bapo/venv")
+        }
+    };
+    let python = dir.join("bin/python");
+    if !python.exists() {
+        eprintln!("creating {}", dir.display());
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&dir),
+            "python3 -m venv",
+        )?;
+    }
+    eprintln!("installing {} (skipped when present)", PACKAGES.join(" "));
+    run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(PACKAGES),
+        "pip install",
+    )?;
+    Ok(dir)
+}
+
+pub fn check_exports(root: &Path, cargo: &str) -> Result<()> {
+    let venv = venv()?;
+    let out = std::env::temp_dir().join(format!("bapo-export-check-{}", std::process::id()));
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    eprintln!(
+        "$ BAPO_KEEP_EXPORT={} cargo test -p bapo-model --test export",
+        out.display()
+    );
+    run(
+        Command::new(cargo)
+            .args(["test", "--quiet", "-p", "bapo-model", "--test", "export"])
+            .env("BAPO_KEEP_EXPORT", &out)
+            .current_dir(root),
+        "cargo test -p bapo-model --test export",
+    )?;
+    let script = root.join("crates/model/tests/fixtures/hf/check_export.py");
+    run(
+        Command::new(venv.join("bin/python"))
+            .arg(&script)
+            .arg(&out)
+            .current_dir(root),
+        "check_export.py (exports read by transformers and peft)",
+    )?;
+    std::fs::remove_dir_all(&out).ok();
+    Ok(())
+}
+
+fn run(command: &mut Command, what: &str) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
