@@ -42,25 +42,8 @@ fn json_output_parses() {
     assert_eq!(list[0]["defaults"]["lambda"], 1.0);
 }
 
-/// The fetched SmolLM2 GGUF, or `None` outside CI when it has not been fetched.
 fn smollm2() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("BAPO_ASSETS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/assets").into());
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing; run `cargo xtask fetch`",
-        path.display()
-    );
-    eprintln!(
-        "skipping: {} is missing; run `cargo xtask fetch`",
-        path.display()
-    );
-    None
+    bapo_testkit::smollm2_gguf()
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! `transformers` (`tests/fixtures/hf/make_tiny_models.py`) load from safetensors and give the
 //! logits transformers computed, within 1e-4, including a right-padded row.
 
+mod common;
+
 use std::path::PathBuf;
 
 use bapo_model::{CausalLm, CausalModel, GenerationConfig, Llama, generate};
@@ -100,31 +102,9 @@ fn cached_and_batched_generation_agree_for_every_architecture() {
                 "{name}: batched vs alone for {prompt:?}"
             );
 
-            let mut sequence = prompt.clone();
-            for _ in 0..6 {
-                let ids: Vec<i64> = sequence.iter().map(|&t| i64::from(t)).collect();
-                let n = ids.len();
-                let logits = model.forward(Tensor::<2, Int>::from_data(
-                    TensorData::new(ids, [1, n]),
-                    &device,
-                ));
-                let last: Vec<f32> = logits
-                    .narrow(1, n - 1, 1)
-                    .into_data()
-                    .convert::<f32>()
-                    .try_to_vec()
-                    .unwrap();
-                sequence.push(
-                    last.iter()
-                        .enumerate()
-                        .max_by(|a, b| a.1.total_cmp(b.1))
-                        .unwrap()
-                        .0 as u32,
-                );
-            }
+            let recomputed = common::greedy_by_recomputation(&model, prompt, 6, None, &device);
             assert_eq!(
-                together,
-                &sequence[prompt.len()..],
+                together, &recomputed,
                 "{name}: cached vs full recomputation"
             );
         }

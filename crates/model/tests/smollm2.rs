@@ -3,6 +3,8 @@
 //! parameter count, token ids of the tokenizer built from the GGUF metadata (exactly), and
 //! next-token log-probs after "The capital of France is" within 1e-2.
 
+mod common;
+
 use std::path::PathBuf;
 
 use bapo_model::{
@@ -13,30 +15,8 @@ use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
-/// The fetched GGUF, or `None` outside CI when it has not been fetched (CI fetches first, so
-/// there a missing file fails the test).
 fn smollm2() -> Option<PathBuf> {
-    let dir = std::env::var_os("BAPO_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/assets"))
-        });
-    let path = dir.join(GGUF);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing; CI must run `cargo xtask fetch` first",
-        path.display()
-    );
-    eprintln!(
-        "skipping: {} is missing; run `cargo xtask fetch`",
-        path.display()
-    );
-    None
+    bapo_testkit::smollm2_gguf()
 }
 
 #[test]
@@ -328,32 +308,8 @@ fn kv_cache_generation_equals_full_recomputation() {
     )
     .unwrap();
 
-    let mut sequence = prompt.clone();
-    for _ in 0..8 {
-        let ids: Vec<i64> = sequence.iter().map(|&t| i64::from(t)).collect();
-        let n = ids.len();
-        let logits = model.forward(Tensor::<2, Int>::from_data(
-            TensorData::new(ids, [1, n]),
-            &device,
-        ));
-        let last: Vec<f32> = logits
-            .narrow(1, n - 1, 1)
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec()
-            .unwrap();
-        let next = last
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0 as u32;
-        sequence.push(next);
-        if next == 2 {
-            break;
-        }
-    }
-    assert_eq!(cached[0], sequence[prompt.len()..]);
+    let recomputed = common::greedy_by_recomputation(&model, &prompt, 8, Some(2), &device);
+    assert_eq!(cached[0], recomputed);
 }
 
 /// A batch of prompts of different lengths gives, row by row, what each gives alone.

@@ -98,3 +98,28 @@ pub fn dpo_loss_by_hand(beta: f64, pc: f64, pr: f64, rc: f64, rr: f64) -> f64 {
     let z = (pc - pr) - (rc - rr);
     (1.0 + (-beta * z).exp()).ln()
 }
+
+/// The SmolLM2-135M-Instruct GGUF fetched by `cargo xtask fetch` (in `$BAPO_ASSETS` or the
+/// workspace's `.cache/assets`), or `None` outside CI when it has not been fetched. In CI (the
+/// `CI` variable set) a missing file fails the test: CI fetches first.
+pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("BAPO_ASSETS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/assets"))
+        });
+    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing; CI must run `cargo xtask fetch` first",
+        path.display()
+    );
+    eprintln!(
+        "skipping: {} is missing; run `cargo xtask fetch`",
+        path.display()
+    );
+    None
+}
