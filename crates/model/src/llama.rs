@@ -226,10 +226,10 @@ impl Block {
     }
 }
 
-impl Llama {
+impl CausalModel for Llama {
     /// Final hidden states `[batch, tokens, hidden]` for token ids `[batch, tokens]` under
     /// plain causal attention (right padding is harmless: real tokens never see later pads).
-    pub fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+    fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [_, tokens] = ids.dims();
         let positions = vec![(0..tokens).collect()];
         let (cos, sin) = rope_tables(&positions, self.head_dim(), self.rope_theta, &ids.device());
@@ -248,7 +248,7 @@ impl Llama {
     /// positions `[batch][queries]` and a key mask `[batch][queries][cached + queries]`
     /// (`true` = may not attend). This is the decoding path: left-padded batches and one
     /// token at a time.
-    pub fn hidden_states_cached(
+    fn hidden_states_cached(
         &self,
         ids: Tensor<2, Int>,
         positions: &[Vec<usize>],
@@ -271,6 +271,19 @@ impl Llama {
         )
     }
 
+    /// LM-head logits `[.., vocab]` of hidden states `[.., hidden]`.
+    fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let embedding = self.embed_tokens.weight.val().transpose();
+                burn::tensor::module::linear(hidden, embedding, None)
+            }
+        }
+    }
+}
+
+impl Llama {
     fn head_dim(&self) -> usize {
         self.layers.first().map_or(0, |b| b.attention.head_dim)
     }
@@ -290,22 +303,6 @@ impl Llama {
             x = block.forward(x, context, slot);
         }
         self.norm.forward(x)
-    }
-
-    /// LM-head logits `[.., vocab]` of hidden states `[.., hidden]`.
-    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => {
-                let embedding = self.embed_tokens.weight.val().transpose();
-                burn::tensor::module::linear(hidden, embedding, None)
-            }
-        }
-    }
-
-    /// Logits `[batch, tokens, vocab]` for every position.
-    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        self.logits(self.hidden_states(ids))
     }
 
     /// Loads a Llama-family GGUF (llama.cpp layout) onto `device`, dequantising to f32.
@@ -428,24 +425,6 @@ impl Llama {
         model.embed_tokens.weight = Param::from_tensor(self.embed_tokens.weight.base());
         model.lm_head = self.lm_head.as_ref().map(linear_without_adapter);
         model
-    }
-}
-
-impl CausalModel for Llama {
-    fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        Llama::hidden_states(self, ids)
-    }
-    fn hidden_states_cached(
-        &self,
-        ids: Tensor<2, Int>,
-        positions: &[Vec<usize>],
-        mask: Vec<bool>,
-        cache: &mut KvCache,
-    ) -> Tensor<3> {
-        Llama::hidden_states_cached(self, ids, positions, mask, cache)
-    }
-    fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        Llama::logits(self, hidden)
     }
 }
 

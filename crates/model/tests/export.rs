@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use bapo_model::{Llama, LoraSettings, apply_lora, export_hf, export_peft_adapter};
+use bapo_model::{CausalModel, Llama, LoraSettings, apply_lora, export_hf, export_peft_adapter};
 use burn::module::Module;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -135,7 +135,7 @@ fn adapters_export_in_peft_layout() {
 /// same logits.
 #[test]
 fn gpt2_merged_export_loads_back_with_the_same_logits() {
-    use bapo_model::{CausalModel, Gpt2, export_gpt2_hf};
+    use bapo_model::{Gpt2, export_gpt2_hf};
     let device = Device::flex().autodiff();
     let (model, config) = Gpt2::from_hf_dir(&fixture("tiny-gpt2"), &device).unwrap();
     let settings = LoraSettings {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use bapo_model::{Llama, LoraError, LoraSettings, adapter_count, apply_lora};
+use bapo_model::{CausalModel, Llama, LoraError, LoraSettings, adapter_count, apply_lora};
 use burn::module::{LoraAdapter, Module};
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};

@@ -8,8 +8,8 @@ mod common;
 use std::path::PathBuf;
 
 use bapo_model::{
-    BatchError, ChatMessage, ChatTemplate, GenerationConfig, GgufFile, Llama, LlamaConfig,
-    TokenBatch, generate, sequence_logprobs, tokenizer_from_gguf,
+    BatchError, CausalModel, ChatMessage, ChatTemplate, GenerationConfig, GgufFile, Llama,
+    LlamaConfig, TokenBatch, generate, sequence_logprobs, tokenizer_from_gguf,
 };
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
