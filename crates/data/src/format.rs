@@ -1,0 +1,366 @@
+//! TRL's preference formats in JSONL, with validation.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// A prompt: plain text, or the messages before the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    Text(String),
+    Messages(Vec<Message>),
+}
+
+/// A response: plain text, or the assistant message(s) that answer the prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    Text(String),
+    Messages(Vec<Message>),
+}
+
+impl Completion {
+    /// Whether there is nothing to score.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Completion::Text(t) => t.trim().is_empty(),
+            Completion::Messages(m) => m.iter().all(|m| m.content.trim().is_empty()),
+        }
+    }
+}
+
+/// One preference example and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreferenceExample {
+    pub prompt: Prompt,
+    pub chosen: Completion,
+    pub rejected: Completion,
+    /// Who holds this preference (personalisation); `None` when the file does not say.
+    pub user: Option<String>,
+    /// A base response supplied with the data (otherwise anchors are generated).
+    pub base: Option<Completion>,
+    /// 1-based line in the file.
+    pub line: usize,
+}
+
+/// Why a valid row was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DropReason {
+    EmptyCompletion,
+    PromptOverBudget,
+}
+
+impl DropReason {
+    /// A short description for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DropReason::EmptyCompletion => "empty chosen or rejected completion",
+            DropReason::PromptOverBudget => "prompt alone over the length budget",
+        }
+    }
+}
+
+/// A dropped row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedRow {
+    pub line: usize,
+    pub reason: DropReason,
+}
+
+/// The examples of one file, and what was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataset {
+    pub path: PathBuf,
+    pub examples: Vec<PreferenceExample>,
+    pub dropped: Vec<DroppedRow>,
+}
+
+impl Dataset {
+    /// How many rows were dropped for each reason.
+    pub fn drop_counts(&self) -> BTreeMap<DropReason, usize> {
+        let mut counts = BTreeMap::new();
+        for d in &self.dropped {
+            *counts.entry(d.reason).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// The users named in the data, sorted.
+    pub fn users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .examples
+            .iter()
+            .filter_map(|e| e.user.clone())
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+
+    /// Only the examples of `user`; an unknown user is an error listing the known ones.
+    pub fn for_user(&self, user: &str) -> Result<Dataset, DataError> {
+        let examples: Vec<_> = self
+            .examples
+            .iter()
+            .filter(|e| e.user.as_deref() == Some(user))
+            .cloned()
+            .collect();
+        if examples.is_empty() {
+            return Err(DataError::UnknownUser {
+                path: self.path.clone(),
+                user: user.to_string(),
+                known: self.users(),
+            });
+        }
+        Ok(Dataset {
+            path: self.path.clone(),
+            examples,
+            dropped: self.dropped.clone(),
+        })
+    }
+}
+
+/// A problem with a data file; each names the file, and the line and field where it applies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{path}:{line}: not valid JSON: {message}")]
+    Json {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}:{line}: missing field `{field}`")]
+    MissingField {
+        path: PathBuf,
+        line: usize,
+        field: String,
+    },
+    #[error("{path}:{line}: field `{field}` has the wrong type: expected {expected}")]
+    WrongType {
+        path: PathBuf,
+        line: usize,
+        field: String,
+        expected: String,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: no examples")]
+    Empty { path: PathBuf },
+    #[error("{path}: no examples for user `{user}`; users in the file: {}", known.join(", "))]
+    UnknownUser {
+        path: PathBuf,
+        user: String,
+        known: Vec<String>,
+    },
+}
+
+/// What kind of rows a file holds; all rows must agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Standard,
+    Conversational,
+}
+
+/// Reads a preference JSONL file (blank lines are skipped).
+pub fn load_jsonl(path: &Path) -> Result<Dataset, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut examples = Vec::new();
+    let mut dropped = Vec::new();
+    let mut kind: Option<(Kind, usize)> = None;
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let row = Row { path, line };
+        let value: Value = serde_json::from_str(raw).map_err(|e| DataError::Json {
+            path: path.to_path_buf(),
+            line,
+            message: e.to_string(),
+        })?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| row.invalid("a row must be a JSON object"))?;
+        let example = row.parse(object)?;
+        let this = if matches!(example.chosen, Completion::Messages(_)) {
+            Kind::Conversational
+        } else {
+            Kind::Standard
+        };
+        match kind {
+            None => kind = Some((this, line)),
+            Some((first, first_line)) if first != this => {
+                return Err(row.invalid(&format!(
+                    "this row is {} but line {first_line} is {}; a file holds one format",
+                    name(this),
+                    name(first)
+                )));
+            }
+            Some(_) => {}
+        }
+        if example.chosen.is_empty() || example.rejected.is_empty() {
+            dropped.push(DroppedRow {
+                line,
+                reason: DropReason::EmptyCompletion,
+            });
+        } else {
+            examples.push(example);
+        }
+    }
+    if examples.is_empty() && dropped.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Dataset {
+        path: path.to_path_buf(),
+        examples,
+        dropped,
+    })
+}
+
+fn name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Standard => "standard (strings)",
+        Kind::Conversational => "conversational (message lists)",
+    }
+}
+
+/// Parsing context of one row, for messages.
+struct Row<'a> {
+    path: &'a Path,
+    line: usize,
+}
+
+impl Row<'_> {
+    fn invalid(&self, message: &str) -> DataError {
+        DataError::Invalid {
+            path: self.path.to_path_buf(),
+            line: self.line,
+            message: message.to_string(),
+        }
+    }
+
+    fn wrong_type(&self, field: &str, expected: &str) -> DataError {
+        DataError::WrongType {
+            path: self.path.to_path_buf(),
+            line: self.line,
+            field: field.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+
+    fn missing(&self, field: &str) -> DataError {
+        DataError::MissingField {
+            path: self.path.to_path_buf(),
+            line: self.line,
+            field: field.to_string(),
+        }
+    }
+
+    fn messages(&self, field: &str, value: &Value) -> Result<Vec<Message>, DataError> {
+        let list = value
+            .as_array()
+            .ok_or_else(|| self.wrong_type(field, "a list of messages"))?;
+        list.iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let entry = format!("{field}[{i}]");
+                let role = m
+                    .get("role")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| self.wrong_type(&format!("{entry}.role"), "a string"))?;
+                let content = m
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| self.wrong_type(&format!("{entry}.content"), "a string"))?;
+                Ok(Message {
+                    role: role.to_string(),
+                    content: content.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// A completion field: a string (standard) or a message list (conversational).
+    fn completion(&self, field: &str, value: &Value) -> Result<Completion, DataError> {
+        match value {
+            Value::String(s) => Ok(Completion::Text(s.clone())),
+            Value::Array(_) => Ok(Completion::Messages(self.messages(field, value)?)),
+            _ => Err(self.wrong_type(field, "a string or a list of messages")),
+        }
+    }
+
+    fn parse(
+        &self,
+        object: &serde_json::Map<String, Value>,
+    ) -> Result<PreferenceExample, DataError> {
+        let field = |name: &str| object.get(name).ok_or_else(|| self.missing(name));
+        let mut chosen = self.completion("chosen", field("chosen")?)?;
+        let mut rejected = self.completion("rejected", field("rejected")?)?;
+        let prompt = match (object.get("prompt"), &mut chosen, &mut rejected) {
+            (Some(Value::String(p)), Completion::Text(_), Completion::Text(_)) => {
+                Prompt::Text(p.clone())
+            }
+            (Some(p @ Value::Array(_)), Completion::Messages(_), Completion::Messages(_)) => {
+                Prompt::Messages(self.messages("prompt", p)?)
+            }
+            // TRL's implicit prompt: whole conversations whose shared prefix is the prompt.
+            (None, Completion::Messages(c), Completion::Messages(r)) => {
+                let shared = c.iter().zip(r.iter()).take_while(|(a, b)| a == b).count();
+                if shared == 0 {
+                    return Err(self.invalid("no `prompt`, and `chosen` and `rejected` share no leading messages to use as one"));
+                }
+                let prompt = c[..shared].to_vec();
+                *c = c[shared..].to_vec();
+                *r = r[shared..].to_vec();
+                Prompt::Messages(prompt)
+            }
+            (None, Completion::Text(_), _) => return Err(self.missing("prompt")),
+            (Some(_), Completion::Text(_), Completion::Text(_)) => {
+                return Err(self.wrong_type("prompt", "a string"));
+            }
+            (Some(_), Completion::Messages(_), Completion::Messages(_)) => {
+                return Err(self.wrong_type("prompt", "a list of messages"));
+            }
+            _ => {
+                return Err(self.invalid(
+                    "`chosen` and `rejected` must both be strings or both message lists",
+                ));
+            }
+        };
+        let user = match object.get("user") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(u)) => Some(u.clone()),
+            Some(_) => return Err(self.wrong_type("user", "a string")),
+        };
+        let base = match object.get("base") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(self.completion("base", value)?),
+        };
+        Ok(PreferenceExample {
+            prompt,
+            chosen,
+            rejected,
+            user,
+            base,
+            line: self.line,
+        })
+    }
+}

@@ -1,0 +1,20 @@
+//! # bapo-data: preference data
+//!
+//! Reads the JSONL formats TRL users already have ([`load_jsonl`]): "standard" rows with
+//! `prompt` / `chosen` / `rejected` strings, and "conversational" rows with message lists
+//! (the chat template is applied at tokenisation), including TRL's implicit prompt (chosen and
+//! rejected are whole conversations whose shared prefix is the prompt). Optional fields: `user`
+//! (who holds this preference) and `base` (a base response supplied by the user).
+//!
+//! Every problem names the file, the line and the field. Rows that are valid but unusable
+//! (an empty completion; later, a prompt over the length budget) are dropped and counted with
+//! their reason, never silently.
+
+pub mod format;
+pub mod tokenize;
+
+pub use format::{
+    Completion, DataError, Dataset, DropReason, DroppedRow, Message, PreferenceExample, Prompt,
+    load_jsonl,
+};
+pub use tokenize::{Tokenization, TokenizedExample, TruncationSettings, tokenize_dataset};
