@@ -46,6 +46,8 @@ pub struct PreferenceExample {
     pub user: Option<String>,
     /// A base response supplied with the data (otherwise anchors are generated).
     pub base: Option<Completion>,
+    /// What the example is about (a country, an element…); train/test splits never share one.
+    pub entity: Option<String>,
     /// 1-based line in the file.
     pub line: usize,
 }
@@ -350,6 +352,11 @@ impl Row<'_> {
             Some(Value::String(u)) => Some(u.clone()),
             Some(_) => return Err(self.wrong_type("user", "a string")),
         };
+        let entity = match object.get("entity") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(e)) => Some(e.clone()),
+            Some(_) => return Err(self.wrong_type("entity", "a string")),
+        };
         let base = match object.get("base") {
             None | Some(Value::Null) => None,
             Some(value) => Some(self.completion("base", value)?),
@@ -360,6 +367,7 @@ impl Row<'_> {
             rejected,
             user,
             base,
+            entity,
             line: self.line,
         })
     }

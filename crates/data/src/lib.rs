@@ -10,9 +10,11 @@
 //! (an empty completion; later, a prompt over the length budget) are dropped and counted with
 //! their reason, never silently.
 
+pub mod batch;
 pub mod format;
 pub mod tokenize;
 
+pub use batch::{PreferenceBatch, epoch_order, make_batch, split_by_entity};
 pub use format::{
     Completion, DataError, Dataset, DropReason, DroppedRow, Message, PreferenceExample, Prompt,
     load_jsonl,

@@ -42,6 +42,7 @@ pub struct TokenizedExample {
     pub rejected: Vec<u32>,
     pub base: Option<Vec<u32>>,
     pub user: Option<String>,
+    pub entity: Option<String>,
     pub line: usize,
 }
 
@@ -94,6 +95,7 @@ pub fn tokenize_dataset(
             base: example.base.as_ref().map(completion).transpose()?.map(cut),
             prompt,
             user: example.user.clone(),
+            entity: example.entity.clone(),
             line: example.line,
         });
     }
