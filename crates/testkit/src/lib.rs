@@ -99,16 +99,16 @@ pub fn dpo_loss_by_hand(beta: f64, pc: f64, pr: f64, rc: f64, rr: f64) -> f64 {
     (1.0 + (-beta * z).exp()).ln()
 }
 
-/// The SmolLM2-135M-Instruct GGUF fetched by `cargo xtask fetch` (in `$BAPO_ASSETS` or the
-/// workspace's `.cache/assets`), or `None` outside CI when it has not been fetched. In CI (the
-/// `CI` variable set) a missing file fails the test: CI fetches first.
-pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
+/// An asset fetched by `cargo xtask fetch` (in `$BAPO_ASSETS` or the workspace's
+/// `.cache/assets`), or `None` outside CI when it has not been fetched. In CI (the `CI`
+/// variable set) a missing asset fails the test: CI fetches first.
+pub fn asset(name: &str) -> Option<std::path::PathBuf> {
     let dir = std::env::var_os("BAPO_ASSETS")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.cache/assets"))
         });
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = dir.join(name);
     if path.exists() {
         return Some(path);
     }
@@ -122,4 +122,14 @@ pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
         path.display()
     );
     None
+}
+
+/// The SmolLM2-135M-Instruct GGUF (see [`asset`]).
+pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
+    asset("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// The workspace's root folder.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
