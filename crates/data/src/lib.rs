@@ -11,10 +11,15 @@
 //! their reason, never silently.
 
 pub mod batch;
+pub mod eval;
 pub mod format;
 pub mod tokenize;
 
 pub use batch::{PreferenceBatch, epoch_order, make_batch, split_by_entity};
+pub use eval::{
+    FactItem, MultipleChoiceItem, PreferenceItem, load_fact_sample, load_hhh_alignment,
+    load_multiple_choice,
+};
 pub use format::{
     Completion, DataError, Dataset, DropReason, DroppedRow, Message, PreferenceExample, Prompt,
     load_jsonl,
