@@ -90,6 +90,33 @@ fn io(path: &Path, e: impl std::fmt::Display) -> AnchorError {
     }
 }
 
+/// Several references (MRPO) must share the policy's tokenizer: their log-probs are of the
+/// same token sequences. Refuses tokenizers whose vocabularies differ (names the first token
+/// that does).
+pub fn check_same_tokenizer(
+    policy: &tokenizers::Tokenizer,
+    reference: &tokenizers::Tokenizer,
+    reference_name: &str,
+) -> Result<(), AnchorError> {
+    let (a, b) = (policy.get_vocab(true), reference.get_vocab(true));
+    if a.len() != b.len() {
+        return Err(AnchorError::Settings(format!(
+            "reference {reference_name} has {} tokens, the policy {}: references must share the policy's tokenizer",
+            b.len(),
+            a.len()
+        )));
+    }
+    let mut tokens: Vec<_> = a.iter().collect();
+    tokens.sort();
+    if let Some((token, id)) = tokens.into_iter().find(|(t, id)| b.get(*t) != Some(id)) {
+        return Err(AnchorError::Settings(format!(
+            "reference {reference_name} maps {token:?} to {:?}, the policy to {id}: references must share the policy's tokenizer",
+            b.get(token)
+        )));
+    }
+    Ok(())
+}
+
 /// sha256 of a file, hex.
 pub fn file_sha256(path: &Path) -> Result<String, AnchorError> {
     let mut file = fs::File::open(path).map_err(|e| io(path, e))?;

@@ -205,3 +205,25 @@ fn greedy_base_responses_do_not_depend_on_the_batch_size() {
         assert!((a.chosen_logp - b.chosen_logp).abs() < 1e-3);
     }
 }
+
+/// References for MRPO must share the policy's tokenizer.
+#[test]
+fn references_with_another_tokenizer_are_refused() {
+    let Some(gguf) = bapo_testkit::smollm2_gguf() else {
+        return;
+    };
+    let file = bapo_model::GgufFile::open(&gguf).unwrap();
+    let policy = bapo_model::tokenizer_from_gguf(&file).unwrap();
+    let same = bapo_model::tokenizer_from_gguf(&file).unwrap();
+    bapo_anchors::check_same_tokenizer(&policy, &same, "ref-1").unwrap();
+
+    let mut other = bapo_model::tokenizer_from_gguf(&file).unwrap();
+    other.add_tokens(&[tokenizers::AddedToken::from("<|extra|>", true)]);
+    let message = bapo_anchors::check_same_tokenizer(&policy, &other, "ref-1")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("ref-1") && message.contains("49153"),
+        "{message}"
+    );
+}
