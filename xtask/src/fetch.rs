@@ -129,9 +129,7 @@ fn fetch_countryinfo(dir: &Path) -> Result<()> {
     // Extracted afresh from the verified wheel every time (a few hundred small files), into a
     // temporary folder renamed into place.
     let partial = dir.join(format!("{COUNTRYINFO_DIR}.partial"));
-    if partial.exists() {
-        fs::remove_dir_all(&partial)?;
-    }
+    clear_dir(&partial)?;
     let script = "import os, sys, zipfile\n\
         z = zipfile.ZipFile(sys.argv[1])\n\
         os.makedirs(sys.argv[3])\n\
@@ -146,16 +144,7 @@ fn fetch_countryinfo(dir: &Path) -> Result<()> {
         ],
         "unzipping the countryinfo wheel",
     )?;
-    if target.exists() {
-        fs::remove_dir_all(&target)?;
-    }
-    fs::rename(&partial, &target).with_context(|| format!("moving into {}", target.display()))?;
-    eprintln!(
-        "{} extracted from the verified {}",
-        target.display(),
-        COUNTRYINFO.file
-    );
-    Ok(())
+    replace_dir(&partial, &target, COUNTRYINFO.file)
 }
 
 fn fetch_bigbench(dir: &Path) -> Result<()> {
@@ -167,9 +156,7 @@ fn fetch_bigbench(dir: &Path) -> Result<()> {
     }
     let sdist = download(dir, &BIGBENCH)?;
     let partial = dir.join("bigbench.partial");
-    if partial.exists() {
-        fs::remove_dir_all(&partial)?;
-    }
+    clear_dir(&partial)?;
     // Every task.json under the wanted task folders, keeping their relative paths (hhh_alignment
     // has one per category).
     let script = "import os, sys, tarfile\n\
@@ -197,15 +184,22 @@ fn fetch_bigbench(dir: &Path) -> Result<()> {
     {
         bail!("{} has no task `{missing}`", sdist.display());
     }
-    if target.exists() {
-        fs::remove_dir_all(&target)?;
+    replace_dir(&partial, &target, BIGBENCH.file)
+}
+
+/// Removes a leftover folder (of an interrupted run), if any.
+fn clear_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
-    fs::rename(&partial, &target).with_context(|| format!("moving into {}", target.display()))?;
-    eprintln!(
-        "{} extracted from the verified {}",
-        target.display(),
-        BIGBENCH.file
-    );
+    Ok(())
+}
+
+/// Puts a freshly extracted folder in place of `target`.
+fn replace_dir(partial: &Path, target: &Path, source: &str) -> Result<()> {
+    clear_dir(target)?;
+    fs::rename(partial, target).with_context(|| format!("moving into {}", target.display()))?;
+    eprintln!("{} extracted from the verified {source}", target.display());
     Ok(())
 }
 

@@ -5,6 +5,8 @@
 //! `transformers` and `peft` themselves: run this test with `BAPO_KEEP_EXPORT=<dir>` to keep
 //! the files, then the script on that folder.
 
+mod common;
+
 use std::path::PathBuf;
 
 use bapo_model::{CausalModel, Llama, LoraSettings, apply_lora, export_hf, export_peft_adapter};
@@ -19,14 +21,7 @@ fn fixture(name: &str) -> PathBuf {
 const IDS: [i64; 6] = [3, 17, 42, 99, 7, 64];
 
 fn logits(model: &Llama) -> Vec<f32> {
-    let device = Device::flex();
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(IDS.to_vec(), [1, 6]), &device);
-    model
-        .forward(ids)
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec()
-        .unwrap()
+    common::logits_of(model, &IDS, &Device::flex())
 }
 
 /// A LoRA model of `name` after one SGD step, so its adapters are not zero.
@@ -151,14 +146,7 @@ fn gpt2_merged_export_loads_back_with_the_same_logits() {
     let model = SgdConfig::new().init().step(0.5, model, grads).valid();
 
     let plain = Device::flex();
-    let run = |m: &Gpt2| -> Vec<f32> {
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(IDS.to_vec(), [1, 6]), &plain);
-        m.forward(ids)
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec()
-            .unwrap()
-    };
+    let run = |m: &Gpt2| common::logits_of(m, &IDS, &plain);
     let expected = run(&model);
     assert!(max_difference(&expected, &run(&model.without_adapters())) > 1e-4);
     let dir = out_dir("tiny-gpt2-merged");

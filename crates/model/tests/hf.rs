@@ -262,16 +262,7 @@ fn read_tensors(name: &str) -> Vec<(String, safetensors::Dtype, Vec<usize>, Vec<
 }
 
 fn logits_of(model: &Llama) -> Vec<f32> {
-    let ids = Tensor::<2, Int>::from_data(
-        TensorData::new(vec![3i64, 17, 42, 99], [1, 4]),
-        &Device::flex(),
-    );
-    model
-        .forward(ids)
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec()
-        .unwrap()
+    common::logits_of(model, &[3, 17, 42, 99], &Device::flex())
 }
 
 /// A checkpoint split into shards listed by `model.safetensors.index.json`, and one stored in

@@ -1,5 +1,8 @@
 //! Helpers shared by the model tests.
 
+// Each test binary includes this module and uses only some of it.
+#![allow(dead_code)]
+
 use bapo_model::CausalModel;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -38,4 +41,15 @@ pub fn greedy_by_recomputation<M: CausalModel>(
         }
     }
     sequence[prompt.len()..].to_vec()
+}
+
+/// Logits `[1, tokens, vocab]` of one sequence, flattened.
+pub fn logits_of<M: CausalModel>(model: &M, ids: &[i64], device: &Device) -> Vec<f32> {
+    let input = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), device);
+    model
+        .forward(input)
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap()
 }
