@@ -30,7 +30,8 @@ pub struct AnchorSettings {
     pub top_k: usize,
     pub top_p: f64,
     pub seed: u64,
-    /// Base responses per prompt (sampling settings should make them differ).
+    /// Base responses per prompt (sampling settings should make them differ); 0 computes the
+    /// reference log-probs of chosen and rejected only.
     pub num_anchors: usize,
     /// Examples per chunk file, and per generation batch.
     pub chunk_size: usize,
@@ -147,7 +148,25 @@ pub struct FingerprintInputs {
     pub max_prompt_length: Option<usize>,
     /// The user the data was restricted to, if any.
     pub user: Option<String>,
+    /// sha256 of the selected examples' token ids ([`examples_sha256`]): which rows, split
+    /// and truncation the cache holds.
+    pub examples: String,
     pub settings: AnchorSettings,
+}
+
+/// sha256 of the token ids (prompt, chosen, rejected) and source lines of `examples`.
+pub fn examples_sha256(examples: &[TokenizedExample]) -> String {
+    let mut hasher = Sha256::new();
+    for e in examples {
+        for part in [&e.prompt, &e.chosen, &e.rejected] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            for id in part.iter() {
+                hasher.update(id.to_le_bytes());
+            }
+        }
+        hasher.update((e.line as u64).to_le_bytes());
+    }
+    format!("{:x}", hasher.finalize())
 }
 
 impl FingerprintInputs {
@@ -169,6 +188,16 @@ pub struct AnchorReport {
     pub generated_tokens: usize,
 }
 
+/// Where a run of [`compute_anchors_with_progress`] is, after each chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnchorProgress {
+    /// Examples done (computed or reused) so far, of `total`.
+    pub done: usize,
+    pub total: usize,
+    /// Tokens generated so far by this run (reused chunks generate none).
+    pub generated_tokens: usize,
+}
+
 /// Computes (or reuses) the anchors of `examples` with `reference` into
 /// `<cache_dir>/<fingerprint>/`, and returns them in example order.
 pub fn compute_anchors<M: CausalModel>(
@@ -180,11 +209,30 @@ pub fn compute_anchors<M: CausalModel>(
     cache_dir: &Path,
     device: &Device,
 ) -> Result<(Vec<ExampleAnchors>, AnchorReport), AnchorError> {
+    compute_anchors_with_progress(
+        reference,
+        examples,
+        inputs,
+        (eos_token, pad_token),
+        cache_dir,
+        device,
+        &mut |_| {},
+    )
+}
+
+/// [`compute_anchors`], calling `progress` after every chunk.
+pub fn compute_anchors_with_progress<M: CausalModel>(
+    reference: &M,
+    examples: &[TokenizedExample],
+    inputs: &FingerprintInputs,
+    (eos_token, pad_token): (u32, u32),
+    cache_dir: &Path,
+    device: &Device,
+    progress: &mut dyn FnMut(AnchorProgress),
+) -> Result<(Vec<ExampleAnchors>, AnchorReport), AnchorError> {
     let s = &inputs.settings;
-    if s.chunk_size == 0 || s.num_anchors == 0 {
-        return Err(AnchorError::Settings(
-            "chunk_size and num_anchors must be at least 1".into(),
-        ));
+    if s.chunk_size == 0 {
+        return Err(AnchorError::Settings("chunk_size must be at least 1".into()));
     }
     let dir = cache_dir.join(inputs.fingerprint());
     fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -215,6 +263,11 @@ pub fn compute_anchors<M: CausalModel>(
             }
             report.reused_chunks += 1;
             all.extend(anchors);
+            progress(AnchorProgress {
+                done: all.len(),
+                total: examples.len(),
+                generated_tokens: report.generated_tokens,
+            });
             continue;
         }
         let anchors = compute_chunk(
@@ -231,6 +284,11 @@ pub fn compute_anchors<M: CausalModel>(
         write_atomically(&path, json.as_bytes())?;
         report.computed_chunks += 1;
         all.extend(anchors);
+        progress(AnchorProgress {
+            done: all.len(),
+            total: examples.len(),
+            generated_tokens: report.generated_tokens,
+        });
     }
     Ok((all, report))
 }
@@ -267,8 +325,12 @@ fn compute_chunk<M: CausalModel>(
         stop_tokens: vec![eos_token],
         pad_token,
     };
-    let generated = generate(reference, &prompts, &config, device, |_, _| {})
-        .map_err(|e| AnchorError::Generation(e.to_string()))?;
+    let generated = if prompts.is_empty() {
+        Vec::new()
+    } else {
+        generate(reference, &prompts, &config, device, |_, _| {})
+            .map_err(|e| AnchorError::Generation(e.to_string()))?
+    };
     report.generated_tokens += generated.iter().map(Vec::len).sum::<usize>();
 
     // Reference log-probs of [chosen; rejected; base × anchors] in one scoring batch.

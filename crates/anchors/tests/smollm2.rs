@@ -35,6 +35,7 @@ fn inputs(data: &str, settings: AnchorSettings) -> FingerprintInputs {
         max_length: LIMITS.max_length,
         max_prompt_length: LIMITS.max_prompt_length,
         user: Some("concise".into()),
+        examples: String::new(),
         settings,
     }
 }

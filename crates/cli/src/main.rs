@@ -12,6 +12,7 @@ use bapo_objective_mrpo as _;
 mod generate;
 mod objectives;
 mod score;
+mod train;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +37,12 @@ enum Command {
     Score(score::ScoreArgs),
     /// Continue a prompt with a model (greedy by default), streaming the text.
     Generate(generate::GenerateArgs),
+    /// Train a run config: anchors if missing, the loop, evaluations, checkpoints, export.
+    Train(train::TrainArgs),
+    /// Generate (or reuse) the anchors of a run config: base responses and reference log-probs.
+    Anchors(train::AnchorArgs),
+    /// Evaluate a checkpoint of a run against the model before training.
+    Eval(train::EvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,5 +61,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Objectives { json } => objectives::list(json),
         Command::Score(args) => score::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Train(args) => train::train(args),
+        Command::Anchors(args) => train::anchors(args),
+        Command::Eval(args) => train::eval(args),
     }
 }

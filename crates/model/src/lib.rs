@@ -27,7 +27,9 @@ pub use gguf::{GgufError, GgufFile};
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use llama::{Llama, LlamaConfig};
 pub use loaded::LoadedModel;
-pub use logprobs::{BatchError, SequenceLogprobs, TokenBatch, sequence_logprobs};
+pub use logprobs::{
+    BatchError, ScoredLogits, SequenceLogprobs, TokenBatch, scored_logits, sequence_logprobs,
+};
 pub use lora::{LoraError, LoraSettings, adapter_count, apply_lora};
 pub use tokenizer::tokenizer_from_gguf;
 

@@ -81,19 +81,37 @@ fn logsumexp_rows(x: Tensor<2>) -> Tensor<2> {
     (x - max.clone()).exp().sum_dim(1).log() + max
 }
 
-/// Scores `batch` with `model` on `device`.
-pub fn sequence_logprobs<M: CausalModel + ?Sized>(
+/// The LM head's output on the positions that predict scored tokens, in batch order.
+#[derive(Debug, Clone)]
+pub struct ScoredLogits {
+    /// `[n, vocab]`: one row per scored token (none when nothing is scored).
+    pub logits: Option<Tensor<2>>,
+    /// For each row, the sequence it belongs to.
+    pub sequence: Vec<usize>,
+    /// For each row, the id of the token it predicts.
+    pub targets: Vec<u32>,
+    /// For each row, its slot `b · tokens + t` in a `[batch, tokens]` layout.
+    pub slots: Vec<usize>,
+    /// `[batch, tokens]` of the padded batch.
+    pub shape: [usize; 2],
+}
+
+/// Runs `model` over `batch` and the LM head over the scored positions only. Token-level
+/// quantities (a KL to a reference) need these full rows; log-probs are derived from them by
+/// [`sequence_logprobs`].
+pub fn scored_logits<M: CausalModel + ?Sized>(
     model: &M,
     batch: &TokenBatch,
     device: &Device,
-) -> Result<SequenceLogprobs, BatchError> {
+) -> Result<ScoredLogits, BatchError> {
     let tokens = batch.validate()?;
     let size = batch.ids.len();
 
     let mut flat = Vec::with_capacity(size * tokens);
-    // For every scored token: the hidden-state row that predicts it, its id, and where its
-    // log-prob goes in the `[batch · tokens]` output.
-    let (mut rows, mut targets, mut slots) = (Vec::new(), Vec::new(), Vec::new());
+    // For every scored token: the hidden-state row that predicts it, its id, its sequence and
+    // where its log-prob goes in the `[batch · tokens]` output.
+    let (mut rows, mut targets, mut sequence, mut slots) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (b, (ids, scored)) in batch.ids.iter().zip(&batch.scored).enumerate() {
         flat.extend(ids.iter().map(|&id| i64::from(id)));
         flat.extend(std::iter::repeat_n(
@@ -102,30 +120,59 @@ pub fn sequence_logprobs<M: CausalModel + ?Sized>(
         ));
         for (t, _) in scored.iter().enumerate().filter(|(_, s)| **s) {
             rows.push((b * tokens + t - 1) as i64);
-            targets.push(i64::from(ids[t]));
-            slots.push((b * tokens + t) as i64);
+            targets.push(ids[t]);
+            sequence.push(b);
+            slots.push(b * tokens + t);
         }
     }
-
-    let per_token = Tensor::<1>::zeros([size * tokens], device);
     let n = rows.len();
-    let per_token = if n == 0 {
-        per_token
-    } else {
+    let logits = (n > 0).then(|| {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [size, tokens]), device);
         let hidden = model.hidden_states(ids);
         let [_, _, width] = hidden.dims();
-        let index = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device);
-        let selected = hidden
-            .reshape([size * tokens, width])
-            .select(0, index(rows));
-        let logits = model.logits(selected);
-        let target_ids = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), device);
-        let target_logits = logits.clone().gather(1, target_ids);
-        let logp = (target_logits - logsumexp_rows(logits)).reshape([n]);
-        per_token.select_assign(0, index(slots), logp, IndexingUpdateOp::Add)
-    };
-    let per_token = per_token.reshape([size, tokens]);
-    let total = per_token.clone().sum_dim(1).reshape([size]);
-    Ok(SequenceLogprobs { per_token, total })
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), device);
+        let selected = hidden.reshape([size * tokens, width]).select(0, rows);
+        model.logits(selected)
+    });
+    Ok(ScoredLogits {
+        logits,
+        sequence,
+        targets,
+        slots,
+        shape: [size, tokens],
+    })
+}
+
+impl ScoredLogits {
+    /// Log-probs of the target tokens, per token and per sequence.
+    pub fn logprobs(&self, device: &Device) -> SequenceLogprobs {
+        let [size, tokens] = self.shape;
+        let per_token = Tensor::<1>::zeros([size * tokens], device);
+        let per_token = match &self.logits {
+            None => per_token,
+            Some(logits) => {
+                let n = self.targets.len();
+                let targets: Vec<i64> = self.targets.iter().map(|&t| i64::from(t)).collect();
+                let slots: Vec<i64> = self.slots.iter().map(|&s| s as i64).collect();
+                let target_ids =
+                    Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), device);
+                let target_logits = logits.clone().gather(1, target_ids);
+                let logp = (target_logits - logsumexp_rows(logits.clone())).reshape([n]);
+                let slots = Tensor::<1, Int>::from_data(TensorData::new(slots, [n]), device);
+                per_token.select_assign(0, slots, logp, IndexingUpdateOp::Add)
+            }
+        };
+        let per_token = per_token.reshape([size, tokens]);
+        let total = per_token.clone().sum_dim(1).reshape([size]);
+        SequenceLogprobs { per_token, total }
+    }
+}
+
+/// Scores `batch` with `model` on `device`.
+pub fn sequence_logprobs<M: CausalModel + ?Sized>(
+    model: &M,
+    batch: &TokenBatch,
+    device: &Device,
+) -> Result<SequenceLogprobs, BatchError> {
+    Ok(scored_logits(model, batch, device)?.logprobs(device))
 }

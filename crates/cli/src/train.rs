@@ -1,0 +1,107 @@
+//! `bapo train`, `bapo anchors` and `bapo eval`: the run config, then the library's loop.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use bapo_train::{Progress, RunConfig, TrainOptions};
+use clap::Args;
+
+/// The config file and its overrides, shared by the three commands.
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// Run config (TOML); see docs/training.md for every key.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config key, e.g. `--set training.max_steps=10 --set objective.beta=0.2`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<RunConfig> {
+        Ok(RunConfig::load(&self.config, &self.overrides)?)
+    }
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Continue the run in `output.dir` from its newest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Recompute the anchors even if they are cached.
+    #[arg(long)]
+    force_anchors: bool,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let config = args.config.load()?;
+    let summary = bapo_train::train(
+        &config,
+        &TrainOptions {
+            resume: args.resume,
+            force_anchors: args.force_anchors,
+            quiet: args.quiet,
+        },
+    )
+    .with_context(|| format!("training with {}", args.config.config.display()))?;
+    println!(
+        "{} steps; run directory {}\n\n{}",
+        summary.steps,
+        summary.run_dir.display(),
+        summary.table
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct AnchorArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Recompute even if the cache holds these anchors.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn anchors(args: AnchorArgs) -> Result<()> {
+    let config = args.config.load()?;
+    let prepared = bapo_train::prepare(&config, args.force, &Progress { quiet: false })
+        .with_context(|| format!("anchors for {}", args.config.config.display()))?;
+    for line in &prepared.summary {
+        println!("{line}");
+    }
+    let base: usize = prepared
+        .train
+        .iter()
+        .map(|e| e.anchors[0].base.len())
+        .sum();
+    println!(
+        "{} training examples with {} base responses and reference log-probs from {} reference(s); cache {}",
+        prepared.train.len(),
+        base,
+        prepared.train.first().map_or(0, |e| e.anchors.len()),
+        config.anchors.cache_dir.display()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// A checkpoint folder (default: the newest under the run's `output.dir`).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let config = args.config.load()?;
+    let report = bapo_train::evaluate_run(&config, args.checkpoint.as_deref(), false)
+        .with_context(|| format!("evaluating with {}", args.config.config.display()))?;
+    println!("{report}");
+    Ok(())
+}

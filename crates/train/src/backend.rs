@@ -1,0 +1,112 @@
+//! Backends selected by config. Burn 0.22 picks the backend through the `Device` value, so
+//! this is the only place that knows about backends: the loop, the model and the objectives
+//! are the same code on every one.
+
+use std::fmt;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+/// `training.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Backend {
+    /// Flex, pure Rust (the default build).
+    #[serde(rename = "cpu")]
+    Cpu,
+    /// libtorch on the CPU (cargo feature `tch`).
+    #[serde(rename = "tch-cpu")]
+    TchCpu,
+    /// libtorch on an NVIDIA GPU (cargo feature `tch`).
+    #[serde(rename = "cuda")]
+    Cuda,
+    /// wgpu on a GPU through Vulkan/Metal/DX12 (cargo feature `wgpu`).
+    #[serde(rename = "wgpu")]
+    Wgpu,
+    /// wgpu on a CPU adapter (Mesa's lavapipe on a machine without a GPU).
+    #[serde(rename = "wgpu-cpu")]
+    WgpuCpu,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 5] = [
+        Backend::Cpu,
+        Backend::TchCpu,
+        Backend::Cuda,
+        Backend::Wgpu,
+        Backend::WgpuCpu,
+    ];
+
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::TchCpu => "tch-cpu",
+            Backend::Cuda => "cuda",
+            Backend::Wgpu => "wgpu",
+            Backend::WgpuCpu => "wgpu-cpu",
+        }
+    }
+
+    /// The cargo feature of `bapo-cli` / `bapo-train` that compiles this backend in.
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            Backend::Cpu => None,
+            Backend::TchCpu | Backend::Cuda => Some("tch"),
+            Backend::Wgpu | Backend::WgpuCpu => Some("wgpu"),
+        }
+    }
+
+    /// Whether this build has the backend.
+    pub fn compiled_in(self) -> bool {
+        match self {
+            Backend::Cpu => true,
+            Backend::TchCpu | Backend::Cuda => cfg!(feature = "tch"),
+            Backend::Wgpu | Backend::WgpuCpu => cfg!(feature = "wgpu"),
+        }
+    }
+
+    /// The plain (no autodiff) device; `index` picks the GPU for `cuda` and `wgpu`.
+    pub fn device(self, index: usize) -> Result<Device, BackendError> {
+        if !self.compiled_in() {
+            return Err(BackendError::NotCompiled {
+                backend: self.name(),
+                feature: self.feature().unwrap_or_default(),
+            });
+        }
+        Ok(self.make_device(index))
+    }
+
+    #[allow(deprecated, unused_variables, unreachable_code)]
+    fn make_device(self, index: usize) -> Device {
+        match self {
+            #[cfg(feature = "tch")]
+            Backend::TchCpu => Device::libtorch(),
+            #[cfg(feature = "tch")]
+            Backend::Cuda => Device::libtorch_cuda(index),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)),
+            #[cfg(feature = "wgpu")]
+            Backend::WgpuCpu => Device::wgpu(burn::tensor::DeviceKind::Cpu),
+            _ => Device::flex(),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A backend this binary cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error(
+        "backend `{backend}` is not compiled into this binary: it needs the cargo feature `{feature}`; \
+         `cargo xtask train --backend {backend}` builds it with that feature and the environment it needs"
+    )]
+    NotCompiled {
+        backend: &'static str,
+        feature: &'static str,
+    },
+}

@@ -1,0 +1,302 @@
+//! Personalisation and forgetting, measured side by side (docs/evaluation.md):
+//!
+//! - **preference** (per user, held-out entities): TRL's implicit-reward accuracy — the share
+//!   of pairs where `(pc − rc) > (pr − rr)` — and the mean margin `(pc − rc) − (pr − rr)` in
+//!   nats; for the trained user this should rise, for users with opposite tastes it may fall;
+//! - **anchor drift**: mean `pb − rb` on held-out base responses, the reference's own answers:
+//!   negative means the policy now finds what it used to say less likely (BAPO's concern);
+//! - **KL**: mean per-token KL(policy ‖ reference) over those base responses;
+//! - **knowledge** (BIG-bench, log-likelihood scoring): `hhh_alignment` accuracy (preferred
+//!   response more likely), `general_knowledge` and `misconceptions` multiple-choice accuracy,
+//!   and the mean per-token log-prob of `qa_wikidata` fact completions.
+//!
+//! Everything runs without autodiff on the plain device.
+
+use std::collections::BTreeMap;
+
+use bapo_data::{FactItem, MultipleChoiceItem, PreferenceItem};
+use bapo_model::{CausalLm, LoadedModel, TokenBatch, scored_logits, sequence_logprobs};
+use bapo_objective::KlDirection;
+use burn::tensor::Device;
+
+use crate::TrainError;
+use crate::step::{AnchoredExample, token_kl};
+
+/// The evaluation sets, tokenised once.
+#[derive(Debug, Clone, Default)]
+pub struct EvalSets {
+    /// Held-out preference examples (with the primary reference's anchors), per user.
+    pub preferences: BTreeMap<String, Vec<AnchoredExample>>,
+    /// (prompt, preferred, dispreferred) token ids.
+    pub hhh: Vec<(Vec<u32>, Vec<u32>, Vec<u32>)>,
+    pub general_knowledge: Vec<ChoiceTokens>,
+    pub misconceptions: Vec<ChoiceTokens>,
+    /// (prompt, target) token ids.
+    pub facts: Vec<(Vec<u32>, Vec<u32>)>,
+}
+
+/// A multiple-choice item as token ids.
+#[derive(Debug, Clone)]
+pub struct ChoiceTokens {
+    pub prompt: Vec<u32>,
+    pub choices: Vec<Vec<u32>>,
+    pub correct: usize,
+}
+
+/// Token ids of `text`, or an error naming the set.
+fn encode(model: &LoadedModel, text: &str, what: &str) -> Result<Vec<u32>, TrainError> {
+    model
+        .encode(text)
+        .map_err(|e| TrainError::Eval(format!("{what}: {e}")))
+}
+
+/// Prompt and completion of log-likelihood scoring: the completion starts with a space, the
+/// way a continuation of the prompt is written.
+fn continuation(text: &str) -> String {
+    if text.starts_with(' ') {
+        text.to_string()
+    } else {
+        format!(" {text}")
+    }
+}
+
+impl EvalSets {
+    pub fn tokenize_hhh(model: &LoadedModel, items: &[PreferenceItem]) -> Result<Vec<(Vec<u32>, Vec<u32>, Vec<u32>)>, TrainError> {
+        items
+            .iter()
+            .map(|i| {
+                Ok((
+                    encode(model, &i.prompt, "hhh_alignment")?,
+                    encode(model, &continuation(&i.preferred), "hhh_alignment")?,
+                    encode(model, &continuation(&i.dispreferred), "hhh_alignment")?,
+                ))
+            })
+            .collect()
+    }
+
+    pub fn tokenize_choices(
+        model: &LoadedModel,
+        items: &[MultipleChoiceItem],
+        what: &str,
+    ) -> Result<Vec<ChoiceTokens>, TrainError> {
+        items
+            .iter()
+            .map(|i| {
+                Ok(ChoiceTokens {
+                    prompt: encode(model, &i.question, what)?,
+                    choices: i
+                        .choices
+                        .iter()
+                        .map(|c| encode(model, &continuation(c), what))
+                        .collect::<Result<_, _>>()?,
+                    correct: i.correct,
+                })
+            })
+            .collect()
+    }
+
+    pub fn tokenize_facts(
+        model: &LoadedModel,
+        items: &[FactItem],
+    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, TrainError> {
+        items
+            .iter()
+            .filter_map(|i| i.targets.first().map(|t| (i, t)))
+            .map(|(i, t)| {
+                Ok((
+                    encode(model, &i.prompt, "qa_wikidata")?,
+                    encode(model, &continuation(t), "qa_wikidata")?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Summed log-probs of `completion` after `prompt` for every pair, in batches of `batch`.
+fn score_pairs(
+    model: &CausalLm,
+    pairs: &[(&[u32], &[u32])],
+    batch: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<(f64, usize)>, TrainError> {
+    let mut out = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(batch.max(1)) {
+        let tokens = TokenBatch {
+            ids: chunk.iter().map(|(p, c)| [*p, *c].concat()).collect(),
+            scored: chunk
+                .iter()
+                .map(|(p, c)| (0..p.len() + c.len()).map(|i| i >= p.len()).collect())
+                .collect(),
+            pad_id,
+        };
+        let totals = sequence_logprobs(model, &tokens, device)
+            .map_err(|e| TrainError::Eval(e.to_string()))?
+            .total;
+        let values = totals
+            .into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .map_err(|e| TrainError::Eval(format!("{e:?}")))?;
+        out.extend(values.into_iter().zip(chunk.iter().map(|(_, c)| c.len())));
+    }
+    Ok(out)
+}
+
+/// Every metric of one evaluation, by name (`pref/<user>/accuracy`, `knowledge/…`, …).
+pub type EvalResult = BTreeMap<String, f64>;
+
+/// Runs every evaluation of `sets` on `policy` (plain device), with `reference` for the KL.
+pub fn evaluate(
+    policy: &CausalLm,
+    reference: &CausalLm,
+    sets: &EvalSets,
+    batch: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<EvalResult, TrainError> {
+    let mut result = EvalResult::new();
+    let mut drift_all = Vec::new();
+    let mut kl_all = Vec::new();
+    for (user, examples) in &sets.preferences {
+        if examples.is_empty() {
+            continue;
+        }
+        let mut pairs: Vec<(&[u32], &[u32])> = Vec::new();
+        for e in examples {
+            pairs.push((&e.tokens.prompt, &e.tokens.chosen));
+            pairs.push((&e.tokens.prompt, &e.tokens.rejected));
+            pairs.push((&e.tokens.prompt, &e.anchors[0].base[0]));
+        }
+        let scores = score_pairs(policy, &pairs, batch, pad_id, device)?;
+        let (mut correct, mut margin) = (0usize, 0.0);
+        for (i, e) in examples.iter().enumerate() {
+            let a = &e.anchors[0];
+            let chosen = scores[3 * i].0 - f64::from(a.chosen_logp);
+            let rejected = scores[3 * i + 1].0 - f64::from(a.rejected_logp);
+            correct += usize::from(chosen > rejected);
+            margin += chosen - rejected;
+            drift_all.push(scores[3 * i + 2].0 - f64::from(a.base_logps[0]));
+        }
+        let n = examples.len() as f64;
+        result.insert(format!("pref/{user}/accuracy"), correct as f64 / n);
+        result.insert(format!("pref/{user}/margin"), margin / n);
+
+        // KL on the reference's own answers.
+        for chunk in examples.chunks(batch.max(1)) {
+            let tokens = TokenBatch {
+                ids: chunk
+                    .iter()
+                    .map(|e| [&e.tokens.prompt[..], &e.anchors[0].base[0]].concat())
+                    .collect(),
+                scored: chunk
+                    .iter()
+                    .map(|e| {
+                        let p = e.tokens.prompt.len();
+                        (0..p + e.anchors[0].base[0].len()).map(|i| i >= p).collect()
+                    })
+                    .collect(),
+                pad_id,
+            };
+            let logits = scored_logits(policy, &tokens, device)
+                .map_err(|e| TrainError::Eval(e.to_string()))?;
+            let kl = token_kl(
+                &logits,
+                &tokens,
+                0..chunk.len(),
+                reference,
+                KlDirection::Reverse,
+                device,
+            )?;
+            kl_all.extend(
+                kl.into_data()
+                    .convert::<f64>()
+                    .try_to_vec::<f64>()
+                    .map_err(|e| TrainError::Eval(format!("{e:?}")))?,
+            );
+        }
+    }
+    if !drift_all.is_empty() {
+        result.insert("anchor/drift".into(), mean(&drift_all));
+        result.insert("kl/heldout".into(), mean(&kl_all));
+    }
+
+    if !sets.hhh.is_empty() {
+        let pairs: Vec<(&[u32], &[u32])> = sets
+            .hhh
+            .iter()
+            .flat_map(|(p, a, b)| [(&p[..], &a[..]), (&p[..], &b[..])])
+            .collect();
+        let scores = score_pairs(policy, &pairs, batch, pad_id, device)?;
+        let wins = scores.chunks(2).filter(|s| s[0].0 > s[1].0).count();
+        result.insert(
+            "knowledge/hhh_alignment".into(),
+            wins as f64 / sets.hhh.len() as f64,
+        );
+    }
+    for (name, items) in [
+        ("knowledge/general_knowledge", &sets.general_knowledge),
+        ("knowledge/misconceptions", &sets.misconceptions),
+    ] {
+        if items.is_empty() {
+            continue;
+        }
+        let pairs: Vec<(&[u32], &[u32])> = items
+            .iter()
+            .flat_map(|i| i.choices.iter().map(|c| (&i.prompt[..], &c[..])))
+            .collect();
+        let scores = score_pairs(policy, &pairs, batch, pad_id, device)?;
+        let mut offset = 0;
+        let mut correct = 0;
+        for item in items.iter() {
+            let own = &scores[offset..offset + item.choices.len()];
+            offset += item.choices.len();
+            let best = own
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.0.total_cmp(&b.1.0))
+                .map(|(i, _)| i);
+            correct += usize::from(best == Some(item.correct));
+        }
+        result.insert(name.into(), correct as f64 / items.len() as f64);
+    }
+    if !sets.facts.is_empty() {
+        let pairs: Vec<(&[u32], &[u32])> = sets
+            .facts
+            .iter()
+            .map(|(p, t)| (&p[..], &t[..]))
+            .collect();
+        let scores = score_pairs(policy, &pairs, batch, pad_id, device)?;
+        let per_token: Vec<f64> = scores
+            .iter()
+            .map(|(logp, n)| logp / (*n).max(1) as f64)
+            .collect();
+        result.insert("knowledge/facts_logp".into(), mean(&per_token));
+    }
+    Ok(result)
+}
+
+fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
+}
+
+/// The start-versus-end table, as Markdown.
+pub fn comparison_table(start: &EvalResult, end: &EvalResult, trained_user: Option<&str>) -> String {
+    let mut out = String::from("| metric | start | end | change |\n|---|---:|---:|---:|\n");
+    for (name, end_value) in end {
+        let start_value = start.get(name).copied().unwrap_or(f64::NAN);
+        let label = match trained_user {
+            Some(user) if name.starts_with(&format!("pref/{user}/")) => format!("{name} (trained)"),
+            _ => name.clone(),
+        };
+        out.push_str(&format!(
+            "| {label} | {start_value:.4} | {end_value:.4} | {:+.4} |\n",
+            end_value - start_value
+        ));
+    }
+    out
+}

@@ -1,0 +1,93 @@
+//! The run's logs: `metrics.jsonl` (one line per logged step, TRL's names), `eval.jsonl` (one
+//! line per evaluation), and the process's peak memory.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::TrainError;
+
+/// One JSON object per line, appended and flushed as it happens.
+pub struct JsonLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl JsonLog {
+    /// Opens `path` for appending, first dropping lines whose `step` is above `keep_until`
+    /// (what a killed run logged after its last checkpoint).
+    pub fn open(path: &Path, keep_until: Option<usize>) -> Result<JsonLog, TrainError> {
+        if let Some(limit) = keep_until
+            && path.exists()
+        {
+            let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+            let kept: String = text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v.get("step")?.as_u64())
+                        .is_some_and(|s| s as usize <= limit)
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let partial = path.with_extension("jsonl.partial");
+            std::fs::write(&partial, kept).map_err(|e| TrainError::io(&partial, e))?;
+            std::fs::rename(&partial, path).map_err(|e| TrainError::io(path, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| TrainError::io(path, e))?;
+        Ok(JsonLog {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Appends `values` with `step` first.
+    pub fn write(&mut self, step: usize, values: &BTreeMap<String, f64>) -> Result<(), TrainError> {
+        let mut object = serde_json::Map::new();
+        object.insert("step".into(), step.into());
+        for (k, v) in values {
+            let value = serde_json::Number::from_f64(*v)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null);
+            object.insert(k.clone(), value);
+        }
+        let line = serde_json::Value::Object(object).to_string();
+        writeln!(self.file, "{line}")
+            .and_then(|_| self.file.flush())
+            .map_err(|e| TrainError::io(&self.path, e))
+    }
+}
+
+/// Reads a JSONL log back as (step, values) rows.
+pub fn read_log(path: &Path) -> Result<Vec<(usize, BTreeMap<String, f64>)>, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))?;
+        let Some(object) = value.as_object() else {
+            continue;
+        };
+        let step = object.get("step").and_then(|s| s.as_u64()).unwrap_or(0) as usize;
+        let values = object
+            .iter()
+            .filter(|(k, _)| k.as_str() != "step")
+            .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+            .collect();
+        rows.push((step, values));
+    }
+    Ok(rows)
+}
+
+/// Peak resident memory of this process in MiB (`VmHWM`), where the OS reports it.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}

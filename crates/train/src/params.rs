@@ -1,0 +1,128 @@
+//! Parameters by path (`layers.3.attention.q_proj.weight.lora.b`): the stable names that
+//! checkpoints and optimizer state are keyed by. Burn's `ParamId`s are random per process, so
+//! they cannot identify a parameter across a restart.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Tensor, TensorData};
+
+/// The trainable (gradient-carrying) parameters of `module`, by path, as f32 data.
+pub fn trainable_parameters<M: Module>(module: &M) -> BTreeMap<String, TensorData> {
+    let mut collector = Collector {
+        path: Vec::new(),
+        found: BTreeMap::new(),
+    };
+    module.visit(&mut collector);
+    collector.found
+}
+
+/// Number of trainable scalars in `module`.
+pub fn trainable_count<M: Module>(module: &M) -> usize {
+    trainable_parameters(module)
+        .values()
+        .map(|d| d.shape().iter().product::<usize>())
+        .sum()
+}
+
+struct Collector {
+    path: Vec<String>,
+    found: BTreeMap<String, TensorData>,
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        if value.is_require_grad() {
+            self.found
+                .insert(self.path.join("."), value.into_data().convert::<f32>());
+        }
+    }
+}
+
+/// A parameter set that does not fit the model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParameterError {
+    #[error("parameter `{0}` is in the checkpoint but not in the model")]
+    Unknown(String),
+    #[error("parameter `{path}` has shape {found:?} in the checkpoint, {expected:?} in the model")]
+    Shape {
+        path: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("the model's trainable parameter `{0}` is missing from the checkpoint")]
+    Missing(String),
+}
+
+/// Replaces the trainable parameters of `module` by `values` (every one must be given),
+/// keeping each parameter's id and gradient requirement.
+pub fn load_trainable<M: Module>(
+    module: M,
+    values: &BTreeMap<String, TensorData>,
+) -> Result<M, ParameterError> {
+    let mut loader = Loader {
+        path: Vec::new(),
+        values,
+        used: Vec::new(),
+        error: None,
+    };
+    let module = module.map(&mut loader);
+    if let Some(error) = loader.error {
+        return Err(error);
+    }
+    if let Some(unused) = values.keys().find(|k| !loader.used.contains(k)) {
+        return Err(ParameterError::Unknown(unused.clone()));
+    }
+    Ok(module)
+}
+
+struct Loader<'a> {
+    path: Vec<String>,
+    values: &'a BTreeMap<String, TensorData>,
+    used: Vec<String>,
+    error: Option<ParameterError>,
+}
+
+impl ModuleMapper for Loader<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        if !tensor.is_require_grad() || self.error.is_some() {
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let path = self.path.join(".");
+        let Some(data) = self.values.get(&path) else {
+            self.error = Some(ParameterError::Missing(path));
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let expected = tensor.dims().to_vec();
+        if data.shape().to_vec() != expected {
+            self.error = Some(ParameterError::Shape {
+                path,
+                expected,
+                found: data.shape().to_vec(),
+            });
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let device = tensor.device();
+        let loaded = Tensor::<D>::from_data(data.clone(), &device).require_grad();
+        self.used.push(path);
+        Param::from_mapped_value(id, loaded, mapper)
+    }
+}

@@ -1,0 +1,353 @@
+//! Everything before the first step: device, objective, model, data (validated, tokenised,
+//! split by entity), anchors for the training and held-out examples, evaluation sets.
+//! `bapo anchors` runs exactly this and stops.
+
+use std::path::Path;
+use std::time::Instant;
+
+use bapo_anchors::{
+    AnchorProgress, AnchorSettings, FingerprintInputs, check_same_tokenizer,
+    compute_anchors_with_progress, examples_sha256, file_sha256,
+};
+use bapo_data::{
+    Tokenization, TokenizedExample, TruncationSettings, load_fact_sample, load_hhh_alignment,
+    load_jsonl, load_multiple_choice, split_by_entity, tokenize_dataset,
+};
+use bapo_model::{CausalLm, LoadedModel};
+use bapo_objective::{Needs, Objective, registry};
+use burn::module::Module;
+use burn::tensor::Device;
+use sha2::{Digest, Sha256};
+
+use crate::config::RunConfig;
+use crate::eval::EvalSets;
+use crate::progress::Progress;
+use crate::step::AnchoredExample;
+use crate::TrainError;
+
+/// A run, ready to train.
+pub struct Prepared {
+    /// The plain device and its autodiff twin (the policy's).
+    pub device: Device,
+    pub train_device: Device,
+    /// The policy before any adapter, on the autodiff device, with its tokenizer.
+    pub model: LoadedModel,
+    /// Reference 0: the model before training, without autodiff.
+    pub reference: CausalLm,
+    pub objective: Box<dyn Objective>,
+    pub needs: Needs,
+    pub train: Vec<AnchoredExample>,
+    pub eval: EvalSets,
+    /// What `bapo anchors` reports.
+    pub summary: Vec<String>,
+}
+
+/// sha256 of a GGUF file, or of a checkpoint folder's config and weight files.
+pub fn model_sha256(path: &Path) -> Result<String, TrainError> {
+    if !path.is_dir() {
+        return Ok(file_sha256(path)?);
+    }
+    let mut files: Vec<_> = std::fs::read_dir(path)
+        .map_err(|e| TrainError::io(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.ends_with(".safetensors") || name == "config.json" || name == "tokenizer.json"
+        })
+        .collect();
+    files.sort();
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(file_sha256(&f)?.as_bytes());
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Prepares `config`'s run; `force_anchors` recomputes cached anchors.
+pub fn prepare(
+    config: &RunConfig,
+    force_anchors: bool,
+    progress: &Progress,
+) -> Result<Prepared, TrainError> {
+    let t = &config.training;
+    let device = t.backend.device(t.device_index)?;
+    device.seed(t.seed);
+    let train_device = device.clone().autodiff();
+
+    let objective = registry::build_from_table(&config.objective)
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    let needs = objective.needs();
+    if needs.needs_base_responses() && config.anchors.num_anchors < needs.anchors_per_prompt {
+        return Err(TrainError::Config(format!(
+            "`anchors.num_anchors` = {} but the objective uses {} base responses per prompt",
+            config.anchors.num_anchors, needs.anchors_per_prompt
+        )));
+    }
+    if needs.num_references() > 1 + config.model.references.len() {
+        return Err(TrainError::Config(format!(
+            "the objective needs {} references, but `model.references` lists {} beyond the policy",
+            needs.num_references(),
+            config.model.references.len()
+        )));
+    }
+
+    progress.line(format!(
+        "loading {} on backend `{}`",
+        config.model.path.display(),
+        t.backend
+    ));
+    let model = LoadedModel::open(&config.model.path, &train_device)?;
+    let reference = model.model.valid();
+
+    // Data: validate, tokenise, split by entity (the split covers every user, so no entity
+    // seen in training is ever evaluated), then restrict training to the chosen user.
+    let dataset = load_jsonl(&config.data.path)?;
+    let mut summary = Vec::new();
+    for (reason, count) in dataset.drop_counts() {
+        summary.push(format!("dropped {count} rows: {}", reason.describe()));
+    }
+    let tokenization = Tokenization {
+        tokenizer: &model.tokenizer,
+        chat_template: model.chat_template.as_ref(),
+        eos_token: model.eos_token,
+    };
+    let limits = TruncationSettings {
+        max_length: config.data.max_length,
+        max_prompt_length: config.data.max_prompt_length,
+    };
+    let (examples, dropped) = tokenize_dataset(&dataset, &tokenization, &limits)?;
+    let extra = dropped.len() - dataset.dropped.len();
+    if extra > 0 {
+        summary.push(format!("dropped {extra} rows: prompt alone over the length budget"));
+    }
+    let (train_rows, test_rows) =
+        split_by_entity(&examples, config.data.test_fraction, config.data.split_seed);
+    let mut train_rows: Vec<TokenizedExample> = match &config.data.user {
+        None => train_rows,
+        Some(user) => {
+            if !dataset.users().iter().any(|u| u == user) {
+                return Err(TrainError::Config(format!(
+                    "`data.user` = {user:?} has no examples in {} (users: {})",
+                    config.data.path.display(),
+                    dataset.users().join(", ")
+                )));
+            }
+            train_rows
+                .into_iter()
+                .filter(|e| e.user.as_deref() == Some(user))
+                .collect()
+        }
+    };
+    if let Some(max) = config.data.max_train_examples {
+        train_rows.truncate(max);
+    }
+    if train_rows.is_empty() {
+        return Err(TrainError::Config(format!(
+            "no training examples left in {} after the user selection and split",
+            config.data.path.display()
+        )));
+    }
+    summary.push(format!(
+        "{} training examples{}, {} held out",
+        train_rows.len(),
+        config
+            .data
+            .user
+            .as_ref()
+            .map(|u| format!(" of user {u:?}"))
+            .unwrap_or_default(),
+        test_rows.len()
+    ));
+
+    // Held out: the first `examples_per_user` of each user (all rows under "all" if the data
+    // has no users).
+    let mut held_out: std::collections::BTreeMap<String, Vec<TokenizedExample>> =
+        Default::default();
+    for e in test_rows {
+        let user = e.user.clone().unwrap_or_else(|| "all".into());
+        let rows = held_out.entry(user).or_default();
+        if rows.len() < config.eval.examples_per_user {
+            rows.push(e);
+        }
+    }
+
+    // Anchors.
+    let a = &config.anchors;
+    let base_responses = if needs.needs_base_responses() {
+        a.num_anchors
+    } else {
+        0
+    };
+    let settings = |num_anchors| AnchorSettings {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+        num_anchors,
+        chunk_size: a.chunk_size,
+    };
+    let data_sha = file_sha256(&config.data.path)?;
+    let chat_template = model
+        .chat_template
+        .as_ref()
+        .map(|c| c.source.clone())
+        .unwrap_or_default();
+    let fingerprint = |model_sha: &str, examples: &[TokenizedExample], s: AnchorSettings| {
+        FingerprintInputs {
+            model: model_sha.to_string(),
+            data: data_sha.clone(),
+            chat_template: chat_template.clone(),
+            vocab_size: model.vocab_size,
+            max_length: config.data.max_length,
+            max_prompt_length: config.data.max_prompt_length,
+            user: config.data.user.clone(),
+            examples: examples_sha256(examples),
+            settings: s,
+        }
+    };
+    let policy_sha = model_sha256(&config.model.path)?;
+    let pads = (model.eos_token, model.pad_token);
+    let anchors_for = |reference: &CausalLm,
+                       model_sha: &str,
+                       examples: &[TokenizedExample],
+                       num_anchors: usize,
+                       label: &str|
+     -> Result<Vec<bapo_anchors::ExampleAnchors>, TrainError> {
+        let inputs = fingerprint(model_sha, examples, settings(num_anchors));
+        let dir = a.cache_dir.join(inputs.fingerprint());
+        if force_anchors && dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+        }
+        let bar = progress.bar(examples.len() as u64, label);
+        let start = Instant::now();
+        let (anchors, report) = compute_anchors_with_progress(
+            reference,
+            examples,
+            &inputs,
+            pads,
+            &a.cache_dir,
+            &device,
+            &mut |p: AnchorProgress| {
+                bar.set_position(p.done as u64);
+                let seconds = start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "{:.1} tokens/s",
+                    p.generated_tokens as f64 / seconds
+                ));
+            },
+        )?;
+        bar.finish_and_clear();
+        let seconds = start.elapsed().as_secs_f64();
+        summary_line(
+            progress,
+            format!(
+                "{label}: {} examples, {} chunks reused, {} computed, {} tokens generated in {seconds:.1} s ({:.1} tokens/s) → {}",
+                examples.len(),
+                report.reused_chunks,
+                report.computed_chunks,
+                report.generated_tokens,
+                report.generated_tokens as f64 / seconds.max(1e-9),
+                dir.display()
+            ),
+        );
+        Ok(anchors)
+    };
+
+    let primary = anchors_for(
+        &reference,
+        &policy_sha,
+        &train_rows,
+        base_responses,
+        "anchors (train)",
+    )?;
+    let mut per_reference = vec![primary];
+    for path in &config.model.references {
+        let other = LoadedModel::open(path, &device)?;
+        check_same_tokenizer(&model.tokenizer, &other.tokenizer, &path.display().to_string())?;
+        let sha = model_sha256(path)?;
+        per_reference.push(anchors_for(
+            &other.model,
+            &sha,
+            &train_rows,
+            0,
+            &format!("anchors ({})", path.display()),
+        )?);
+    }
+    let train = train_rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, tokens)| AnchoredExample {
+            tokens,
+            anchors: per_reference.iter().map(|r| r[i].clone()).collect(),
+        })
+        .collect();
+
+    let mut eval = EvalSets::default();
+    for (user, rows) in held_out {
+        let anchors = anchors_for(
+            &reference,
+            &policy_sha,
+            &rows,
+            1,
+            &format!("anchors (held out, {user})"),
+        )?;
+        eval.preferences.insert(
+            user,
+            rows.into_iter()
+                .zip(anchors)
+                .map(|(tokens, a)| AnchoredExample {
+                    tokens,
+                    anchors: vec![a],
+                })
+                .collect(),
+        );
+    }
+    let e = &config.eval;
+    if !e.bigbench_dir.as_os_str().is_empty() {
+        let dir = &e.bigbench_dir;
+        if e.hhh_alignment > 0 {
+            let items = load_hhh_alignment(dir)?;
+            let items = spread(&items, e.hhh_alignment);
+            eval.hhh = EvalSets::tokenize_hhh(&model, &items)?;
+        }
+        if e.general_knowledge > 0 {
+            let items = spread(&load_multiple_choice(dir, "general_knowledge")?, e.general_knowledge);
+            eval.general_knowledge =
+                EvalSets::tokenize_choices(&model, &items, "general_knowledge")?;
+        }
+        if e.misconceptions > 0 {
+            let items = spread(&load_multiple_choice(dir, "misconceptions")?, e.misconceptions);
+            eval.misconceptions = EvalSets::tokenize_choices(&model, &items, "misconceptions")?;
+        }
+        if e.facts > 0 {
+            let items = load_fact_sample(dir, e.facts, 0)?;
+            eval.facts = EvalSets::tokenize_facts(&model, &items)?;
+        }
+    }
+
+    Ok(Prepared {
+        device,
+        train_device,
+        model,
+        reference,
+        objective,
+        needs,
+        train,
+        eval,
+        summary,
+    })
+}
+
+fn summary_line(progress: &Progress, line: String) {
+    progress.line(line);
+}
+
+/// `count` items spread evenly over `items` (every category of a task file is represented,
+/// where its first `count` items might all come from one).
+fn spread<T: Clone>(items: &[T], count: usize) -> Vec<T> {
+    if count >= items.len() {
+        return items.to_vec();
+    }
+    (0..count).map(|i| items[i * items.len() / count].clone()).collect()
+}

@@ -1,0 +1,35 @@
+//! Progress bars and status lines on stderr. Bars draw only on a terminal (indicatif hides
+//! them elsewhere), so logs in CI stay readable; status lines are always printed unless quiet.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Where progress goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub quiet: bool,
+}
+
+impl Progress {
+    /// A status line.
+    pub fn line(&self, text: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", text.as_ref());
+        }
+    }
+
+    /// A bar of `total` items with a label and a free message (rates).
+    pub fn bar(&self, total: u64, label: &str) -> ProgressBar {
+        if self.quiet {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(total);
+        let style = ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(label.to_string());
+        bar
+    }
+}

@@ -1,0 +1,475 @@
+//! The training loop: the same code on every backend.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bapo_data::epoch_order;
+use burn::module::Module;
+use bapo_model::{CausalLm, GgufFile, LlamaConfig, LoraSettings, apply_lora, export_hf, export_peft_adapter};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::{self, CheckpointState};
+use crate::config::RunConfig;
+use crate::eval::{EvalResult, comparison_table, evaluate};
+use crate::metrics::{JsonLog, peak_rss_mib, read_log};
+use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
+use crate::params::{load_trainable, trainable_count, trainable_parameters};
+use crate::prepare::{Prepared, prepare};
+use crate::progress::Progress;
+use crate::schedule::learning_rate;
+use crate::step::{AnchoredExample, micro_batch};
+use crate::{TrainError, plots};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from the run directory's newest checkpoint.
+    pub resume: bool,
+    /// Recompute cached anchors.
+    pub force_anchors: bool,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub steps: usize,
+    /// Loss of every step of this run (resumed runs: from the checkpoint on).
+    pub losses: Vec<f64>,
+    pub start: Option<EvalResult>,
+    pub end: EvalResult,
+    /// Start-versus-end table (Markdown).
+    pub table: String,
+}
+
+fn sha256_hex(text: &str) -> String {
+    format!("{:x}", Sha256::digest(text.as_bytes()))
+}
+
+/// The policy to train: the loaded model, with LoRA adapters if configured (their random
+/// initial factors come from the device seed, so they are the same on every run).
+fn build_policy(config: &RunConfig, prepared: &Prepared) -> Result<CausalLm, TrainError> {
+    let policy = prepared.model.model.clone();
+    if !config.lora.enabled {
+        return Ok(policy);
+    }
+    prepared.train_device.seed(config.training.seed);
+    let settings = LoraSettings {
+        rank: config.lora.rank,
+        alpha: config.lora.alpha,
+        target: config.lora.target.clone(),
+    };
+    let policy = match policy {
+        CausalLm::Llama(m) => CausalLm::Llama(apply_lora(m, &settings)?),
+        CausalLm::Gpt2(m) => CausalLm::Gpt2(apply_lora(m, &settings)?),
+    };
+    if trainable_count(&policy) == 0 {
+        return Err(TrainError::Config(format!(
+            "`lora.target` = {:?} matches no weight of the model",
+            config.lora.target
+        )));
+    }
+    Ok(policy)
+}
+
+/// Trains `config`'s run: the library entry point behind `bapo train` (a third party links
+/// its own objective crates and calls this).
+pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, TrainError> {
+    let progress = Progress {
+        quiet: options.quiet,
+    };
+    let run = config.output.dir.clone();
+    let config_text = config.to_toml();
+    let config_sha = sha256_hex(&config_text);
+    let metrics_path = run.join("metrics.jsonl");
+    if metrics_path.exists() && !options.resume {
+        return Err(TrainError::RunExists(run.clone()));
+    }
+    let config_copy = run.join("config.toml");
+    if options.resume && config_copy.exists() {
+        let previous = std::fs::read_to_string(&config_copy)
+            .map_err(|e| TrainError::io(&config_copy, e))?;
+        if sha256_hex(&previous) != config_sha {
+            return Err(TrainError::Config(format!(
+                "{} was made with another config; resume with the same settings or choose another `output.dir`",
+                config_copy.display()
+            )));
+        }
+    }
+
+    let prepared = prepare(config, options.force_anchors, &progress)?;
+    for line in &prepared.summary {
+        progress.line(line);
+    }
+    std::fs::create_dir_all(&run).map_err(|e| TrainError::io(&run, e))?;
+    let partial = run.join("config.toml.partial");
+    std::fs::write(&partial, &config_text).map_err(|e| TrainError::io(&partial, e))?;
+    std::fs::rename(&partial, &config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
+
+    let mut policy = build_policy(config, &prepared)?;
+    let mut optimizer = AdamW::new(config.optimizer.clone());
+    let t = &config.training;
+    let per_step = t.batch_size * t.gradient_accumulation_steps;
+    let examples = prepared.train.len();
+    let total_steps = t
+        .max_steps
+        .unwrap_or_else(|| (t.epochs * examples).div_ceil(per_step));
+
+    let mut start_step = 0;
+    if options.resume
+        && let Some(ck) = checkpoint::latest(&run)?
+    {
+        if ck.state.config_sha256 != config_sha {
+            return Err(TrainError::Config(format!(
+                "{} was written with another config",
+                ck.dir.display()
+            )));
+        }
+        policy = load_trainable(policy, &ck.parameters)
+            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
+        optimizer
+            .load_state(&ck.optimizer, &ck.state.optimizer_steps, &prepared.device)
+            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
+        start_step = ck.state.step;
+        progress.line(format!("resuming from {} (step {start_step})", ck.dir.display()));
+    }
+    let keep = Some(start_step);
+    let mut metrics_log = JsonLog::open(&metrics_path, keep)?;
+    let eval_path = run.join("eval.jsonl");
+    let mut eval_log = JsonLog::open(&eval_path, keep)?;
+    progress.line(format!(
+        "objective `{}`, {} trainable parameters, {total_steps} steps of {per_step} examples on `{}`",
+        prepared.objective.name(),
+        trainable_count(&policy),
+        t.backend
+    ));
+
+    let pad = prepared.model.pad_token;
+    let run_eval = |policy: &CausalLm| {
+        let started = Instant::now();
+        let result = evaluate(
+            &policy.valid(),
+            &prepared.reference,
+            &prepared.eval,
+            config.eval.batch_size,
+            pad,
+            &prepared.device,
+        );
+        progress.line(format!(
+            "evaluation took {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+        result
+    };
+    if config.eval.at_start && start_step == 0 {
+        progress.line("evaluating the model before training");
+        let result = run_eval(&policy)?;
+        eval_log.write(0, &result)?;
+    }
+
+    let live_reference = prepared
+        .needs
+        .needs_live_reference()
+        .then_some(&prepared.reference);
+    let mut order = DataOrder {
+        examples,
+        seed: t.seed,
+        shuffle: config.data.shuffle,
+        epochs: BTreeMap::new(),
+    };
+    let bar = progress.bar((total_steps - start_step.min(total_steps)) as u64, "train");
+    let mut losses = Vec::new();
+    let mut last_checkpoint = None;
+    for step in start_step..total_steps {
+        let started = Instant::now();
+        let lr = learning_rate(
+            config.schedule.kind,
+            config.optimizer.learning_rate,
+            step,
+            config.schedule.warmup_steps,
+            total_steps,
+        );
+        let mut accumulator = GradientsAccumulator::<CausalLm>::new();
+        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+        let mut tokens = 0usize;
+        for micro in 0..t.gradient_accumulation_steps {
+            let first = step * per_step + micro * t.batch_size;
+            let batch: Vec<&AnchoredExample> = (first..first + t.batch_size)
+                .map(|p| &prepared.train[order.index(p)])
+                .collect();
+            let out = micro_batch(
+                &policy,
+                live_reference,
+                prepared.objective.as_ref(),
+                &prepared.needs,
+                &batch,
+                pad,
+                &prepared.train_device,
+            )?;
+            tokens += out.tokens;
+            let per_example = values(&out.output.losses)?;
+            if per_example.iter().any(|v| !v.is_finite()) {
+                return Err(non_finite(config, step + 1, "loss", &batch, last_checkpoint));
+            }
+            *sums.entry("loss".into()).or_default() += per_example.iter().sum::<f64>();
+            for (name, metric) in out.output.metrics.iter() {
+                *sums.entry(name.to_string()).or_default() += values(metric)?.iter().sum::<f64>();
+            }
+            let loss = out.output.losses.sum().div_scalar(per_step as f64);
+            let grads = GradientsParams::from_grads(loss.backward(), &policy);
+            accumulator.accumulate(&policy, grads);
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = global_grad_norm(&policy, &grads);
+        if !grad_norm.is_finite() {
+            let batch: Vec<&AnchoredExample> = (step * per_step..(step + 1) * per_step)
+                .map(|p| &prepared.train[order.index(p)])
+                .collect();
+            return Err(non_finite(config, step + 1, "gradient norm", &batch, last_checkpoint));
+        }
+        let coefficient = clip_coefficient(grad_norm, t.max_grad_norm);
+        policy = optimizer.step(policy, &mut grads, lr, coefficient);
+
+        let seconds = started.elapsed().as_secs_f64();
+        let mut row: BTreeMap<String, f64> = sums
+            .into_iter()
+            .map(|(k, v)| (k, v / per_step as f64))
+            .collect();
+        losses.push(row["loss"]);
+        row.insert("grad_norm".into(), grad_norm);
+        row.insert("learning_rate".into(), lr);
+        row.insert("epoch".into(), ((step + 1) * per_step) as f64 / examples as f64);
+        row.insert("tokens_per_second".into(), tokens as f64 / seconds.max(1e-9));
+        if let Some(peak) = peak_rss_mib() {
+            row.insert("peak_rss_mib".into(), peak);
+        }
+        let done = step + 1;
+        if done % t.logging_steps == 0 || done == total_steps {
+            metrics_log.write(done, &row)?;
+        }
+        bar.inc(1);
+        bar.set_message(format!(
+            "loss {:.4} margin {:.3} {:.0} tok/s",
+            row["loss"],
+            row.get("rewards/margins").copied().unwrap_or(f64::NAN),
+            tokens as f64 / seconds.max(1e-9)
+        ));
+        if bar.is_hidden() && !options.quiet {
+            progress.line(format!(
+                "step {done}/{total_steps} loss {:.4} margin {:.4} grad_norm {:.3} lr {lr:.2e} {:.0} tokens/s",
+                row["loss"],
+                row.get("rewards/margins").copied().unwrap_or(f64::NAN),
+                grad_norm,
+                tokens as f64 / seconds.max(1e-9)
+            ));
+        }
+
+        let interval = |n: usize| n > 0 && done % n == 0 && done < total_steps;
+        if interval(config.checkpoint.interval) {
+            write_checkpoint(config, &run, done, &policy, &optimizer, &config_sha)?;
+            last_checkpoint = Some(done);
+        }
+        if interval(config.eval.interval) {
+            let result = run_eval(&policy)?;
+            eval_log.write(done, &result)?;
+        }
+    }
+    bar.finish_and_clear();
+    let final_dir = write_checkpoint(config, &run, total_steps, &policy, &optimizer, &config_sha)?;
+    progress.line(format!("checkpoint: {}", final_dir.display()));
+
+    progress.line("evaluating the trained model");
+    let end = run_eval(&policy)?;
+    eval_log.write(total_steps, &end)?;
+    let evals = read_log(&eval_path)?;
+    let start = evals.iter().find(|(s, _)| *s == 0).map(|(_, v)| v.clone());
+    let table = comparison_table(
+        start.as_ref().unwrap_or(&EvalResult::new()),
+        &end,
+        config.data.user.as_deref(),
+    );
+    write_summary(&run, config, &table)?;
+    match plots::write_plots(&run) {
+        Ok(files) if !files.is_empty() => progress.line(format!("plots: {}", run.join("plots").display())),
+        Ok(_) => {}
+        Err(e) => progress.line(format!("plots skipped: {e}")),
+    }
+    if config.checkpoint.export {
+        match export(config, &policy, &run.join("export")) {
+            Ok(what) => progress.line(what),
+            Err(e) => progress.line(format!("export skipped: {e}")),
+        }
+    }
+    Ok(RunSummary {
+        run_dir: run,
+        steps: total_steps,
+        losses,
+        start,
+        end,
+        table,
+    })
+}
+
+/// The data cursor: position `p` of the stream of examples is example
+/// `epoch_order(epoch = p / N)[p % N]`, so a step's batch depends on the step alone.
+struct DataOrder {
+    examples: usize,
+    seed: u64,
+    shuffle: bool,
+    epochs: BTreeMap<u64, Vec<usize>>,
+}
+
+impl DataOrder {
+    fn index(&mut self, position: usize) -> usize {
+        let epoch = (position / self.examples) as u64;
+        let (n, seed, shuffle) = (self.examples, self.seed, self.shuffle);
+        self.epochs
+            .entry(epoch)
+            .or_insert_with(|| epoch_order(n, seed, epoch, shuffle))[position % n]
+    }
+}
+
+fn values(t: &burn::tensor::Tensor<1>) -> Result<Vec<f64>, TrainError> {
+    t.to_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .map_err(|e| TrainError::Batch(format!("{e:?}")))
+}
+
+fn non_finite(
+    config: &RunConfig,
+    step: usize,
+    what: &str,
+    batch: &[&AnchoredExample],
+    last_checkpoint: Option<usize>,
+) -> TrainError {
+    let mut lines: Vec<usize> = batch.iter().map(|e| e.tokens.line).collect();
+    lines.sort_unstable();
+    lines.dedup();
+    TrainError::NonFinite {
+        step,
+        what: what.to_string(),
+        data: config.data.path.clone(),
+        lines,
+        checkpoint: last_checkpoint.map(|s| {
+            checkpoint::checkpoints_dir(&config.output.dir).join(format!("step-{s:06}"))
+        }),
+    }
+}
+
+fn write_checkpoint(
+    config: &RunConfig,
+    run: &Path,
+    step: usize,
+    policy: &CausalLm,
+    optimizer: &AdamW,
+    config_sha: &str,
+) -> Result<PathBuf, TrainError> {
+    let (moments, optimizer_steps) = optimizer.state_tensors();
+    checkpoint::write(
+        run,
+        &CheckpointState {
+            step,
+            optimizer_steps,
+            config_sha256: config_sha.to_string(),
+        },
+        &trainable_parameters(policy),
+        &moments,
+        config.checkpoint.keep,
+    )
+}
+
+fn write_summary(run: &Path, config: &RunConfig, table: &str) -> Result<(), TrainError> {
+    let text = format!(
+        "# Run summary\n\nobjective `{}`, model `{}`, data `{}`{}\n\n{table}",
+        config
+            .objective
+            .get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?"),
+        config.model.path.display(),
+        config.data.path.display(),
+        config
+            .data
+            .user
+            .as_ref()
+            .map(|u| format!(", user `{u}`"))
+            .unwrap_or_default()
+    );
+    let path = run.join("summary.md");
+    std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))
+}
+
+/// Exports the trained policy: a PEFT adapter (LoRA) or a transformers checkpoint.
+fn export(config: &RunConfig, policy: &CausalLm, dir: &Path) -> Result<String, TrainError> {
+    if dir.exists() {
+        return Err(TrainError::Export(format!(
+            "{} already exists; refusing to overwrite it",
+            dir.display()
+        )));
+    }
+    let CausalLm::Llama(model) = policy.valid() else {
+        return Err(TrainError::Export(
+            "export is implemented for the Llama family".into(),
+        ));
+    };
+    let model_path = &config.model.path;
+    if config.lora.enabled {
+        export_peft_adapter(&model, &model_path.display().to_string(), dir)?;
+        return Ok(format!("PEFT adapter: {}", dir.display()));
+    }
+    let llama_config: LlamaConfig = if model_path.is_dir() {
+        bapo_model::hf::llama_config_from_hf(&model_path.join("config.json"))?.1
+    } else {
+        LlamaConfig::from_gguf(&GgufFile::open(model_path).map_err(bapo_model::ModelError::from)?)?
+    };
+    export_hf(&model, &llama_config, dir)?;
+    Ok(format!("transformers checkpoint: {}", dir.display()))
+}
+
+/// `bapo eval`: the evaluation suite on the newest checkpoint of `config`'s run (or the
+/// checkpoint folder `checkpoint`), next to the model before training.
+pub fn evaluate_run(
+    config: &RunConfig,
+    checkpoint_dir: Option<&Path>,
+    quiet: bool,
+) -> Result<String, TrainError> {
+    let progress = Progress { quiet };
+    let prepared = prepare(config, false, &progress)?;
+    let ck = match checkpoint_dir {
+        Some(dir) => checkpoint::read(dir)?,
+        None => checkpoint::latest(&config.output.dir)?.ok_or_else(|| {
+            TrainError::Checkpoint(format!(
+                "no checkpoint under {}",
+                checkpoint::checkpoints_dir(&config.output.dir).display()
+            ))
+        })?,
+    };
+    let policy = load_trainable(build_policy(config, &prepared)?, &ck.parameters)
+        .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
+    let pad = prepared.model.pad_token;
+    let eval = |m: &CausalLm| {
+        evaluate(
+            m,
+            &prepared.reference,
+            &prepared.eval,
+            config.eval.batch_size,
+            pad,
+            &prepared.device,
+        )
+    };
+    progress.line("evaluating the reference");
+    let start = eval(&prepared.reference)?;
+    progress.line(format!("evaluating {}", ck.dir.display()));
+    let end = eval(&policy.valid())?;
+    Ok(format!(
+        "checkpoint {} (step {})\n\n{}",
+        ck.dir.display(),
+        ck.state.step,
+        comparison_table(&start, &end, config.data.user.as_deref())
+    ))
+}
