@@ -1,0 +1,146 @@
+//! `bapo train` killed with SIGKILL in the middle of a run and resumed with `--resume` logs
+//! the same loss curve as an uninterrupted run; `bapo anchors` reuses its cache and `--force`
+//! recomputes it; `bapo eval` evaluates a checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    bapo_testkit::workspace_root()
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bapo-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `bapo <command> --config configs/tiny.toml` with absolute fixture paths, run and anchors
+/// under `dir`, and `sets`.
+fn bapo(command: &str, dir: &Path, sets: &[&str]) -> Command {
+    let root = root();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bapo"));
+    cmd.arg(command)
+        .arg("--config")
+        .arg(root.join("configs/tiny.toml"));
+    let quoted = |p: PathBuf| format!("{:?}", p.display().to_string());
+    for set in [
+        format!("model.path={}", quoted(root.join("tests/fixtures/tiny-chat"))),
+        format!(
+            "data.path={}",
+            quoted(root.join("tests/fixtures/tiny-chat/preferences.jsonl"))
+        ),
+        format!("anchors.cache_dir={}", quoted(dir.join("anchors"))),
+        format!("output.dir={}", quoted(dir.join("run"))),
+    ]
+    .iter()
+    .map(String::as_str)
+    .chain(sets.iter().copied())
+    {
+        cmd.arg("--set").arg(set);
+    }
+    cmd
+}
+
+/// (step, loss) of every line of a run's metrics.jsonl.
+fn losses(dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+const LONG_RUN: [&str; 4] = [
+    "training.max_steps=1500",
+    "checkpoint.interval=50",
+    "training.logging_steps=1",
+    "eval.at_start=false",
+];
+
+#[test]
+fn a_killed_run_resumes_with_the_same_loss_curve() {
+    let whole = scratch("whole");
+    let status = bapo("train", &whole, &LONG_RUN)
+        .arg("--quiet")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let expected = losses(&whole);
+    assert_eq!(expected.len(), 1500);
+
+    // Kill at an arbitrary point after the first checkpoint.
+    let killed = scratch("killed");
+    let mut child = bapo("train", &killed, &LONG_RUN)
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first_checkpoint = killed.join("run/checkpoints/step-000100");
+    let started = Instant::now();
+    while !first_checkpoint.exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run was killed before it finished");
+    let partial = losses(&killed);
+    assert!(partial.len() < 1500, "killed mid-run ({} steps logged)", partial.len());
+
+    // Without --resume the run directory is left alone.
+    let output = bapo("train", &killed, &LONG_RUN).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--resume"));
+
+    let status = bapo("train", &killed, &LONG_RUN)
+        .args(["--resume", "--quiet"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let resumed = losses(&killed);
+    assert_eq!(resumed.len(), expected.len(), "one line per step, none doubled");
+    for ((step_a, a), (step_b, b)) in expected.iter().zip(&resumed) {
+        assert_eq!(step_a, step_b);
+        assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "step {step_a}: {a} vs {b}");
+    }
+
+    // A resume with another config is refused.
+    let output = bapo("train", &killed, &LONG_RUN)
+        .args(["--resume", "--set", "optimizer.learning_rate=0.5"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("another config"));
+}
+
+#[test]
+fn anchors_are_cached_and_forced_and_eval_reads_a_checkpoint() {
+    let dir = scratch("anchors");
+    let run = |extra: &[&str]| {
+        let output = bapo("anchors", &dir, &[]).args(extra).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    let first = run(&[]);
+    assert!(first.contains("0 chunks reused"), "{first}");
+    let second = run(&[]);
+    assert!(second.contains("0 computed"), "{second}");
+    let forced = run(&["--force"]);
+    assert!(forced.contains("0 chunks reused"), "{forced}");
+
+    let status = bapo("train", &dir, &["training.max_steps=4"])
+        .arg("--quiet")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = bapo("eval", &dir, &["training.max_steps=4"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(report.contains("step-000004") && report.contains("pref/truthful/margin"), "{report}");
+}

@@ -1,0 +1,165 @@
+//! Every bad key or value of a run config is an error that names it; overrides work; a backend
+//! that is not compiled in names its feature and the xtask command.
+
+mod common;
+
+use bapo_train::{Backend, RunConfig, TrainOptions, train};
+use common::{root, scratch, tiny_config};
+
+use bapo_objective_bapo as _;
+
+fn base() -> String {
+    std::fs::read_to_string(root().join("configs/tiny.toml")).unwrap()
+}
+
+/// The error of the tiny config with `find` replaced by `replace` (and the overrides).
+fn error_of(find: &str, replace: &str, sets: &[&str]) -> String {
+    let text = base();
+    assert!(text.contains(find), "configs/tiny.toml contains {find:?}");
+    let text = text.replacen(find, replace, 1);
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    match RunConfig::from_toml(&text, "tiny.toml", &sets) {
+        Ok(_) => panic!("{replace:?} / {sets:?} was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_names(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(message.contains(part), "{message:?} should name {part:?}");
+    }
+}
+
+#[test]
+fn the_shipped_configs_parse() {
+    for name in ["quickstart.toml", "tiny.toml"] {
+        RunConfig::load(&root().join("configs").join(name), &[]).unwrap();
+    }
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    for (find, replace, key) in [
+        ("[training]\n", "[training]\nbatchsize = 4\n", "batchsize"),
+        ("[data]\n", "[data]\nusr = \"a\"\n", "usr"),
+        ("[model]\n", "[model]\nrevision = \"main\"\n", "revision"),
+        ("[lora]\n", "[lora]\nr = 8\n", "r"),
+        ("[eval]\n", "[eval]\nevery = 3\n", "every"),
+        ("[output]\n", "[outputs]\ndir = \"x\"\n[output]\n", "outputs"),
+    ] {
+        let message = error_of(find, replace, &[]);
+        assert_names(&message, &["tiny.toml", key, "unknown field"]);
+    }
+}
+
+#[test]
+fn wrong_types_and_values_name_the_key() {
+    for (find, replace, parts) in [
+        (
+            "batch_size = 4",
+            "batch_size = \"four\"",
+            &["training.batch_size", "invalid type"][..],
+        ),
+        ("batch_size = 4", "batch_size = 0", &["training.batch_size", "at least 1"]),
+        ("learning_rate = 1e-2", "learning_rate = -1.0", &["optimizer.learning_rate", "-1"]),
+        ("backend = \"cpu\"", "backend = \"tpu\"", &["training.backend", "tpu", "wgpu-cpu"]),
+        ("kind = \"constant\"", "kind = \"step\"", &["schedule.kind", "step"]),
+        ("test_fraction = 0.25", "test_fraction = 1.5", &["data.test_fraction", "1.5"]),
+        ("max_prompt_length = 32", "max_prompt_length = 64", &["data.max_prompt_length"]),
+        ("max_new_tokens = 6", "max_new_tokens = 0", &["anchors.max_new_tokens"]),
+        ("[training]\n", "[training]\nprecision = \"bf16\"\n", &["training.precision", "bf16"]),
+        ("name = \"bapo\"\n", "", &["objective.name", "missing"]),
+        ("dir = \"runs/tiny\"", "dir = \"\"", &["output.dir"]),
+    ] {
+        assert_names(&error_of(find, replace, &[]), parts);
+    }
+}
+
+#[test]
+fn overrides_set_values_and_bad_ones_are_named() {
+    let config = RunConfig::from_toml(
+        &base(),
+        "tiny.toml",
+        &[
+            "training.max_steps=7".into(),
+            "objective.beta=0.25".into(),
+            "data.user=contrarian".into(),
+            "lora.enabled=true".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.training.max_steps, Some(7));
+    assert_eq!(config.objective["beta"].as_float(), Some(0.25));
+    assert_eq!(config.data.user.as_deref(), Some("contrarian"));
+    assert!(config.lora.enabled);
+
+    assert_names(
+        &error_of("", "", &["training.max_steps"]),
+        &["--set", "training.max_steps", "key=value"],
+    );
+    assert_names(
+        &error_of("", "", &["training.max_steps=ten"]),
+        &["training.max_steps", "invalid type"],
+    );
+    assert_names(
+        &error_of("", "", &["training.batch_size.x=1"]),
+        &["training.batch_size", "not a table"],
+    );
+    assert_names(
+        &error_of("", "", &["training.steps=3"]),
+        &["training", "steps", "unknown field"],
+    );
+}
+
+#[test]
+fn objective_settings_are_checked_by_the_registry() {
+    let dir = scratch("objective-config");
+    let quiet = TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    };
+    let config = tiny_config(&dir, &["objective.lambda=-1"]);
+    let message = train(&config, &quiet).unwrap_err().to_string();
+    assert_names(&message, &["objective.lambda", "-1"]);
+    let config = tiny_config(&dir, &[r#"objective={name="no-such-loss"}"#]);
+    let message = train(&config, &quiet).unwrap_err().to_string();
+    assert_names(&message, &["no-such-loss", "known objectives", "bapo"]);
+    let config = tiny_config(&dir, &["data.user=nobody"]);
+    let message = train(&config, &quiet).unwrap_err().to_string();
+    assert_names(&message, &["data.user", "nobody", "truthful"]);
+}
+
+#[test]
+fn a_backend_that_is_not_compiled_in_names_its_feature_and_xtask_command() {
+    for backend in Backend::ALL {
+        let result = backend.device(0);
+        if backend.compiled_in() {
+            continue;
+        }
+        let message = result.unwrap_err().to_string();
+        assert_names(
+            &message,
+            &[
+                backend.name(),
+                backend.feature().unwrap(),
+                &format!("cargo xtask train --backend {backend}"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn an_existing_run_is_never_overwritten() {
+    let dir = scratch("exists");
+    let config = tiny_config(&dir, &["training.max_steps=1"]);
+    let quiet = TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    };
+    train(&config, &quiet).unwrap();
+    let before = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    let message = train(&config, &quiet).unwrap_err().to_string();
+    assert_names(&message, &["already holds a run", "--resume"]);
+    let after = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(before, after);
+}

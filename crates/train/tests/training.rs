@@ -1,0 +1,198 @@
+//! The loop on the tiny model and toy colour preferences: it learns the trained user's
+//! preference (and unlearns the opposite user's), accumulation equals a larger batch, and a
+//! NaN stops the run naming the batch and the last good checkpoint.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bapo_objective::{
+    ConfigError, Needs, Objective, ObjectiveConfig, ObjectiveError, ObjectiveOutput,
+    ObjectivePlugin, Quantities, Quantity, Response,
+};
+use bapo_train::metrics::read_log;
+use bapo_train::{TrainError, TrainOptions, train};
+use common::{scratch, tiny_config};
+use serde::{Deserialize, Serialize};
+
+// The built-in objectives register themselves when linked.
+use bapo_objective_bapo as _;
+use bapo_objective_dpo as _;
+
+fn quiet() -> TrainOptions {
+    TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    }
+}
+
+fn column(rows: &[(usize, std::collections::BTreeMap<String, f64>)], name: &str) -> Vec<f64> {
+    rows.iter().map(|(_, v)| v[name]).collect()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+#[test]
+fn dpo_learns_the_trained_users_preference() {
+    let dir = scratch("learns");
+    let config = tiny_config(
+        &dir,
+        &[
+            r#"objective={name="dpo", beta=0.5}"#,
+            "training.max_steps=40",
+            "optimizer.learning_rate=3e-3",
+        ],
+    );
+    let summary = train(&config, &quiet()).unwrap();
+    let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(rows.len(), 40);
+    let loss = column(&rows, "loss");
+    let margins = column(&rows, "rewards/margins");
+    assert!(
+        mean(&loss[30..]) < mean(&loss[..10]) - 0.15,
+        "loss falls: {loss:?}"
+    );
+    assert!(
+        mean(&margins[30..]) > mean(&margins[..10]) + 0.3,
+        "margins rise: {margins:?}"
+    );
+    // Held-out entities: the trained user's margin is positive, the opposite user's negative.
+    let end = &summary.end;
+    assert!(end["pref/truthful/margin"] > 0.2, "{end:?}");
+    assert!(end["pref/contrarian/margin"] < -0.2, "{end:?}");
+    let start = summary.start.as_ref().unwrap();
+    assert_eq!(start["pref/truthful/margin"], 0.0, "policy = reference at the start");
+    for file in ["config.toml", "summary.md", "eval.jsonl", "plots/loss.png"] {
+        assert!(dir.join("run").join(file).exists(), "{file} is written");
+    }
+}
+
+#[test]
+fn accumulating_four_batches_of_one_equals_one_batch_of_four() {
+    let run = |tag: &str, batch: usize, accumulation: usize| {
+        let dir = scratch(tag);
+        let config = tiny_config(
+            &dir,
+            &[
+                &format!("training.batch_size={batch}"),
+                &format!("training.gradient_accumulation_steps={accumulation}"),
+                "training.max_steps=3",
+                "training.max_grad_norm=0.5",
+                "eval.at_start=false",
+            ],
+        );
+        train(&config, &quiet()).unwrap();
+        let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+        let ck = bapo_train::checkpoint::latest(&dir.join("run")).unwrap().unwrap();
+        (rows, ck.parameters)
+    };
+    let (rows_big, params_big) = run("batch4", 4, 1);
+    let (rows_acc, params_acc) = run("accum4", 1, 4);
+    for name in ["loss", "grad_norm", "rewards/margins", "anchor/violation"] {
+        for (a, b) in column(&rows_big, name).iter().zip(column(&rows_acc, name)) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{name}: {a} vs {b}");
+        }
+    }
+    for (name, a) in &params_big {
+        let a = a.try_to_vec::<f32>().unwrap();
+        let b = params_acc[name].try_to_vec::<f32>().unwrap();
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-5, "{name}: parameters differ by {worst}");
+    }
+}
+
+/// An objective that turns NaN from its `start`-th call on (counted across the test).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct NanAfterConfig {
+    start: usize,
+}
+
+impl ObjectiveConfig for NanAfterConfig {
+    fn validate(&self, _objective: &str) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct NanAfter {
+    config: NanAfterConfig,
+}
+
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+impl Objective for NanAfter {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn needs(&self) -> Needs {
+        Needs::new().with(Quantity::PolicyLogp(Response::Chosen))
+    }
+
+    fn compute(&self, q: &Quantities) -> Result<ObjectiveOutput, ObjectiveError> {
+        let pc = q.per_example(Quantity::PolicyLogp(Response::Chosen))?;
+        let call = CALLS.fetch_add(1, Ordering::SeqCst);
+        let losses = if call >= self.config.start {
+            pc.mul_scalar(f64::NAN)
+        } else {
+            pc.neg()
+        };
+        Ok(ObjectiveOutput {
+            losses,
+            metrics: Default::default(),
+        })
+    }
+}
+
+impl ObjectivePlugin for NanAfter {
+    const NAME: &'static str = "test-nan-after";
+    const SUMMARY: &'static str = "NLL of chosen, NaN from a given call on (tests the NaN guard)";
+    type Config = NanAfterConfig;
+
+    fn new(config: NanAfterConfig) -> Self {
+        NanAfter { config }
+    }
+}
+
+bapo_objective::register_objective!(NanAfter);
+
+#[test]
+fn a_nan_stops_the_run_naming_the_batch_and_keeping_the_last_good_checkpoint() {
+    let dir = scratch("nan");
+    CALLS.store(0, Ordering::SeqCst);
+    let config = tiny_config(
+        &dir,
+        &[
+            r#"objective={name="test-nan-after", start=5}"#,
+            "checkpoint.interval=2",
+            "eval.at_start=false",
+        ],
+    );
+    let error = train(&config, &quiet()).unwrap_err();
+    let TrainError::NonFinite {
+        step,
+        lines,
+        checkpoint,
+        ..
+    } = &error
+    else {
+        panic!("expected a NonFinite error, got {error}");
+    };
+    assert_eq!(*step, 6, "calls 0..5 are steps 1..5");
+    assert_eq!(lines.len(), 4, "the batch's four source lines");
+    let checkpoint = checkpoint.as_ref().expect("steps 2 and 4 were checkpointed");
+    assert!(checkpoint.ends_with("step-000004"), "{}", checkpoint.display());
+    assert!(checkpoint.join("trainable.safetensors").exists());
+    let message = error.to_string();
+    assert!(message.contains("preferences.jsonl") && message.contains("step 6"), "{message}");
+    // Nothing after the NaN was logged.
+    let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(rows.last().unwrap().0, 5);
+}
