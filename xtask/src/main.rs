@@ -7,6 +7,8 @@
 //! - `fetch`: the real assets, verified by sha256, into the git-ignored asset cache.
 //! - `data`: the generated personalised dataset.
 
+mod backends;
+mod bench;
 mod data;
 mod fetch;
 mod python;
@@ -34,6 +36,9 @@ fn run() -> Result<()> {
         Some("fetch") => fetch::fetch(&workspace_root()),
         Some("data") => data::data(&workspace_root()),
         Some("check-exports") => python::check_exports(&workspace_root(), &cargo_program()),
+        Some("train") => backends::train(&workspace_root(), &cargo_program(), &args[1..]),
+        Some("backends") => backends::check(&workspace_root(), &cargo_program()),
+        Some("bench") => bench::bench(&workspace_root(), &cargo_program(), &args[1..]),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         None => {
             println!("{USAGE}");
@@ -45,15 +50,26 @@ fn run() -> Result<()> {
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  ci     fetch the assets, format check, clippy (warnings are errors), export checks, all tests
+  ci     fetch the assets, format check, clippy (warnings are errors), export checks, all tests,
+         and the cross-backend check (`backends`)
   fetch  download and verify the real assets (SmolLM2-135M-Instruct GGUF, countryinfo) into
          .cache/assets
   data   regenerate data/personalised/preferences.jsonl from the country facts
   check-exports
-         exported checkpoints/adapters read by transformers and peft (a venv with torch 2.9.0)";
+         exported checkpoints/adapters read by transformers and peft (a venv with torch 2.9.0)
+  train  [--objective NAME] [--backend cpu|tch-cpu|cuda|wgpu|wgpu-cpu] [--config FILE]
+         [--set key=value]… [--resume]: build bapo with the backend's features and run
+         `bapo train` in the environment it needs (default config: configs/quickstart.toml)
+  backends
+         the tiny run on cpu, tch-cpu and wgpu-cpu; the losses must agree within 1e-4
+  bench  [--backend B] [--steps N]: tokens/s and peak memory of a DPO step and of anchor
+         generation on SmolLM2-135M, next to PyTorch/TRL doing the same work";
 
 fn ci() -> Result<()> {
     fetch::fetch(&workspace_root())?;
+    if cfg!(target_os = "linux") && cfg!(target_arch = "x86_64") {
+        backends::ensure_system_packages(&backends::CHECK_PACKAGES)?;
+    }
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&[
         "clippy",
@@ -64,7 +80,8 @@ fn ci() -> Result<()> {
         "warnings",
     ])?;
     python::check_exports(&workspace_root(), &cargo_program())?;
-    test_workspace()
+    test_workspace()?;
+    backends::check(&workspace_root(), &cargo_program())
 }
 
 /// `cargo test --workspace --no-fail-fast`, echoing its output, then one closing line with the

@@ -11,7 +11,12 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const PACKAGES: [&str; 3] = ["torch==2.9.0", "transformers==5.24.0", "peft==0.21.2"];
+const PACKAGES: [&str; 4] = [
+    "torch==2.9.0",
+    "transformers==5.24.0",
+    "peft==0.21.2",
+    "trl==1.16.0",
+];
 
 /// The virtual environment with the reference Python packages, created if needed.
 pub fn venv() -> Result<PathBuf> {

@@ -232,7 +232,9 @@ pub fn compute_anchors_with_progress<M: CausalModel>(
 ) -> Result<(Vec<ExampleAnchors>, AnchorReport), AnchorError> {
     let s = &inputs.settings;
     if s.chunk_size == 0 {
-        return Err(AnchorError::Settings("chunk_size must be at least 1".into()));
+        return Err(AnchorError::Settings(
+            "chunk_size must be at least 1".into(),
+        ));
     }
     let dir = cache_dir.join(inputs.fingerprint());
     fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;

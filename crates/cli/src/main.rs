@@ -9,6 +9,8 @@ use bapo_objective_dpo as _;
 use bapo_objective_kl_dpo as _;
 use bapo_objective_mrpo as _;
 
+mod bench;
+mod export;
 mod generate;
 mod objectives;
 mod score;
@@ -43,6 +45,10 @@ enum Command {
     Anchors(train::AnchorArgs),
     /// Evaluate a checkpoint of a run against the model before training.
     Eval(train::EvalArgs),
+    /// Write a model as a transformers checkpoint with its tokenizer.
+    Export(export::ExportArgs),
+    /// Time a DPO training step or anchor generation (`cargo xtask bench` runs both).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,5 +70,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::train(args),
         Command::Anchors(args) => train::anchors(args),
         Command::Eval(args) => train::eval(args),
+        Command::Export(args) => export::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

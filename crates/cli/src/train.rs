@@ -74,11 +74,7 @@ pub fn anchors(args: AnchorArgs) -> Result<()> {
     for line in &prepared.summary {
         println!("{line}");
     }
-    let base: usize = prepared
-        .train
-        .iter()
-        .map(|e| e.anchors[0].base.len())
-        .sum();
+    let base: usize = prepared.train.iter().map(|e| e.anchors[0].base.len()).sum();
     println!(
         "{} training examples with {} base responses and reference log-probs from {} reference(s); cache {}",
         prepared.train.len(),

@@ -27,7 +27,10 @@ fn bapo(command: &str, dir: &Path, sets: &[&str]) -> Command {
         .arg(root.join("configs/tiny.toml"));
     let quoted = |p: PathBuf| format!("{:?}", p.display().to_string());
     for set in [
-        format!("model.path={}", quoted(root.join("tests/fixtures/tiny-chat"))),
+        format!(
+            "model.path={}",
+            quoted(root.join("tests/fixtures/tiny-chat"))
+        ),
         format!(
             "data.path={}",
             quoted(root.join("tests/fixtures/tiny-chat/preferences.jsonl"))
@@ -84,14 +87,21 @@ fn a_killed_run_resumes_with_the_same_loss_curve() {
     let first_checkpoint = killed.join("run/checkpoints/step-000100");
     let started = Instant::now();
     while !first_checkpoint.exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(!status.success(), "the run was killed before it finished");
     let partial = losses(&killed);
-    assert!(partial.len() < 1500, "killed mid-run ({} steps logged)", partial.len());
+    assert!(
+        partial.len() < 1500,
+        "killed mid-run ({} steps logged)",
+        partial.len()
+    );
 
     // Without --resume the run directory is left alone.
     let output = bapo("train", &killed, &LONG_RUN).output().unwrap();
@@ -104,10 +114,17 @@ fn a_killed_run_resumes_with_the_same_loss_curve() {
         .unwrap();
     assert!(status.success());
     let resumed = losses(&killed);
-    assert_eq!(resumed.len(), expected.len(), "one line per step, none doubled");
+    assert_eq!(
+        resumed.len(),
+        expected.len(),
+        "one line per step, none doubled"
+    );
     for ((step_a, a), (step_b, b)) in expected.iter().zip(&resumed) {
         assert_eq!(step_a, step_b);
-        assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "step {step_a}: {a} vs {b}");
+        assert!(
+            (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+            "step {step_a}: {a} vs {b}"
+        );
     }
 
     // A resume with another config is refused.
@@ -124,7 +141,11 @@ fn anchors_are_cached_and_forced_and_eval_reads_a_checkpoint() {
     let dir = scratch("anchors");
     let run = |extra: &[&str]| {
         let output = bapo("anchors", &dir, &[]).args(extra).output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stderr).to_string()
     };
     let first = run(&[]);
@@ -139,8 +160,17 @@ fn anchors_are_cached_and_forced_and_eval_reads_a_checkpoint() {
         .status()
         .unwrap();
     assert!(status.success());
-    let output = bapo("eval", &dir, &["training.max_steps=4"]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = bapo("eval", &dir, &["training.max_steps=4"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report = String::from_utf8_lossy(&output.stdout);
-    assert!(report.contains("step-000004") && report.contains("pref/truthful/margin"), "{report}");
+    assert!(
+        report.contains("step-000004") && report.contains("pref/truthful/margin"),
+        "{report}"
+    );
 }

@@ -303,3 +303,37 @@ pub fn export_peft_adapter(model: &Llama, base_model: &str, dir: &Path) -> Resul
         config,
     )
 }
+
+/// Writes the tokenizer of `model` next to an exported checkpoint: `tokenizer.json` and a
+/// `tokenizer_config.json` with the special tokens and the chat template, so that
+/// transformers' `AutoTokenizer` loads it (and `LoadedModel::from_hf_dir` reads it back).
+pub fn export_tokenizer(model: &crate::LoadedModel, dir: &Path) -> Result<(), ModelError> {
+    let io = |path: &Path, e: std::io::Error| ModelError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let token = |id: u32| model.tokenizer.id_to_token(id).unwrap_or_default();
+    let mut settings = serde_json::json!({
+        "eos_token": token(model.eos_token),
+        "pad_token": token(model.pad_token),
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    });
+    if let Some(template) = &model.chat_template {
+        settings["chat_template"] = template.source.clone().into();
+        if !template.bos_token.is_empty() {
+            settings["bos_token"] = template.bos_token.clone().into();
+        }
+    }
+    let tokenizer_path = dir.join("tokenizer.json");
+    model
+        .tokenizer
+        .save(&tokenizer_path, false)
+        .map_err(|e| ModelError::Tokenizer {
+            path: tokenizer_path.clone(),
+            message: e.to_string(),
+        })?;
+    let settings_path = dir.join("tokenizer_config.json");
+    let json = serde_json::to_string_pretty(&settings).unwrap_or_default();
+    std::fs::write(&settings_path, json).map_err(|e| io(&settings_path, e))
+}

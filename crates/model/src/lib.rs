@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 pub use causal::{CausalLm, CausalModel, KvCache};
 pub use chat::{ChatMessage, ChatTemplate};
-pub use export::{export_gpt2_hf, export_hf, export_peft_adapter};
+pub use export::{export_gpt2_hf, export_hf, export_peft_adapter, export_tokenizer};
 pub use generate::{GenerateError, GenerationConfig, generate};
 pub use gguf::{GgufError, GgufFile};
 pub use gpt2::{Gpt2, Gpt2Config};

@@ -145,7 +145,10 @@ fn complete_steps(run: &Path) -> Result<Vec<usize>, TrainError> {
     let mut steps = Vec::new();
     for entry in std::fs::read_dir(&dir).map_err(|e| TrainError::io(&dir, e))? {
         let path = entry.map_err(|e| TrainError::io(&dir, e))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse().ok())
             && path.join(STATE).exists()
         {

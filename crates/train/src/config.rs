@@ -331,12 +331,12 @@ impl RunConfig {
         source_name: &str,
         overrides: &[String],
     ) -> Result<RunConfig, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::Syntax {
-                path: PathBuf::from(source_name),
-                message: e.to_string(),
-            }
-        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: PathBuf::from(source_name),
+                    message: e.to_string(),
+                })?;
         for arg in overrides {
             apply_override(&mut table, arg)?;
         }
@@ -345,7 +345,11 @@ impl RunConfig {
                 let key = e.path().to_string();
                 ConfigError::Key {
                     source_name: source_name.to_string(),
-                    key: if key == "." { "(top level)".into() } else { key },
+                    key: if key == "." {
+                        "(top level)".into()
+                    } else {
+                        key
+                    },
                     message: e.into_inner().message().to_string(),
                 }
             })?;
@@ -379,7 +383,10 @@ impl RunConfig {
             }
         };
         if self.model.path.as_os_str().is_empty() {
-            return Err(bad("model.path", "missing: a GGUF file or HF folder".into()));
+            return Err(bad(
+                "model.path",
+                "missing: a GGUF file or HF folder".into(),
+            ));
         }
         if self.data.path.as_os_str().is_empty() {
             return Err(bad("data.path", "missing: a JSONL preference file".into()));
@@ -396,11 +403,17 @@ impl RunConfig {
         {
             return Err(bad(
                 "data.max_prompt_length",
-                format!("{p} must be in [1, data.max_length = {})", self.data.max_length),
+                format!(
+                    "{p} must be in [1, data.max_length = {})",
+                    self.data.max_length
+                ),
             ));
         }
         if self.data.max_train_examples == Some(0) {
-            return Err(bad("data.max_train_examples", "0 must be at least 1".into()));
+            return Err(bad(
+                "data.max_train_examples",
+                "0 must be at least 1".into(),
+            ));
         }
         if !self.objective.contains_key("name") {
             return Err(bad(
@@ -440,7 +453,10 @@ impl RunConfig {
         if !(self.training.max_grad_norm.is_finite() && self.training.max_grad_norm >= 0.0) {
             return Err(bad(
                 "training.max_grad_norm",
-                format!("{} must be >= 0 (0: no clipping)", self.training.max_grad_norm),
+                format!(
+                    "{} must be >= 0 (0: no clipping)",
+                    self.training.max_grad_norm
+                ),
             ));
         }
         if self.training.max_steps == Some(0) {
@@ -471,7 +487,10 @@ impl RunConfig {
         at_least_one("eval.batch_size", self.eval.batch_size)?;
         at_least_one("checkpoint.keep", self.checkpoint.keep)?;
         if self.output.dir.as_os_str().is_empty() {
-            return Err(bad("output.dir", "missing: where the run is written".into()));
+            return Err(bad(
+                "output.dir",
+                "missing: where the run is written".into(),
+            ));
         }
         Ok(())
     }

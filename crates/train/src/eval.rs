@@ -61,7 +61,10 @@ fn continuation(text: &str) -> String {
 }
 
 impl EvalSets {
-    pub fn tokenize_hhh(model: &LoadedModel, items: &[PreferenceItem]) -> Result<Vec<(Vec<u32>, Vec<u32>, Vec<u32>)>, TrainError> {
+    pub fn tokenize_hhh(
+        model: &LoadedModel,
+        items: &[PreferenceItem],
+    ) -> Result<Vec<(Vec<u32>, Vec<u32>, Vec<u32>)>, TrainError> {
         items
             .iter()
             .map(|i| {
@@ -193,7 +196,9 @@ pub fn evaluate(
                     .iter()
                     .map(|e| {
                         let p = e.tokens.prompt.len();
-                        (0..p + e.anchors[0].base[0].len()).map(|i| i >= p).collect()
+                        (0..p + e.anchors[0].base[0].len())
+                            .map(|i| i >= p)
+                            .collect()
                     })
                     .collect(),
                 pad_id,
@@ -261,11 +266,8 @@ pub fn evaluate(
         result.insert(name.into(), correct as f64 / items.len() as f64);
     }
     if !sets.facts.is_empty() {
-        let pairs: Vec<(&[u32], &[u32])> = sets
-            .facts
-            .iter()
-            .map(|(p, t)| (&p[..], &t[..]))
-            .collect();
+        let pairs: Vec<(&[u32], &[u32])> =
+            sets.facts.iter().map(|(p, t)| (&p[..], &t[..])).collect();
         let scores = score_pairs(policy, &pairs, batch, pad_id, device)?;
         let per_token: Vec<f64> = scores
             .iter()
@@ -285,7 +287,11 @@ fn mean(values: &[f64]) -> f64 {
 }
 
 /// The start-versus-end table, as Markdown.
-pub fn comparison_table(start: &EvalResult, end: &EvalResult, trained_user: Option<&str>) -> String {
+pub fn comparison_table(
+    start: &EvalResult,
+    end: &EvalResult,
+    trained_user: Option<&str>,
+) -> String {
     let mut out = String::from("| metric | start | end | change |\n|---|---:|---:|---:|\n");
     for (name, end_value) in end {
         let start_value = start.get(name).copied().unwrap_or(f64::NAN);

@@ -12,6 +12,7 @@
 //! calls it trains them with nothing else changed.
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;

@@ -157,8 +157,7 @@ impl ModuleMapper for Update<'_> {
             .div_scalar(bias_correction2.sqrt())
             .add_scalar(s.eps);
         let decayed = value.mul_scalar(1.0 - lr * s.weight_decay);
-        let updated =
-            decayed - (exp_avg.clone() / denominator).mul_scalar(lr / bias_correction1);
+        let updated = decayed - (exp_avg.clone() / denominator).mul_scalar(lr / bias_correction1);
         self.optimizer.state.insert(
             path,
             Moments {
@@ -178,10 +177,7 @@ impl ModuleMapper for Update<'_> {
 
 /// The global L2 norm of every gradient in `grads` (for the parameters of `module`).
 pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
-    let mut visitor = SquaredNorm {
-        grads,
-        total: None,
-    };
+    let mut visitor = SquaredNorm { grads, total: None };
     module.visit(&mut visitor);
     visitor
         .total

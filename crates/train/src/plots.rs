@@ -58,7 +58,10 @@ pub fn write_plots(run: &Path) -> Result<Vec<PathBuf>, String> {
         for (step, values) in &rows {
             for (name, value) in values {
                 if value.is_finite() {
-                    curves.entry(name.clone()).or_default().push((*step as f64, *value));
+                    curves
+                        .entry(name.clone())
+                        .or_default()
+                        .push((*step as f64, *value));
                 }
             }
         }

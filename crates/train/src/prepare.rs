@@ -19,11 +19,11 @@ use burn::module::Module;
 use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
+use crate::TrainError;
 use crate::config::RunConfig;
 use crate::eval::EvalSets;
 use crate::progress::Progress;
 use crate::step::AnchoredExample;
-use crate::TrainError;
 
 /// A run, ready to train.
 pub struct Prepared {
@@ -118,7 +118,9 @@ pub fn prepare(
     let (examples, dropped) = tokenize_dataset(&dataset, &tokenization, &limits)?;
     let extra = dropped.len() - dataset.dropped.len();
     if extra > 0 {
-        summary.push(format!("dropped {extra} rows: prompt alone over the length budget"));
+        summary.push(format!(
+            "dropped {extra} rows: prompt alone over the length budget"
+        ));
     }
     let (train_rows, test_rows) =
         split_by_entity(&examples, config.data.test_fraction, config.data.split_seed);
@@ -193,8 +195,8 @@ pub fn prepare(
         .as_ref()
         .map(|c| c.source.clone())
         .unwrap_or_default();
-    let fingerprint = |model_sha: &str, examples: &[TokenizedExample], s: AnchorSettings| {
-        FingerprintInputs {
+    let fingerprint =
+        |model_sha: &str, examples: &[TokenizedExample], s: AnchorSettings| FingerprintInputs {
             model: model_sha.to_string(),
             data: data_sha.clone(),
             chat_template: chat_template.clone(),
@@ -204,8 +206,7 @@ pub fn prepare(
             user: config.data.user.clone(),
             examples: examples_sha256(examples),
             settings: s,
-        }
-    };
+        };
     let policy_sha = model_sha256(&config.model.path)?;
     let pads = (model.eos_token, model.pad_token);
     let anchors_for = |reference: &CausalLm,
@@ -264,7 +265,11 @@ pub fn prepare(
     let mut per_reference = vec![primary];
     for path in &config.model.references {
         let other = LoadedModel::open(path, &device)?;
-        check_same_tokenizer(&model.tokenizer, &other.tokenizer, &path.display().to_string())?;
+        check_same_tokenizer(
+            &model.tokenizer,
+            &other.tokenizer,
+            &path.display().to_string(),
+        )?;
         let sha = model_sha256(path)?;
         per_reference.push(anchors_for(
             &other.model,
@@ -312,12 +317,18 @@ pub fn prepare(
             eval.hhh = EvalSets::tokenize_hhh(&model, &items)?;
         }
         if e.general_knowledge > 0 {
-            let items = spread(&load_multiple_choice(dir, "general_knowledge")?, e.general_knowledge);
+            let items = spread(
+                &load_multiple_choice(dir, "general_knowledge")?,
+                e.general_knowledge,
+            );
             eval.general_knowledge =
                 EvalSets::tokenize_choices(&model, &items, "general_knowledge")?;
         }
         if e.misconceptions > 0 {
-            let items = spread(&load_multiple_choice(dir, "misconceptions")?, e.misconceptions);
+            let items = spread(
+                &load_multiple_choice(dir, "misconceptions")?,
+                e.misconceptions,
+            );
             eval.misconceptions = EvalSets::tokenize_choices(&model, &items, "misconceptions")?;
         }
         if e.facts > 0 {
@@ -349,5 +360,7 @@ fn spread<T: Clone>(items: &[T], count: usize) -> Vec<T> {
     if count >= items.len() {
         return items.to_vec();
     }
-    (0..count).map(|i| items[i * items.len() / count].clone()).collect()
+    (0..count)
+        .map(|i| items[i * items.len() / count].clone())
+        .collect()
 }

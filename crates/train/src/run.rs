@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bapo_data::epoch_order;
+use bapo_model::{
+    CausalLm, GgufFile, LlamaConfig, LoraSettings, apply_lora, export_hf, export_peft_adapter,
+};
 use burn::module::Module;
-use bapo_model::{CausalLm, GgufFile, LlamaConfig, LoraSettings, apply_lora, export_hf, export_peft_adapter};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use sha2::{Digest, Sha256};
 
@@ -91,8 +93,8 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     }
     let config_copy = run.join("config.toml");
     if options.resume && config_copy.exists() {
-        let previous = std::fs::read_to_string(&config_copy)
-            .map_err(|e| TrainError::io(&config_copy, e))?;
+        let previous =
+            std::fs::read_to_string(&config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
         if sha256_hex(&previous) != config_sha {
             return Err(TrainError::Config(format!(
                 "{} was made with another config; resume with the same settings or choose another `output.dir`",
@@ -135,7 +137,10 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             .load_state(&ck.optimizer, &ck.state.optimizer_steps, &prepared.device)
             .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
         start_step = ck.state.step;
-        progress.line(format!("resuming from {} (step {start_step})", ck.dir.display()));
+        progress.line(format!(
+            "resuming from {} (step {start_step})",
+            ck.dir.display()
+        ));
     }
     let keep = Some(start_step);
     let mut metrics_log = JsonLog::open(&metrics_path, keep)?;
@@ -213,7 +218,13 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             tokens += out.tokens;
             let per_example = values(&out.output.losses)?;
             if per_example.iter().any(|v| !v.is_finite()) {
-                return Err(non_finite(config, step + 1, "loss", &batch, last_checkpoint));
+                return Err(non_finite(
+                    config,
+                    step + 1,
+                    "loss",
+                    &batch,
+                    last_checkpoint,
+                ));
             }
             *sums.entry("loss".into()).or_default() += per_example.iter().sum::<f64>();
             for (name, metric) in out.output.metrics.iter() {
@@ -229,7 +240,13 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             let batch: Vec<&AnchoredExample> = (step * per_step..(step + 1) * per_step)
                 .map(|p| &prepared.train[order.index(p)])
                 .collect();
-            return Err(non_finite(config, step + 1, "gradient norm", &batch, last_checkpoint));
+            return Err(non_finite(
+                config,
+                step + 1,
+                "gradient norm",
+                &batch,
+                last_checkpoint,
+            ));
         }
         let coefficient = clip_coefficient(grad_norm, t.max_grad_norm);
         policy = optimizer.step(policy, &mut grads, lr, coefficient);
@@ -242,8 +259,14 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         losses.push(row["loss"]);
         row.insert("grad_norm".into(), grad_norm);
         row.insert("learning_rate".into(), lr);
-        row.insert("epoch".into(), ((step + 1) * per_step) as f64 / examples as f64);
-        row.insert("tokens_per_second".into(), tokens as f64 / seconds.max(1e-9));
+        row.insert(
+            "epoch".into(),
+            ((step + 1) * per_step) as f64 / examples as f64,
+        );
+        row.insert(
+            "tokens_per_second".into(),
+            tokens as f64 / seconds.max(1e-9),
+        );
         if let Some(peak) = peak_rss_mib() {
             row.insert("peak_rss_mib".into(), peak);
         }
@@ -294,12 +317,14 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     );
     write_summary(&run, config, &table)?;
     match plots::write_plots(&run) {
-        Ok(files) if !files.is_empty() => progress.line(format!("plots: {}", run.join("plots").display())),
+        Ok(files) if !files.is_empty() => {
+            progress.line(format!("plots: {}", run.join("plots").display()))
+        }
         Ok(_) => {}
         Err(e) => progress.line(format!("plots skipped: {e}")),
     }
     if config.checkpoint.export {
-        match export(config, &policy, &run.join("export")) {
+        match export(config, &policy, &prepared.model, &run.join("export")) {
             Ok(what) => progress.line(what),
             Err(e) => progress.line(format!("export skipped: {e}")),
         }
@@ -355,9 +380,8 @@ fn non_finite(
         what: what.to_string(),
         data: config.data.path.clone(),
         lines,
-        checkpoint: last_checkpoint.map(|s| {
-            checkpoint::checkpoints_dir(&config.output.dir).join(format!("step-{s:06}"))
-        }),
+        checkpoint: last_checkpoint
+            .map(|s| checkpoint::checkpoints_dir(&config.output.dir).join(format!("step-{s:06}"))),
     }
 }
 
@@ -405,7 +429,12 @@ fn write_summary(run: &Path, config: &RunConfig, table: &str) -> Result<(), Trai
 }
 
 /// Exports the trained policy: a PEFT adapter (LoRA) or a transformers checkpoint.
-fn export(config: &RunConfig, policy: &CausalLm, dir: &Path) -> Result<String, TrainError> {
+fn export(
+    config: &RunConfig,
+    policy: &CausalLm,
+    loaded: &bapo_model::LoadedModel,
+    dir: &Path,
+) -> Result<String, TrainError> {
     if dir.exists() {
         return Err(TrainError::Export(format!(
             "{} already exists; refusing to overwrite it",
@@ -428,6 +457,7 @@ fn export(config: &RunConfig, policy: &CausalLm, dir: &Path) -> Result<String, T
         LlamaConfig::from_gguf(&GgufFile::open(model_path).map_err(bapo_model::ModelError::from)?)?
     };
     export_hf(&model, &llama_config, dir)?;
+    bapo_model::export_tokenizer(loaded, dir)?;
     Ok(format!("transformers checkpoint: {}", dir.display()))
 }
 

@@ -63,7 +63,11 @@ fn layout(examples: &[&AnchoredExample], base_per_example: usize, pad_id: u32) -
         blocks.push((Response::Base, 2 * b, base_per_example));
     }
     Layout {
-        batch: TokenBatch { ids, scored, pad_id },
+        batch: TokenBatch {
+            ids,
+            scored,
+            pad_id,
+        },
         blocks,
     }
 }
@@ -149,9 +153,12 @@ pub fn micro_batch(
                 let values = reference_values(examples, k, response, per, false);
                 constant(values, b, per, device)
             }
-            Quantity::TokenCount(_) => {
-                constant(reference_values(examples, 0, response, per, true), b, per, device)
-            }
+            Quantity::TokenCount(_) => constant(
+                reference_values(examples, 0, response, per, true),
+                b,
+                per,
+                device,
+            ),
             Quantity::TokenKl { direction, .. } => {
                 let reference = reference.ok_or_else(|| {
                     TrainError::Objective("token-level KL needs the live reference".into())

@@ -45,7 +45,11 @@ fn unknown_keys_are_rejected_with_their_path() {
         ("[model]\n", "[model]\nrevision = \"main\"\n", "revision"),
         ("[lora]\n", "[lora]\nr = 8\n", "r"),
         ("[eval]\n", "[eval]\nevery = 3\n", "every"),
-        ("[output]\n", "[outputs]\ndir = \"x\"\n[output]\n", "outputs"),
+        (
+            "[output]\n",
+            "[outputs]\ndir = \"x\"\n[output]\n",
+            "outputs",
+        ),
     ] {
         let message = error_of(find, replace, &[]);
         assert_names(&message, &["tiny.toml", key, "unknown field"]);
@@ -60,14 +64,46 @@ fn wrong_types_and_values_name_the_key() {
             "batch_size = \"four\"",
             &["training.batch_size", "invalid type"][..],
         ),
-        ("batch_size = 4", "batch_size = 0", &["training.batch_size", "at least 1"]),
-        ("learning_rate = 1e-2", "learning_rate = -1.0", &["optimizer.learning_rate", "-1"]),
-        ("backend = \"cpu\"", "backend = \"tpu\"", &["training.backend", "tpu", "wgpu-cpu"]),
-        ("kind = \"constant\"", "kind = \"step\"", &["schedule.kind", "step"]),
-        ("test_fraction = 0.25", "test_fraction = 1.5", &["data.test_fraction", "1.5"]),
-        ("max_prompt_length = 32", "max_prompt_length = 64", &["data.max_prompt_length"]),
-        ("max_new_tokens = 6", "max_new_tokens = 0", &["anchors.max_new_tokens"]),
-        ("[training]\n", "[training]\nprecision = \"bf16\"\n", &["training.precision", "bf16"]),
+        (
+            "batch_size = 4",
+            "batch_size = 0",
+            &["training.batch_size", "at least 1"],
+        ),
+        (
+            "learning_rate = 1e-2",
+            "learning_rate = -1.0",
+            &["optimizer.learning_rate", "-1"],
+        ),
+        (
+            "backend = \"cpu\"",
+            "backend = \"tpu\"",
+            &["training.backend", "tpu", "wgpu-cpu"],
+        ),
+        (
+            "kind = \"constant\"",
+            "kind = \"step\"",
+            &["schedule.kind", "step"],
+        ),
+        (
+            "test_fraction = 0.25",
+            "test_fraction = 1.5",
+            &["data.test_fraction", "1.5"],
+        ),
+        (
+            "max_prompt_length = 32",
+            "max_prompt_length = 64",
+            &["data.max_prompt_length"],
+        ),
+        (
+            "max_new_tokens = 6",
+            "max_new_tokens = 0",
+            &["anchors.max_new_tokens"],
+        ),
+        (
+            "[training]\n",
+            "[training]\nprecision = \"bf16\"\n",
+            &["training.precision", "bf16"],
+        ),
         ("name = \"bapo\"\n", "", &["objective.name", "missing"]),
         ("dir = \"runs/tiny\"", "dir = \"\"", &["output.dir"]),
     ] {

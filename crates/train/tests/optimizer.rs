@@ -60,7 +60,9 @@ fn adamw_matches_torch() {
     let (tensors, steps) = optimizer.state_tensors();
     assert_eq!(steps.values().copied().collect::<Vec<_>>(), vec![3]);
     let mut restored = AdamW::new(optimizer.settings.clone());
-    restored.load_state(&tensors, &steps, &device.clone().inner()).unwrap();
+    restored
+        .load_state(&tensors, &steps, &device.clone().inner())
+        .unwrap();
     assert_eq!(restored.state_tensors().0, tensors);
 }
 
@@ -76,7 +78,11 @@ fn global_norm_clipping_matches_torch() {
     let coefficient = clip_coefficient(norm, 1.0);
     assert!((coefficient * 3.0 - 0.23076921701431274).abs() < 1e-6);
     assert!((coefficient * 12.0 - 0.923076868057251).abs() < 1e-6);
-    assert_eq!(clip_coefficient(0.5, 1.0), 1.0, "no clipping under the limit");
+    assert_eq!(
+        clip_coefficient(0.5, 1.0),
+        1.0,
+        "no clipping under the limit"
+    );
     assert_eq!(clip_coefficient(100.0, 0.0), 1.0, "0 turns clipping off");
     let _ = linear.valid();
 }

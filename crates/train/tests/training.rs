@@ -63,7 +63,10 @@ fn dpo_learns_the_trained_users_preference() {
     assert!(end["pref/truthful/margin"] > 0.2, "{end:?}");
     assert!(end["pref/contrarian/margin"] < -0.2, "{end:?}");
     let start = summary.start.as_ref().unwrap();
-    assert_eq!(start["pref/truthful/margin"], 0.0, "policy = reference at the start");
+    assert_eq!(
+        start["pref/truthful/margin"], 0.0,
+        "policy = reference at the start"
+    );
     for file in ["config.toml", "summary.md", "eval.jsonl", "plots/loss.png"] {
         assert!(dir.join("run").join(file).exists(), "{file} is written");
     }
@@ -85,14 +88,19 @@ fn accumulating_four_batches_of_one_equals_one_batch_of_four() {
         );
         train(&config, &quiet()).unwrap();
         let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
-        let ck = bapo_train::checkpoint::latest(&dir.join("run")).unwrap().unwrap();
+        let ck = bapo_train::checkpoint::latest(&dir.join("run"))
+            .unwrap()
+            .unwrap();
         (rows, ck.parameters)
     };
     let (rows_big, params_big) = run("batch4", 4, 1);
     let (rows_acc, params_acc) = run("accum4", 1, 4);
     for name in ["loss", "grad_norm", "rewards/margins", "anchor/violation"] {
         for (a, b) in column(&rows_big, name).iter().zip(column(&rows_acc, name)) {
-            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{name}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "{name}: {a} vs {b}"
+            );
         }
     }
     for (name, a) in &params_big {
@@ -187,11 +195,20 @@ fn a_nan_stops_the_run_naming_the_batch_and_keeping_the_last_good_checkpoint() {
     };
     assert_eq!(*step, 6, "calls 0..5 are steps 1..5");
     assert_eq!(lines.len(), 4, "the batch's four source lines");
-    let checkpoint = checkpoint.as_ref().expect("steps 2 and 4 were checkpointed");
-    assert!(checkpoint.ends_with("step-000004"), "{}", checkpoint.display());
+    let checkpoint = checkpoint
+        .as_ref()
+        .expect("steps 2 and 4 were checkpointed");
+    assert!(
+        checkpoint.ends_with("step-000004"),
+        "{}",
+        checkpoint.display()
+    );
     assert!(checkpoint.join("trainable.safetensors").exists());
     let message = error.to_string();
-    assert!(message.contains("preferences.jsonl") && message.contains("step 6"), "{message}");
+    assert!(
+        message.contains("preferences.jsonl") && message.contains("step 6"),
+        "{message}"
+    );
     // Nothing after the NaN was logged.
     let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
     assert_eq!(rows.last().unwrap().0, 5);

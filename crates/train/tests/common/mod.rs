@@ -25,7 +25,10 @@ fn quoted(path: &Path) -> String {
 pub fn tiny_config(dir: &Path, sets: &[&str]) -> RunConfig {
     let root = root();
     let mut all = vec![
-        format!("model.path={}", quoted(&root.join("tests/fixtures/tiny-chat"))),
+        format!(
+            "model.path={}",
+            quoted(&root.join("tests/fixtures/tiny-chat"))
+        ),
         format!(
             "data.path={}",
             quoted(&root.join("tests/fixtures/tiny-chat/preferences.jsonl"))

@@ -1,0 +1,163 @@
+//! Timing the two hot paths the same way the PyTorch side of `cargo xtask bench` does:
+//!
+//! - **train**: optimizer steps of the run's objective (DPO in `configs/bench.toml`) through
+//!   the loop's own step code, reference log-probs precomputed (as TRL's
+//!   `precompute_ref_log_probs=True`), the first `warmup` steps untimed;
+//! - **generate**: greedy batched KV-cache generation of exactly `max_new_tokens` tokens
+//!   per prompt (no early stop, as `min_new_tokens = max_new_tokens` in transformers).
+//!
+//! Tokens are real (unpadded) tokens; peak memory is the process's peak RSS, so each phase
+//! runs in its own process.
+
+use std::time::Instant;
+
+use bapo_data::{Tokenization, TruncationSettings, load_jsonl, tokenize_dataset};
+use bapo_model::{GenerationConfig, LoadedModel, generate};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use serde::Serialize;
+
+use crate::TrainError;
+use crate::config::RunConfig;
+use crate::metrics::peak_rss_mib;
+use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
+use crate::prepare::prepare;
+use crate::progress::Progress;
+use crate::step::{AnchoredExample, micro_batch};
+
+/// One phase's numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub phase: String,
+    pub backend: String,
+    pub timed_steps: usize,
+    pub seconds: f64,
+    pub tokens: usize,
+    pub tokens_per_second: f64,
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// `steps` timed optimizer steps after `warmup` untimed ones.
+pub fn bench_train(
+    config: &RunConfig,
+    warmup: usize,
+    steps: usize,
+) -> Result<BenchResult, TrainError> {
+    let prepared = prepare(config, false, &Progress { quiet: true })?;
+    let mut policy = prepared.model.model.clone();
+    if config.lora.enabled {
+        return Err(TrainError::Config(
+            "the benchmark times full fine-tuning, as the PyTorch side does: set lora.enabled = false".into(),
+        ));
+    }
+    let mut optimizer = AdamW::new(config.optimizer.clone());
+    let t = &config.training;
+    let (mut seconds, mut tokens) = (0.0, 0usize);
+    let per_step = t.batch_size * t.gradient_accumulation_steps;
+    let n = prepared.train.len();
+    for step in 0..warmup + steps {
+        let started = Instant::now();
+        let mut accumulator = GradientsAccumulator::<bapo_model::CausalLm>::new();
+        let mut step_tokens = 0;
+        for micro in 0..t.gradient_accumulation_steps {
+            let first = step * per_step + micro * t.batch_size;
+            let batch: Vec<&AnchoredExample> = (first..first + t.batch_size)
+                .map(|p| &prepared.train[p % n])
+                .collect();
+            let out = micro_batch(
+                &policy,
+                None,
+                prepared.objective.as_ref(),
+                &prepared.needs,
+                &batch,
+                prepared.model.pad_token,
+                &prepared.train_device,
+            )?;
+            step_tokens += out.tokens;
+            let loss = out.output.losses.sum().div_scalar(per_step as f64);
+            accumulator.accumulate(
+                &policy,
+                GradientsParams::from_grads(loss.backward(), &policy),
+            );
+        }
+        let mut grads = accumulator.grads();
+        let coefficient = clip_coefficient(global_grad_norm(&policy, &grads), t.max_grad_norm);
+        policy = optimizer.step(
+            policy,
+            &mut grads,
+            config.optimizer.learning_rate,
+            coefficient,
+        );
+        // Wait for the device so the time is the step's, not its launch's.
+        let _ = policy.valid();
+        prepared.device.sync().ok();
+        if step >= warmup {
+            seconds += started.elapsed().as_secs_f64();
+            tokens += step_tokens;
+        }
+    }
+    Ok(BenchResult {
+        phase: "train".into(),
+        backend: t.backend.to_string(),
+        timed_steps: steps,
+        seconds,
+        tokens,
+        tokens_per_second: tokens as f64 / seconds.max(1e-9),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// Greedy generation of `anchors.max_new_tokens` tokens for `batches` batches of
+/// `anchors.chunk_size` training prompts, after one untimed batch.
+pub fn bench_generate(config: &RunConfig, batches: usize) -> Result<BenchResult, TrainError> {
+    let t = &config.training;
+    let device = t.backend.device(t.device_index)?;
+    let model = LoadedModel::open(&config.model.path, &device)?;
+    let dataset = load_jsonl(&config.data.path)?;
+    let dataset = match &config.data.user {
+        Some(user) => dataset.for_user(user)?,
+        None => dataset,
+    };
+    let tokenization = Tokenization {
+        tokenizer: &model.tokenizer,
+        chat_template: model.chat_template.as_ref(),
+        eos_token: model.eos_token,
+    };
+    let limits = TruncationSettings {
+        max_length: config.data.max_length,
+        max_prompt_length: config.data.max_prompt_length,
+    };
+    let (examples, _) = tokenize_dataset(&dataset, &tokenization, &limits)?;
+    let size = config.anchors.chunk_size;
+    let generation = GenerationConfig {
+        max_new_tokens: config.anchors.max_new_tokens,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+        stop_tokens: Vec::new(),
+        pad_token: model.pad_token,
+    };
+    let (mut seconds, mut tokens) = (0.0, 0usize);
+    for batch in 0..=batches {
+        let prompts: Vec<Vec<u32>> = (0..size)
+            .map(|i| examples[(batch * size + i) % examples.len()].prompt.clone())
+            .collect();
+        let started = Instant::now();
+        let generated = generate(&model.model, &prompts, &generation, &device, |_, _| {})
+            .map_err(|e| TrainError::Batch(e.to_string()))?;
+        if batch > 0 {
+            seconds += started.elapsed().as_secs_f64();
+            tokens += generated.iter().map(Vec::len).sum::<usize>();
+        }
+    }
+    Ok(BenchResult {
+        phase: "generate".into(),
+        backend: t.backend.to_string(),
+        timed_steps: batches,
+        seconds,
+        tokens,
+        tokens_per_second: tokens as f64 / seconds.max(1e-9),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}

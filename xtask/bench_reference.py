@@ -1,0 +1,145 @@
+"""The PyTorch side of `cargo xtask bench`: the same work as `bapo bench`, with PyPI's torch
+2.9.0, transformers and TRL, on the same machine, printed as one JSON line.
+
+- train: TRL's DPOTrainer (sigmoid loss, beta 0.1, full fine-tuning, AdamW, batch 4, max grad
+  norm 1, reference log-probs precomputed before the timed steps), one untimed warm-up step;
+- generate: `model.generate`, greedy, exactly `max_new_tokens` new tokens per prompt, batches of
+  `batch` left-padded chat prompts, one untimed warm-up batch.
+
+Tokens are real (unpadded) tokens of the same examples, in the same order; memory is the
+process's peak RSS.
+
+usage: python bench_reference.py train|generate MODEL_DIR DATA.jsonl USER STEPS BATCH MAX_LENGTH MAX_NEW_TOKENS
+"""
+
+import json
+import resource
+import sys
+import time
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def rows_of(path, user):
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if r.get("user") == user]
+
+
+def train(model_dir, rows, steps, batch, max_length):
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    used = rows[: (steps + 1) * batch]
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    dataset = Dataset.from_list(
+        [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in used]
+    )
+
+    times = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter() - self.start)
+
+    config = DPOConfig(
+        output_dir="/tmp/bapo-bench-trl",
+        per_device_train_batch_size=batch,
+        max_steps=steps + 1,
+        learning_rate=1e-6,
+        beta=0.1,
+        loss_type="sigmoid",
+        max_length=max_length,
+        max_grad_norm=1.0,
+        precompute_ref_log_probs=True,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_drop_last=True,
+        seed=0,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[Timer()],
+    )
+    # Real tokens of the examples, counted like bapo does: prompt + chosen and prompt + rejected.
+    tokens_per_example = []
+    for r in used:
+        prompt = tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True)
+        if isinstance(prompt, dict):
+            prompt = prompt["input_ids"]
+        for key in ("chosen", "rejected"):
+            text = r[key][0]["content"] + tokenizer.eos_token
+            completion = tokenizer(text, add_special_tokens=False)["input_ids"]
+            tokens_per_example.append(min(len(prompt) + len(completion), max_length))
+    trainer.train()
+    timed = times[1:]
+    tokens = sum(tokens_per_example[2 * batch :])
+    return {"timed_steps": len(timed), "seconds": sum(timed), "tokens": tokens}
+
+
+def generate(model_dir, rows, steps, batch, max_new_tokens):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    model.eval()
+    seconds, tokens = 0.0, 0
+    for b in range(steps + 1):
+        prompts = [
+            tokenizer.apply_chat_template(
+                rows[(b * batch + i) % len(rows)]["prompt"], tokenize=False, add_generation_prompt=True
+            )
+            for i in range(batch)
+        ]
+        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(
+                **inputs,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        elapsed = time.perf_counter() - start
+        if b > 0:
+            seconds += elapsed
+            tokens += (out.shape[1] - inputs["input_ids"].shape[1]) * batch
+    return {"timed_steps": steps, "seconds": seconds, "tokens": tokens}
+
+
+def main():
+    phase, model_dir, data, user, steps, batch, max_length, max_new_tokens = sys.argv[1:9]
+    steps, batch, max_length, max_new_tokens = map(int, (steps, batch, max_length, max_new_tokens))
+    torch.manual_seed(0)
+    rows = rows_of(data, user)
+    if phase == "train":
+        result = train(model_dir, rows, steps, batch, max_length)
+    else:
+        result = generate(model_dir, rows, steps, batch, max_new_tokens)
+    result.update(
+        phase=phase,
+        backend=f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+        tokens_per_second=result["tokens"] / max(result["seconds"], 1e-9),
+        peak_rss_mib=peak_rss_mib(),
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

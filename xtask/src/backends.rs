@@ -1,0 +1,336 @@
+//! Building and running `bapo` for a backend: the cargo features it needs and the environment
+//! it runs in (docs/backends.md).
+//!
+//! - `cargo xtask train --objective X --backend Y [--config C] [--set k=v]… [--resume]`;
+//! - `cargo xtask backends` (part of `ci`): the tiny run (DPO) on `cpu`, `tch-cpu` and
+//!   `wgpu-cpu`, whose first losses must agree within 1e-4.
+//!
+//! libtorch comes from PyPI's `torch==2.9.0` in the project's venv (created when missing):
+//! torch-sys builds against it with `LIBTORCH_USE_PYTORCH=1` and the venv's python first on
+//! `PATH`, and the binary finds `libtorch*.so` through `LD_LIBRARY_PATH`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::python;
+
+/// The cargo feature of a backend name (None: the default build).
+pub fn feature(backend: &str) -> Result<Option<&'static str>> {
+    Ok(match backend {
+        "cpu" => None,
+        "tch-cpu" | "cuda" => Some("tch"),
+        "wgpu" | "wgpu-cpu" => Some("wgpu"),
+        other => bail!(
+            "unknown backend `{other}`: one of cpu, tch-cpu, cuda, wgpu, wgpu-cpu (docs/backends.md)"
+        ),
+    })
+}
+
+/// Environment for building and running with libtorch from the venv's torch 2.9.0.
+pub fn libtorch_env() -> Result<Vec<(String, OsString)>> {
+    let venv = python::venv()?;
+    let python = venv.join("bin/python");
+    let output = Command::new(&python)
+        .args([
+            "-c",
+            "import os, torch; print(os.path.dirname(torch.__file__))",
+        ])
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} cannot import torch: {}",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let torch = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let join = |first: OsString, var: &str| {
+        let mut value = first;
+        if let Some(old) = std::env::var_os(var) {
+            value.push(":");
+            value.push(old);
+        }
+        value
+    };
+    Ok(vec![
+        ("LIBTORCH_USE_PYTORCH".into(), "1".into()),
+        ("PATH".into(), join(venv.join("bin").into(), "PATH")),
+        (
+            "LD_LIBRARY_PATH".into(),
+            join(torch.join("lib").into(), "LD_LIBRARY_PATH"),
+        ),
+    ])
+}
+
+/// Builds `bapo` (release, unless `dev`) with `features`; returns the binary and the
+/// environment to run it in.
+pub fn build_bapo(
+    root: &Path,
+    cargo: &str,
+    features: &[&str],
+    dev: bool,
+) -> Result<(PathBuf, Vec<(String, OsString)>)> {
+    let env = if features.contains(&"tch") {
+        libtorch_env()?
+    } else {
+        Vec::new()
+    };
+    let mut args = vec!["build", "-p", "bapo-cli"];
+    if !dev {
+        args.push("--release");
+    }
+    let joined = features.join(",");
+    if !features.is_empty() {
+        args.extend(["--features", &joined]);
+    }
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(&args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let binary = target
+        .join(if dev { "debug" } else { "release" })
+        .join("bapo");
+    Ok((binary, env))
+}
+
+/// `cargo xtask train …`.
+pub fn train(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
+    let mut objective = None;
+    let mut backend = "cpu".to_string();
+    let mut config = root.join("configs/quickstart.toml");
+    let mut passthrough: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--objective" => objective = Some(value("--objective")?),
+            "--backend" => backend = value("--backend")?,
+            "--config" => config = PathBuf::from(value("--config")?),
+            "--set" => {
+                passthrough.push("--set".into());
+                passthrough.push(value("--set")?);
+            }
+            "--resume" | "--force-anchors" | "--quiet" => passthrough.push(arg.clone()),
+            other => bail!(
+                "unknown argument `{other}`\nusage: cargo xtask train [--objective NAME] [--backend cpu|tch-cpu|cuda|wgpu|wgpu-cpu] [--config FILE] [--set key=value]… [--resume] [--force-anchors] [--quiet]"
+            ),
+        }
+    }
+    let features: Vec<&str> = feature(&backend)?.into_iter().collect();
+    crate::fetch::fetch(root)?;
+    let (binary, env) = build_bapo(root, cargo, &features, false)?;
+
+    let mut command = Command::new(&binary);
+    command.arg("train").arg("--config").arg(&config);
+    command.args(["--set", &format!("training.backend={backend}")]);
+    if let Some(name) = objective {
+        // Another objective than the config's starts from that objective's defaults (the
+        // config's settings belong to its own objective); the same one keeps them.
+        let text = std::fs::read_to_string(&config)
+            .with_context(|| format!("reading {}", config.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .with_context(|| format!("parsing {}", config.display()))?;
+        let current = table
+            .get("objective")
+            .and_then(|o| o.get("name"))
+            .and_then(|n| n.as_str());
+        if current != Some(name.as_str()) {
+            command.args(["--set", &format!("objective={{name={name:?}}}")]);
+        }
+        // Each objective and backend gets its own run directory unless one is set.
+        if !passthrough.iter().any(|a| a.starts_with("output.dir=")) {
+            let out = table
+                .get("output")
+                .and_then(|o| o.get("dir"))
+                .and_then(|d| d.as_str())
+                .unwrap_or("runs/run");
+            command.args([
+                "--set",
+                &format!("output.dir={:?}", format!("{out}-{name}-{backend}")),
+            ]);
+        }
+    }
+    command.args(&passthrough);
+    command
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(root);
+    eprintln!("$ {}", describe(&command));
+    let status = command.status().context("running bapo")?;
+    if !status.success() {
+        bail!("bapo train failed ({status})");
+    }
+    Ok(())
+}
+
+fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `cargo xtask backends`: the tiny run, a few steps, on `cpu`, `tch-cpu` and `wgpu-cpu`, built
+/// once with both features; the losses of every step must agree within 1e-4.
+pub fn check(root: &Path, cargo: &str) -> Result<()> {
+    let (binary, env) = build_bapo(root, cargo, &["tch", "wgpu"], true)?;
+    let scratch = std::env::temp_dir().join(format!("bapo-backends-{}", std::process::id()));
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)?;
+    }
+    let backends = ["cpu", "tch-cpu", "wgpu-cpu"];
+    let mut curves = Vec::new();
+    for backend in backends {
+        let out = scratch.join(backend);
+        let mut command = Command::new(&binary);
+        command
+            .arg("train")
+            .arg("--config")
+            .arg(root.join("configs/tiny.toml"))
+            .args(["--set", &format!("training.backend={backend}")])
+            // DPO: smooth everywhere. BAPO's hinge is not differentiable where the policy
+            // equals the reference — exactly the first step — so 1e-7 differences between
+            // backends decide its first gradients (docs/backends.md).
+            .args(["--set", r#"objective={name="dpo", beta=0.5}"#])
+            .args(["--set", "training.max_steps=4"])
+            .args(["--set", "eval.at_start=false"])
+            .args([
+                "--set",
+                &format!("output.dir={:?}", out.display().to_string()),
+            ])
+            // One anchor cache for all: the check is about the training step.
+            .args([
+                "--set",
+                &format!(
+                    "anchors.cache_dir={:?}",
+                    scratch.join("anchors").display().to_string()
+                ),
+            ])
+            .arg("--quiet")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(root);
+        eprintln!("$ {}", describe(&command));
+        let status = command.status().context("running bapo")?;
+        if !status.success() {
+            bail!("the tiny run failed on backend `{backend}` ({status})");
+        }
+        curves.push(losses(&out.join("metrics.jsonl"))?);
+    }
+    println!("step  {}", backends.map(|b| format!("{b:>12}")).join(" "));
+    let mut worst: f64 = 0.0;
+    for step in 0..curves[0].len() {
+        let row: Vec<f64> = curves.iter().map(|c| c[step]).collect();
+        for v in &row[1..] {
+            worst = worst.max((v - row[0]).abs());
+        }
+        println!(
+            "{:>4}  {}",
+            step + 1,
+            row.iter()
+                .map(|v| format!("{v:>12.7}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    println!("largest difference from cpu: {worst:.2e}");
+    std::fs::remove_dir_all(&scratch).ok();
+    if curves.iter().any(|c| c.len() != curves[0].len()) || worst > 1e-4 {
+        bail!("the backends disagree: largest loss difference {worst:.2e} > 1e-4");
+    }
+    Ok(())
+}
+
+fn losses(path: &Path) -> Result<Vec<f64>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{}: not JSON", path.display()))?;
+            row["loss"]
+                .as_f64()
+                .with_context(|| format!("{}: a line without `loss`", path.display()))
+        })
+        .collect()
+}
+
+/// System packages a check needs: `(file that shows it is installed, Debian package)`.
+/// Missing ones are installed with apt-get (through sudo when not root); where that is not
+/// possible the error names the packages.
+pub fn ensure_system_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(marker, _)| !Path::new(marker).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let hint = format!(
+        "install the Debian/Ubuntu packages {} (or your system's equivalents)",
+        missing.join(" ")
+    );
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        bail!("apt-get is not available: {hint}");
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let apt = |args: &[&str]| -> Result<bool> {
+        let mut command = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.args(["-n", "apt-get"]);
+            c
+        };
+        eprintln!("$ apt-get {}", args.join(" "));
+        Ok(command
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false))
+    };
+    let install: Vec<&str> = ["install", "-y", "-qq", "--no-install-recommends"]
+        .into_iter()
+        .chain(missing.iter().copied())
+        .collect();
+    if !apt(&install)? && !(apt(&["update", "-qq"])? && apt(&install)?) {
+        bail!("could not install them with apt-get: {hint}");
+    }
+    Ok(())
+}
+
+/// Mesa's lavapipe (the Vulkan CPU driver) for `wgpu-cpu`, and a font for the run plots.
+pub const CHECK_PACKAGES: [(&str, &str); 3] = [
+    (
+        "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json",
+        "mesa-vulkan-drivers",
+    ),
+    ("/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "libvulkan1"),
+    (
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "fonts-dejavu-core",
+    ),
+];
