@@ -80,9 +80,8 @@ def train(model_dir, rows, steps, batch, max_length):
     # Real tokens of the examples, counted like bapo does: prompt + chosen and prompt + rejected.
     tokens_per_example = []
     for r in used:
-        prompt = tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True)
-        if isinstance(prompt, dict):
-            prompt = prompt["input_ids"]
+        text = tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
+        prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
         for key in ("chosen", "rejected"):
             text = r[key][0]["content"] + tokenizer.eos_token
             completion = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -316,7 +316,8 @@ pub fn ensure_system_packages(packages: &[(&str, &str)]) -> Result<()> {
         .into_iter()
         .chain(missing.iter().copied())
         .collect();
-    if !apt(&install)? && !(apt(&["update", "-qq"])? && apt(&install)?) {
+    let installed = apt(&install)? || (apt(&["update", "-qq"])? && apt(&install)?);
+    if !installed {
         bail!("could not install them with apt-get: {hint}");
     }
     Ok(())

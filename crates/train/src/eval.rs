@@ -28,12 +28,17 @@ pub struct EvalSets {
     /// Held-out preference examples (with the primary reference's anchors), per user.
     pub preferences: BTreeMap<String, Vec<AnchoredExample>>,
     /// (prompt, preferred, dispreferred) token ids.
-    pub hhh: Vec<(Vec<u32>, Vec<u32>, Vec<u32>)>,
+    pub hhh: Vec<PairTokens>,
     pub general_knowledge: Vec<ChoiceTokens>,
     pub misconceptions: Vec<ChoiceTokens>,
     /// (prompt, target) token ids.
-    pub facts: Vec<(Vec<u32>, Vec<u32>)>,
+    pub facts: Vec<CompletionTokens>,
 }
+
+/// A (prompt, preferred, dispreferred) item as token ids.
+pub type PairTokens = (Vec<u32>, Vec<u32>, Vec<u32>);
+/// A (prompt, completion) item as token ids.
+pub type CompletionTokens = (Vec<u32>, Vec<u32>);
 
 /// A multiple-choice item as token ids.
 #[derive(Debug, Clone)]
@@ -64,7 +69,7 @@ impl EvalSets {
     pub fn tokenize_hhh(
         model: &LoadedModel,
         items: &[PreferenceItem],
-    ) -> Result<Vec<(Vec<u32>, Vec<u32>, Vec<u32>)>, TrainError> {
+    ) -> Result<Vec<PairTokens>, TrainError> {
         items
             .iter()
             .map(|i| {
@@ -101,7 +106,7 @@ impl EvalSets {
     pub fn tokenize_facts(
         model: &LoadedModel,
         items: &[FactItem],
-    ) -> Result<Vec<(Vec<u32>, Vec<u32>)>, TrainError> {
+    ) -> Result<Vec<CompletionTokens>, TrainError> {
         items
             .iter()
             .filter_map(|i| i.targets.first().map(|t| (i, t)))
@@ -115,7 +120,35 @@ impl EvalSets {
     }
 }
 
-/// Summed log-probs of `completion` after `prompt` for every pair, in batches of `batch`.
+/// The batch of `(prompt, completion)` pairs, completions scored.
+fn pair_batch(pairs: &[(&[u32], &[u32])], pad_id: u32) -> TokenBatch {
+    TokenBatch {
+        ids: pairs.iter().map(|(p, c)| [*p, *c].concat()).collect(),
+        scored: pairs
+            .iter()
+            .map(|(p, c)| (0..p.len() + c.len()).map(|i| i >= p.len()).collect())
+            .collect(),
+        pad_id,
+    }
+}
+
+/// Pair indices sorted by length, cut into batches of `batch`: similar lengths share a batch,
+/// so little of each forward is padding.
+fn length_batches(pairs: &[(&[u32], &[u32])], batch: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by_key(|&i| pairs[i].0.len() + pairs[i].1.len());
+    order.chunks(batch.max(1)).map(<[usize]>::to_vec).collect()
+}
+
+fn to_f64(t: burn::tensor::Tensor<1>) -> Result<Vec<f64>, TrainError> {
+    t.into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .map_err(|e| TrainError::Eval(format!("{e:?}")))
+}
+
+/// Summed log-probs of `completion` after `prompt` for every pair (with the completion's
+/// length), in batches of `batch`.
 fn score_pairs(
     model: &CausalLm,
     pairs: &[(&[u32], &[u32])],
@@ -123,25 +156,47 @@ fn score_pairs(
     pad_id: u32,
     device: &Device,
 ) -> Result<Vec<(f64, usize)>, TrainError> {
-    let mut out = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(batch.max(1)) {
-        let tokens = TokenBatch {
-            ids: chunk.iter().map(|(p, c)| [*p, *c].concat()).collect(),
-            scored: chunk
-                .iter()
-                .map(|(p, c)| (0..p.len() + c.len()).map(|i| i >= p.len()).collect())
-                .collect(),
-            pad_id,
-        };
-        let totals = sequence_logprobs(model, &tokens, device)
+    let mut out = vec![(0.0, 0); pairs.len()];
+    for indices in length_batches(pairs, batch) {
+        let chunk: Vec<(&[u32], &[u32])> = indices.iter().map(|&i| pairs[i]).collect();
+        let totals = sequence_logprobs(model, &pair_batch(&chunk, pad_id), device)
             .map_err(|e| TrainError::Eval(e.to_string()))?
             .total;
-        let values = totals
-            .into_data()
-            .convert::<f64>()
-            .try_to_vec::<f64>()
-            .map_err(|e| TrainError::Eval(format!("{e:?}")))?;
-        out.extend(values.into_iter().zip(chunk.iter().map(|(_, c)| c.len())));
+        for (&i, value) in indices.iter().zip(to_f64(totals)?) {
+            out[i] = (value, pairs[i].1.len());
+        }
+    }
+    Ok(out)
+}
+
+/// Log-probs and mean per-token KL(policy ‖ reference) of every pair, from one policy forward
+/// per batch (the reference runs on the same rows).
+fn score_pairs_with_kl(
+    policy: &CausalLm,
+    reference: &CausalLm,
+    pairs: &[(&[u32], &[u32])],
+    batch: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<(f64, f64)>, TrainError> {
+    let mut out = vec![(0.0, 0.0); pairs.len()];
+    for indices in length_batches(pairs, batch) {
+        let chunk: Vec<(&[u32], &[u32])> = indices.iter().map(|&i| pairs[i]).collect();
+        let tokens = pair_batch(&chunk, pad_id);
+        let logits =
+            scored_logits(policy, &tokens, device).map_err(|e| TrainError::Eval(e.to_string()))?;
+        let totals = to_f64(logits.logprobs(device).total)?;
+        let kl = token_kl(
+            &logits,
+            &tokens,
+            0..chunk.len(),
+            reference,
+            KlDirection::Reverse,
+            device,
+        )?;
+        for ((&i, logp), kl) in indices.iter().zip(totals).zip(to_f64(kl)?) {
+            out[i] = (logp, kl);
+        }
     }
     Ok(out)
 }
@@ -169,57 +224,27 @@ pub fn evaluate(
         for e in examples {
             pairs.push((&e.tokens.prompt, &e.tokens.chosen));
             pairs.push((&e.tokens.prompt, &e.tokens.rejected));
-            pairs.push((&e.tokens.prompt, &e.anchors[0].base[0]));
         }
         let scores = score_pairs(policy, &pairs, batch, pad_id, device)?;
+        // The reference's own answers: drift of their log-prob, and the KL on them.
+        let base: Vec<(&[u32], &[u32])> = examples
+            .iter()
+            .map(|e| (&e.tokens.prompt[..], &e.anchors[0].base[0][..]))
+            .collect();
+        let base_scores = score_pairs_with_kl(policy, reference, &base, batch, pad_id, device)?;
         let (mut correct, mut margin) = (0usize, 0.0);
         for (i, e) in examples.iter().enumerate() {
             let a = &e.anchors[0];
-            let chosen = scores[3 * i].0 - f64::from(a.chosen_logp);
-            let rejected = scores[3 * i + 1].0 - f64::from(a.rejected_logp);
+            let chosen = scores[2 * i].0 - f64::from(a.chosen_logp);
+            let rejected = scores[2 * i + 1].0 - f64::from(a.rejected_logp);
             correct += usize::from(chosen > rejected);
             margin += chosen - rejected;
-            drift_all.push(scores[3 * i + 2].0 - f64::from(a.base_logps[0]));
+            drift_all.push(base_scores[i].0 - f64::from(a.base_logps[0]));
+            kl_all.push(base_scores[i].1);
         }
         let n = examples.len() as f64;
         result.insert(format!("pref/{user}/accuracy"), correct as f64 / n);
         result.insert(format!("pref/{user}/margin"), margin / n);
-
-        // KL on the reference's own answers.
-        for chunk in examples.chunks(batch.max(1)) {
-            let tokens = TokenBatch {
-                ids: chunk
-                    .iter()
-                    .map(|e| [&e.tokens.prompt[..], &e.anchors[0].base[0]].concat())
-                    .collect(),
-                scored: chunk
-                    .iter()
-                    .map(|e| {
-                        let p = e.tokens.prompt.len();
-                        (0..p + e.anchors[0].base[0].len())
-                            .map(|i| i >= p)
-                            .collect()
-                    })
-                    .collect(),
-                pad_id,
-            };
-            let logits = scored_logits(policy, &tokens, device)
-                .map_err(|e| TrainError::Eval(e.to_string()))?;
-            let kl = token_kl(
-                &logits,
-                &tokens,
-                0..chunk.len(),
-                reference,
-                KlDirection::Reverse,
-                device,
-            )?;
-            kl_all.extend(
-                kl.into_data()
-                    .convert::<f64>()
-                    .try_to_vec::<f64>()
-                    .map_err(|e| TrainError::Eval(format!("{e:?}")))?,
-            );
-        }
     }
     if !drift_all.is_empty() {
         result.insert("anchor/drift".into(), mean(&drift_all));

@@ -63,8 +63,11 @@ impl JsonLog {
     }
 }
 
+/// One line of a log: its step and its numeric values.
+pub type LogRow = (usize, BTreeMap<String, f64>);
+
 /// Reads a JSONL log back as (step, values) rows.
-pub fn read_log(path: &Path) -> Result<Vec<(usize, BTreeMap<String, f64>)>, TrainError> {
+pub fn read_log(path: &Path) -> Result<Vec<LogRow>, TrainError> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
     let mut rows = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
