@@ -140,33 +140,36 @@ pub fn train(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let mut command = Command::new(&binary);
     command.arg("train").arg("--config").arg(&config);
     command.args(["--set", &format!("training.backend={backend}")]);
-    if let Some(name) = objective {
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing {}", config.display()))?;
+    let setting = |section: &str, key: &str| {
+        table
+            .get(section)
+            .and_then(|s| s.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let config_objective = setting("objective", "name");
+    let config_backend = setting("training", "backend").unwrap_or_else(|| "cpu".into());
+    let objective = objective.unwrap_or_else(|| config_objective.clone().unwrap_or_default());
+    if config_objective.as_deref() != Some(objective.as_str()) {
         // Another objective than the config's starts from that objective's defaults (the
-        // config's settings belong to its own objective); the same one keeps them.
-        let text = std::fs::read_to_string(&config)
-            .with_context(|| format!("reading {}", config.display()))?;
-        let table: toml::Table = text
-            .parse()
-            .with_context(|| format!("parsing {}", config.display()))?;
-        let current = table
-            .get("objective")
-            .and_then(|o| o.get("name"))
-            .and_then(|n| n.as_str());
-        if current != Some(name.as_str()) {
-            command.args(["--set", &format!("objective={{name={name:?}}}")]);
-        }
-        // Each objective and backend gets its own run directory unless one is set.
-        if !passthrough.iter().any(|a| a.starts_with("output.dir=")) {
-            let out = table
-                .get("output")
-                .and_then(|o| o.get("dir"))
-                .and_then(|d| d.as_str())
-                .unwrap_or("runs/run");
-            command.args([
-                "--set",
-                &format!("output.dir={:?}", format!("{out}-{name}-{backend}")),
-            ]);
-        }
+        // config's settings belong to its own objective).
+        command.args(["--set", &format!("objective={{name={objective:?}}}")]);
+    }
+    // A run that differs from the config's objective or backend gets its own directory, so
+    // that it never meets the config's own run (set `output.dir` to choose another).
+    let differs =
+        config_objective.as_deref() != Some(objective.as_str()) || config_backend != backend;
+    if differs && !passthrough.iter().any(|a| a.starts_with("output.dir=")) {
+        let out = setting("output", "dir").unwrap_or_else(|| "runs/run".into());
+        command.args([
+            "--set",
+            &format!("output.dir={:?}", format!("{out}-{objective}-{backend}")),
+        ]);
     }
     command.args(&passthrough);
     command

@@ -319,15 +319,19 @@ pub fn comparison_table(
 ) -> String {
     let mut out = String::from("| metric | start | end | change |\n|---|---:|---:|---:|\n");
     for (name, end_value) in end {
-        let start_value = start.get(name).copied().unwrap_or(f64::NAN);
+        let start_value = start.get(name).copied();
         let label = match trained_user {
             Some(user) if name.starts_with(&format!("pref/{user}/")) => format!("{name} (trained)"),
             _ => name.clone(),
         };
-        out.push_str(&format!(
-            "| {label} | {start_value:.4} | {end_value:.4} | {:+.4} |\n",
-            end_value - start_value
-        ));
+        out.push_str(&match start_value {
+            Some(start_value) => format!(
+                "| {label} | {start_value:.4} | {end_value:.4} | {:+.4} |\n",
+                end_value - start_value
+            ),
+            // No evaluation before training (`eval.at_start = false`).
+            None => format!("| {label} | n/a | {end_value:.4} | n/a |\n"),
+        });
     }
     out
 }

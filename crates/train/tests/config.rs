@@ -32,9 +32,15 @@ fn assert_names(message: &str, parts: &[&str]) {
 
 #[test]
 fn the_shipped_configs_parse() {
-    for name in ["quickstart.toml", "tiny.toml"] {
-        RunConfig::load(&root().join("configs").join(name), &[]).unwrap();
+    let mut count = 0;
+    for entry in std::fs::read_dir(root().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            RunConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            count += 1;
+        }
     }
+    assert!(count >= 4, "quickstart, tiny, bench, bapo-cuda");
 }
 
 #[test]

@@ -1,0 +1,53 @@
+//! A third party trains its objective with bapo's loop by linking its crate and calling
+//! `bapo_train::train`: nothing in the workspace knows about IPO.
+
+use bapo_example_ipo as _;
+use bapo_train::metrics::read_log;
+use bapo_train::{RunConfig, TrainOptions, train};
+
+#[test]
+fn the_loop_trains_ipo() {
+    let root = bapo_testkit::workspace_root();
+    let dir = std::env::temp_dir().join(format!("bapo-ipo-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let quoted = |p: std::path::PathBuf| format!("{:?}", p.display().to_string());
+    let config = RunConfig::load(
+        &root.join("configs/tiny.toml"),
+        &[
+            format!(
+                "model.path={}",
+                quoted(root.join("tests/fixtures/tiny-chat"))
+            ),
+            format!(
+                "data.path={}",
+                quoted(root.join("tests/fixtures/tiny-chat/preferences.jsonl"))
+            ),
+            format!("anchors.cache_dir={}", quoted(dir.join("anchors"))),
+            format!("output.dir={}", quoted(dir.join("run"))),
+            r#"objective={name="ipo", tau=0.5}"#.into(),
+            "training.max_steps=30".into(),
+            "optimizer.learning_rate=3e-3".into(),
+        ],
+    )
+    .unwrap();
+    let summary = train(
+        &config,
+        &TrainOptions {
+            quiet: true,
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    let losses: Vec<f64> = read_log(&dir.join("run/metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| v["loss"])
+        .collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(mean(&losses[20..]) < mean(&losses[..10]), "{losses:?}");
+    assert!(
+        summary.end["pref/truthful/margin"] > 0.0,
+        "{:?}",
+        summary.end
+    );
+}
