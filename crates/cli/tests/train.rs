@@ -68,8 +68,20 @@ const LONG_RUN: [&str; 4] = [
 
 #[test]
 fn a_killed_run_resumes_with_the_same_loss_curve() {
-    let whole = scratch("whole");
-    let status = bapo("train", &whole, &LONG_RUN)
+    killed_and_resumed("full", &LONG_RUN);
+}
+
+#[test]
+fn a_killed_lora_run_resumes_with_the_same_loss_curve() {
+    let mut sets = LONG_RUN.to_vec();
+    sets.push("lora.enabled=true");
+    sets.push("lora.rank=2");
+    killed_and_resumed("lora", &sets);
+}
+
+fn killed_and_resumed(tag: &str, sets: &[&str]) {
+    let whole = scratch(&format!("{tag}-whole"));
+    let status = bapo("train", &whole, sets)
         .arg("--quiet")
         .status()
         .unwrap();
@@ -78,8 +90,8 @@ fn a_killed_run_resumes_with_the_same_loss_curve() {
     assert_eq!(expected.len(), 1500);
 
     // Kill at an arbitrary point after the first checkpoint.
-    let killed = scratch("killed");
-    let mut child = bapo("train", &killed, &LONG_RUN)
+    let killed = scratch(&format!("{tag}-killed"));
+    let mut child = bapo("train", &killed, sets)
         .arg("--quiet")
         .stdout(Stdio::null())
         .spawn()
@@ -104,11 +116,11 @@ fn a_killed_run_resumes_with_the_same_loss_curve() {
     );
 
     // Without --resume the run directory is left alone.
-    let output = bapo("train", &killed, &LONG_RUN).output().unwrap();
+    let output = bapo("train", &killed, sets).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--resume"));
 
-    let status = bapo("train", &killed, &LONG_RUN)
+    let status = bapo("train", &killed, sets)
         .args(["--resume", "--quiet"])
         .status()
         .unwrap();
@@ -128,7 +140,7 @@ fn a_killed_run_resumes_with_the_same_loss_curve() {
     }
 
     // A resume with another config is refused.
-    let output = bapo("train", &killed, &LONG_RUN)
+    let output = bapo("train", &killed, sets)
         .args(["--resume", "--set", "optimizer.learning_rate=0.5"])
         .output()
         .unwrap();

@@ -213,3 +213,49 @@ fn a_nan_stops_the_run_naming_the_batch_and_keeping_the_last_good_checkpoint() {
     let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
     assert_eq!(rows.last().unwrap().0, 5);
 }
+
+use bapo_objective_kl_dpo as _;
+use bapo_objective_mrpo as _;
+
+#[test]
+fn kl_dpo_runs_the_live_reference_and_reports_its_kl() {
+    let dir = scratch("kl-dpo");
+    let config = tiny_config(
+        &dir,
+        &[
+            r#"objective={name="kl-dpo", beta=0.5, lambda_kl=0.1}"#,
+            "training.max_steps=12",
+            "optimizer.learning_rate=3e-3",
+            "eval.at_start=false",
+        ],
+    );
+    train(&config, &quiet()).unwrap();
+    let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+    let kl = column(&rows, "kl/mean");
+    assert!(kl[0].abs() < 1e-6, "policy = reference at the first step: KL {}", kl[0]);
+    assert!(kl.iter().all(|k| k.is_finite() && *k > -1e-6), "{kl:?}");
+    assert!(kl[11] > 1e-4, "the policy moved away from the reference: {kl:?}");
+}
+
+#[test]
+fn mrpo_reads_a_second_reference_from_the_config() {
+    let dir = scratch("mrpo");
+    let second = common::root().join("tests/fixtures/tiny-chat");
+    let config = tiny_config(
+        &dir,
+        &[
+            r#"objective={name="mrpo", references=2}"#,
+            &format!("model.references=[{:?}]", second.display().to_string()),
+            "training.max_steps=4",
+            "eval.at_start=false",
+        ],
+    );
+    train(&config, &quiet()).unwrap();
+    let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+    assert!(column(&rows, "mrpo/alpha").iter().all(|a| a.is_finite()));
+
+    // Without the second reference the run stops before loading anything heavy.
+    let config = tiny_config(&scratch("mrpo-missing"), &[r#"objective={name="mrpo", references=2}"#]);
+    let message = train(&config, &quiet()).unwrap_err().to_string();
+    assert!(message.contains("model.references"), "{message}");
+}
