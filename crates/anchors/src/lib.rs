@@ -337,30 +337,19 @@ fn compute_chunk<M: CausalModel>(
 
     // Reference log-probs of [chosen; rejected; base × anchors] in one scoring batch.
     let n = chunk.len();
-    let mut ids = Vec::new();
-    let mut scored = Vec::new();
-    let mut push = |prompt: &[u32], completion: &[u32]| {
-        ids.push([prompt, completion].concat());
-        scored.push(
-            (0..prompt.len() + completion.len())
-                .map(|i| i >= prompt.len())
-                .collect(),
-        );
-    };
-    for e in chunk {
-        push(&e.prompt, &e.chosen);
-    }
-    for e in chunk {
-        push(&e.prompt, &e.rejected);
-    }
-    for (k, base) in generated.iter().enumerate() {
-        push(&chunk[k % n].prompt, base);
-    }
-    let batch = TokenBatch {
-        ids,
-        scored,
-        pad_id: pad_token,
-    };
+    let batch = TokenBatch::from_pairs(
+        chunk
+            .iter()
+            .map(|e| (&e.prompt[..], &e.chosen[..]))
+            .chain(chunk.iter().map(|e| (&e.prompt[..], &e.rejected[..])))
+            .chain(
+                generated
+                    .iter()
+                    .enumerate()
+                    .map(|(k, base)| (&chunk[k % n].prompt[..], &base[..])),
+            ),
+        pad_token,
+    );
     let logps = sequence_logprobs(reference, &batch, device)
         .map_err(|e| AnchorError::Scoring(e.to_string()))?;
     let totals: Vec<f32> = logps

@@ -20,27 +20,15 @@ fn scratch(tag: &str) -> PathBuf {
 /// `bapo <command> --config configs/tiny.toml` with absolute fixture paths, run and anchors
 /// under `dir`, and `sets`.
 fn bapo(command: &str, dir: &Path, sets: &[&str]) -> Command {
-    let root = root();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bapo"));
     cmd.arg(command)
         .arg("--config")
-        .arg(root.join("configs/tiny.toml"));
-    let quoted = |p: PathBuf| format!("{:?}", p.display().to_string());
-    for set in [
-        format!(
-            "model.path={}",
-            quoted(root.join("tests/fixtures/tiny-chat"))
-        ),
-        format!(
-            "data.path={}",
-            quoted(root.join("tests/fixtures/tiny-chat/preferences.jsonl"))
-        ),
-        format!("anchors.cache_dir={}", quoted(dir.join("anchors"))),
-        format!("output.dir={}", quoted(dir.join("run"))),
-    ]
-    .iter()
-    .map(String::as_str)
-    .chain(sets.iter().copied())
+        .arg(root().join("configs/tiny.toml"));
+    let overrides = bapo_testkit::tiny_run_overrides(dir);
+    for set in overrides
+        .iter()
+        .map(String::as_str)
+        .chain(sets.iter().copied())
     {
         cmd.arg("--set").arg(set);
     }
@@ -81,10 +69,7 @@ fn a_killed_lora_run_resumes_with_the_same_loss_curve() {
 
 fn killed_and_resumed(tag: &str, sets: &[&str]) {
     let whole = scratch(&format!("{tag}-whole"));
-    let status = bapo("train", &whole, sets)
-        .arg("--quiet")
-        .status()
-        .unwrap();
+    let status = bapo("train", &whole, sets).arg("--quiet").status().unwrap();
     assert!(status.success());
     let expected = losses(&whole);
     assert_eq!(expected.len(), 1500);

@@ -27,40 +27,17 @@ pub struct PreferenceBatch {
     pub lines: Vec<usize>,
 }
 
-/// Prompt + completion with the completion marked as scored.
-fn sequence(prompt: &[u32], completion: &[u32]) -> (Vec<u32>, Vec<bool>) {
-    let ids = [prompt, completion].concat();
-    let scored = (0..ids.len()).map(|i| i >= prompt.len()).collect();
-    (ids, scored)
-}
-
 /// Builds the batch of `examples`; base rows are included only if every example has one.
 pub fn make_batch(examples: &[&TokenizedExample], pad_id: u32) -> PreferenceBatch {
     let has_base = !examples.is_empty() && examples.iter().all(|e| e.base.is_some());
-    let mut ids = Vec::new();
-    let mut scored = Vec::new();
-    let mut push = |prompt: &[u32], completion: &[u32]| {
-        let (i, s) = sequence(prompt, completion);
-        ids.push(i);
-        scored.push(s);
-    };
-    for e in examples {
-        push(&e.prompt, &e.chosen);
-    }
-    for e in examples {
-        push(&e.prompt, &e.rejected);
-    }
-    if has_base {
-        for e in examples {
-            push(&e.prompt, e.base.as_deref().unwrap_or_default());
-        }
-    }
+    let chosen = examples.iter().map(|e| (&e.prompt[..], &e.chosen[..]));
+    let rejected = examples.iter().map(|e| (&e.prompt[..], &e.rejected[..]));
+    let base = examples
+        .iter()
+        .filter(|_| has_base)
+        .map(|e| (&e.prompt[..], e.base.as_deref().unwrap_or_default()));
     PreferenceBatch {
-        sequences: TokenBatch {
-            ids,
-            scored,
-            pad_id,
-        },
+        sequences: TokenBatch::from_pairs(chosen.chain(rejected).chain(base), pad_id),
         size: examples.len(),
         has_base,
         lines: examples.iter().map(|e| e.line).collect(),

@@ -22,6 +22,30 @@ pub struct TokenBatch {
     pub pad_id: u32,
 }
 
+impl TokenBatch {
+    /// Prompt + completion sequences with the completion tokens scored: the batch every
+    /// scorer in the project builds.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a [u32], &'a [u32])>,
+        pad_id: u32,
+    ) -> TokenBatch {
+        let (mut ids, mut scored) = (Vec::new(), Vec::new());
+        for (prompt, completion) in pairs {
+            ids.push([prompt, completion].concat());
+            scored.push(
+                (0..prompt.len() + completion.len())
+                    .map(|i| i >= prompt.len())
+                    .collect(),
+            );
+        }
+        TokenBatch {
+            ids,
+            scored,
+            pad_id,
+        }
+    }
+}
+
 /// Log-probs of the scored tokens.
 #[derive(Debug, Clone)]
 pub struct SequenceLogprobs {

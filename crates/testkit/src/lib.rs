@@ -133,3 +133,22 @@ pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
+
+/// `--set` overrides that point configs/tiny.toml at the tiny chat fixture by absolute path
+/// and put its anchor cache and run directory under `dir` (tests run in their crate's folder).
+pub fn tiny_run_overrides(dir: &std::path::Path) -> Vec<String> {
+    let root = workspace_root();
+    let quoted = |p: std::path::PathBuf| format!("{:?}", p.display().to_string());
+    vec![
+        format!(
+            "model.path={}",
+            quoted(root.join("tests/fixtures/tiny-chat"))
+        ),
+        format!(
+            "data.path={}",
+            quoted(root.join("tests/fixtures/tiny-chat/preferences.jsonl"))
+        ),
+        format!("anchors.cache_dir={}", quoted(dir.join("anchors"))),
+        format!("output.dir={}", quoted(dir.join("run"))),
+    ]
+}

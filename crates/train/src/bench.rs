@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use bapo_data::{Tokenization, TruncationSettings, load_jsonl, tokenize_dataset};
+use bapo_data::load_jsonl;
 use bapo_model::{GenerationConfig, LoadedModel, generate};
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -118,16 +118,7 @@ pub fn bench_generate(config: &RunConfig, batches: usize) -> Result<BenchResult,
         Some(user) => dataset.for_user(user)?,
         None => dataset,
     };
-    let tokenization = Tokenization {
-        tokenizer: &model.tokenizer,
-        chat_template: model.chat_template.as_ref(),
-        eos_token: model.eos_token,
-    };
-    let limits = TruncationSettings {
-        max_length: config.data.max_length,
-        max_prompt_length: config.data.max_prompt_length,
-    };
-    let (examples, _) = tokenize_dataset(&dataset, &tokenization, &limits)?;
+    let (examples, _) = crate::prepare::tokenize(config, &model, &dataset)?;
     let size = config.anchors.chunk_size;
     let generation = GenerationConfig {
         max_new_tokens: config.anchors.max_new_tokens,

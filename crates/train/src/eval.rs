@@ -120,16 +120,8 @@ impl EvalSets {
     }
 }
 
-/// The batch of `(prompt, completion)` pairs, completions scored.
 fn pair_batch(pairs: &[(&[u32], &[u32])], pad_id: u32) -> TokenBatch {
-    TokenBatch {
-        ids: pairs.iter().map(|(p, c)| [*p, *c].concat()).collect(),
-        scored: pairs
-            .iter()
-            .map(|(p, c)| (0..p.len() + c.len()).map(|i| i >= p.len()).collect())
-            .collect(),
-        pad_id,
-    }
+    TokenBatch::from_pairs(pairs.iter().copied(), pad_id)
 }
 
 /// Pair indices sorted by length, cut into batches of `batch`: similar lengths share a batch,

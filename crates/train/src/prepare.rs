@@ -10,8 +10,8 @@ use bapo_anchors::{
     compute_anchors_with_progress, examples_sha256, file_sha256,
 };
 use bapo_data::{
-    Tokenization, TokenizedExample, TruncationSettings, load_fact_sample, load_hhh_alignment,
-    load_jsonl, load_multiple_choice, split_by_entity, tokenize_dataset,
+    Dataset, DroppedRow, Tokenization, TokenizedExample, TruncationSettings, load_fact_sample,
+    load_hhh_alignment, load_jsonl, load_multiple_choice, split_by_entity, tokenize_dataset,
 };
 use bapo_model::{CausalLm, LoadedModel};
 use bapo_objective::{Needs, Objective, registry};
@@ -63,6 +63,25 @@ pub fn model_sha256(path: &Path) -> Result<String, TrainError> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
+/// Tokenises `dataset` with `model`'s tokenizer and chat template and the config's
+/// truncation; returns the examples and every dropped row (the file's and truncation's).
+pub fn tokenize(
+    config: &RunConfig,
+    model: &LoadedModel,
+    dataset: &Dataset,
+) -> Result<(Vec<TokenizedExample>, Vec<DroppedRow>), TrainError> {
+    let tokenization = Tokenization {
+        tokenizer: &model.tokenizer,
+        chat_template: model.chat_template.as_ref(),
+        eos_token: model.eos_token,
+    };
+    let limits = TruncationSettings {
+        max_length: config.data.max_length,
+        max_prompt_length: config.data.max_prompt_length,
+    };
+    Ok(tokenize_dataset(dataset, &tokenization, &limits)?)
+}
+
 /// Prepares `config`'s run; `force_anchors` recomputes cached anchors.
 pub fn prepare(
     config: &RunConfig,
@@ -106,16 +125,7 @@ pub fn prepare(
     for (reason, count) in dataset.drop_counts() {
         summary.push(format!("dropped {count} rows: {}", reason.describe()));
     }
-    let tokenization = Tokenization {
-        tokenizer: &model.tokenizer,
-        chat_template: model.chat_template.as_ref(),
-        eos_token: model.eos_token,
-    };
-    let limits = TruncationSettings {
-        max_length: config.data.max_length,
-        max_prompt_length: config.data.max_prompt_length,
-    };
-    let (examples, dropped) = tokenize_dataset(&dataset, &tokenization, &limits)?;
+    let (examples, dropped) = tokenize(config, &model, &dataset)?;
     let extra = dropped.len() - dataset.dropped.len();
     if extra > 0 {
         summary.push(format!(
@@ -240,9 +250,7 @@ pub fn prepare(
         )?;
         bar.finish_and_clear();
         let seconds = start.elapsed().as_secs_f64();
-        summary_line(
-            progress,
-            format!(
+        progress.line(format!(
                 "{label}: {} examples, {} chunks reused, {} computed, {} tokens generated in {seconds:.1} s ({:.1} tokens/s) → {}",
                 examples.len(),
                 report.reused_chunks,
@@ -250,8 +258,7 @@ pub fn prepare(
                 report.generated_tokens,
                 report.generated_tokens as f64 / seconds.max(1e-9),
                 dir.display()
-            ),
-        );
+        ));
         Ok(anchors)
     };
 
@@ -348,10 +355,6 @@ pub fn prepare(
         eval,
         summary,
     })
-}
-
-fn summary_line(progress: &Progress, line: String) {
-    progress.line(line);
 }
 
 /// `count` items spread evenly over `items` (every category of a task file is represented,

@@ -35,39 +35,25 @@ struct Layout {
 }
 
 fn layout(examples: &[&AnchoredExample], base_per_example: usize, pad_id: u32) -> Layout {
-    let mut ids = Vec::new();
-    let mut scored = Vec::new();
-    let mut push = |prompt: &[u32], completion: &[u32]| {
-        ids.push([prompt, completion].concat());
-        scored.push(
-            (0..prompt.len() + completion.len())
-                .map(|i| i >= prompt.len())
-                .collect(),
-        );
-    };
     let b = examples.len();
-    for e in examples {
-        push(&e.tokens.prompt, &e.tokens.chosen);
-    }
-    for e in examples {
-        push(&e.tokens.prompt, &e.tokens.rejected);
-    }
+    let chosen = examples
+        .iter()
+        .map(|e| (&e.tokens.prompt[..], &e.tokens.chosen[..]));
+    let rejected = examples
+        .iter()
+        .map(|e| (&e.tokens.prompt[..], &e.tokens.rejected[..]));
+    // Anchor-major: rows 2B + a·B + i hold anchor a of example i.
+    let base = (0..base_per_example).flat_map(|a| {
+        examples
+            .iter()
+            .map(move |e| (&e.tokens.prompt[..], &e.anchors[0].base[a][..]))
+    });
     let mut blocks = vec![(Response::Chosen, 0, 1), (Response::Rejected, b, 1)];
     if base_per_example > 0 {
-        // Anchor-major: rows 2B + a·B + i hold anchor a of example i.
-        for a in 0..base_per_example {
-            for e in examples {
-                push(&e.tokens.prompt, &e.anchors[0].base[a]);
-            }
-        }
         blocks.push((Response::Base, 2 * b, base_per_example));
     }
     Layout {
-        batch: TokenBatch {
-            ids,
-            scored,
-            pad_id,
-        },
+        batch: TokenBatch::from_pairs(chosen.chain(rejected).chain(base), pad_id),
         blocks,
     }
 }

@@ -232,9 +232,16 @@ fn kl_dpo_runs_the_live_reference_and_reports_its_kl() {
     train(&config, &quiet()).unwrap();
     let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
     let kl = column(&rows, "kl/mean");
-    assert!(kl[0].abs() < 1e-6, "policy = reference at the first step: KL {}", kl[0]);
+    assert!(
+        kl[0].abs() < 1e-6,
+        "policy = reference at the first step: KL {}",
+        kl[0]
+    );
     assert!(kl.iter().all(|k| k.is_finite() && *k > -1e-6), "{kl:?}");
-    assert!(kl[11] > 1e-4, "the policy moved away from the reference: {kl:?}");
+    assert!(
+        kl[11] > 1e-4,
+        "the policy moved away from the reference: {kl:?}"
+    );
 }
 
 #[test]
@@ -255,7 +262,10 @@ fn mrpo_reads_a_second_reference_from_the_config() {
     assert!(column(&rows, "mrpo/alpha").iter().all(|a| a.is_finite()));
 
     // Without the second reference the run stops before loading anything heavy.
-    let config = tiny_config(&scratch("mrpo-missing"), &[r#"objective={name="mrpo", references=2}"#]);
+    let config = tiny_config(
+        &scratch("mrpo-missing"),
+        &[r#"objective={name="mrpo", references=2}"#],
+    );
     let message = train(&config, &quiet()).unwrap_err().to_string();
     assert!(message.contains("model.references"), "{message}");
 }

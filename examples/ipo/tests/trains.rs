@@ -10,26 +10,13 @@ fn the_loop_trains_ipo() {
     let root = bapo_testkit::workspace_root();
     let dir = std::env::temp_dir().join(format!("bapo-ipo-train-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let quoted = |p: std::path::PathBuf| format!("{:?}", p.display().to_string());
-    let config = RunConfig::load(
-        &root.join("configs/tiny.toml"),
-        &[
-            format!(
-                "model.path={}",
-                quoted(root.join("tests/fixtures/tiny-chat"))
-            ),
-            format!(
-                "data.path={}",
-                quoted(root.join("tests/fixtures/tiny-chat/preferences.jsonl"))
-            ),
-            format!("anchors.cache_dir={}", quoted(dir.join("anchors"))),
-            format!("output.dir={}", quoted(dir.join("run"))),
-            r#"objective={name="ipo", tau=0.5}"#.into(),
-            "training.max_steps=30".into(),
-            "optimizer.learning_rate=3e-3".into(),
-        ],
-    )
-    .unwrap();
+    let mut overrides = bapo_testkit::tiny_run_overrides(&dir);
+    overrides.extend([
+        r#"objective={name="ipo", tau=0.5}"#.to_string(),
+        "training.max_steps=30".into(),
+        "optimizer.learning_rate=3e-3".into(),
+    ]);
+    let config = RunConfig::load(&root.join("configs/tiny.toml"), &overrides).unwrap();
     let summary = train(
         &config,
         &TrainOptions {

@@ -16,26 +16,10 @@ pub fn scratch(tag: &str) -> PathBuf {
     dir
 }
 
-fn quoted(path: &Path) -> String {
-    format!("{:?}", path.display().to_string())
-}
-
 /// configs/tiny.toml with the fixture paths made absolute, anchors and output under `dir`,
 /// and `sets` applied after.
 pub fn tiny_config(dir: &Path, sets: &[&str]) -> RunConfig {
-    let root = root();
-    let mut all = vec![
-        format!(
-            "model.path={}",
-            quoted(&root.join("tests/fixtures/tiny-chat"))
-        ),
-        format!(
-            "data.path={}",
-            quoted(&root.join("tests/fixtures/tiny-chat/preferences.jsonl"))
-        ),
-        format!("anchors.cache_dir={}", quoted(&dir.join("anchors"))),
-        format!("output.dir={}", quoted(&dir.join("run"))),
-    ];
+    let mut all = bapo_testkit::tiny_run_overrides(dir);
     all.extend(sets.iter().map(|s| s.to_string()));
-    RunConfig::load(&root.join("configs/tiny.toml"), &all).unwrap()
+    RunConfig::load(&root().join("configs/tiny.toml"), &all).unwrap()
 }
