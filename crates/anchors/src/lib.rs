@@ -154,11 +154,18 @@ pub struct FingerprintInputs {
     pub settings: AnchorSettings,
 }
 
-/// sha256 of the token ids (prompt, chosen, rejected) and source lines of `examples`.
+/// sha256 of the token ids (prompt, chosen, rejected, supplied base) and source lines of
+/// `examples`.
 pub fn examples_sha256(examples: &[TokenizedExample]) -> String {
     let mut hasher = Sha256::new();
     for e in examples {
-        for part in [&e.prompt, &e.chosen, &e.rejected] {
+        let empty = Vec::new();
+        for part in [
+            &e.prompt,
+            &e.chosen,
+            &e.rejected,
+            e.base.as_ref().unwrap_or(&empty),
+        ] {
             hasher.update((part.len() as u64).to_le_bytes());
             for id in part.iter() {
                 hasher.update(id.to_le_bytes());
@@ -313,10 +320,21 @@ fn compute_chunk<M: CausalModel>(
     device: &Device,
     report: &mut AnchorReport,
 ) -> Result<Vec<ExampleAnchors>, AnchorError> {
-    // Base responses: every prompt of the chunk, `num_anchors` times, in one batch. The seed
-    // depends on the chunk only, so a resumed run regenerates exactly what was lost.
-    let prompts: Vec<Vec<u32>> = (0..s.num_anchors)
-        .flat_map(|_| chunk.iter().map(|e| e.prompt.clone()))
+    // Base responses: slot `a·n + i` holds anchor `a` of example `i`. A base response
+    // supplied in the data (`base`) is example `i`'s anchor 0; the reference generates every
+    // other slot, all in one batch. The seed depends on the chunk only, so a resumed run
+    // regenerates exactly what was lost.
+    let n = chunk.len();
+    let supplied = |a: usize, i: usize| if a == 0 { chunk[i].base.as_ref() } else { None };
+    let slots: Vec<(usize, usize)> = (0..s.num_anchors)
+        .flat_map(|a| (0..n).map(move |i| (a, i)))
+        .collect();
+    let to_generate: Vec<usize> = (0..slots.len())
+        .filter(|&k| supplied(slots[k].0, slots[k].1).is_none())
+        .collect();
+    let prompts: Vec<Vec<u32>> = to_generate
+        .iter()
+        .map(|&k| chunk[slots[k].1].prompt.clone())
         .collect();
     let config = GenerationConfig {
         max_new_tokens: s.max_new_tokens,
@@ -327,16 +345,22 @@ fn compute_chunk<M: CausalModel>(
         stop_tokens: vec![eos_token],
         pad_token,
     };
-    let generated = if prompts.is_empty() {
+    let produced = if prompts.is_empty() {
         Vec::new()
     } else {
         generate(reference, &prompts, &config, device, |_, _| {})
             .map_err(|e| AnchorError::Generation(e.to_string()))?
     };
-    report.generated_tokens += generated.iter().map(Vec::len).sum::<usize>();
+    report.generated_tokens += produced.iter().map(Vec::len).sum::<usize>();
+    let mut generated: Vec<Vec<u32>> = slots
+        .iter()
+        .map(|&(a, i)| supplied(a, i).cloned().unwrap_or_default())
+        .collect();
+    for (k, ids) in to_generate.into_iter().zip(produced) {
+        generated[k] = ids;
+    }
 
     // Reference log-probs of [chosen; rejected; base × anchors] in one scoring batch.
-    let n = chunk.len();
     let batch = TokenBatch::from_pairs(
         chunk
             .iter()

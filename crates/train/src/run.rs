@@ -137,6 +137,12 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             .load_state(&ck.optimizer, &ck.state.optimizer_steps, &prepared.device)
             .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
         start_step = ck.state.step;
+        if start_step >= total_steps {
+            return Err(TrainError::Config(format!(
+                "{} already finished all {total_steps} steps; nothing to resume",
+                run.display()
+            )));
+        }
         progress.line(format!(
             "resuming from {} (step {start_step})",
             ck.dir.display()

@@ -1,0 +1,84 @@
+//! A base response supplied in the data (`base`) is used as that example's anchor (and scored
+//! by the reference); examples without one get the reference's own answer.
+
+use bapo_anchors::{AnchorSettings, FingerprintInputs, compute_anchors, examples_sha256};
+use bapo_data::TokenizedExample;
+use bapo_model::{LoadedModel, TokenBatch, sequence_logprobs};
+use burn::tensor::Device;
+
+#[test]
+fn a_supplied_base_response_is_the_anchor() {
+    let device = Device::flex();
+    let dir = bapo_testkit::workspace_root().join("tests/fixtures/tiny-chat");
+    let model = LoadedModel::open(&dir, &device).unwrap();
+    let ids = |text: &str| model.encode(text).unwrap();
+    let prompt =
+        ids("<|im_start|>user\nwhat colour is the sky ?<|im_end|>\n<|im_start|>assistant\n");
+    let mut supplied = ids("it is blue .<|im_end|>");
+    let example = |base: Option<Vec<u32>>, line| TokenizedExample {
+        prompt: prompt.clone(),
+        chosen: ids("it is blue .<|im_end|>"),
+        rejected: ids("it is green .<|im_end|>"),
+        base,
+        user: None,
+        entity: None,
+        line,
+    };
+    let examples = vec![example(Some(supplied.clone()), 1), example(None, 2)];
+    let settings = AnchorSettings {
+        max_new_tokens: 4,
+        chunk_size: 2,
+        ..AnchorSettings::default()
+    };
+    let inputs = FingerprintInputs {
+        model: "tiny".into(),
+        data: "inline".into(),
+        chat_template: String::new(),
+        vocab_size: model.vocab_size,
+        max_length: 64,
+        max_prompt_length: None,
+        user: None,
+        examples: examples_sha256(&examples),
+        settings,
+    };
+    let cache = std::env::temp_dir().join(format!("bapo-anchors-supplied-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let (anchors, report) = compute_anchors(
+        &model.model,
+        &examples,
+        &inputs,
+        model.eos_token,
+        model.pad_token,
+        &cache,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(
+        anchors[0].base,
+        vec![supplied.clone()],
+        "the supplied answer is the anchor"
+    );
+    assert_eq!(
+        anchors[1].base[0].len(),
+        4,
+        "the other example's anchor is generated"
+    );
+    assert_eq!(
+        report.generated_tokens, 4,
+        "only the example without a base generated"
+    );
+    let expected = sequence_logprobs(
+        &model.model,
+        &TokenBatch::from_pairs([(&prompt[..], &supplied[..])], model.pad_token),
+        &device,
+    )
+    .unwrap()
+    .total
+    .into_scalar::<f32>();
+    assert!((anchors[0].base_logps[0] - expected).abs() < 1e-4);
+
+    // Another supplied base is another cache entry.
+    supplied.insert(0, supplied[0]);
+    let changed = vec![example(Some(supplied), 1), example(None, 2)];
+    assert_ne!(examples_sha256(&changed), examples_sha256(&examples));
+}
