@@ -192,9 +192,10 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         shuffle: config.data.shuffle,
         epochs: BTreeMap::new(),
     };
-    let bar = progress.bar((total_steps - start_step.min(total_steps)) as u64, "train");
+    let bar = progress.bar((total_steps - start_step) as u64, "train");
     let mut losses = Vec::new();
-    let mut last_checkpoint = None;
+    // A resumed run's last good checkpoint is the one it resumed from.
+    let mut last_checkpoint = (start_step > 0).then_some(start_step);
     for step in start_step..total_steps {
         let started = Instant::now();
         let lr = learning_rate(
