@@ -193,6 +193,9 @@ fn score_pairs_with_kl(
     Ok(out)
 }
 
+/// Margins (nats) below this are ties: f32 rounding between batch shapes is ~1e-5.
+const TIE_NATS: f64 = 1e-4;
+
 /// Every metric of one evaluation, by name (`pref/<user>/accuracy`, `knowledge/…`, …).
 pub type EvalResult = BTreeMap<String, f64>;
 
@@ -229,7 +232,10 @@ pub fn evaluate(
             let a = &e.anchors[0];
             let chosen = scores[2 * i].0 - f64::from(a.chosen_logp);
             let rejected = scores[2 * i + 1].0 - f64::from(a.rejected_logp);
-            correct += usize::from(chosen > rejected);
+            // A margin within rounding of 0 is a tie, not a win: before training the policy
+            // is the reference, and its log-probs differ from the cached ones only by float
+            // noise (other batch shapes), which must not count as preference accuracy.
+            correct += usize::from(chosen - rejected > TIE_NATS);
             margin += chosen - rejected;
             drift_all.push(base_scores[i].0 - f64::from(a.base_logps[0]));
             kl_all.push(base_scores[i].1);
