@@ -119,16 +119,34 @@ pub struct AnchorSection {
 }
 
 impl Default for AnchorSection {
+    /// The anchor crate's defaults (greedy, 128 new tokens, one anchor, chunks of 16).
     fn default() -> Self {
+        let d = bapo_anchors::AnchorSettings::default();
         AnchorSection {
-            max_new_tokens: 128,
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 0,
-            num_anchors: 1,
-            chunk_size: 16,
+            max_new_tokens: d.max_new_tokens,
+            temperature: d.temperature,
+            top_k: d.top_k,
+            top_p: d.top_p,
+            seed: d.seed,
+            num_anchors: d.num_anchors,
+            chunk_size: d.chunk_size,
             cache_dir: PathBuf::from(".cache/anchors"),
+        }
+    }
+}
+
+impl AnchorSection {
+    /// The generation and chunking settings, with `num_anchors` base responses per prompt (0:
+    /// reference log-probs only).
+    pub fn settings(&self, num_anchors: usize) -> bapo_anchors::AnchorSettings {
+        bapo_anchors::AnchorSettings {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+            num_anchors,
+            chunk_size: self.chunk_size,
         }
     }
 }

@@ -17,12 +17,20 @@ pub fn trainable_parameters<M: Module>(module: &M) -> BTreeMap<String, TensorDat
     collector.found
 }
 
-/// Number of trainable scalars in `module`.
+/// Number of trainable scalars in `module` (shapes only: no data is copied).
 pub fn trainable_count<M: Module>(module: &M) -> usize {
-    trainable_parameters(module)
-        .values()
-        .map(|d| d.shape().iter().product::<usize>())
-        .sum()
+    struct Counter(usize);
+    impl ModuleVisitor for Counter {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let value = param.val();
+            if value.is_require_grad() {
+                self.0 += value.dims().iter().product::<usize>();
+            }
+        }
+    }
+    let mut counter = Counter(0);
+    module.visit(&mut counter);
+    counter.0
 }
 
 struct Collector {

@@ -190,15 +190,6 @@ pub fn prepare(
     } else {
         0
     };
-    let settings = |num_anchors| AnchorSettings {
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-        num_anchors,
-        chunk_size: a.chunk_size,
-    };
     let data_sha = file_sha256(&config.data.path)?;
     let chat_template = model
         .chat_template
@@ -225,7 +216,7 @@ pub fn prepare(
                        num_anchors: usize,
                        label: &str|
      -> Result<Vec<bapo_anchors::ExampleAnchors>, TrainError> {
-        let inputs = fingerprint(model_sha, examples, settings(num_anchors));
+        let inputs = fingerprint(model_sha, examples, a.settings(num_anchors));
         let dir = a.cache_dir.join(inputs.fingerprint());
         if force_anchors && dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
