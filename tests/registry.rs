@@ -32,7 +32,8 @@ fn lists_the_four_built_in_objectives_with_defaults() {
 
     let bapo = (registry::find("bapo").unwrap().defaults)();
     assert_eq!(bapo["lambda"].as_float(), Some(1.0));
-    assert_eq!(bapo["form"].as_str(), Some("hinge"));
+    assert_eq!(bapo["form"].as_str(), Some("huber"));
+    assert_eq!(bapo["kappa"].as_str(), Some("auto"));
     assert_eq!(bapo["normalize"].as_str(), Some("sum"));
     assert_eq!(bapo["num_anchors"].as_integer(), Some(1));
 
@@ -106,6 +107,9 @@ const BAD_SETTINGS: &[(&str, &str, &str)] = &[
     ("bapo", "lambda = -1.0", "lambda"),
     ("bapo", "form = \"cubic\"", "form"),
     ("bapo", "normalize = \"max\"", "normalize"),
+    ("bapo", "kappa = 0.0", "kappa"),
+    ("bapo", "kappa = -1.0", "kappa"),
+    ("bapo", "kappa = \"wide\"", "kappa"),
     ("bapo", "num_anchors = 0", "num_anchors"),
     ("bapo", "num_anchors = -2", "num_anchors"),
     ("bapo", "temperature = 0.7", "temperature"),

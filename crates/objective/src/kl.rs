@@ -3,8 +3,8 @@
 //! response positions; it lives here so that its definition sits next to the objectives that
 //! use it and is tested with them.
 
-use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::quantity::KlDirection;
 
@@ -29,17 +29,38 @@ pub fn per_token_kl(
         .reshape([batch, tokens])
 }
 
-/// `KL_seq`: the per-token KL averaged over the response tokens of each sequence, `[batch]`.
-/// `mask` is `[batch, tokens]` with 1 on response tokens and 0 elsewhere; a sequence without
-/// response tokens gets 0.
-pub fn sequence_kl(
-    policy_logits: Tensor<3>,
-    reference_logits: Tensor<3>,
-    mask: Tensor<2>,
+/// `KL_seq` for packed rows, as the loop computes it: `policy_logits` and `reference_logits`
+/// are `[n, vocab]`, one row per scored response token, and `owners[i]` is the sequence
+/// (`0..sequences`) row `i` belongs to. Returns the per-token KL averaged over each sequence's
+/// rows, `[sequences]`; a sequence without rows gets 0.
+pub fn packed_sequence_kl(
+    policy_logits: Tensor<2>,
+    reference_logits: Tensor<2>,
+    owners: &[usize],
+    sequences: usize,
     direction: KlDirection,
 ) -> Tensor<1> {
-    let per_token = per_token_kl(policy_logits, reference_logits, direction);
-    let [batch, _] = mask.dims();
-    let counts = mask.clone().sum_dim(1).clamp_min(1.0).reshape([batch]);
-    (per_token * mask).sum_dim(1).reshape([batch]) / counts
+    let device = policy_logits.device();
+    let [n, vocab] = policy_logits.dims();
+    let per_token = per_token_kl(
+        policy_logits.reshape([1, n, vocab]),
+        reference_logits.reshape([1, n, vocab]),
+        direction,
+    )
+    .reshape([n]);
+    let dtype = per_token.dtype();
+    let mut counts = vec![0f64; sequences];
+    for &o in owners {
+        counts[o] += 1.0;
+    }
+    let index: Vec<i64> = owners.iter().map(|&o| o as i64).collect();
+    let index = Tensor::<1, Int>::from_data(TensorData::new(index, [n]), &device);
+    let sums = Tensor::<1>::zeros([sequences], (&device, dtype)).select_assign(
+        0,
+        index,
+        per_token,
+        IndexingUpdateOp::Add,
+    );
+    let counts: Vec<f64> = counts.into_iter().map(|c| c.max(1.0)).collect();
+    sums / Tensor::<1>::from_data(TensorData::new(counts, [sequences]), (&device, dtype))
 }

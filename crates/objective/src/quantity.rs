@@ -79,7 +79,7 @@ pub enum Quantity {
     /// (prompt and padding masked). Carries gradient.
     PolicyLogp(Response),
     /// The same under frozen reference `reference` (`0` is the primary reference, the initial
-    /// policy). A constant: [`Quantities::insert`] detaches it.
+    /// policy). A constant: [`Quantities::get`] detaches it.
     ReferenceLogp {
         reference: usize,
         response: Response,
@@ -214,15 +214,9 @@ impl Quantities {
         Quantities::default()
     }
 
-    /// Stores a `[batch, n]` value. Constant quantities (reference log-probs, counts) are
-    /// detached here, so no gradient can
-    /// ever reach them whatever the caller passes.
+    /// Stores a `[batch, n]` value as given; constant quantities are detached when read
+    /// ([`Quantities::get`]).
     pub fn insert(&mut self, q: Quantity, value: Tensor<2>) {
-        let value = if q.is_constant() {
-            value.detach()
-        } else {
-            value
-        };
         self.values.insert(q, value);
     }
 
@@ -243,12 +237,21 @@ impl Quantities {
         self
     }
 
-    /// The `[batch, n]` value of a quantity.
+    /// The `[batch, n]` value of a quantity. Constant quantities (reference log-probs,
+    /// counts) come out detached, so no gradient can reach them whatever the caller stored:
+    /// every objective reads through here, which is what makes spec invariant 7 hold for any
+    /// objective (tested with tracked reference leaves in `tests/all_objectives.rs`).
     pub fn get(&self, q: Quantity) -> Result<Tensor<2>, ObjectiveError> {
-        self.values
+        let value = self
+            .values
             .get(&q)
             .cloned()
-            .ok_or(ObjectiveError::MissingQuantity(q))
+            .ok_or(ObjectiveError::MissingQuantity(q))?;
+        Ok(if q.is_constant() {
+            value.detach()
+        } else {
+            value
+        })
     }
 
     /// The `[batch]` value of a one-per-example quantity (chosen, rejected, or a single anchor).

@@ -168,19 +168,36 @@ pub fn logp(lo: f64) -> impl Strategy<Value = f64> {
     -lo..-0.01f64
 }
 
+/// Where base-response log-probs sit relative to the reference's (`pb − rb`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kink {
+    /// Mostly anywhere, but about a third of the anchors sit exactly on `pb = rb` or within
+    /// float noise (±1e-6) of it: the regime of every run's first step, where the plain hinge
+    /// and `abs` anchors have their kink.
+    Include,
+    /// At least 0.01 away from `pb = rb`: for finite-difference checks of anchor forms that
+    /// are not differentiable there (`hinge`, `abs`).
+    Avoid,
+}
+
 /// Random inputs for everything `objective` needs: log-probs in `[-range, -0.01]`, token
-/// counts 1..=40, token-level KLs in `[0, 5]`. Base-response reference log-probs are kept at
-/// least 0.01 away from the policy's, so no input sits on the hinge's kink.
+/// counts 1..=40, token-level KLs in `[0, 5]`; base-response log-probs placed as `kink` says.
 pub fn inputs_for(
     objective: &dyn Objective,
     batch: usize,
     range: f64,
+    kink: Kink,
 ) -> impl Strategy<Value = Inputs> + use<> {
-    inputs_for_needs(objective.needs(), batch, range)
+    inputs_for_needs(objective.needs(), batch, range, kink)
 }
 
 /// [`inputs_for`] from an objective's [`Needs`].
-pub fn inputs_for_needs(needs: Needs, batch: usize, range: f64) -> impl Strategy<Value = Inputs> {
+pub fn inputs_for_needs(
+    needs: Needs,
+    batch: usize,
+    range: f64,
+    kink: Kink,
+) -> impl Strategy<Value = Inputs> {
     let anchors = needs.anchors_per_prompt;
     let quantities: Vec<Quantity> = needs.quantities.into_iter().collect();
     let strategies: Vec<_> = quantities
@@ -202,37 +219,63 @@ pub fn inputs_for_needs(needs: Needs, batch: usize, range: f64) -> impl Strategy
             values.prop_map(move |v| (v, cols))
         })
         .collect();
-    strategies.prop_map(move |columns| {
+    // Per anchor: None = leave rb as drawn, Some(δ) = put rb at pb + δ.
+    let on_the_kink = prop_oneof![
+        4 => Just(None),
+        1 => Just(Some(0.0)),
+        1 => (-1e-6..1e-6f64).prop_map(Some),
+    ];
+    let placements = proptest::collection::vec(on_the_kink, batch * anchors.max(1));
+    (strategies, placements).prop_map(move |(columns, placements)| {
         let mut inputs = Inputs::new(batch);
         for (q, (v, cols)) in quantities.iter().zip(columns) {
             inputs = inputs.set_2d(*q, v, cols);
         }
-        keep_off_the_hinge(inputs)
+        match kink {
+            Kink::Include => place_on_the_kink(inputs, &placements),
+            Kink::Avoid => keep_off_the_kink(inputs),
+        }
     })
 }
 
-fn keep_off_the_hinge(mut inputs: Inputs) -> Inputs {
-    let policy = Quantity::PolicyLogp(Response::Base);
-    let reference = Quantity::ReferenceLogp {
-        reference: 0,
-        response: Response::Base,
-    };
+const POLICY_BASE: Quantity = Quantity::PolicyLogp(Response::Base);
+const REFERENCE_BASE: Quantity = Quantity::ReferenceLogp {
+    reference: 0,
+    response: Response::Base,
+};
+
+/// Applies `f(rb, pb)` to every reference base log-prob, if both are present.
+fn adjust_reference_base(mut inputs: Inputs, f: impl Fn(usize, &mut f64, f64)) -> Inputs {
     let Some(pb) = inputs
         .entries
         .iter()
-        .find(|(k, _, _)| *k == policy)
+        .find(|(k, _, _)| *k == POLICY_BASE)
         .map(|e| e.1.clone())
     else {
         return inputs;
     };
     for (k, v, _) in inputs.entries.iter_mut() {
-        if *k == reference {
-            for (r, p) in v.iter_mut().zip(&pb) {
-                if (*r - p).abs() < 0.01 {
-                    *r = p - 0.01;
-                }
+        if *k == REFERENCE_BASE {
+            for (i, (r, p)) in v.iter_mut().zip(&pb).enumerate() {
+                f(i, r, *p);
             }
         }
     }
     inputs
+}
+
+fn place_on_the_kink(inputs: Inputs, placements: &[Option<f64>]) -> Inputs {
+    adjust_reference_base(inputs, |i, r, p| {
+        if let Some(Some(delta)) = placements.get(i) {
+            *r = p + delta;
+        }
+    })
+}
+
+fn keep_off_the_kink(inputs: Inputs) -> Inputs {
+    adjust_reference_base(inputs, |_, r, p| {
+        if (*r - p).abs() < 0.01 {
+            *r = p - 0.01;
+        }
+    })
 }

@@ -7,9 +7,9 @@
 use bapo_anchors::ExampleAnchors;
 use bapo_data::TokenizedExample;
 use bapo_model::{CausalLm, ScoredLogits, TokenBatch, scored_logits};
-use bapo_objective::kl::per_token_kl;
+use bapo_objective::kl::packed_sequence_kl;
 use bapo_objective::{Needs, Objective, ObjectiveOutput, Quantities, Quantity, Response};
-use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::TrainError;
 
@@ -192,28 +192,15 @@ pub fn token_kl(
         .ok_or_else(|| TrainError::Batch("reference scored nothing".into()))?;
     let reference_logits = Tensor::<2>::from_inner(reference_logits);
     let policy_logits = logits.clone().narrow(0, first, n);
-    let [_, vocab] = policy_logits.dims();
-    let per_token = per_token_kl(
-        policy_logits.reshape([1, n, vocab]),
-        reference_logits.reshape([1, n, vocab]),
-        direction,
-    )
-    .reshape([n]);
-    let owners: Vec<i64> = policy.sequence[first..=last]
+    let owners: Vec<usize> = policy.sequence[first..=last]
         .iter()
-        .map(|s| (s - rows.start) as i64)
+        .map(|s| s - rows.start)
         .collect();
-    let mut counts = vec![0f32; count];
-    for &o in &owners {
-        counts[o as usize] += 1.0;
-    }
-    let owners = Tensor::<1, Int>::from_data(TensorData::new(owners, [n]), device);
-    let sums = Tensor::<1>::zeros([count], device).select_assign(
-        0,
-        owners,
-        per_token,
-        IndexingUpdateOp::Add,
-    );
-    let counts: Vec<f32> = counts.into_iter().map(|c| c.max(1.0)).collect();
-    Ok(sums / Tensor::<1>::from_data(TensorData::new(counts, [count]), device))
+    Ok(packed_sequence_kl(
+        policy_logits,
+        reference_logits,
+        &owners,
+        count,
+        direction,
+    ))
 }

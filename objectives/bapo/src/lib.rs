@@ -4,15 +4,24 @@
 //! responses `y_b` — the reference model's own answers to the training prompts, generated
 //! before training — from falling below the reference's:
 //!
-//! | `form` | `A` per anchor |
+//! | `form` | `A` per anchor, `v = rb − pb` |
 //! |---|---|
-//! | `hinge` (default) | `max(0, rb − pb)` |
-//! | `abs` | `|rb − pb|` |
-//! | `squared` | `(rb − pb)²` |
+//! | `huber` (default) | `0` for `v ≤ 0`, `v²/(2κ)` for `0 ≤ v ≤ κ`, `v − κ/2` above |
+//! | `hinge` | `max(0, v)` |
+//! | `squared_hinge` | `max(0, v)²` |
+//! | `abs` | `|v|` |
+//! | `squared` | `v²` |
 //! | `nll` | `−pb` |
 //!
 //! With `normalize = "mean"` both `rb` and `pb` are divided by the base response's token count
 //! `n_b`. With several anchors per prompt (`num_anchors`), `A` is their mean.
+//!
+//! Why `huber` is the default: at the first step the policy *is* the reference, so `v` is float
+//! noise (the cached `rb` and the training forward come from different batch shapes). The plain
+//! hinge's gradient jumps from 0 to −λ at `v = 0`, so that noise decides which examples get the
+//! full anchor gradient. The Huber-ised hinge is one-sided like the hinge, zero in value and
+//! gradient at `v = 0`, and its gradient grows linearly to −λ over the first `κ` nats of a drop:
+//! a noise of 1e-6 moves it by λ·1e-6/κ.
 //!
 //! Provenance: the anchor's form ("policy likelihood of the base response kept at the
 //! reference's") is from the paper's abstract and secondary summaries; the paper's body could
@@ -26,12 +35,19 @@ use bapo_objective::{
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-/// How the anchor term penalises the base responses' log-probs.
+/// How the anchor term penalises the base responses' log-probs (`v = rb − pb`, the drop of
+/// the policy's log-prob below the reference's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AnchorForm {
-    /// `max(0, rb − pb)`: only a drop below the reference is penalised.
+    /// The Huber-ised hinge: 0 for `v ≤ 0`, `v²/(2κ)` up to `κ`, `v − κ/2` above. One-sided
+    /// and smooth: zero in value and gradient where the policy equals the reference.
+    Huber,
+    /// `max(0, v)`: only a drop below the reference is penalised; the gradient jumps from 0 to
+    /// −λ at `v = 0`.
     Hinge,
+    /// `max(0, v)²`: one-sided and smooth, with a gradient that grows without bound.
+    SquaredHinge,
     /// `|rb − pb|`: any change is penalised.
     Abs,
     /// `(rb − pb)²`.
@@ -39,6 +55,31 @@ pub enum AnchorForm {
     /// `−pb`: plain likelihood on the base responses (no reference).
     Nll,
 }
+
+/// The width `κ` of the Huber-ised hinge's quadratic zone, in the units of the anchor term:
+/// nats for `normalize = "sum"`, nats per token for `"mean"`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Kappa {
+    /// A fixed width (> 0).
+    Fixed(f64),
+    /// `"auto"`: [`KAPPA_SUM`] nats with `normalize = "sum"`, [`KAPPA_MEAN`] nats per token
+    /// with `"mean"`.
+    Rule(KappaRule),
+}
+
+/// The named κ rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KappaRule {
+    Auto,
+}
+
+/// κ of `"auto"` for summed log-probs: one nat, four orders of magnitude above the float noise
+/// between two f32 forwards of a ~50-token response (≈ 1e-5 to 1e-4 nats).
+pub const KAPPA_SUM: f64 = 1.0;
+/// κ of `"auto"` for per-token means: one nat spread over a 40-token base response.
+pub const KAPPA_MEAN: f64 = 0.025;
 
 /// Whether anchor log-probs are sums over tokens or per-token means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,8 +99,11 @@ pub struct BapoConfig {
     pub beta: f64,
     /// Weight λ of the anchor term (≥ 0; 0 gives DPO).
     pub lambda: f64,
-    /// "hinge" (default), "abs", "squared" or "nll".
+    /// "huber" (default), "hinge", "squared_hinge", "abs", "squared" or "nll".
     pub form: AnchorForm,
+    /// Width of the `huber` form's quadratic zone (> 0), or "auto" (default): 1 nat for
+    /// "sum", 0.025 nats per token for "mean". Only `huber` reads it.
+    pub kappa: Kappa,
     /// "sum" (default) or "mean" (per-token).
     pub normalize: Normalize,
     /// Base responses per prompt (≥ 1); the anchor term averages over them.
@@ -71,9 +115,21 @@ impl Default for BapoConfig {
         BapoConfig {
             beta: 0.1,
             lambda: 1.0,
-            form: AnchorForm::Hinge,
+            form: AnchorForm::Huber,
+            kappa: Kappa::Rule(KappaRule::Auto),
             normalize: Normalize::Sum,
             num_anchors: 1,
+        }
+    }
+}
+
+impl BapoConfig {
+    /// The Huber width in effect: the fixed value, or `"auto"`'s for the normalisation.
+    pub fn kappa(&self) -> f64 {
+        match (self.kappa, self.normalize) {
+            (Kappa::Fixed(kappa), _) => kappa,
+            (Kappa::Rule(KappaRule::Auto), Normalize::Sum) => KAPPA_SUM,
+            (Kappa::Rule(KappaRule::Auto), Normalize::Mean) => KAPPA_MEAN,
         }
     }
 }
@@ -82,6 +138,9 @@ impl ObjectiveConfig for BapoConfig {
     fn validate(&self, objective: &str) -> Result<(), ConfigError> {
         check::positive(objective, "beta", self.beta)?;
         check::non_negative(objective, "lambda", self.lambda)?;
+        if let Kappa::Fixed(kappa) = self.kappa {
+            check::positive(objective, "kappa", kappa)?;
+        }
         if self.num_anchors == 0 {
             return Err(ConfigError::OutOfRange {
                 objective: objective.to_string(),
@@ -108,15 +167,28 @@ const REFERENCE_BASE: Quantity = Quantity::ReferenceLogp {
 const BASE_TOKENS: Quantity = Quantity::TokenCount(Response::Base);
 
 /// The anchor term per anchor, `[batch, anchors]`, from policy and reference log-probs of the
-/// base responses (already normalised if `normalize = "mean"`).
-pub fn anchor_term(form: AnchorForm, pb: Tensor<2>, rb: Tensor<2>) -> Tensor<2> {
+/// base responses (already normalised if `normalize = "mean"`); `kappa` is the `huber` width.
+pub fn anchor_term(form: AnchorForm, kappa: f64, pb: Tensor<2>, rb: Tensor<2>) -> Tensor<2> {
     match form {
+        AnchorForm::Huber => {
+            // u²/(2κ) with u = clamp(v, 0, κ) is the quadratic zone (constant κ/2 above it),
+            // max(0, v − κ) the linear part above κ. Both are exactly 0 in value and gradient
+            // for v ≤ 0, and the quadratic's gradient u/κ vanishes at v = 0 whatever the
+            // clamp's subgradient there.
+            let v = rb - pb;
+            // mul_scalar, not div_scalar: burn-autodiff 0.22.1 differentiates div_scalar
+            // through an f32 copy of the divisor, which is off by ~1e-8 in f64.
+            let quadratic = v.clone().clamp(0.0, kappa).square().mul_scalar(0.5 / kappa);
+            let linear = v.sub_scalar(kappa).clamp_min(0.0);
+            quadratic + linear
+        }
         // Masking (rather than relu) makes the gradient exactly 0 where pb ≥ rb, the boundary
         // included.
         AnchorForm::Hinge => {
             let satisfied = pb.clone().greater_equal(rb.clone());
             (rb - pb).mask_fill(satisfied, 0.0)
         }
+        AnchorForm::SquaredHinge => (rb - pb).clamp_min(0.0).square(),
         AnchorForm::Abs => (rb - pb).abs(),
         AnchorForm::Squared => (rb - pb).square(),
         AnchorForm::Nll => pb.neg(),
@@ -172,7 +244,7 @@ impl Objective for Bapo {
                 .mean_dim(1)
                 .reshape([batch])
         });
-        let anchor = anchor_term(self.config.form, pb.clone(), rb)
+        let anchor = anchor_term(self.config.form, self.config.kappa(), pb.clone(), rb)
             .mean_dim(1)
             .reshape([batch]);
 

@@ -115,9 +115,11 @@ impl Objective for KlDpo {
                 Some(sum) => sum + per_example,
             });
         }
+        // mul_scalar, not div_scalar: burn-autodiff 0.22.1 differentiates div_scalar through
+        // an f32 copy of the divisor (1/3 is then off by ~1e-8 in f64).
         let kl = kl
             .ok_or(ObjectiveError::Empty)?
-            .div_scalar(self.config.on.len() as f64);
+            .mul_scalar(1.0 / self.config.on.len() as f64);
         metrics.insert("kl/mean", kl.clone());
 
         let losses = pair.dpo_losses(self.config.beta, 0.0) + kl.mul_scalar(self.config.lambda_kl);

@@ -1,10 +1,12 @@
 //! Spec invariant 8: KL-DPO with λ_kl = 0 is DPO; the token-level KL is ≥ 0 and 0 for equal
 //! distributions; and the KL term enters the loss as λ_kl · mean over the named sequences.
+//! Plus the loop's packed `KL_seq` (`kl::packed_sequence_kl`, the scatter-mean `step.rs`
+//! uses): its value per sequence and its gradient against central finite differences.
 
-use bapo_objective::kl::{per_token_kl, sequence_kl};
+use bapo_objective::kl::{packed_sequence_kl, per_token_kl};
 use bapo_objective::{KlDirection, Objective, Quantity, Response};
 use bapo_objective_kl_dpo::{KlDpo, KlDpoConfig};
-use bapo_testkit::inputs::{inputs_for, logp};
+use bapo_testkit::inputs::{Kink, inputs_for, logp};
 use bapo_testkit::{Inputs, Precision, device, tensor_2d, values};
 use burn::tensor::Tensor;
 use proptest::prelude::*;
@@ -29,6 +31,10 @@ fn logits(batch: usize, tokens: usize, vocab: usize) -> impl Strategy<Value = Ve
     proptest::collection::vec(-8.0..8.0f64, batch * tokens * vocab)
 }
 
+fn tensor_2(v: &[f64], rows: usize, cols: usize) -> Tensor<2> {
+    tensor_2d(v, rows, cols, Precision::F64, &device())
+}
+
 fn tensor_3d(v: &[f64], dims: [usize; 3]) -> Tensor<3> {
     let flat = tensor_2d(v, dims[0] * dims[1], dims[2], Precision::F64, &device());
     flat.reshape(dims)
@@ -38,7 +44,7 @@ proptest! {
     /// λ_kl = 0 ⇒ equals DPO, whatever the KL values.
     #[test]
     fn zero_weight_is_dpo(
-        inputs in inputs_for(&kl_dpo(0.0, vec![Response::Chosen, Response::Rejected], KlDirection::Reverse), 4, 200.0)
+        inputs in inputs_for(&kl_dpo(0.0, vec![Response::Chosen, Response::Rejected], KlDirection::Reverse), 4, 200.0, Kink::Include)
     ) {
         let objective = kl_dpo(0.0, vec![Response::Chosen, Response::Rejected], KlDirection::Reverse);
         let losses = inputs.losses(&objective, Precision::F64);
@@ -68,23 +74,48 @@ proptest! {
         prop_assert!((loss - expected).abs() <= 1e-10 * (1.0 + expected), "{loss} vs {expected}");
     }
 
-    /// KL_seq ≥ 0 in both directions, per token and per sequence.
+    /// KL_seq ≥ 0 in both directions, per token and per sequence; the packed per-sequence
+    /// value is the mean of the per-token values of the rows that sequence owns (0 if none).
     #[test]
-    fn kl_is_non_negative(p in logits(2, 3, 5), q in logits(2, 3, 5), mask_bits in proptest::collection::vec(0..2u8, 6)) {
-        let mask: Vec<f64> = mask_bits.iter().map(|&b| f64::from(b)).collect();
+    fn kl_is_non_negative_and_averaged_per_sequence(
+        p in logits(1, 6, 5), q in logits(1, 6, 5), owners in proptest::collection::vec(0..3usize, 6),
+    ) {
         for direction in [KlDirection::Reverse, KlDirection::Forward] {
-            let per_token = values(&per_token_kl(tensor_3d(&p, [2, 3, 5]), tensor_3d(&q, [2, 3, 5]), direction));
+            let per_token = values(&per_token_kl(tensor_3d(&p, [1, 6, 5]), tensor_3d(&q, [1, 6, 5]), direction));
             prop_assert!(per_token.iter().all(|k| *k >= -1e-12), "{per_token:?}");
-            let mask_t = tensor_2d(&mask, 2, 3, Precision::F64, &device());
-            let seq = values(&sequence_kl(tensor_3d(&p, [2, 3, 5]), tensor_3d(&q, [2, 3, 5]), mask_t, direction));
+            let seq = values(&packed_sequence_kl(tensor_2(&p, 6, 5), tensor_2(&q, 6, 5), &owners, 3, direction));
             prop_assert!(seq.iter().all(|k| *k >= -1e-12), "{seq:?}");
-            // The per-sequence value is the mean of the masked per-token values.
-            for b in 0..2 {
-                let n: f64 = mask[b * 3..b * 3 + 3].iter().sum();
-                let sum: f64 = (0..3).map(|t| per_token[b * 3 + t] * mask[b * 3 + t]).sum();
-                let expected = if n > 0.0 { sum / n } else { 0.0 };
-                prop_assert!((seq[b] - expected).abs() < 1e-12, "{} vs {expected}", seq[b]);
+            for (s, value) in seq.iter().enumerate() {
+                let mine: Vec<f64> = (0..6).filter(|&i| owners[i] == s).map(|i| per_token[i]).collect();
+                let expected = if mine.is_empty() { 0.0 } else { mine.iter().sum::<f64>() / mine.len() as f64 };
+                prop_assert!((value - expected).abs() < 1e-12, "sequence {s}: {value} vs {expected}");
             }
+        }
+    }
+
+    /// The loop's KL_seq: the autodiff gradient of Σ_s w_s·KL_s w.r.t. the policy logits
+    /// equals central finite differences in f64. (Fails if the scatter-mean divides by the
+    /// wrong counts, drops a row, or if the reference's log-softmax is not detached.)
+    #[test]
+    fn packed_kl_gradient_matches_finite_differences(
+        p in logits(1, 5, 4), q in logits(1, 5, 4),
+        owners in proptest::collection::vec(0..3usize, 5),
+        weights in proptest::collection::vec(0.1..2.0f64, 3),
+        reverse: bool,
+    ) {
+        let direction = if reverse { KlDirection::Reverse } else { KlDirection::Forward };
+        let weighted = |policy: Tensor<2>, reference: Tensor<2>| {
+            let w = bapo_testkit::tensor(&weights, Precision::F64, &policy.device());
+            (packed_sequence_kl(policy, reference, &owners, 3, direction) * w).sum()
+        };
+        let leaf = tensor_2(&p, 5, 4).require_grad();
+        let grads = weighted(leaf.clone(), tensor_2(&q, 5, 4).require_grad()).backward();
+        let autodiff = values(&leaf.grad(&grads).expect("policy gradient"));
+        let fd = bapo_testkit::central_difference(&p, 1e-6, |x| {
+            bapo_testkit::scalar(&weighted(tensor_2(x, 5, 4), tensor_2(&q, 5, 4)))
+        });
+        for (i, (a, f)) in autodiff.iter().zip(&fd).enumerate() {
+            prop_assert!((a - f).abs() <= 1e-6 + 1e-5 * f.abs(), "[{i}]: autodiff {a} vs fd {f}");
         }
     }
 
@@ -145,10 +176,9 @@ fn kl_directions_match_the_definition() {
 #[test]
 fn kl_gradient_reaches_the_policy_only() {
     let d = device();
-    let p = tensor_3d(&[0.5, -1.0, 2.0, 0.0, 1.0, -2.0], [1, 2, 3]).require_grad();
-    let q = tensor_3d(&[1.0, 0.0, -1.0, 2.0, -2.0, 0.5], [1, 2, 3]).require_grad();
-    let mask = tensor_2d(&[1.0, 1.0], 1, 2, Precision::F64, &d);
-    let grads = sequence_kl(p.clone(), q.clone(), mask, KlDirection::Reverse)
+    let p = tensor_2d(&[0.5, -1.0, 2.0, 0.0, 1.0, -2.0], 2, 3, Precision::F64, &d).require_grad();
+    let q = tensor_2d(&[1.0, 0.0, -1.0, 2.0, -2.0, 0.5], 2, 3, Precision::F64, &d).require_grad();
+    let grads = packed_sequence_kl(p.clone(), q.clone(), &[0, 1], 2, KlDirection::Reverse)
         .sum()
         .backward();
     assert!(p.grad(&grads).is_some());

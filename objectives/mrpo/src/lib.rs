@@ -14,8 +14,11 @@
 //!    of probabilities), via logsumexp.
 //! 4. **DPO** on it: `z̃ = (pc − pr) − (log π̃(y_w) − log π̃(y_l))`.
 //!
-//! `naive = true` is the Multi-DPO baseline of the spec, `α·L_DPO(ref_1) + (1−α)·L_DPO(ref_0)`
-//! for K = 2 (no clipping), and `Σ_k w_k·L_DPO(ref_k)` for K > 2.
+//! `naive = true` is the Multi-DPO baseline as the authors' code runs it
+//! (`trainer_mref.py`, `losses = losses2*alpha + losses*(1-alpha)`):
+//! `α·L_DPO(clip(ref_1)) + (1−α)·L_DPO(ref_0)` for K = 2 — the same α as above, here on the
+//! auxiliary, whose log-probs are CTRO-clipped as in the main path — and
+//! `Σ_k w_k·L_DPO(clip(ref_k))` for K > 2.
 
 use bapo_objective::preference::{PreferencePair, logsumexp, sigmoid_loss};
 use bapo_objective::{
@@ -53,12 +56,14 @@ pub struct MrpoConfig {
     /// CTRO clipping rate ε ∈ [−1, 1]: ≥ 0 adaptive split between chosen and rejected,
     /// < 0 a fixed rate |ε|.
     pub epsilon: f64,
-    /// K = 2 only: "adaptive" (default) or a fixed weight on the primary in [0, 1].
+    /// K = 2 only: "adaptive" (default, ARWC) or a fixed α in [0, 1]: the weight on the
+    /// primary in the virtual reference, on the auxiliary's DPO loss in naive mode.
     pub alpha: Alpha,
     /// K > 2 only: fixed weights, one per reference (non-negative, normalised to sum 1);
     /// empty means uniform.
     pub weights: Vec<f64>,
-    /// The naive Multi-DPO baseline (weighted sum of per-reference DPO losses).
+    /// The naive Multi-DPO baseline (weighted sum of per-reference DPO losses, auxiliaries
+    /// clipped).
     pub naive: bool,
 }
 
@@ -258,12 +263,18 @@ impl Objective for Mrpo {
         let (chosen, rejected) = self.reference_logps(q)?;
         let weights = self.weights(&chosen, &rejected);
         let mut metrics = Metrics::new();
+        // α itself (K = 2; `weights[0]` otherwise): the weight on the primary in the virtual
+        // reference, and on the auxiliary's DPO loss in naive mode (as the authors' code).
         metrics.insert("mrpo/alpha", weights[0].clone());
 
+        let (rate_c, rate_r) = clipping_rates(self.config.epsilon, &chosen, &rejected);
+        let clipped_c = clip_to_primary(&chosen, &rate_c);
+        let clipped_r = clip_to_primary(&rejected, &rate_r);
+
         if self.config.naive {
-            // The spec's Multi-DPO baseline: α·L(ref_1) + (1−α)·L(ref_0) for K = 2, i.e. the
-            // weights of the virtual reference applied in reverse order; for K ≠ 2 the
-            // weights apply to the references in order.
+            // Multi-DPO: α·L(clip(ref_1)) + (1−α)·L(ref_0) for K = 2, i.e. the weights of the
+            // virtual reference applied in reverse order; for K ≠ 2 the weights apply to the
+            // references in order.
             let mut order: Vec<usize> = (0..self.config.references).collect();
             if self.config.references == 2 {
                 order.reverse();
@@ -272,7 +283,7 @@ impl Objective for Mrpo {
                 .iter()
                 .zip(&weights)
                 .map(|(&k, w)| {
-                    let pair = primary.with_reference(chosen[k].clone(), rejected[k].clone());
+                    let pair = primary.with_reference(clipped_c[k].clone(), clipped_r[k].clone());
                     pair.dpo_losses(beta, 0.0) * w.clone()
                 })
                 .reduce(|a, b| a + b)
@@ -281,9 +292,6 @@ impl Objective for Mrpo {
             return Ok(ObjectiveOutput { losses, metrics });
         }
 
-        let (rate_c, rate_r) = clipping_rates(self.config.epsilon, &chosen, &rejected);
-        let clipped_c = clip_to_primary(&chosen, &rate_c);
-        let clipped_r = clip_to_primary(&rejected, &rate_r);
         let pair = primary.with_reference(
             virtual_reference(&clipped_c, &weights),
             virtual_reference(&clipped_r, &weights),

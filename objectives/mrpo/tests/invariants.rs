@@ -1,7 +1,11 @@
-//! Spec invariants 12–15 of MRPO, and the whole K = 2 loss against a scalar re-computation
-//! from the spec's formulas.
+//! Spec invariants 12–15 of MRPO, and the whole K = 2 loss (main path and naive Multi-DPO)
+//! against a scalar re-computation from the spec's formulas; ARWC's α in [0, 1); CTRO's rates
+//! summing to ε. (The authors' code itself is matched in `tests/mrpo_parity.rs`.)
 
-use bapo_objective_mrpo::{Alpha, AlphaRule, Mrpo, MrpoConfig, clip_to_primary, virtual_reference};
+use bapo_objective_mrpo::{
+    Alpha, AlphaRule, Mrpo, MrpoConfig, adaptive_alpha, clip_to_primary, clipping_rates,
+    virtual_reference,
+};
 use bapo_testkit::inputs::logp;
 use bapo_testkit::{Inputs, Precision, device, tensor, values};
 use proptest::prelude::*;
@@ -62,15 +66,16 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * (1.0 + b.abs())
 }
 
-/// The spec's MRPO for K = 2, with scalars: CTRO clip, ARWC α, virtual reference, DPO.
-fn mrpo_by_hand(e: &Example, epsilon: f64, alpha: Option<f64>) -> f64 {
-    let (pc, pr) = (e.0, e.1);
+/// ARWC's α for K = 2 with scalars: the weight on the primary.
+fn arwc(e: &Example) -> f64 {
+    let (d0, d1) = ((e.2[0].0 - e.2[0].1).abs(), (e.2[1].0 - e.2[1].1).abs());
+    d1 / (d1 + d0 + 1e-6)
+}
+
+/// CTRO for K = 2 with scalars: the auxiliary's (chosen, rejected) clipped around the primary.
+fn clipped_auxiliary(e: &Example, epsilon: f64) -> (f64, f64) {
     let (r0c, r0l) = e.2[0];
     let (r1c, r1l) = e.2[1];
-    let alpha = alpha.unwrap_or_else(|| {
-        let (d0, d1) = ((r0c - r0l).abs(), (r1c - r1l).abs());
-        d1 / (d1 + d0 + 1e-6)
-    });
     let (bc, br) = (((r0c + r1c) / 2.0).abs(), ((r0l + r1l) / 2.0).abs());
     let (ec, er) = if epsilon < 0.0 {
         (-epsilon, -epsilon)
@@ -79,9 +84,24 @@ fn mrpo_by_hand(e: &Example, epsilon: f64, alpha: Option<f64>) -> f64 {
         (epsilon * s, epsilon * (1.0 - s))
     };
     let clip = |r: f64, r0: f64, e: f64| r.max((1.0 + e) * r0).min((1.0 - e) * r0);
-    let (r1c, r1l) = (clip(r1c, r0c, ec), clip(r1l, r0l, er));
+    (clip(r1c, r0c, ec), clip(r1l, r0l, er))
+}
+
+/// The spec's MRPO for K = 2, with scalars: CTRO clip, ARWC α, virtual reference, DPO.
+fn mrpo_by_hand(e: &Example, epsilon: f64, alpha: Option<f64>) -> f64 {
+    let (pc, pr) = (e.0, e.1);
+    let (r0c, r0l) = e.2[0];
+    let alpha = alpha.unwrap_or_else(|| arwc(e));
+    let (r1c, r1l) = clipped_auxiliary(e, epsilon);
     let virtual_ref = |r0: f64, r1: f64| -(alpha * (-r0).exp() + (1.0 - alpha) * (-r1).exp()).ln();
     dpo_loss(pc, pr, virtual_ref(r0c, r1c), virtual_ref(r0l, r1l))
+}
+
+/// Multi-DPO for K = 2 with scalars, as the authors' code: α on the clipped auxiliary.
+fn naive_by_hand(e: &Example, epsilon: f64, alpha: Option<f64>) -> f64 {
+    let alpha = alpha.unwrap_or_else(|| arwc(e));
+    let (r1c, r1l) = clipped_auxiliary(e, epsilon);
+    alpha * dpo_loss(e.0, e.1, r1c, r1l) + (1.0 - alpha) * dpo_loss(e.0, e.1, e.2[0].0, e.2[0].1)
 }
 
 proptest! {
@@ -171,13 +191,70 @@ proptest! {
         }
     }
 
-    /// Naive Multi-DPO, K = 2: α·L_DPO(ref_1) + (1−α)·L_DPO(ref_0) with the same α.
+    /// Naive Multi-DPO, K = 2: α·L_DPO(clip(ref_1)) + (1−α)·L_DPO(ref_0), with ARWC's α or a
+    /// fixed one, for adaptive and fixed clipping rates.
     #[test]
-    fn naive_mode_is_the_weighted_sum_of_dpo_losses(e in example(2), fixed in 0.0..=1.0f64) {
-        let loss = inputs_of(std::slice::from_ref(&e)).losses(&mrpo(2, 0.1, Alpha::Fixed(fixed), true), Precision::F64)[0];
-        let expected = fixed * dpo_loss(e.0, e.1, e.2[1].0, e.2[1].1)
-            + (1.0 - fixed) * dpo_loss(e.0, e.1, e.2[0].0, e.2[0].1);
+    fn naive_mode_is_the_weighted_sum_of_dpo_losses_with_the_auxiliary_clipped(
+        examples in proptest::collection::vec(example(2), 1..5),
+        fixed in prop_oneof![Just(None), (0.0..=1.0f64).prop_map(Some)],
+        epsilon in -0.5..0.5f64,
+    ) {
+        let alpha = fixed.map(Alpha::Fixed).unwrap_or(ADAPTIVE);
+        let losses = inputs_of(&examples).losses(&mrpo(2, epsilon, alpha, true), Precision::F64);
+        for (loss, e) in losses.iter().zip(&examples) {
+            let expected = naive_by_hand(e, epsilon, fixed);
+            prop_assert!(close(*loss, expected), "{loss} vs {expected}");
+        }
+    }
+
+    /// Naive mode with α = 0 is DPO against the clipped auxiliary (and α = 1, in the main
+    /// path, DPO against the primary: invariant 13).
+    #[test]
+    fn naive_alpha_zero_is_dpo_against_the_clipped_auxiliary(e in example(2), epsilon in -1.0..=1.0f64) {
+        let loss = inputs_of(std::slice::from_ref(&e)).losses(&mrpo(2, epsilon, Alpha::Fixed(0.0), true), Precision::F64)[0];
+        let (r1c, r1l) = clipped_auxiliary(&e, epsilon);
+        let expected = dpo_loss(e.0, e.1, r1c, r1l);
         prop_assert!(close(loss, expected), "{loss} vs {expected}");
+    }
+
+    /// ARWC's α lies in [0, 1) (the 1e-6 keeps it below 1), and the `mrpo/alpha` metric
+    /// reports it.
+    #[test]
+    fn adaptive_alpha_is_in_zero_one(examples in proptest::collection::vec(example(2), 1..6), naive: bool) {
+        let d = device();
+        let t = |f: fn(&Example) -> f64| tensor(&examples.iter().map(f).collect::<Vec<_>>(), Precision::F64, &d);
+        let chosen = [t(|e| e.2[0].0), t(|e| e.2[1].0)];
+        let rejected = [t(|e| e.2[0].1), t(|e| e.2[1].1)];
+        let alpha = values(&adaptive_alpha(&chosen, &rejected));
+        for (a, e) in alpha.iter().zip(&examples) {
+            prop_assert!((0.0..1.0).contains(a), "α = {a}");
+            prop_assert!(close(*a, arwc(e)), "{a} vs {}", arwc(e));
+        }
+        let (q, _) = inputs_of(&examples).tensors(Precision::F64, &d, false);
+        let out = bapo_objective::Objective::compute(&mrpo(2, 0.1, ADAPTIVE, naive), &q).unwrap();
+        prop_assert_eq!(values(out.metrics.get("mrpo/alpha").unwrap()), alpha);
+    }
+
+    /// CTRO's adaptive rates split ε between chosen and rejected: ε_c + ε_r = ε, both in
+    /// [0, ε], ε_c/ε = |b_c|/(|b_c| + |b_r|); a negative ε gives |ε| for both.
+    #[test]
+    fn clipping_rates_split_epsilon(
+        refs in proptest::collection::vec((logp(300.0), logp(300.0)), 1..4), epsilon in -1.0..=1.0f64,
+    ) {
+        let d = device();
+        let chosen: Vec<_> = refs.iter().map(|r| tensor(&[r.0], Precision::F64, &d)).collect();
+        let rejected: Vec<_> = refs.iter().map(|r| tensor(&[r.1], Precision::F64, &d)).collect();
+        let (ec, er) = clipping_rates(epsilon, &chosen, &rejected);
+        let (ec, er) = (values(&ec)[0], values(&er)[0]);
+        if epsilon < 0.0 {
+            prop_assert_eq!((ec, er), (-epsilon, -epsilon));
+        } else {
+            prop_assert!(close(ec + er, epsilon), "{ec} + {er} vs {epsilon}");
+            prop_assert!(ec >= 0.0 && er >= 0.0, "{ec}, {er}");
+            let bc = (refs.iter().map(|r| r.0).sum::<f64>() / refs.len() as f64).abs();
+            let br = (refs.iter().map(|r| r.1).sum::<f64>() / refs.len() as f64).abs();
+            prop_assert!(close(ec, epsilon * bc / (bc + br)), "{ec} vs {}", epsilon * bc / (bc + br));
+        }
     }
 }
 
