@@ -110,6 +110,7 @@ const BAD_SETTINGS: &[(&str, &str, &str)] = &[
     ("bapo", "kappa = 0.0", "kappa"),
     ("bapo", "kappa = -1.0", "kappa"),
     ("bapo", "kappa = \"wide\"", "kappa"),
+    ("bapo", "kappa = 0.5\nform = \"hinge\"", "kappa"),
     ("bapo", "num_anchors = 0", "num_anchors"),
     ("bapo", "num_anchors = -2", "num_anchors"),
     ("bapo", "temperature = 0.7", "temperature"),

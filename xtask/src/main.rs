@@ -6,11 +6,15 @@
 //! - `check-exports`: see `python.rs`.
 //! - `fetch`: the real assets, verified by sha256, into the git-ignored asset cache.
 //! - `data`: the generated personalised dataset.
+//! - `anchor-forms`: the comparison behind BAPO's default anchor form (`anchor_forms.rs`).
+//! - `mutations`: planted bugs that the invariant tests must catch (`mutations.rs`).
 
+mod anchor_forms;
 mod backends;
 mod bench;
 mod data;
 mod fetch;
+mod mutations;
 mod python;
 
 use std::io::{BufRead, BufReader};
@@ -39,6 +43,10 @@ fn run() -> Result<()> {
         Some("train") => backends::train(&workspace_root(), &cargo_program(), &args[1..]),
         Some("backends") => backends::check(&workspace_root(), &cargo_program()),
         Some("bench") => bench::bench(&workspace_root(), &cargo_program(), &args[1..]),
+        Some("anchor-forms") => {
+            anchor_forms::anchor_forms(&workspace_root(), &cargo_program(), &args[1..])
+        }
+        Some("mutations") => mutations::mutations(&workspace_root(), &cargo_program(), &args[1..]),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         None => {
             println!("{USAGE}");
@@ -63,7 +71,14 @@ tasks:
   backends
          the tiny run on cpu, tch-cpu and wgpu-cpu; the losses must agree within 1e-4
   bench  [--backend B] [--steps N]: tokens/s and peak memory of a DPO step and of anchor
-         generation on SmolLM2-135M, next to PyTorch/TRL doing the same work";
+         generation on SmolLM2-135M, next to PyTorch/TRL doing the same work
+  anchor-forms [--seeds N] [--report]
+         the comparison behind BAPO's default anchor: the quickstart with each one-sided
+         anchor form and with DPO, seeds 0..N (default 2), held-out margin next to drift;
+         --report prints the table of the runs already made
+  mutations [FILTER]
+         the planted bugs of tests/planted-mutations.toml, each of which its invariant test
+         must catch (those whose invariant contains FILTER)";
 
 fn ci() -> Result<()> {
     fetch::fetch(&workspace_root())?;

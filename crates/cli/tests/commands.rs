@@ -22,7 +22,7 @@ fn lists_every_built_in_objective_with_its_defaults() {
     for (name, default) in [
         ("dpo", "label_smoothing = 0.0"),
         ("kl-dpo", "lambda_kl = 0.1"),
-        ("bapo", "form = \"hinge\""),
+        ("bapo", "form = \"huber\""),
         ("mrpo", "alpha = \"adaptive\""),
     ] {
         assert!(

@@ -58,10 +58,14 @@ fn dpo_learns_the_trained_users_preference() {
         mean(&margins[30..]) > mean(&margins[..10]) + 0.3,
         "margins rise: {margins:?}"
     );
-    // Held-out entities: the trained user's margin is positive, the opposite user's negative.
+    // Held-out entities: the opposite user's pairs are the trained user's mirrored, so its
+    // margin is exactly the negative. (Its sign on these entity-specific colour facts is not
+    // a property of the loop: see `held_out_margins_follow_a_preference_that_generalises`.)
     let end = &summary.end;
-    assert!(end["pref/truthful/margin"] > 0.2, "{end:?}");
-    assert!(end["pref/contrarian/margin"] < -0.2, "{end:?}");
+    assert!(
+        (end["pref/truthful/margin"] + end["pref/contrarian/margin"]).abs() < 1e-4,
+        "{end:?}"
+    );
     let start = summary.start.as_ref().unwrap();
     assert_eq!(
         start["pref/truthful/margin"], 0.0,
@@ -70,6 +74,80 @@ fn dpo_learns_the_trained_users_preference() {
     for file in ["config.toml", "summary.md", "eval.jsonl", "plots/loss.png"] {
         assert!(dir.join("run").join(file).exists(), "{file} is written");
     }
+}
+
+/// Writes toy preferences where the answer on held-out entities is known: user "blue" prefers
+/// "it is blue ." to "it is red ." for every entity, user "red" the opposite. A preference
+/// that does not depend on the entity generalises to entities never trained on.
+fn write_generalising_preferences(dir: &std::path::Path) -> std::path::PathBuf {
+    let entities = [
+        "sky",
+        "grass",
+        "snow",
+        "coal",
+        "blood",
+        "sun",
+        "sea",
+        "milk",
+        "banana",
+        "leaf",
+        "night",
+        "cloud",
+        "orange",
+        "chocolate",
+        "tomato",
+        "lemon",
+    ];
+    let mut text = String::new();
+    for (user, chosen, rejected) in [("blue", "blue", "red"), ("red", "red", "blue")] {
+        for entity in entities {
+            let row = serde_json::json!({
+                "prompt": [{"role": "user", "content": format!("what colour is the {entity} ?")}],
+                "chosen": [{"role": "assistant", "content": format!("it is {chosen} .")}],
+                "rejected": [{"role": "assistant", "content": format!("it is {rejected} .")}],
+                "user": user,
+                "entity": entity,
+            });
+            text.push_str(&row.to_string());
+            text.push('\n');
+        }
+    }
+    let path = dir.join("generalising.jsonl");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The held-out path's sign, pinned on data where the answer is known: training the tiny run
+/// (BAPO with its default anchor, lr 1e-2, as configs/tiny.toml) on user "blue" raises its
+/// held-out margin and lowers the opposite user's by as much. A sign error anywhere between
+/// the evaluation's log-probs and its margin fails this.
+///
+/// On configs/tiny.toml's own data the trained user's held-out margin *falls* (−0.46 after 12
+/// steps, about −32 for DPO after 100): those pairs are entity-specific colour facts, which a
+/// random 2-layer model cannot learn from 12 entities; what it learns is how often each colour
+/// word is chosen or rejected in the training rows. Over "truthful"'s 12 training entities,
+/// blue and black are chosen once more than rejected and purple is rejected once, so on the 4
+/// held-out pairs (blood red > blue, cloud grey > purple, lemon yellow > black, sun yellow >
+/// grey) that count predicts −1 + 1 − 1 + 0 < 0: overfitting of toy data, not a sign error.
+#[test]
+fn held_out_margins_follow_a_preference_that_generalises() {
+    let dir = scratch("generalises");
+    let data = write_generalising_preferences(&dir);
+    let config = tiny_config(
+        &dir,
+        &[
+            &format!("data.path={:?}", data.display().to_string()),
+            "data.user=\"blue\"",
+        ],
+    );
+    let summary = train(&config, &quiet()).unwrap();
+    let end = &summary.end;
+    assert!(end["pref/blue/margin"] > 0.5, "{end:?}");
+    assert!(end["pref/blue/accuracy"] == 1.0, "{end:?}");
+    assert!(
+        (end["pref/blue/margin"] + end["pref/red/margin"]).abs() < 1e-4,
+        "{end:?}"
+    );
 }
 
 #[test]

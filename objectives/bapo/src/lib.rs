@@ -140,6 +140,13 @@ impl ObjectiveConfig for BapoConfig {
         check::non_negative(objective, "lambda", self.lambda)?;
         if let Kappa::Fixed(kappa) = self.kappa {
             check::positive(objective, "kappa", kappa)?;
+            if self.form != AnchorForm::Huber {
+                return Err(check::invalid(
+                    objective,
+                    "kappa",
+                    "a fixed kappa applies to form = \"huber\" only",
+                ));
+            }
         }
         if self.num_anchors == 0 {
             return Err(ConfigError::OutOfRange {

@@ -1,0 +1,189 @@
+//! `cargo xtask anchor-forms [--seeds N]`: the comparison behind BAPO's default anchor form
+//! (docs/objectives.md). The quickstart (SmolLM2-135M-Instruct, LoRA, user "concise", 32
+//! steps) is trained with each one-sided anchor form (`huber`, `hinge`, `squared_hinge`) and
+//! with plain DPO, for seeds 0..N, evaluated at the end on 32 held-out pairs per user (no
+//! BIG-bench). It prints, per arm, the mean over seeds of what the choice is about: the
+//! trained user's held-out margin (personalisation), `anchor/drift` and `kl/heldout` on the
+//! held-out base responses (what the anchor protects), and the first step's gradient norm
+//! and anchor violations (where float noise decides the plain hinge), and the largest
+//! gradient norm of the run (before clipping). Runs go to `runs/anchor-forms/`; about 4
+//! minutes per run on 2 cores. `--report` prints the table from the runs already there.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// (arm, `--set` overrides of the objective).
+const ARMS: [(&str, &str); 4] = [
+    ("huber", r#"objective.form="huber""#),
+    ("hinge", r#"objective.form="hinge""#),
+    ("squared_hinge", r#"objective.form="squared_hinge""#),
+    ("dpo", r#"objective={name="dpo"}"#),
+];
+
+/// Which line of a log a column reads.
+#[derive(Clone, Copy)]
+enum Pick {
+    /// The last line (the end of the run).
+    Last,
+    /// The line of this step.
+    Step(u64),
+    /// The largest value over all lines.
+    Max,
+}
+
+/// The columns: (heading, file, key, line).
+const COLUMNS: [(&str, &str, &str, Pick); 8] = [
+    (
+        "held-out margin (concise)",
+        "eval.jsonl",
+        "pref/concise/margin",
+        Pick::Last,
+    ),
+    (
+        "held-out accuracy (concise)",
+        "eval.jsonl",
+        "pref/concise/accuracy",
+        Pick::Last,
+    ),
+    ("anchor/drift", "eval.jsonl", "anchor/drift", Pick::Last),
+    ("kl/heldout", "eval.jsonl", "kl/heldout", Pick::Last),
+    (
+        "margin, opposite user (detailed)",
+        "eval.jsonl",
+        "pref/detailed/margin",
+        Pick::Last,
+    ),
+    (
+        "step-1 grad norm",
+        "metrics.jsonl",
+        "grad_norm",
+        Pick::Step(1),
+    ),
+    (
+        "step-1 anchor violations",
+        "metrics.jsonl",
+        "anchor/violation",
+        Pick::Step(1),
+    ),
+    ("largest grad norm", "metrics.jsonl", "grad_norm", Pick::Max),
+];
+
+pub fn anchor_forms(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
+    let mut seeds: u64 = 2;
+    let mut train = true;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--seeds" => {
+                seeds = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .context("--seeds needs a number")?
+            }
+            "--report" => train = false,
+            _ => bail!("usage: cargo xtask anchor-forms [--seeds N] [--report]"),
+        }
+    }
+    let out = root.join("runs/anchor-forms");
+    let binary = if train {
+        crate::fetch::fetch(root)?;
+        Some(crate::backends::build_bapo(root, cargo, &[], false)?.0)
+    } else {
+        None
+    };
+    let mut table = Vec::new();
+    for (arm, objective) in ARMS {
+        let mut values = vec![Vec::new(); COLUMNS.len()];
+        for seed in 0..seeds {
+            let dir = out.join(format!("{arm}-seed{seed}"));
+            let Some(binary) = &binary else {
+                collect(&dir, &mut values)?;
+                continue;
+            };
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+            let mut command = Command::new(binary);
+            command
+                .args(["train", "--config"])
+                .arg(root.join("configs/quickstart.toml"))
+                .args(["--set", objective])
+                .args(["--set", &format!("training.seed={seed}")])
+                .args(["--set", "eval.examples_per_user=32"])
+                .args(["--set", r#"eval.bigbench_dir="""#])
+                .args(["--set", "eval.at_start=false"])
+                .args(["--set", "checkpoint.export=false"])
+                .args([
+                    "--set",
+                    &format!("output.dir={:?}", dir.display().to_string()),
+                ])
+                .arg("--quiet")
+                .current_dir(root);
+            eprintln!("{arm}, seed {seed}");
+            let status = command.status().context("running bapo")?;
+            if !status.success() {
+                bail!("the {arm} run with seed {seed} failed ({status})");
+            }
+            collect(&dir, &mut values)?;
+        }
+        table.push((arm, values));
+    }
+    println!("| arm | {} |", COLUMNS.map(|c| c.0).join(" | "));
+    println!("|---|{}", "---:|".repeat(COLUMNS.len()));
+    for (arm, values) in table {
+        let cells: Vec<String> = values
+            .iter()
+            .map(|v| {
+                if v.is_empty() {
+                    "—".to_string()
+                } else {
+                    let per_seed: Vec<String> = v.iter().map(|x| format!("{x:.3}")).collect();
+                    let mean = v.iter().sum::<f64>() / v.len() as f64;
+                    format!("{mean:.3} ({})", per_seed.join(", "))
+                }
+            })
+            .collect();
+        println!("| {arm} | {} |", cells.join(" | "));
+    }
+    println!(
+        "(mean over seeds, each seed's value in parentheses; runs in {})",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Appends one run's value of each column.
+fn collect(dir: &Path, values: &mut [Vec<f64>]) -> Result<()> {
+    for (column, (_, file, key, pick)) in COLUMNS.iter().enumerate() {
+        if let Some(v) = read(&dir.join(file), key, *pick)? {
+            values[column].push(v);
+        }
+    }
+    Ok(())
+}
+
+/// `key` from the line(s) of the JSON-lines file `path` that `pick` names; None when the key
+/// is absent there (e.g. anchor metrics of DPO).
+fn read(path: &Path, key: &str, pick: Pick) -> Result<Option<f64>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut found: Option<f64> = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let row: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}: not JSON", path.display()))?;
+        let value = row[key].as_f64();
+        found = match pick {
+            Pick::Last => value,
+            Pick::Step(step) if row["step"].as_u64() == Some(step) => value,
+            Pick::Step(_) => found,
+            Pick::Max => match (found, value) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+        };
+    }
+    Ok(found)
+}

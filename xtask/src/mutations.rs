@@ -1,0 +1,169 @@
+//! `cargo xtask mutations [FILTER]`: the planted bugs of `tests/planted-mutations.toml`, each
+//! applied on its own to the source, with the test that must catch it. A mutation counts as
+//! caught when its test builds, runs and fails; one that does not compile, or whose test
+//! passes, is reported as not caught and makes the task fail. Every file is restored
+//! afterwards, also when a step fails. Not part of `ci` (each mutation rebuilds a test).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// One planted bug.
+struct Mutation {
+    invariant: String,
+    file: PathBuf,
+    find: String,
+    replace: String,
+    test: Vec<String>,
+}
+
+/// The outcome of running a mutation's test.
+enum Outcome {
+    Caught,
+    Survived,
+    DoesNotBuild,
+}
+
+/// Restores a file's original text when dropped.
+struct Restore {
+    path: PathBuf,
+    original: String,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.path, &self.original) {
+            eprintln!("error: could not restore {}: {e}", self.path.display());
+        }
+    }
+}
+
+pub fn mutations(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
+    let filter = args.first().map(String::as_str).unwrap_or("");
+    let list = root.join("tests/planted-mutations.toml");
+    let all = load(&list)?;
+    let selected: Vec<&Mutation> = all
+        .iter()
+        .filter(|m| m.invariant.contains(filter))
+        .collect();
+    if selected.is_empty() {
+        bail!("no mutation in {} matches `{filter}`", list.display());
+    }
+    let mut missed = Vec::new();
+    for (i, mutation) in selected.iter().enumerate() {
+        eprintln!(
+            "[{}/{}] {} ({})",
+            i + 1,
+            selected.len(),
+            mutation.invariant,
+            mutation.file.display()
+        );
+        let outcome = run_one(root, cargo, mutation)?;
+        let verdict = match outcome {
+            Outcome::Caught => "caught",
+            Outcome::Survived => "NOT CAUGHT: the test passed",
+            Outcome::DoesNotBuild => "NOT CAUGHT: the mutation does not build",
+        };
+        println!("{verdict:<40} {}", mutation.invariant);
+        if !matches!(outcome, Outcome::Caught) {
+            missed.push(mutation.invariant.clone());
+        }
+    }
+    println!(
+        "{} of {} planted bugs caught",
+        selected.len() - missed.len(),
+        selected.len()
+    );
+    if !missed.is_empty() {
+        bail!("not caught: {}", missed.join("; "));
+    }
+    Ok(())
+}
+
+fn run_one(root: &Path, cargo: &str, mutation: &Mutation) -> Result<Outcome> {
+    let path = root.join(&mutation.file);
+    let original =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let found = original.matches(&mutation.find).count();
+    if found != 1 {
+        bail!(
+            "{}: `{}` occurs {found} times (exactly once expected)",
+            mutation.file.display(),
+            mutation.find
+        );
+    }
+    let _restore = Restore {
+        path: path.clone(),
+        original: original.clone(),
+    };
+    std::fs::write(
+        &path,
+        original.replacen(&mutation.find, &mutation.replace, 1),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    let output = Command::new(cargo)
+        .arg("test")
+        .args(&mutation.test)
+        .current_dir(root)
+        .output()
+        .context("running cargo test")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(if output.status.success() {
+        Outcome::Survived
+    } else if text.contains("test result: FAILED") {
+        Outcome::Caught
+    } else {
+        Outcome::DoesNotBuild
+    })
+}
+
+fn load(path: &Path) -> Result<Vec<Mutation>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let entries = table
+        .get("mutation")
+        .and_then(|m| m.as_array())
+        .with_context(|| format!("{}: no [[mutation]] entries", path.display()))?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let value = serde_json::to_value(entry)?;
+            let field = |name: &str| -> Result<String> {
+                value[name].as_str().map(str::to_string).with_context(|| {
+                    format!("{}: mutation {}: `{name}` missing", path.display(), i + 1)
+                })
+            };
+            let test = match &value["test"] {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|t| t.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>(),
+                _ => None,
+            }
+            .with_context(|| {
+                format!(
+                    "{}: mutation {}: `test` must be a list of strings",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+            Ok(Mutation {
+                invariant: field("invariant")?,
+                file: PathBuf::from(field("file")?),
+                find: field("find")?,
+                replace: field("replace")?,
+                test,
+            })
+        })
+        .collect()
+}
