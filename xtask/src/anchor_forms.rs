@@ -7,7 +7,8 @@
 //! held-out base responses (what the anchor protects), and the first step's gradient norm
 //! and anchor violations (where float noise decides the plain hinge), and the largest
 //! gradient norm of the run (before clipping). Runs go to `runs/anchor-forms/`; about 4
-//! minutes per run on 2 cores. `--report` prints the table from the runs already there.
+//! minutes per run on 2 cores. `--report` prints the table from the runs already there;
+//! `--arms huber,dpo` reruns only those arms and reports the others from their runs.
 
 use std::path::Path;
 use std::process::Command;
@@ -73,6 +74,7 @@ const COLUMNS: [(&str, &str, &str, Pick); 8] = [
 pub fn anchor_forms(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let mut seeds: u64 = 2;
     let mut train = true;
+    let mut arms: Vec<String> = ARMS.iter().map(|(arm, _)| arm.to_string()).collect();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -83,7 +85,18 @@ pub fn anchor_forms(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
                     .context("--seeds needs a number")?
             }
             "--report" => train = false,
-            _ => bail!("usage: cargo xtask anchor-forms [--seeds N] [--report]"),
+            "--arms" => {
+                arms = it
+                    .next()
+                    .context("--arms needs a comma-separated list")?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
+                if let Some(unknown) = arms.iter().find(|a| !ARMS.iter().any(|(n, _)| n == a)) {
+                    bail!("unknown arm `{unknown}`: one of huber, hinge, squared_hinge, dpo");
+                }
+            }
+            _ => bail!("usage: cargo xtask anchor-forms [--seeds N] [--arms A,B] [--report]"),
         }
     }
     let out = root.join("runs/anchor-forms");
@@ -98,7 +111,9 @@ pub fn anchor_forms(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         let mut values = vec![Vec::new(); COLUMNS.len()];
         for seed in 0..seeds {
             let dir = out.join(format!("{arm}-seed{seed}"));
-            let Some(binary) = &binary else {
+            // Arms not selected are reported from their existing runs.
+            let selected = arms.iter().any(|a| a == arm);
+            let (Some(binary), true) = (&binary, selected) else {
                 collect(&dir, &mut values)?;
                 continue;
             };

@@ -72,10 +72,10 @@ tasks:
          the tiny run on cpu, tch-cpu and wgpu-cpu; the losses must agree within 1e-4
   bench  [--backend B] [--steps N]: tokens/s and peak memory of a DPO step and of anchor
          generation on SmolLM2-135M, next to PyTorch/TRL doing the same work
-  anchor-forms [--seeds N] [--report]
+  anchor-forms [--seeds N] [--arms A,B] [--report]
          the comparison behind BAPO's default anchor: the quickstart with each one-sided
          anchor form and with DPO, seeds 0..N (default 2), held-out margin next to drift;
-         --report prints the table of the runs already made
+         --arms reruns only those arms; --report prints the table of the runs already made
   mutations [FILTER]
          the planted bugs of tests/planted-mutations.toml, each of which its invariant test
          must catch (those whose invariant contains FILTER)";

@@ -98,6 +98,9 @@ fn run_one(root: &Path, cargo: &str, mutation: &Mutation) -> Result<Outcome> {
         path: path.clone(),
         original: original.clone(),
     };
+    // proptest records the failures it finds next to the tests; those of a planted bug are
+    // not regressions of the real code.
+    let _regressions = Regressions::snapshot(root)?;
     std::fs::write(
         &path,
         original.replacen(&mutation.find, &mutation.replace, 1),
@@ -121,6 +124,63 @@ fn run_one(root: &Path, cargo: &str, mutation: &Mutation) -> Result<Outcome> {
     } else {
         Outcome::DoesNotBuild
     })
+}
+
+/// The `*.proptest-regressions` files of the workspace, put back as they were when dropped
+/// (new ones removed).
+struct Regressions {
+    root: PathBuf,
+    files: Vec<(PathBuf, String)>,
+}
+
+impl Regressions {
+    fn snapshot(root: &Path) -> Result<Self> {
+        let files = regression_files(root)?
+            .into_iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Ok((path, text))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Regressions {
+            root: root.to_path_buf(),
+            files,
+        })
+    }
+}
+
+impl Drop for Regressions {
+    fn drop(&mut self) {
+        for path in regression_files(&self.root).unwrap_or_default() {
+            match self.files.iter().find(|(p, _)| *p == path) {
+                Some((_, text)) => std::fs::write(&path, text).ok(),
+                None => std::fs::remove_file(&path).ok(),
+            };
+        }
+    }
+}
+
+/// Every `*.proptest-regressions` file under the workspace's test folders.
+fn regression_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() {
+                if !name.starts_with('.') && !["target", "runs"].contains(&name) {
+                    pending.push(path);
+                }
+            } else if name.ends_with(".proptest-regressions") {
+                found.push(path);
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn load(path: &Path) -> Result<Vec<Mutation>> {

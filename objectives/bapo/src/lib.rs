@@ -6,7 +6,7 @@
 //!
 //! | `form` | `A` per anchor, `v = rb − pb` |
 //! |---|---|
-//! | `huber` (default) | `0` for `v ≤ 0`, `v²/(2κ)` for `0 ≤ v ≤ κ`, `v − κ/2` above |
+//! | `huber` (default) | with `w = v − κ/1000`: `0` for `w ≤ 0`, `w²/(2κ)` for `0 ≤ w ≤ κ`, `w − κ/2` above |
 //! | `hinge` | `max(0, v)` |
 //! | `squared_hinge` | `max(0, v)²` |
 //! | `abs` | `|v|` |
@@ -20,8 +20,11 @@
 //! noise (the cached `rb` and the training forward come from different batch shapes). The plain
 //! hinge's gradient jumps from 0 to −λ at `v = 0`, so that noise decides which examples get the
 //! full anchor gradient. The Huber-ised hinge is one-sided like the hinge, zero in value and
-//! gradient at `v = 0`, and its gradient grows linearly to −λ over the first `κ` nats of a drop:
-//! a noise of 1e-6 moves it by λ·1e-6/κ.
+//! gradient at `v = 0`, and its gradient grows linearly to −λ over the first `κ` nats of a drop.
+//! Drops below a floor of κ/1000 (1e-3 nats with "sum") cost nothing at all: Adam divides each
+//! parameter's step by that parameter's own gradient scale, so even a 1e-7 gradient, if it is
+//! the only one a parameter gets (embeddings of tokens that only base responses contain),
+//! becomes a full-size step whose sign is decided by float noise.
 //!
 //! Provenance: the anchor's form ("policy likelihood of the base response kept at the
 //! reference's") is from the paper's abstract and secondary summaries; the paper's body could
@@ -40,8 +43,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnchorForm {
-    /// The Huber-ised hinge: 0 for `v ≤ 0`, `v²/(2κ)` up to `κ`, `v − κ/2` above. One-sided
-    /// and smooth: zero in value and gradient where the policy equals the reference.
+    /// The Huber-ised hinge of `w = v − κ/1000`: 0 for `w ≤ 0`, `w²/(2κ)` up to `κ`, `w − κ/2`
+    /// above. One-sided and smooth: zero in value and gradient where the policy equals the
+    /// reference and for drops below the noise floor κ/1000.
     Huber,
     /// `max(0, v)`: only a drop below the reference is penalised; the gradient jumps from 0 to
     /// −λ at `v = 0`.
@@ -80,6 +84,11 @@ pub enum KappaRule {
 pub const KAPPA_SUM: f64 = 1.0;
 /// κ of `"auto"` for per-token means: one nat spread over a 40-token base response.
 pub const KAPPA_MEAN: f64 = 0.025;
+
+/// The `huber` form's noise floor as a fraction of κ: drops of the base responses' log-probs
+/// smaller than `κ · NOISE_FLOOR` are float noise and cost nothing (1e-3 nats with "sum",
+/// 2.5e-5 nats per token with "mean").
+pub const NOISE_FLOOR: f64 = 1e-3;
 
 /// Whether anchor log-probs are sums over tokens or per-token means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,15 +187,15 @@ const BASE_TOKENS: Quantity = Quantity::TokenCount(Response::Base);
 pub fn anchor_term(form: AnchorForm, kappa: f64, pb: Tensor<2>, rb: Tensor<2>) -> Tensor<2> {
     match form {
         AnchorForm::Huber => {
-            // u²/(2κ) with u = clamp(v, 0, κ) is the quadratic zone (constant κ/2 above it),
-            // max(0, v − κ) the linear part above κ. Both are exactly 0 in value and gradient
-            // for v ≤ 0, and the quadratic's gradient u/κ vanishes at v = 0 whatever the
-            // clamp's subgradient there.
-            let v = rb - pb;
+            // With w = v − floor: u²/(2κ), u = clamp(w, 0, κ), is the quadratic zone (constant
+            // κ/2 above it), max(0, w − κ) the linear part above κ. Both are exactly 0 in value
+            // and gradient for w ≤ 0, and the quadratic's gradient u/κ vanishes at w = 0
+            // whatever the clamp's subgradient there.
+            let w = (rb - pb).sub_scalar(kappa * NOISE_FLOOR);
             // mul_scalar, not div_scalar: burn-autodiff 0.22.1 differentiates div_scalar
             // through an f32 copy of the divisor, which is off by ~1e-8 in f64.
-            let quadratic = v.clone().clamp(0.0, kappa).square().mul_scalar(0.5 / kappa);
-            let linear = v.sub_scalar(kappa).clamp_min(0.0);
+            let quadratic = w.clone().clamp(0.0, kappa).square().mul_scalar(0.5 / kappa);
+            let linear = w.sub_scalar(kappa).clamp_min(0.0);
             quadratic + linear
         }
         // Masking (rather than relu) makes the gradient exactly 0 where pb ≥ rb, the boundary

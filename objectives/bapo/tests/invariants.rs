@@ -5,7 +5,9 @@
 //! there moves its gradient by at most λ·δ/κ) and every anchor form against its definition.
 
 use bapo_objective::{Objective, Quantity, Response};
-use bapo_objective_bapo::{AnchorForm, Bapo, BapoConfig, KAPPA_MEAN, KAPPA_SUM, Kappa, Normalize};
+use bapo_objective_bapo::{
+    AnchorForm, Bapo, BapoConfig, KAPPA_MEAN, KAPPA_SUM, Kappa, NOISE_FLOOR, Normalize,
+};
 use bapo_testkit::inputs::logp;
 use bapo_testkit::{Inputs, Precision};
 use proptest::prelude::*;
@@ -41,8 +43,9 @@ fn huber(lambda: f64, kappa: f64, normalize: Normalize) -> Bapo {
     }
 }
 
-/// The Huber-ised hinge by its definition, `v = rb − pb`.
+/// The Huber-ised hinge by its definition, `v = rb − pb`, with its noise floor.
 fn huber_by_hand(v: f64, kappa: f64) -> f64 {
+    let v = v - kappa * NOISE_FLOOR;
     if v <= 0.0 {
         0.0
     } else if v <= kappa {
@@ -135,7 +138,8 @@ proptest! {
 
     /// The default form is smooth at pb = rb, the first step's regime: perturbing pb by
     /// δ ∈ [−1e-6, 1e-6] around rb moves ∂L/∂pb by at most λ·|δ|/κ (plus DPO's part, which
-    /// does not depend on pb). The plain hinge fails this: its gradient jumps by λ.
+    /// does not depend on pb) — in fact not at all, below the noise floor. The plain hinge
+    /// fails this: its gradient jumps by λ.
     #[test]
     fn the_default_anchor_gradient_is_continuous_at_the_reference(
         p in pair(), rb in logp(200.0), delta in -1e-6..1e-6f64, lambda in 0.1..10.0f64,
@@ -157,8 +161,27 @@ proptest! {
         );
     }
 
-    /// The Huber-ised hinge against its definition in all three zones, with several anchors
-    /// and either normalisation; its gradient is −λ·min(v, κ)/κ per anchor (÷ anchors).
+    /// Drops within the noise floor (0 < rb − pb ≤ κ/1000) cost nothing, in value and
+    /// gradient: float noise cannot reach Adam's per-parameter normalisation.
+    #[test]
+    fn drops_within_the_noise_floor_cost_nothing(
+        p in pair(), rb in logp(200.0), fraction in 0.0..=1.0f64, lambda in 0.1..10.0f64,
+        normalize in normalize(), nb in 1u32..60,
+    ) {
+        let objective = Bapo { config: BapoConfig { lambda, normalize, ..BapoConfig::default() } };
+        let per = if normalize == Normalize::Mean { f64::from(nb) } else { 1.0 };
+        // Slightly inside the floor, so rounding of rb − pb cannot cross it.
+        let drop = fraction * 0.999 * objective.config.kappa() * NOISE_FLOOR * per;
+        let inputs = example(p, vec![rb - drop], vec![rb], vec![f64::from(nb)]);
+        let loss = inputs.losses(&objective, Precision::F64)[0];
+        let expected = dpo_loss(p.0, p.1, p.2, p.3);
+        prop_assert!((loss - expected).abs() <= 1e-12 * (1.0 + expected), "{loss} vs DPO {expected}");
+        prop_assert_eq!(grad_of(&inputs, &objective, PB), vec![0.0]);
+    }
+
+    /// The Huber-ised hinge against its definition in all its zones, with several anchors and
+    /// either normalisation; its gradient is −λ·clamp(v − κ/1000, 0, κ)/κ per anchor
+    /// (÷ anchors), exactly 0 for drops within the noise floor.
     #[test]
     fn huber_matches_its_definition_and_gradient(
         p in pair(), lambda in 0.0..5.0f64, kappa in 0.01..5.0f64, normalize in normalize(),
@@ -176,8 +199,8 @@ proptest! {
         let loss = inputs.losses(&objective, Precision::F64)[0];
         prop_assert!((loss - expected).abs() <= 1e-10 * (1.0 + expected.abs()), "{loss} vs {expected}");
         for (i, g) in grad_of(&inputs, &objective, PB).iter().enumerate() {
-            let v = (rb[i] - pb[i]) / divisor(i);
-            let expected = -lambda * v.clamp(0.0, kappa) / kappa / divisor(i) / n as f64;
+            let w = (rb[i] - pb[i]) / divisor(i) - kappa * NOISE_FLOOR;
+            let expected = -lambda * w.clamp(0.0, kappa) / kappa / divisor(i) / n as f64;
             // v = rb − pb cancels: rounding of ~1e-16·|rb| in v, magnified by λ/κ.
             let tolerance = 1e-10 * (1.0 + expected.abs()) + lambda / kappa * 1e-14 * (1.0 + rb[i].abs());
             prop_assert!((g - expected).abs() <= tolerance, "anchor {i}: {g} vs {expected}");

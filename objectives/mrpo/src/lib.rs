@@ -223,7 +223,6 @@ impl Mrpo {
         let like = chosen[0].zeros_like();
         let k = self.config.references;
         match (k, self.config.alpha) {
-            (1, _) => vec![like.add_scalar(1.0)],
             (2, Alpha::Rule(AlphaRule::Adaptive)) => {
                 let alpha = adaptive_alpha(chosen, rejected);
                 vec![alpha.clone(), alpha.neg().add_scalar(1.0)]
@@ -231,6 +230,7 @@ impl Mrpo {
             (2, Alpha::Fixed(alpha)) => {
                 vec![like.clone().add_scalar(alpha), like.add_scalar(1.0 - alpha)]
             }
+            // K = 1 (weight 1) and K > 2: fixed weights, uniform unless configured.
             _ => {
                 let raw = if self.config.weights.is_empty() {
                     vec![1.0; k]

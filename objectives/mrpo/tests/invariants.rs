@@ -207,14 +207,20 @@ proptest! {
         }
     }
 
-    /// Naive mode with α = 0 is DPO against the clipped auxiliary (and α = 1, in the main
-    /// path, DPO against the primary: invariant 13).
+    /// α = 0 is DPO against the clipped auxiliary alone (the virtual reference puts all its
+    /// weight there); in naive mode, where α weighs the auxiliary's loss, α = 1 is, and α = 0
+    /// is DPO against the primary.
     #[test]
-    fn naive_alpha_zero_is_dpo_against_the_clipped_auxiliary(e in example(2), epsilon in -1.0..=1.0f64) {
-        let loss = inputs_of(std::slice::from_ref(&e)).losses(&mrpo(2, epsilon, Alpha::Fixed(0.0), true), Precision::F64)[0];
+    fn alpha_at_its_ends_is_dpo_against_one_reference(e in example(2), epsilon in -1.0..=1.0f64) {
+        let loss = |alpha: f64, naive: bool| {
+            inputs_of(std::slice::from_ref(&e)).losses(&mrpo(2, epsilon, Alpha::Fixed(alpha), naive), Precision::F64)[0]
+        };
         let (r1c, r1l) = clipped_auxiliary(&e, epsilon);
-        let expected = dpo_loss(e.0, e.1, r1c, r1l);
-        prop_assert!(close(loss, expected), "{loss} vs {expected}");
+        let against_auxiliary = dpo_loss(e.0, e.1, r1c, r1l);
+        let against_primary = dpo_loss(e.0, e.1, e.2[0].0, e.2[0].1);
+        prop_assert!(close(loss(0.0, false), against_auxiliary), "main path, α = 0: {} vs {against_auxiliary}", loss(0.0, false));
+        prop_assert!(close(loss(1.0, true), against_auxiliary), "naive, α = 1: {} vs {against_auxiliary}", loss(1.0, true));
+        prop_assert!(close(loss(0.0, true), against_primary), "naive, α = 0: {} vs {against_primary}", loss(0.0, true));
     }
 
     /// ARWC's α lies in [0, 1) (the 1e-6 keeps it below 1), and the `mrpo/alpha` metric
