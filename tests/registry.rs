@@ -158,12 +158,39 @@ fn every_bad_setting_is_an_error_naming_its_key() {
     }
 }
 
+/// A value of the wrong type is reported with what was expected (serde's reason, first line).
+#[test]
+fn type_errors_say_what_was_expected() {
+    for (objective, settings, expected) in [
+        (
+            "dpo",
+            "beta = \"high\"",
+            "invalid type: string \"high\", expected f64",
+        ),
+        (
+            "bapo",
+            "kappa = \"wide\"",
+            "expected a number > 0 or \"auto\"",
+        ),
+        ("bapo", "kappa = true", "expected a number > 0 or \"auto\""),
+    ] {
+        let message = match registry::build(objective, &table(settings)) {
+            Ok(_) => panic!("{objective} accepted `{settings}`"),
+            Err(e) => e.to_string(),
+        };
+        assert!(message.contains(expected), "{settings}: {message}");
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+}
+
 #[test]
 fn integers_are_accepted_where_numbers_are_expected() {
     let dpo = registry::build("dpo", &table("beta = 1")).unwrap();
     assert_eq!(dpo.name(), "dpo");
     let mrpo = registry::build("mrpo", &table("alpha = 1")).unwrap();
     assert_eq!(mrpo.name(), "mrpo");
+    let bapo = registry::build("bapo", &table("kappa = 2")).unwrap();
+    assert_eq!(bapo.name(), "bapo");
 }
 
 /// Every example config in `configs/objectives/` builds, and spells out exactly the defaults

@@ -62,7 +62,7 @@ pub enum AnchorForm {
 
 /// The width `κ` of the Huber-ised hinge's quadratic zone, in the units of the anchor term:
 /// nats for `normalize = "sum"`, nats per token for `"mean"`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Kappa {
     /// A fixed width (> 0).
@@ -70,6 +70,26 @@ pub enum Kappa {
     /// `"auto"`: [`KAPPA_SUM`] nats with `normalize = "sum"`, [`KAPPA_MEAN`] nats per token
     /// with `"mean"`.
     Rule(KappaRule),
+}
+
+impl<'de> Deserialize<'de> for Kappa {
+    /// A number or `"auto"`, with an error that says so (serde's untagged enums only say
+    /// that no variant matched).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer) {
+            Ok(Raw::Number(kappa)) => Ok(Kappa::Fixed(kappa)),
+            Ok(Raw::Text(text)) if text == "auto" => Ok(Kappa::Rule(KappaRule::Auto)),
+            _ => Err(serde::de::Error::custom(
+                "expected a number > 0 or \"auto\"",
+            )),
+        }
+    }
 }
 
 /// The named κ rules.
