@@ -1,7 +1,7 @@
 //! The registry lists the built-in objectives, builds them from `[objective]` tables, and turns
 //! every bad setting into an error that names the key.
 
-use bapo_objective::{ConfigError, registry};
+use bapo_objective::{ConfigError, KlDirection, Metrics, Quantity, Response, registry};
 use bapo_objective_bapo as _;
 use bapo_objective_dpo as _;
 use bapo_objective_kl_dpo as _;
@@ -222,4 +222,68 @@ fn example_objective_configs_build_and_show_the_defaults() {
     }
     seen.sort();
     assert_eq!(seen, ["bapo", "dpo", "kl-dpo", "mrpo"]);
+}
+
+/// The names users meet (config values, metric names, error messages) are spelled as
+/// documented and parse back.
+#[test]
+fn quantity_and_response_names_are_spelled_as_documented() {
+    for (response, name) in [
+        (Response::Chosen, "chosen"),
+        (Response::Rejected, "rejected"),
+        (Response::Base, "base"),
+    ] {
+        assert_eq!(response.as_str(), name);
+        assert_eq!(response.to_string(), name);
+        assert_eq!(Response::parse(name), Some(response));
+    }
+    assert_eq!(Response::parse("prompt"), None);
+    assert_eq!(KlDirection::Reverse.as_str(), "reverse");
+    assert_eq!(KlDirection::Forward.as_str(), "forward");
+    let named = [
+        (
+            Quantity::PolicyLogp(Response::Chosen),
+            "policy log-prob of chosen",
+        ),
+        (
+            Quantity::ReferenceLogp {
+                reference: 1,
+                response: Response::Base,
+            },
+            "reference 1 log-prob of base",
+        ),
+        (
+            Quantity::TokenCount(Response::Rejected),
+            "token count of rejected",
+        ),
+        (
+            Quantity::TokenKl {
+                response: Response::Chosen,
+                direction: KlDirection::Forward,
+            },
+            "forward token-level KL on chosen",
+        ),
+    ];
+    for (quantity, name) in named {
+        assert_eq!(quantity.to_string(), name);
+    }
+}
+
+/// Metrics keep their names in insertion order; a second insert replaces the value in place.
+#[test]
+fn metrics_list_their_names_in_insertion_order() {
+    let device = burn::tensor::Device::flex();
+    let mut metrics = Metrics::new();
+    metrics.insert(
+        "rewards/margins",
+        burn::tensor::Tensor::<1>::zeros([2], &device),
+    );
+    metrics.insert("anchor/term", burn::tensor::Tensor::<1>::ones([2], &device));
+    metrics.insert(
+        "rewards/margins",
+        burn::tensor::Tensor::<1>::ones([2], &device),
+    );
+    assert_eq!(metrics.names(), vec!["rewards/margins", "anchor/term"]);
+    let listed: Vec<&str> = metrics.iter().map(|(name, _)| name).collect();
+    assert_eq!(listed, vec!["rewards/margins", "anchor/term"]);
 }

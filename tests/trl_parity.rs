@@ -129,6 +129,20 @@ fn dpo_matches_trl_in_f64_to_1e6_relative() {
                 1e-12,
                 &format!("rewards/rejected, {label}"),
             );
+            // TRL logs `rewards/margins` as chosen − rejected reward.
+            let margins: Vec<f64> = case
+                .chosen_reward
+                .iter()
+                .zip(&case.rejected_reward)
+                .map(|(c, r)| c - r)
+                .collect();
+            assert_close(
+                &values(out.metrics.get("rewards/margins").unwrap()),
+                &margins,
+                1e-6,
+                1e-9,
+                &format!("rewards/margins, {label}"),
+            );
         }
 
         let grads = out.losses.sum().backward();
