@@ -1,2 +1,12 @@
-//! Workspace-level tests (see the `[[test]]` targets next to this file). Nothing to export:
-//! each test links the objectives it uses with `use … as _`.
+//! Workspace-level tests (see the `[[test]]` targets next to this file). Each test links the
+//! objectives it uses with `use … as _`; this library holds what several of them share.
+
+/// A JSON fixture under `tests/fixtures/`, deserialised; a missing or malformed file fails the
+/// test naming it.
+pub fn fixture<T: serde::de::DeserializeOwned>(relative: &str) -> T {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

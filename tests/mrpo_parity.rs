@@ -38,12 +38,7 @@ struct Example {
 }
 
 fn fixture() -> Fixture {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/mrpo/mrpo_parity.json"
-    );
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    bapo_integration_tests::fixture("mrpo/mrpo_parity.json")
 }
 
 impl Case {

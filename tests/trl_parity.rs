@@ -31,9 +31,7 @@ struct Case {
 }
 
 fn fixture() -> Fixture {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/trl/dpo_parity.json");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    bapo_integration_tests::fixture("trl/dpo_parity.json")
 }
 
 impl Case {

@@ -172,23 +172,38 @@ pub fn anchor_forms(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
 
 /// Appends one run's value of each column.
 fn collect(dir: &Path, values: &mut [Vec<f64>]) -> Result<()> {
+    let eval = rows(&dir.join("eval.jsonl"))?;
+    let metrics = rows(&dir.join("metrics.jsonl"))?;
     for (column, (_, file, key, pick)) in COLUMNS.iter().enumerate() {
-        if let Some(v) = read(&dir.join(file), key, *pick)? {
+        let log = if *file == "eval.jsonl" {
+            &eval
+        } else {
+            &metrics
+        };
+        if let Some(v) = pick_value(log, key, *pick) {
             values[column].push(v);
         }
     }
     Ok(())
 }
 
-/// `key` from the line(s) of the JSON-lines file `path` that `pick` names; None when the key
-/// is absent there (e.g. anchor metrics of DPO).
-fn read(path: &Path, key: &str, pick: Pick) -> Result<Option<f64>> {
+/// The lines of a JSON-lines log.
+fn rows(path: &Path) -> Result<Vec<serde_json::Value>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            serde_json::from_str(line).with_context(|| format!("{}: not JSON", path.display()))
+        })
+        .collect()
+}
+
+/// `key` from the line(s) of `log` that `pick` names; None when the key is absent there (e.g.
+/// anchor metrics of DPO).
+fn pick_value(log: &[serde_json::Value], key: &str, pick: Pick) -> Option<f64> {
     let mut found: Option<f64> = None;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let row: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("{}: not JSON", path.display()))?;
+    for row in log {
         let value = row[key].as_f64();
         found = match pick {
             Pick::Last => value,
@@ -200,5 +215,5 @@ fn read(path: &Path, key: &str, pick: Pick) -> Result<Option<f64>> {
             },
         };
     }
-    Ok(found)
+    found
 }
