@@ -197,9 +197,9 @@ fn integers_are_accepted_where_numbers_are_expected() {
 /// (so the commented files cannot drift from the code).
 #[test]
 fn example_objective_configs_build_and_show_the_defaults() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/objectives");
+    let dir = bapo_testkit::workspace_root().join("configs/objectives");
     let mut seen = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir}: {e}")) {
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         let config: toml::Table =

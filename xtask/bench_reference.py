@@ -3,13 +3,14 @@
 
 - train: TRL's DPOTrainer (sigmoid loss, beta 0.1, full fine-tuning, AdamW, batch 4, max grad
   norm 1, reference log-probs precomputed before the timed steps), one untimed warm-up step;
+- train-lora: the same with a PEFT LoRA adapter (rank 8, alpha 16, q/k/v/o projections);
 - generate: `model.generate`, greedy, exactly `max_new_tokens` new tokens per prompt, batches of
   `batch` left-padded chat prompts, one untimed warm-up batch.
 
 Tokens are real (unpadded) tokens of the same examples, in the same order; memory is the
 process's peak RSS.
 
-usage: python bench_reference.py train|generate MODEL_DIR DATA.jsonl USER STEPS BATCH MAX_LENGTH MAX_NEW_TOKENS
+usage: python bench_reference.py train|train-lora|generate MODEL_DIR DATA.jsonl USER STEPS BATCH MAX_LENGTH MAX_NEW_TOKENS
 """
 
 import json
@@ -31,7 +32,7 @@ def rows_of(path, user):
     return [r for r in rows if r.get("user") == user]
 
 
-def train(model_dir, rows, steps, batch, max_length):
+def train(model_dir, rows, steps, batch, max_length, lora=False):
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
@@ -52,6 +53,18 @@ def train(model_dir, rows, steps, batch, max_length):
         def on_step_end(self, args, state, control, **kwargs):
             times.append(time.perf_counter() - self.start)
 
+    peft_config = None
+    if lora:
+        # The same adapter as bapo's default: rank 8, alpha 16, the attention projections.
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=8,
+            lora_alpha=16,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            task_type="CAUSAL_LM",
+        )
     config = DPOConfig(
         output_dir="/tmp/bapo-bench-trl",
         per_device_train_batch_size=batch,
@@ -76,6 +89,7 @@ def train(model_dir, rows, steps, batch, max_length):
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[Timer()],
+        peft_config=peft_config,
     )
     # Real tokens of the examples, counted like bapo does: prompt + chosen and prompt + rejected.
     tokens_per_example = []
@@ -89,7 +103,24 @@ def train(model_dir, rows, steps, batch, max_length):
     trainer.train()
     timed = times[1:]
     tokens = sum(tokens_per_example[2 * batch :])
-    return {"timed_steps": len(timed), "seconds": sum(timed), "tokens": tokens}
+    return {
+        "timed_steps": len(timed),
+        "seconds": sum(timed),
+        "tokens": tokens,
+        # TRL's fastest CPU setting would drop padding; this TRL version forces it off
+        # (`padding_free=True` warns and falls back), which the benchmark records.
+        "padding_free_available": padding_free_available(),
+    }
+
+
+def padding_free_available():
+    """Whether this TRL's DPOTrainer honours `padding_free=True` (1.16 warns and turns it off)."""
+    import inspect
+
+    from trl import DPOTrainer
+
+    source = inspect.getsource(DPOTrainer.__init__)
+    return "temporarily unavailable" not in source
 
 
 def generate(model_dir, rows, steps, batch, max_new_tokens):
@@ -127,8 +158,8 @@ def main():
     steps, batch, max_length, max_new_tokens = map(int, (steps, batch, max_length, max_new_tokens))
     torch.manual_seed(0)
     rows = rows_of(data, user)
-    if phase == "train":
-        result = train(model_dir, rows, steps, batch, max_length)
+    if phase in ("train", "train-lora"):
+        result = train(model_dir, rows, steps, batch, max_length, lora=phase == "train-lora")
     else:
         result = generate(model_dir, rows, steps, batch, max_new_tokens)
     result.update(

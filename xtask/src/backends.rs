@@ -192,7 +192,9 @@ fn describe(command: &Command) -> String {
 }
 
 /// `cargo xtask backends`: the tiny run, a few steps, on `cpu`, `tch-cpu` and `wgpu-cpu`, built
-/// once with both features; the losses of every step must agree within 1e-4.
+/// once with both features; the losses of every step must agree within 1e-4, and so must the
+/// final evaluation (forward passes without autodiff under an explicit attention mask: prompts
+/// shared by several responses), within 1e-4 relative.
 pub fn check(root: &Path, cargo: &str) -> Result<()> {
     let (binary, env) = build_bapo(root, cargo, &["tch", "wgpu"], true)?;
     let scratch = std::env::temp_dir().join(format!("bapo-backends-{}", std::process::id()));
@@ -201,6 +203,7 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
     }
     let backends = ["cpu", "tch-cpu", "wgpu-cpu"];
     let mut curves = Vec::new();
+    let mut evaluations = Vec::new();
     for backend in backends {
         let out = scratch.join(backend);
         let mut command = Command::new(&binary);
@@ -234,6 +237,7 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
             bail!("the tiny run failed on backend `{backend}` ({status})");
         }
         curves.push(losses(&out.join("metrics.jsonl"))?);
+        evaluations.push(last_evaluation(&out.join("eval.jsonl"))?);
     }
     println!("step  {}", backends.map(|b| format!("{b:>12}")).join(" "));
     let mut worst: f64 = 0.0;
@@ -252,11 +256,64 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
         );
     }
     println!("largest difference from cpu: {worst:.2e}");
+    // The final evaluation, metric by metric, relative to the value's size above 1.
+    let mut worst_eval: (f64, String) = (0.0, String::new());
+    for (name, reference) in &evaluations[0] {
+        for (backend, evaluation) in backends.iter().zip(&evaluations).skip(1) {
+            let Some(value) = evaluation.get(name) else {
+                bail!("{backend}'s evaluation has no `{name}`");
+            };
+            let difference = (value - reference).abs() / reference.abs().max(1.0);
+            if difference > worst_eval.0 || !difference.is_finite() {
+                worst_eval = (
+                    difference,
+                    format!("{name} on {backend}: {value} vs {reference}"),
+                );
+            }
+        }
+    }
+    println!(
+        "final evaluation ({} metrics): largest relative difference from cpu {:.2e}{}",
+        evaluations[0].len(),
+        worst_eval.0,
+        if worst_eval.1.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", worst_eval.1)
+        }
+    );
     std::fs::remove_dir_all(&scratch).ok();
     if curves.iter().any(|c| c.len() != curves[0].len()) || worst > 1e-4 {
         bail!("the backends disagree: largest loss difference {worst:.2e} > 1e-4");
     }
+    if evaluations[0].is_empty() || !worst_eval.0.is_finite() || worst_eval.0 > 1e-4 {
+        bail!(
+            "the backends' evaluations disagree: {} (relative difference {:.2e} > 1e-4)",
+            worst_eval.1,
+            worst_eval.0
+        );
+    }
     Ok(())
+}
+
+/// The numeric metrics of the last line of a run's `eval.jsonl`.
+fn last_evaluation(path: &Path) -> Result<std::collections::BTreeMap<String, f64>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let line = text
+        .lines()
+        .last()
+        .with_context(|| format!("{}: no evaluation", path.display()))?;
+    let row: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("{}: not JSON", path.display()))?;
+    let object = row
+        .as_object()
+        .with_context(|| format!("{}: not a JSON object", path.display()))?;
+    Ok(object
+        .iter()
+        .filter(|(name, _)| name.as_str() != "step")
+        .filter_map(|(name, value)| value.as_f64().map(|v| (name.clone(), v)))
+        .collect())
 }
 
 fn losses(path: &Path) -> Result<Vec<f64>> {

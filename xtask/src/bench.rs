@@ -1,8 +1,9 @@
-//! `cargo xtask bench [--backend B] [--steps N]`: tokens/s and peak RSS of a DPO training step
-//! and of anchor generation on SmolLM2-135M, ours (`bapo bench`, configs/bench.toml) next to
-//! PyTorch/transformers/TRL doing the same work on the same machine
-//! (xtask/bench_reference.py), each phase in its own process. Results go to docs/performance.md
-//! by hand, with this command.
+//! `cargo xtask bench [--backend B] [--steps N]`: tokens/s and peak RSS on SmolLM2-135M of a
+//! DPO training step (full fine-tuning, with and without prefix sharing, and LoRA), forward-only
+//! evaluation, greedy generation and the quickstart's anchor pass, ours (`bapo bench`,
+//! configs/bench.toml) next to PyTorch/transformers/TRL/PEFT doing the same work on the same
+//! machine (xtask/bench_reference.py) where they have a peer, each phase in its own process,
+//! with the ratios. Results go to docs/performance.md by hand, with this command.
 
 use std::path::Path;
 use std::process::Command;
@@ -57,46 +58,70 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         }
     }
 
-    let mut rows = Vec::new();
-    for phase in ["train", "generate"] {
+    // (label, our phase, our overrides, the PyTorch side's phase if it has one).
+    let lora = ["--set", "lora.enabled=true"];
+    let unshared = ["--set", "training.share_prompts=false"];
+    let phases: [(&str, &str, &[&str], Option<&str>); 6] = [
+        ("train", "train", &[], Some("train")),
+        ("train, unshared prompts", "train", &unshared, None),
+        ("train-lora", "train", &lora, Some("train-lora")),
+        ("eval", "eval", &[], None),
+        ("generate", "generate", &[], Some("generate")),
+        ("anchors (quickstart)", "anchors", &[], None),
+    ];
+    let mut rows: Vec<(&str, Value, Option<Value>)> = Vec::new();
+    for (label, phase, overrides, reference) in phases {
+        // The anchor pass is the quickstart's own (96 prompts); the rest use bench.toml.
+        let phase_config = if phase == "anchors" {
+            root.join("configs/quickstart.toml")
+        } else {
+            config.clone()
+        };
         let ours = json_line(
             Command::new(&bapo)
                 .args(["bench", "--phase", phase, "--steps", &steps, "--config"])
-                .arg(&config)
+                .arg(&phase_config)
                 .args(["--set", &format!("training.backend={backend}")])
+                .args(overrides)
                 .envs(env.iter().map(|(k, v)| (k, v)))
                 .current_dir(root),
-            &format!("bapo bench --phase {phase}"),
+            &format!("bapo bench --phase {phase} {}", overrides.join(" ")),
         )?;
-        let batch = if phase == "train" {
-            get("training", "batch_size")?
-        } else {
-            get("anchors", "chunk_size")?
+        let theirs = match reference {
+            None => None,
+            Some(reference) => {
+                let batch = if reference == "generate" {
+                    get("anchors", "chunk_size")?
+                } else {
+                    get("training", "batch_size")?
+                };
+                Some(json_line(
+                    Command::new(venv.join("bin/python"))
+                        .arg(root.join("xtask/bench_reference.py"))
+                        .arg(reference)
+                        .arg(&model_dir)
+                        .arg(root.join(get("data", "path")?))
+                        .arg(get("data", "user")?)
+                        .arg(&steps)
+                        .arg(batch)
+                        .arg(get("data", "max_length")?)
+                        .arg(get("anchors", "max_new_tokens")?)
+                        .current_dir(root),
+                    &format!("bench_reference.py {reference}"),
+                )?)
+            }
         };
-        let theirs = json_line(
-            Command::new(venv.join("bin/python"))
-                .arg(root.join("xtask/bench_reference.py"))
-                .arg(phase)
-                .arg(&model_dir)
-                .arg(root.join(get("data", "path")?))
-                .arg(get("data", "user")?)
-                .arg(&steps)
-                .arg(batch)
-                .arg(get("data", "max_length")?)
-                .arg(get("anchors", "max_new_tokens")?)
-                .current_dir(root),
-            &format!("bench_reference.py {phase}"),
-        )?;
-        rows.push((phase, ours, theirs));
+        rows.push((label, ours, theirs));
     }
 
     println!();
     println!("| phase | side | tokens/s | tokens | seconds | peak RSS (MiB) |");
     println!("|---|---|---:|---:|---:|---:|");
-    for (phase, ours, theirs) in &rows {
-        for (side, v) in [("bapo", ours), ("PyTorch", theirs)] {
+    for (label, ours, theirs) in &rows {
+        for (side, v) in [("bapo", Some(ours)), ("PyTorch", theirs.as_ref())] {
+            let Some(v) = v else { continue };
             println!(
-                "| {phase} | {side} `{}` | {:.1} | {} | {:.2} | {:.0} |",
+                "| {label} | {side} `{}` | {:.1} | {} | {:.2} | {:.0} |",
                 v["backend"].as_str().unwrap_or("?"),
                 v["tokens_per_second"].as_f64().unwrap_or(f64::NAN),
                 v["tokens"],
@@ -106,10 +131,52 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         }
     }
     println!();
-    for (phase, ours, theirs) in &rows {
-        let ratio = ours["tokens_per_second"].as_f64().unwrap_or(f64::NAN)
-            / theirs["tokens_per_second"].as_f64().unwrap_or(f64::NAN);
-        println!("{phase}: bapo / PyTorch throughput = {ratio:.2}");
+    let rate = |v: &Value| v["tokens_per_second"].as_f64().unwrap_or(f64::NAN);
+    let rss = |v: &Value| v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
+    for (label, ours, theirs) in &rows {
+        if let Some(theirs) = theirs {
+            println!(
+                "{label}: bapo / PyTorch throughput = {:.2}, peak RSS = {:.2}",
+                rate(ours) / rate(theirs),
+                rss(ours) / rss(theirs)
+            );
+        }
+    }
+    let find = |label: &str| rows.iter().find(|(l, ..)| *l == label);
+    if let (Some((_, train, Some(trl))), Some((_, unshared, _))) =
+        (find("train"), find("train, unshared prompts"))
+    {
+        println!(
+            "train, unshared prompts: bapo / PyTorch throughput = {:.2} (prefix sharing: {:.2}x)",
+            rate(unshared) / rate(trl),
+            rate(train) / rate(unshared)
+        );
+        let honoured = trl["padding_free_available"].as_bool().unwrap_or(false);
+        println!(
+            "TRL's padding_free: {}",
+            if honoured {
+                "available (not timed here)"
+            } else {
+                "forced off by this TRL version: its default is its fastest CPU setting"
+            }
+        );
+    }
+    if let (Some((_, eval, _)), Some((_, train, _)), Some((_, lora, _))) =
+        (find("eval"), find("train"), find("train-lora"))
+    {
+        println!(
+            "eval / our training throughput = {:.2} (full fine-tuning), {:.2} (LoRA)",
+            rate(eval) / rate(train),
+            rate(eval) / rate(lora)
+        );
+    }
+    if let Some((_, anchors, _)) = find("anchors (quickstart)") {
+        println!(
+            "anchor pass of the quickstart: {:.1} new tokens/s ({} tokens in {:.1} s, generation and reference scoring)",
+            rate(anchors),
+            anchors["tokens"],
+            anchors["seconds"].as_f64().unwrap_or(f64::NAN)
+        );
     }
     Ok(())
 }

@@ -15,8 +15,8 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use bapo_data::TokenizedExample;
-use bapo_model::{CausalModel, GenerationConfig, TokenBatch, generate, sequence_logprobs};
+use bapo_data::{ExampleResponses, Packing, PreferenceBatch, Slot, TokenizedExample};
+use bapo_model::{CausalModel, Generation, GenerationConfig};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -33,8 +33,15 @@ pub struct AnchorSettings {
     /// Base responses per prompt (sampling settings should make them differ); 0 computes the
     /// reference log-probs of chosen and rejected only.
     pub num_anchors: usize,
-    /// Examples per chunk file, and per generation batch.
+    /// Examples per chunk file.
     pub chunk_size: usize,
+    /// Rows the reference decodes together. A speed setting: not part of the fingerprint.
+    #[serde(skip, default = "default_decode_batch")]
+    pub decode_batch: usize,
+}
+
+fn default_decode_batch() -> usize {
+    GenerationConfig::default().max_batch
 }
 
 impl Default for AnchorSettings {
@@ -47,6 +54,7 @@ impl Default for AnchorSettings {
             seed: 0,
             num_anchors: 1,
             chunk_size: 16,
+            decode_batch: default_decode_batch(),
         }
     }
 }
@@ -232,74 +240,249 @@ pub fn compute_anchors_with_progress<M: CausalModel>(
     reference: &M,
     examples: &[TokenizedExample],
     inputs: &FingerprintInputs,
-    (eos_token, pad_token): (u32, u32),
+    tokens: (u32, u32),
     cache_dir: &Path,
     device: &Device,
     progress: &mut dyn FnMut(AnchorProgress),
 ) -> Result<(Vec<ExampleAnchors>, AnchorReport), AnchorError> {
-    let s = &inputs.settings;
-    if s.chunk_size == 0 {
-        return Err(AnchorError::Settings(
-            "chunk_size must be at least 1".into(),
-        ));
-    }
-    let dir = cache_dir.join(inputs.fingerprint());
-    fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-    let inputs_file = dir.join("inputs.json");
-    if !inputs_file.exists() {
-        let json = serde_json::to_string_pretty(inputs).unwrap_or_default();
-        write_atomically(&inputs_file, json.as_bytes())?;
+    let sets = [AnchorSet { examples, inputs }];
+    let mut results = compute_anchor_sets(reference, &sets, tokens, cache_dir, device, progress)?;
+    Ok(results.remove(0))
+}
+
+/// One set of examples whose anchors are cached under its own fingerprint.
+#[derive(Debug, Clone, Copy)]
+pub struct AnchorSet<'a> {
+    pub examples: &'a [TokenizedExample],
+    pub inputs: &'a FingerprintInputs,
+}
+
+/// Computes (or reuses) the anchors of several sets with one reference (a run's training
+/// examples and each user's held-out examples), each in its own cache folder. The base
+/// responses of every missing chunk of every set with the same generation settings are
+/// generated together (continuous batching); each chunk is scored and written as soon as
+/// its last base response ends, so a killed run loses little. Returns each set's anchors
+/// in example order, with what was done for it; `progress` sees all sets together.
+pub fn compute_anchor_sets<M: CausalModel>(
+    reference: &M,
+    sets: &[AnchorSet<'_>],
+    (eos_token, pad_token): (u32, u32),
+    cache_dir: &Path,
+    device: &Device,
+    progress: &mut dyn FnMut(AnchorProgress),
+) -> Result<Vec<(Vec<ExampleAnchors>, AnchorReport)>, AnchorError> {
+    let total: usize = sets.iter().map(|s| s.examples.len()).sum();
+    let mut done = 0;
+    let mut generated_tokens = 0;
+    let mut reports = vec![AnchorReport::default(); sets.len()];
+    let mut finished: Vec<Vec<Option<Vec<ExampleAnchors>>>> = Vec::with_capacity(sets.len());
+    let mut dirs = Vec::with_capacity(sets.len());
+    let mut pending: Vec<PendingChunk> = Vec::new();
+    for (set_index, set) in sets.iter().enumerate() {
+        let s = &set.inputs.settings;
+        if s.chunk_size == 0 {
+            return Err(AnchorError::Settings(
+                "chunk_size must be at least 1".into(),
+            ));
+        }
+        let dir = cache_dir.join(set.inputs.fingerprint());
+        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let inputs_file = dir.join("inputs.json");
+        if !inputs_file.exists() {
+            let json = serde_json::to_string_pretty(set.inputs).unwrap_or_default();
+            write_atomically(&inputs_file, json.as_bytes())?;
+        }
+        // Chunks already in the cache are read; the others wait for their base responses.
+        let mut chunks_done = Vec::new();
+        for (index, chunk) in set.examples.chunks(s.chunk_size).enumerate() {
+            let path = chunk_path(&dir, index);
+            if path.exists() {
+                chunks_done.push(Some(read_chunk(&path, chunk)?));
+                reports[set_index].reused_chunks += 1;
+                done += chunk.len();
+                progress(AnchorProgress {
+                    done,
+                    total,
+                    generated_tokens,
+                });
+            } else {
+                chunks_done.push(None);
+                pending.push(PendingChunk::new(set_index, index, chunk, s.num_anchors));
+            }
+        }
+        finished.push(chunks_done);
+        dirs.push(dir);
     }
 
-    let mut all = Vec::with_capacity(examples.len());
-    let mut report = AnchorReport::default();
-    for (index, chunk) in examples.chunks(s.chunk_size).enumerate() {
-        let path = dir.join(format!("chunk-{index:06}.json"));
-        if path.exists() {
-            let text = fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-            let anchors: Vec<ExampleAnchors> =
-                serde_json::from_str(&text).map_err(|e| AnchorError::Corrupt {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            if anchors.len() != chunk.len()
-                || anchors.iter().zip(chunk).any(|(a, e)| a.line != e.line)
-            {
-                return Err(AnchorError::Corrupt {
-                    path,
-                    message: "does not match the examples it should hold".into(),
-                });
-            }
-            report.reused_chunks += 1;
-            all.extend(anchors);
-            progress(AnchorProgress {
-                done: all.len(),
-                total: examples.len(),
-                generated_tokens: report.generated_tokens,
-            });
-            continue;
-        }
-        let anchors = compute_chunk(
+    let chunk_of = |c: &PendingChunk| {
+        let s = &sets[c.set].inputs.settings;
+        let first = c.index * s.chunk_size;
+        &sets[c.set].examples[first..first + c.size]
+    };
+    let mut write = |chunk: PendingChunk,
+                     reports: &mut [AnchorReport],
+                     done: &mut usize,
+                     generated_tokens: usize|
+     -> Result<(), AnchorError> {
+        let settings = &sets[chunk.set].inputs.settings;
+        let examples = chunk_of(&chunk);
+        let anchors = score_chunk(
             reference,
-            chunk,
-            s,
-            index as u64,
-            eos_token,
+            examples,
+            chunk.generated,
+            settings,
             pad_token,
             device,
-            &mut report,
         )?;
         let json = serde_json::to_string(&anchors).unwrap_or_default();
-        write_atomically(&path, json.as_bytes())?;
-        report.computed_chunks += 1;
-        all.extend(anchors);
+        write_atomically(&chunk_path(&dirs[chunk.set], chunk.index), json.as_bytes())?;
+        reports[chunk.set].computed_chunks += 1;
+        *done += anchors.len();
         progress(AnchorProgress {
-            done: all.len(),
-            total: examples.len(),
-            generated_tokens: report.generated_tokens,
+            done: *done,
+            total,
+            generated_tokens,
+        });
+        finished[chunk.set][chunk.index] = Some(anchors);
+        Ok(())
+    };
+    // Chunks with nothing to generate (supplied base responses, or no anchors) are scored
+    // at once.
+    for chunk in pending.iter_mut().filter(|c| c.remaining == 0) {
+        write(chunk.take(), &mut reports, &mut done, generated_tokens)?;
+    }
+
+    // One generation per distinct generation setting (in practice one for all sets).
+    let mut groups: Vec<(GenerationConfig, Vec<usize>)> = Vec::new();
+    for (p, chunk) in pending.iter().enumerate().filter(|(_, c)| c.remaining > 0) {
+        let s = &sets[chunk.set].inputs.settings;
+        let config = GenerationConfig {
+            max_new_tokens: s.max_new_tokens,
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            seed: s.seed,
+            stop_tokens: vec![eos_token],
+            pad_token,
+            max_batch: s.decode_batch,
+        };
+        match groups.iter_mut().find(|(c, _)| *c == config) {
+            Some((_, members)) => members.push(p),
+            None => groups.push((config, vec![p])),
+        }
+    }
+    for (config, members) in groups {
+        // Every slot the reference must generate: (pending chunk, slot), prompt and seed.
+        let mut jobs = Vec::new();
+        let mut prompts = Vec::new();
+        let mut seeds = Vec::new();
+        for &p in &members {
+            let chunk = &pending[p];
+            let s = &sets[chunk.set].inputs.settings;
+            let examples = chunk_of(chunk);
+            for k in chunk.missing_slots() {
+                jobs.push((p, k));
+                prompts.push(examples[k % chunk.size].prompt.clone());
+                // A slot's seed depends on its place in its set only, so a resumed run
+                // regenerates exactly what was lost.
+                let place = chunk.index * s.chunk_size * s.num_anchors + k;
+                seeds.push(s.seed.wrapping_add(place as u64));
+            }
+        }
+        let mut generation = Generation::new(reference, &prompts, &config, device)
+            .map_err(|e| AnchorError::Generation(e.to_string()))?
+            .with_row_seeds(seeds);
+        while let Some(ended) = generation.step(|_, _| {}) {
+            for (job, tokens) in ended {
+                let (p, k) = jobs[job];
+                generated_tokens += tokens.len();
+                let chunk = &mut pending[p];
+                reports[chunk.set].generated_tokens += tokens.len();
+                chunk.generated[k] = tokens;
+                chunk.remaining -= 1;
+                if chunk.remaining == 0 {
+                    write(chunk.take(), &mut reports, &mut done, generated_tokens)?;
+                }
+            }
+        }
+    }
+    Ok(finished
+        .into_iter()
+        .zip(reports)
+        .map(|(chunks, report)| (chunks.into_iter().flatten().flatten().collect(), report))
+        .collect())
+}
+
+fn chunk_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("chunk-{index:06}.json"))
+}
+
+/// A cached chunk, checked against the examples it should hold.
+fn read_chunk(path: &Path, chunk: &[TokenizedExample]) -> Result<Vec<ExampleAnchors>, AnchorError> {
+    let text = fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let anchors: Vec<ExampleAnchors> =
+        serde_json::from_str(&text).map_err(|e| AnchorError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if anchors.len() != chunk.len() || anchors.iter().zip(chunk).any(|(a, e)| a.line != e.line) {
+        return Err(AnchorError::Corrupt {
+            path: path.to_path_buf(),
+            message: "does not match the examples it should hold".into(),
         });
     }
-    Ok((all, report))
+    Ok(anchors)
+}
+
+/// A chunk whose base responses are being generated. Slot `a·n + i` holds anchor `a` of
+/// example `i`; a base response supplied in the data (`base`) is example `i`'s anchor 0.
+#[derive(Default)]
+struct PendingChunk {
+    /// Its set, and its place in the set.
+    set: usize,
+    index: usize,
+    /// Examples in the chunk (`n`).
+    size: usize,
+    generated: Vec<Vec<u32>>,
+    /// Slots still being generated.
+    remaining: usize,
+    supplied: Vec<bool>,
+}
+
+impl PendingChunk {
+    fn new(set: usize, index: usize, chunk: &[TokenizedExample], num_anchors: usize) -> Self {
+        let n = chunk.len();
+        let slots = num_anchors * n;
+        let supplied: Vec<bool> = (0..slots)
+            .map(|k| k < n && chunk[k].base.is_some())
+            .collect();
+        let generated = (0..slots)
+            .map(|k| {
+                if supplied[k] {
+                    chunk[k].base.clone().unwrap_or_default()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        PendingChunk {
+            set,
+            index,
+            size: n,
+            generated,
+            remaining: supplied.iter().filter(|s| !**s).count(),
+            supplied,
+        }
+    }
+
+    fn missing_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.supplied.len()).filter(|&k| !self.supplied[k])
+    }
+
+    /// Moves the chunk out (its slot in the pending list stays, empty).
+    fn take(&mut self) -> PendingChunk {
+        std::mem::take(self)
+    }
 }
 
 /// Writes to `path.partial`, then renames: a reader never sees half a file.
@@ -309,95 +492,64 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), AnchorError> {
     fs::rename(&partial, path).map_err(|e| io(path, e))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn compute_chunk<M: CausalModel>(
+/// The reference log-probs of a chunk's chosen, rejected and base responses (`generated`,
+/// slot-major as in [`PendingChunk`]), as its cache entries.
+fn score_chunk<M: CausalModel>(
     reference: &M,
     chunk: &[TokenizedExample],
+    generated: Vec<Vec<u32>>,
     s: &AnchorSettings,
-    chunk_index: u64,
-    eos_token: u32,
     pad_token: u32,
     device: &Device,
-    report: &mut AnchorReport,
 ) -> Result<Vec<ExampleAnchors>, AnchorError> {
-    // Base responses: slot `a·n + i` holds anchor `a` of example `i`. A base response
-    // supplied in the data (`base`) is example `i`'s anchor 0; the reference generates every
-    // other slot, all in one batch. The seed depends on the chunk only, so a resumed run
-    // regenerates exactly what was lost.
     let n = chunk.len();
-    let supplied = |a: usize, i: usize| if a == 0 { chunk[i].base.as_ref() } else { None };
-    let slots: Vec<(usize, usize)> = (0..s.num_anchors)
-        .flat_map(|a| (0..n).map(move |i| (a, i)))
+    // Reference log-probs of every example's chosen, rejected and base responses in one
+    // scoring batch, each prompt computed once.
+    let bases: Vec<Vec<Vec<u32>>> = (0..n)
+        .map(|i| {
+            (0..s.num_anchors)
+                .map(|a| generated[a * n + i].clone())
+                .collect()
+        })
         .collect();
-    let to_generate: Vec<usize> = (0..slots.len())
-        .filter(|&k| supplied(slots[k].0, slots[k].1).is_none())
-        .collect();
-    let prompts: Vec<Vec<u32>> = to_generate
-        .iter()
-        .map(|&k| chunk[slots[k].1].prompt.clone())
-        .collect();
-    let config = GenerationConfig {
-        max_new_tokens: s.max_new_tokens,
-        temperature: s.temperature,
-        top_k: s.top_k,
-        top_p: s.top_p,
-        seed: s.seed.wrapping_add(chunk_index),
-        stop_tokens: vec![eos_token],
+    let batch = PreferenceBatch::new(
+        chunk.iter().zip(&bases).map(|(e, base)| ExampleResponses {
+            prompt: &e.prompt,
+            chosen: &e.chosen,
+            rejected: &e.rejected,
+            base,
+        }),
+        s.num_anchors,
+        Packing::SharedPrompt,
         pad_token,
-    };
-    let produced = if prompts.is_empty() {
-        Vec::new()
-    } else {
-        generate(reference, &prompts, &config, device, |_, _| {})
-            .map_err(|e| AnchorError::Generation(e.to_string()))?
-    };
-    report.generated_tokens += produced.iter().map(Vec::len).sum::<usize>();
-    let mut generated: Vec<Vec<u32>> = slots
-        .iter()
-        .map(|&(a, i)| supplied(a, i).cloned().unwrap_or_default())
-        .collect();
-    for (k, ids) in to_generate.into_iter().zip(produced) {
-        generated[k] = ids;
-    }
-
-    // Reference log-probs of [chosen; rejected; base × anchors] in one scoring batch.
-    let batch = TokenBatch::from_pairs(
-        chunk
-            .iter()
-            .map(|e| (&e.prompt[..], &e.chosen[..]))
-            .chain(chunk.iter().map(|e| (&e.prompt[..], &e.rejected[..])))
-            .chain(
-                generated
-                    .iter()
-                    .enumerate()
-                    .map(|(k, base)| (&chunk[k % n].prompt[..], &base[..])),
-            ),
-        pad_token,
-    );
-    let logps = sequence_logprobs(reference, &batch, device)
-        .map_err(|e| AnchorError::Scoring(e.to_string()))?;
+    )
+    .map_err(|e| AnchorError::Scoring(e.to_string()))?;
+    let logps = batch
+        .input
+        .scored_logits(reference, device)
+        .map_err(|e| AnchorError::Scoring(e.to_string()))?
+        .logprobs(device);
     let totals: Vec<f32> = logps
         .total
         .into_data()
         .convert::<f32>()
         .try_to_vec()
         .unwrap_or_default();
+    let at = |i: usize, slot: Slot| totals[batch.sequence(i, slot)];
 
     Ok(chunk
         .iter()
         .enumerate()
-        .map(|(i, e)| {
-            let anchors: Vec<usize> = (0..s.num_anchors).map(|a| a * n + i).collect();
-            ExampleAnchors {
-                line: e.line,
-                base: anchors.iter().map(|&k| generated[k].clone()).collect(),
-                chosen_logp: totals[i],
-                rejected_logp: totals[n + i],
-                base_logps: anchors.iter().map(|&k| totals[2 * n + k]).collect(),
-                chosen_tokens: e.chosen.len(),
-                rejected_tokens: e.rejected.len(),
-                base_tokens: anchors.iter().map(|&k| generated[k].len()).collect(),
-            }
+        .zip(bases)
+        .map(|((i, e), base)| ExampleAnchors {
+            line: e.line,
+            base_tokens: base.iter().map(Vec::len).collect(),
+            base,
+            chosen_logp: at(i, Slot::Chosen),
+            rejected_logp: at(i, Slot::Rejected),
+            base_logps: (0..s.num_anchors).map(|a| at(i, Slot::Base(a))).collect(),
+            chosen_tokens: e.chosen.len(),
+            rejected_tokens: e.rejected.len(),
         })
         .collect())
 }

@@ -13,10 +13,12 @@ pub struct BenchArgs {
     config: PathBuf,
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// `train` (DPO optimizer steps) or `generate` (greedy anchor generation).
+    /// `train` (optimizer steps; LoRA if the config enables it), `generate` (greedy
+    /// generation), `eval` (forward-only scoring of the training examples) or `anchors` (a
+    /// run's whole anchor pass from a cold cache).
     #[arg(long)]
     phase: String,
-    /// Timed steps (train) or batches (generate), after one untimed warm-up.
+    /// Timed steps (train, eval) or batches (generate), after one untimed warm-up.
     #[arg(long, default_value_t = 5)]
     steps: usize,
 }
@@ -26,7 +28,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let result = match args.phase.as_str() {
         "train" => bapo_train::bench::bench_train(&config, 1, args.steps)?,
         "generate" => bapo_train::bench::bench_generate(&config, args.steps)?,
-        other => bail!("unknown phase `{other}`: train or generate"),
+        "eval" => bapo_train::bench::bench_eval(&config, args.steps)?,
+        "anchors" => bapo_train::bench::bench_anchors(&config)?,
+        other => bail!("unknown phase `{other}`: train, generate, eval or anchors"),
     };
     println!("{}", serde_json::to_string(&result)?);
     Ok(())

@@ -57,6 +57,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
         stop_tokens: vec![loaded.eos_token],
         pad_token: loaded.pad_token,
+        max_batch: 1,
     };
 
     // Print the text as it grows; a token that ends inside a multi-byte character decodes to

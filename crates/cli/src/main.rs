@@ -47,7 +47,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// Write a model as a transformers checkpoint with its tokenizer.
     Export(export::ExportArgs),
-    /// Time a DPO training step or anchor generation (`cargo xtask bench` runs both).
+    /// Time one phase: a training step, generation, evaluation or the anchor pass (`cargo
+    /// xtask bench` runs them all).
     Bench(bench::BenchArgs),
 }
 

@@ -1,46 +1,212 @@
-//! Batches for the training loop, deterministic shuffling, and train/test splits by entity.
+//! The preference batch — the one owner of how an example's responses are laid out for the
+//! model — deterministic shuffling, and train/test splits by entity.
 //!
-//! A batch of `B` examples is **one** set of sequences for one policy forward: rows `0..B` are
-//! prompt + chosen, `B..2B` prompt + rejected, and `2B..3B` prompt + base when every example
-//! has a base response. Completion tokens are the scored ones; padding (to the right) is added
-//! by the scorer.
+//! A batch of `B` examples is scored in **one** forward pass. Each example contributes its
+//! chosen response, its rejected response and `K` base responses (slots, in that order), all
+//! after the same prompt. With [`Packing::SharedPrompt`] (the default) an example is one row
+//! `[prompt | chosen | rejected | base…]` whose completions see the prompt and themselves
+//! only, so the prompt is computed once; with [`Packing::Unshared`] every response is its own
+//! `prompt + response` row. Both give the same log-probs (to float rounding).
 
 use std::collections::BTreeMap;
 
-use bapo_model::TokenBatch;
+use bapo_model::{
+    BatchError, CausalModel, PromptGroup, ScoredLogits, SharedPromptBatch, TokenBatch,
+    scored_logits, scored_logits_shared,
+};
+use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use crate::tokenize::TokenizedExample;
 
-/// One training batch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PreferenceBatch {
-    /// `[chosen; rejected(; base)]` sequences with their completion masks.
-    pub sequences: TokenBatch,
-    /// Examples in the batch (`B`).
-    pub size: usize,
-    /// Whether rows `2B..3B` hold base responses.
-    pub has_base: bool,
-    /// Source lines of the examples, in batch order.
-    pub lines: Vec<usize>,
+/// A response of an example, by its slot in the example's group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Chosen,
+    Rejected,
+    /// Base response `k` (`0..K`).
+    Base(usize),
 }
 
-/// Builds the batch of `examples`; base rows are included only if every example has one.
-pub fn make_batch(examples: &[&TokenizedExample], pad_id: u32) -> PreferenceBatch {
-    let has_base = !examples.is_empty() && examples.iter().all(|e| e.base.is_some());
-    let chosen = examples.iter().map(|e| (&e.prompt[..], &e.chosen[..]));
-    let rejected = examples.iter().map(|e| (&e.prompt[..], &e.rejected[..]));
-    let base = examples
-        .iter()
-        .filter(|_| has_base)
-        .map(|e| (&e.prompt[..], e.base.as_deref().unwrap_or_default()));
-    PreferenceBatch {
-        sequences: TokenBatch::from_pairs(chosen.chain(rejected).chain(base), pad_id),
-        size: examples.len(),
-        has_base,
-        lines: examples.iter().map(|e| e.line).collect(),
+/// How the responses of an example are laid out for the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Packing {
+    /// One row per example, the prompt computed once (prefix sharing).
+    #[default]
+    SharedPrompt,
+    /// One `prompt + response` row per response.
+    Unshared,
+}
+
+/// The responses of one example to score: its prompt, chosen, rejected and base responses.
+#[derive(Debug, Clone, Copy)]
+pub struct ExampleResponses<'a> {
+    pub prompt: &'a [u32],
+    pub chosen: &'a [u32],
+    pub rejected: &'a [u32],
+    pub base: &'a [Vec<u32>],
+}
+
+/// The model input of a preference batch, in either packing. Sequences are numbered
+/// example-major: example `i`'s slots are sequences `i·S .. (i+1)·S`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScoringInput {
+    Shared(SharedPromptBatch),
+    Unshared(TokenBatch),
+}
+
+impl ScoringInput {
+    /// Runs `model` and its LM head over the scored positions.
+    pub fn scored_logits<M: CausalModel + ?Sized>(
+        &self,
+        model: &M,
+        device: &Device,
+    ) -> Result<ScoredLogits, BatchError> {
+        match self {
+            ScoringInput::Shared(batch) => scored_logits_shared(model, batch, device),
+            ScoringInput::Unshared(batch) => scored_logits(model, batch, device),
+        }
+    }
+
+    /// Tokens the model processes (padding not counted).
+    pub fn tokens(&self) -> usize {
+        match self {
+            ScoringInput::Shared(batch) => batch.tokens(),
+            ScoringInput::Unshared(batch) => batch.ids.iter().map(Vec::len).sum(),
+        }
+    }
+
+    fn build(groups: Vec<PromptGroup>, packing: Packing, pad_id: u32) -> ScoringInput {
+        let shared = SharedPromptBatch { groups, pad_id };
+        match packing {
+            Packing::SharedPrompt => ScoringInput::Shared(shared),
+            Packing::Unshared => ScoringInput::Unshared(shared.unshared()),
+        }
+    }
+}
+
+/// One batch of examples: which sequence holds which response, and the model input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreferenceBatch {
+    /// Examples in the batch (`B`).
+    pub size: usize,
+    /// Base responses per example (`K`).
+    pub base_per_example: usize,
+    pub input: ScoringInput,
+    examples: Vec<GroupSource>,
+    packing: Packing,
+}
+
+/// What an example's group was built from, to rebuild a subset of its slots.
+#[derive(Debug, Clone, PartialEq)]
+struct GroupSource {
+    prompt: Vec<u32>,
+    responses: Vec<Vec<u32>>,
+}
+
+impl PreferenceBatch {
+    /// The batch of `examples` with their first `base_per_example` base responses each.
+    pub fn new<'a>(
+        examples: impl IntoIterator<Item = ExampleResponses<'a>>,
+        base_per_example: usize,
+        packing: Packing,
+        pad_id: u32,
+    ) -> Result<PreferenceBatch, BatchError> {
+        let mut sources = Vec::new();
+        for (index, e) in examples.into_iter().enumerate() {
+            if e.base.len() < base_per_example {
+                return Err(BatchError::MissingBase {
+                    index,
+                    wanted: base_per_example,
+                    found: e.base.len(),
+                });
+            }
+            let mut responses = vec![e.chosen.to_vec(), e.rejected.to_vec()];
+            responses.extend(e.base[..base_per_example].iter().cloned());
+            sources.push(GroupSource {
+                prompt: e.prompt.to_vec(),
+                responses,
+            });
+        }
+        let groups = sources
+            .iter()
+            .map(|s| PromptGroup {
+                prompt: s.prompt.clone(),
+                completions: s.responses.clone(),
+            })
+            .collect();
+        Ok(PreferenceBatch {
+            size: sources.len(),
+            base_per_example,
+            input: ScoringInput::build(groups, packing, pad_id),
+            examples: sources,
+            packing,
+        })
+    }
+
+    /// Tokens of the batch's sequences counted as unshared rows (prompt + response for every
+    /// response): the same whatever the packing, so throughputs of both compare.
+    pub fn sequence_tokens(&self) -> usize {
+        self.examples
+            .iter()
+            .map(|s| {
+                s.responses
+                    .iter()
+                    .map(|r| s.prompt.len() + r.len())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    fn slots_per_example(&self) -> usize {
+        2 + self.base_per_example
+    }
+
+    fn slot_index(slot: Slot) -> usize {
+        match slot {
+            Slot::Chosen => 0,
+            Slot::Rejected => 1,
+            Slot::Base(k) => 2 + k,
+        }
+    }
+
+    /// The sequence holding `slot` of example `example`.
+    pub fn sequence(&self, example: usize, slot: Slot) -> usize {
+        example * self.slots_per_example() + Self::slot_index(slot)
+    }
+
+    /// The sequences of `slots` for every example, slot-major: `slots[0]` of examples
+    /// `0..B`, then `slots[1]` of examples `0..B`, …
+    pub fn sequences(&self, slots: &[Slot]) -> Vec<usize> {
+        slots
+            .iter()
+            .flat_map(|&slot| (0..self.size).map(move |i| (i, slot)))
+            .map(|(i, slot)| self.sequence(i, slot))
+            .collect()
+    }
+
+    /// The model input holding only `slots` of every example, numbered as
+    /// [`sequences`](Self::sequences) lists them (slot-major): for a second model that
+    /// needs only some responses (the reference of a token-level KL).
+    pub fn restricted_to(&self, slots: &[Slot]) -> ScoringInput {
+        let pad_id = match &self.input {
+            ScoringInput::Shared(b) => b.pad_id,
+            ScoringInput::Unshared(b) => b.pad_id,
+        };
+        // Slot-major numbering with one group per (slot, example) keeps the order; prompts
+        // are then shared only within a slot, which is all a single slot allows.
+        let groups = slots
+            .iter()
+            .flat_map(|&slot| {
+                self.examples.iter().map(move |s| PromptGroup {
+                    prompt: s.prompt.clone(),
+                    completions: vec![s.responses[Self::slot_index(slot)].clone()],
+                })
+            })
+            .collect();
+        ScoringInput::build(groups, self.packing, pad_id)
     }
 }
 

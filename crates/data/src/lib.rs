@@ -15,7 +15,9 @@ pub mod eval;
 pub mod format;
 pub mod tokenize;
 
-pub use batch::{PreferenceBatch, epoch_order, make_batch, split_by_entity};
+pub use batch::{
+    ExampleResponses, Packing, PreferenceBatch, ScoringInput, Slot, epoch_order, split_by_entity,
+};
 pub use eval::{
     FactItem, MultipleChoiceItem, PreferenceItem, load_fact_sample, load_hhh_alignment,
     load_multiple_choice,

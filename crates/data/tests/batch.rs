@@ -1,7 +1,10 @@
-//! Batches put chosen, rejected and base sequences of the same examples in one batch with the
-//! completions marked; shuffling is deterministic; entity splits never share an entity.
+//! A preference batch holds every example's chosen, rejected and base responses after its prompt
+//! (shared or not) and knows which sequence is which; shuffling is deterministic; entity splits never share an entity.
 
-use bapo_data::{TokenizedExample, epoch_order, make_batch, split_by_entity};
+use bapo_data::{
+    ExampleResponses, Packing, PreferenceBatch, ScoringInput, Slot, TokenizedExample, epoch_order,
+    split_by_entity,
+};
 
 fn example(line: usize, entity: Option<&str>, base: bool) -> TokenizedExample {
     TokenizedExample {
@@ -15,28 +18,76 @@ fn example(line: usize, entity: Option<&str>, base: bool) -> TokenizedExample {
     }
 }
 
-#[test]
-fn one_batch_holds_chosen_rejected_and_base_rows() {
-    let (a, b) = (example(1, None, true), example(2, None, true));
-    let batch = make_batch(&[&a, &b], 2);
-    assert_eq!(batch.size, 2);
-    assert!(batch.has_base);
-    let s = &batch.sequences;
-    assert_eq!(s.ids.len(), 6, "[chosen; rejected; base]");
-    assert_eq!(s.ids[0], [10, 11, 1, 20, 2]);
-    assert_eq!(s.ids[3], [10, 11, 2, 30, 31, 2]);
-    assert_eq!(s.ids[5], [10, 11, 2, 40, 2]);
-    assert_eq!(
-        s.scored[3],
-        [false, false, false, true, true, true],
-        "completion tokens only"
-    );
-    assert_eq!(batch.lines, [1, 2]);
+fn responses<'a>(e: &'a TokenizedExample, base: &'a [Vec<u32>]) -> ExampleResponses<'a> {
+    ExampleResponses {
+        prompt: &e.prompt,
+        chosen: &e.chosen,
+        rejected: &e.rejected,
+        base,
+    }
+}
 
-    let without = example(3, None, false);
-    let batch = make_batch(&[&a, &without], 2);
-    assert!(!batch.has_base, "base rows only when every example has one");
-    assert_eq!(batch.sequences.ids.len(), 4);
+#[test]
+fn one_batch_holds_chosen_rejected_and_base_of_each_example() {
+    let (a, b) = (example(1, None, true), example(2, None, true));
+    let bases = [
+        vec![vec![40, 2], vec![41, 2]],
+        vec![vec![42, 2], vec![43, 2]],
+    ];
+    let examples = [responses(&a, &bases[0]), responses(&b, &bases[1])];
+
+    // Shared prompts: one row per example, [prompt | chosen | rejected | base 0 | base 1].
+    let batch = PreferenceBatch::new(examples, 2, Packing::SharedPrompt, 0).unwrap();
+    assert_eq!((batch.size, batch.base_per_example), (2, 2));
+    let ScoringInput::Shared(shared) = &batch.input else {
+        panic!("shared packing")
+    };
+    assert_eq!(shared.groups.len(), 2);
+    assert_eq!(shared.groups[1].prompt, [10, 11, 2]);
+    assert_eq!(
+        shared.groups[1].completions,
+        [vec![20, 2], vec![30, 31, 2], vec![42, 2], vec![43, 2]]
+    );
+    assert_eq!(shared.tokens(), 2 * (3 + 2 + 3 + 2 + 2), "each prompt once");
+    assert_eq!(
+        batch.sequence_tokens(),
+        2 * (5 + 6 + 5 + 5),
+        "counted as unshared rows"
+    );
+
+    // Sequence numbering: example-major; `sequences` lists slot-major.
+    assert_eq!(batch.sequence(1, Slot::Rejected), 5);
+    assert_eq!(batch.sequences(&[Slot::Chosen]), [0, 4]);
+    assert_eq!(
+        batch.sequences(&[Slot::Base(0), Slot::Base(1)]),
+        [2, 6, 3, 7],
+        "anchor-major, as [B·K] → [B, K] expects"
+    );
+
+    // Unshared: the same sequences, one prompt + response row each, in the same order.
+    let unshared = PreferenceBatch::new(examples, 2, Packing::Unshared, 0).unwrap();
+    let ScoringInput::Unshared(rows) = &unshared.input else {
+        panic!("unshared packing")
+    };
+    assert_eq!(rows.ids.len(), 8);
+    assert_eq!(rows.ids[5], [10, 11, 2, 30, 31, 2]);
+    assert_eq!(rows.scored[5], [false, false, false, true, true, true]);
+    assert_eq!(unshared.sequence_tokens(), batch.sequence_tokens());
+
+    // A subset of slots for a second model, numbered as `sequences` lists them.
+    let ScoringInput::Shared(base_only) = batch.restricted_to(&[Slot::Base(1)]) else {
+        panic!("keeps the packing")
+    };
+    let completions: Vec<_> = base_only
+        .groups
+        .iter()
+        .map(|g| g.completions.clone())
+        .collect();
+    assert_eq!(completions, [vec![vec![41, 2]], vec![vec![43, 2]]]);
+
+    // Too few base responses is an error naming the example.
+    let err = PreferenceBatch::new(examples, 3, Packing::SharedPrompt, 0).unwrap_err();
+    assert!(err.to_string().contains("example 0"), "{err}");
 }
 
 #[test]

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use burn::module::Module;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::ModelError;
@@ -26,6 +28,16 @@ pub trait CausalModel {
         positions: &[Vec<usize>],
         mask: Vec<bool>,
         cache: &mut KvCache,
+    ) -> Tensor<3>;
+
+    /// Hidden states `[batch, tokens, hidden]` with explicit positions `[batch][tokens]` and
+    /// attention mask `[batch · tokens · tokens]` (`true` = may not attend), no cache: packed
+    /// rows such as a prompt shared by several completions.
+    fn hidden_states_masked(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
     ) -> Tensor<3>;
 
     /// LM-head logits `[.., vocab]` of hidden states `[.., hidden]`.
@@ -63,6 +75,62 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Keeps only the given rows (batch entries), in that order: rows that ended leave.
+    pub(crate) fn keep_rows(&mut self, rows: &[usize]) {
+        let Some(device) = self.device() else { return };
+        let indices = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+                [rows.len()],
+            ),
+            &device,
+        );
+        self.map(|t| t.select(0, indices.clone()));
+    }
+
+    /// Inserts `n` zero positions before every row's keys and values (they must be masked).
+    pub(crate) fn pad_left(&mut self, n: usize) {
+        self.map(|t| {
+            let [batch, heads, _, dim] = t.dims();
+            let zeros = Tensor::zeros([batch, heads, n, dim], &t.device());
+            Tensor::cat(vec![zeros, t], 2)
+        });
+    }
+
+    /// Drops the first `n` positions of every row.
+    pub(crate) fn drop_left(&mut self, n: usize) {
+        let length = self.len();
+        self.map(|t| t.narrow(2, n, length - n));
+    }
+
+    /// Adds the rows of `other`, which must hold as many positions.
+    pub(crate) fn append_rows(&mut self, other: KvCache) {
+        if self.layers.is_empty() {
+            *self = other;
+            return;
+        }
+        for (mine, theirs) in self.layers.iter_mut().zip(other.layers) {
+            if let (Some((k, v)), Some((k2, v2))) = (mine.take(), theirs) {
+                *mine = Some((Tensor::cat(vec![k, k2], 0), Tensor::cat(vec![v, v2], 0)));
+            }
+        }
+    }
+
+    fn device(&self) -> Option<Device> {
+        self.layers
+            .first()
+            .and_then(Option::as_ref)
+            .map(|(k, _)| k.device())
+    }
+
+    fn map(&mut self, f: impl Fn(Tensor<4>) -> Tensor<4>) {
+        for layer in self.layers.iter_mut() {
+            if let Some((k, v)) = layer.take() {
+                *layer = Some((f(k), f(v)));
+            }
+        }
+    }
+
     /// Makes room for `layers` layers.
     pub(crate) fn reserve_layers(&mut self, layers: usize) {
         self.layers.resize_with(layers, || None);
@@ -90,6 +158,29 @@ pub(crate) fn append_to_cache(
     };
     *slot = Some((k.clone(), v.clone()));
     (k, v)
+}
+
+/// Attention of `q`, `k`, `v` `[batch, heads, queries or keys, head_dim]` under an explicit
+/// mask (`true` = may not attend, broadcast over heads).
+///
+/// The mask goes in as an additive bias (−∞ where masked), not as Burn's boolean mask:
+/// burn-tch 0.22.1 hands the boolean mask to PyTorch's `scaled_dot_product_attention`
+/// unchanged, where `true` means *may* attend — the opposite of Burn's convention — so on
+/// `tch-cpu`/`cuda` every masked forward without autodiff (generation, scoring, evaluation)
+/// attended to exactly the wrong keys. A bias means the same on every backend.
+pub(crate) fn masked_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Tensor<4, Bool>,
+) -> Tensor<4> {
+    let bias = Tensor::<4>::zeros(mask.dims(), &mask.device()).mask_fill(mask, f32::NEG_INFINITY);
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: false,
+    };
+    attention(q, k, v, None, Some(bias), options)
 }
 
 /// The attention mask `[batch, 1, queries, keys]` from row-major booleans.
@@ -160,6 +251,18 @@ impl CausalModel for CausalLm {
         match self {
             CausalLm::Llama(m) => m.hidden_states_cached(ids, positions, mask, cache),
             CausalLm::Gpt2(m) => m.hidden_states_cached(ids, positions, mask, cache),
+        }
+    }
+
+    fn hidden_states_masked(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+    ) -> Tensor<3> {
+        match self {
+            CausalLm::Llama(m) => m.hidden_states_masked(ids, positions, mask),
+            CausalLm::Gpt2(m) => m.hidden_states_masked(ids, positions, mask),
         }
     }
 

@@ -14,7 +14,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
 use crate::ModelError;
-use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask};
+use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask, masked_attention};
 use crate::hf::SafetensorsWeights;
 use crate::lora::linear_without_adapter;
 
@@ -118,15 +118,18 @@ impl Gpt2Block {
         if let Some(slot) = cache {
             (k, v) = append_to_cache(slot, k, v);
         }
-        let mask = mask.map(|m| m.clone().repeat_dim(1, self.num_heads));
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: mask.is_none(),
+        let out = match mask {
+            Some(mask) => masked_attention(q, k, v, mask.clone()),
+            None => {
+                let options = AttentionModuleOptions {
+                    scale: None,
+                    softcap: None,
+                    is_causal: true,
+                };
+                attention(q, k, v, None, None, options)
+            }
         };
-        let out = attention(q, k, v, mask, None, options)
-            .swap_dims(1, 2)
-            .reshape([batch, tokens, hidden]);
+        let out = out.swap_dims(1, 2).reshape([batch, tokens, hidden]);
         let h = x + self.attn_proj.forward(out);
         let mlp = self.mlp_proj.forward(gelu_approximate(
             self.c_fc.forward(self.ln_2.forward(h.clone())),
@@ -259,6 +262,26 @@ impl Gpt2 {
     }
 }
 
+impl Gpt2 {
+    /// A forward with explicit positions `[batch][queries]` and a key mask `[batch · queries ·
+    /// (cached + queries)]`, appending to `cache` if there is one.
+    fn run_masked(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let [batch, queries] = ids.dims();
+        let device = ids.device();
+        let keys = cache.as_ref().map_or(0, |c| c.len()) + queries;
+        let flat: Vec<i64> = positions.iter().flatten().map(|&p| p as i64).collect();
+        let positions = Tensor::from_data(TensorData::new(flat, [batch, queries]), &device);
+        let mask = key_mask(mask, [batch, queries, keys], &device);
+        self.run(ids, positions, Some(mask), cache)
+    }
+}
+
 impl CausalModel for Gpt2 {
     fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [batch, tokens] = ids.dims();
@@ -275,13 +298,16 @@ impl CausalModel for Gpt2 {
         mask: Vec<bool>,
         cache: &mut KvCache,
     ) -> Tensor<3> {
-        let [batch, queries] = ids.dims();
-        let device = ids.device();
-        let keys = cache.len() + queries;
-        let flat: Vec<i64> = positions.iter().flatten().map(|&p| p as i64).collect();
-        let positions = Tensor::from_data(TensorData::new(flat, [batch, queries]), &device);
-        let mask = key_mask(mask, [batch, queries, keys], &device);
-        self.run(ids, positions, Some(mask), Some(cache))
+        self.run_masked(ids, positions, mask, Some(cache))
+    }
+
+    fn hidden_states_masked(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+    ) -> Tensor<3> {
+        self.run_masked(ids, positions, mask, None)
     }
 
     fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {

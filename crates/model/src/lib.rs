@@ -22,13 +22,14 @@ use std::path::PathBuf;
 pub use causal::{CausalLm, CausalModel, KvCache};
 pub use chat::{ChatMessage, ChatTemplate};
 pub use export::{export_gpt2_hf, export_hf, export_peft_adapter, export_tokenizer};
-pub use generate::{GenerateError, GenerationConfig, generate};
+pub use generate::{GenerateError, Generation, GenerationConfig, generate};
 pub use gguf::{GgufError, GgufFile};
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use llama::{Llama, LlamaConfig};
 pub use loaded::LoadedModel;
 pub use logprobs::{
-    BatchError, ScoredLogits, SequenceLogprobs, TokenBatch, scored_logits, sequence_logprobs,
+    BatchError, PromptGroup, ScoredLogits, SequenceLogprobs, SharedPromptBatch, TokenBatch,
+    scored_logits, scored_logits_shared, sequence_logprobs, shared_sequence_logprobs,
 };
 pub use lora::{LoraError, LoraSettings, adapter_count, apply_lora};
 pub use tokenizer::tokenizer_from_gguf;

@@ -13,7 +13,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 
 use crate::ModelError;
-use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask};
+use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask, masked_attention};
 use crate::gguf::GgufFile;
 use crate::hf::{SafetensorsWeights, llama_config_from_hf};
 use crate::lora::linear_without_adapter;
@@ -175,27 +175,43 @@ impl Attention {
         if let Some(slot) = cache {
             (k, v) = append_to_cache(slot, k, v);
         }
-        let keys = k.dims()[2];
-        // Grouped-query attention: query head h reads key/value head h / (heads / kv_heads).
         let repeat = self.num_heads / self.num_kv_heads;
-        let expand = |t: Tensor<4>| {
-            t.unsqueeze_dim::<5>(2).repeat_dim(2, repeat).reshape([
-                batch,
-                self.num_heads,
-                keys,
-                self.head_dim,
-            ])
+        let out = match &context.mask {
+            // Grouped-query attention with an explicit mask: the `repeat` query heads that
+            // read one key/value head are folded into its query rows (HF's query head h
+            // reads key/value head h / repeat), so keys and values are never copied per
+            // query head. This is the decoding path, where that copy would dominate.
+            Some(mask) => {
+                let [_, _, keys, _] = k.dims();
+                let q = q.reshape([batch, self.num_kv_heads, repeat * tokens, self.head_dim]);
+                let mask = mask.clone().repeat_dim(2, repeat);
+                debug_assert_eq!(mask.dims()[3], keys);
+                masked_attention(q, k, v, mask).reshape([
+                    batch,
+                    self.num_heads,
+                    tokens,
+                    self.head_dim,
+                ])
+            }
+            // Plain causal attention: query head h reads key/value head h / repeat.
+            None => {
+                let keys = k.dims()[2];
+                let expand = |t: Tensor<4>| {
+                    t.unsqueeze_dim::<5>(2).repeat_dim(2, repeat).reshape([
+                        batch,
+                        self.num_heads,
+                        keys,
+                        self.head_dim,
+                    ])
+                };
+                let options = AttentionModuleOptions {
+                    scale: None,
+                    softcap: None,
+                    is_causal: true,
+                };
+                attention(q, expand(k), expand(v), None, None, options)
+            }
         };
-        let mask = context
-            .mask
-            .clone()
-            .map(|m| m.repeat_dim(1, self.num_heads));
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: mask.is_none(),
-        };
-        let out = attention(q, expand(k), expand(v), mask, None, options);
         self.o_proj.forward(out.swap_dims(1, 2).reshape([
             batch,
             tokens,
@@ -255,20 +271,16 @@ impl CausalModel for Llama {
         mask: Vec<bool>,
         cache: &mut KvCache,
     ) -> Tensor<3> {
-        let [batch, queries] = ids.dims();
-        let keys = cache.len() + queries;
-        let device = ids.device();
-        let (cos, sin) = rope_tables(positions, self.head_dim(), self.rope_theta, &device);
-        let mask = key_mask(mask, [batch, queries, keys], &device);
-        self.run(
-            ids,
-            &ForwardContext {
-                cos,
-                sin,
-                mask: Some(mask),
-            },
-            Some(cache),
-        )
+        self.run_masked(ids, positions, mask, Some(cache))
+    }
+
+    fn hidden_states_masked(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+    ) -> Tensor<3> {
+        self.run_masked(ids, positions, mask, None)
     }
 
     /// LM-head logits `[.., vocab]` of hidden states `[.., hidden]`.
@@ -286,6 +298,31 @@ impl CausalModel for Llama {
 impl Llama {
     fn head_dim(&self) -> usize {
         self.layers.first().map_or(0, |b| b.attention.head_dim)
+    }
+
+    /// A forward with explicit positions `[batch][queries]` and a key mask `[batch · queries ·
+    /// (cached + queries)]`, appending to `cache` if there is one.
+    fn run_masked(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let [batch, queries] = ids.dims();
+        let keys = cache.as_ref().map_or(0, |c| c.len()) + queries;
+        let device = ids.device();
+        let (cos, sin) = rope_tables(positions, self.head_dim(), self.rope_theta, &device);
+        let mask = key_mask(mask, [batch, queries, keys], &device);
+        self.run(
+            ids,
+            &ForwardContext {
+                cos,
+                sin,
+                mask: Some(mask),
+            },
+            cache,
+        )
     }
 
     fn run(

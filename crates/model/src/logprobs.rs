@@ -68,6 +68,12 @@ pub enum BatchError {
     FirstTokenScored { index: usize },
     #[error("the batch is empty")]
     Empty,
+    #[error("example {index}: {wanted} base response(s) wanted, {found} found")]
+    MissingBase {
+        index: usize,
+        wanted: usize,
+        found: usize,
+    },
 }
 
 impl TokenBatch {
@@ -98,6 +104,201 @@ impl TokenBatch {
     }
 }
 
+/// Completions that share a prompt, scored with the prompt computed once: each group is one
+/// row `[prompt | completion 1 | completion 2 | …]` in which every completion attends to the
+/// prompt and to itself only, with positions continuing from the end of the prompt. Each
+/// completion's log-probs are therefore those of `prompt + completion` scored alone
+/// (prefix sharing, arXiv 2410.20305), while a preference pair costs `P + C + R` tokens
+/// instead of `2P + C + R`.
+///
+/// Sequences are numbered group by group: group 0's completions, then group 1's, …
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SharedPromptBatch {
+    pub groups: Vec<PromptGroup>,
+    /// The id used for padding rows to the longest.
+    pub pad_id: u32,
+}
+
+/// One prompt and its completions (every completion token is scored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptGroup {
+    pub prompt: Vec<u32>,
+    pub completions: Vec<Vec<u32>>,
+}
+
+impl SharedPromptBatch {
+    /// Sequences (completions) in the batch.
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(|g| g.completions.len()).sum()
+    }
+
+    /// Whether the batch has no sequence.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Tokens the model processes (prompts once, padding not counted).
+    pub fn tokens(&self) -> usize {
+        self.groups.iter().map(PromptGroup::row_len).sum()
+    }
+
+    /// The same sequences as one prompt + completion row each (the unshared layout).
+    pub fn unshared(&self) -> TokenBatch {
+        TokenBatch::from_pairs(
+            self.groups
+                .iter()
+                .flat_map(|g| g.completions.iter().map(|c| (&g.prompt[..], &c[..]))),
+            self.pad_id,
+        )
+    }
+}
+
+impl PromptGroup {
+    fn row_len(&self) -> usize {
+        self.prompt.len() + self.completions.iter().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// The model input of a [`SharedPromptBatch`]: ids, positions, the attention mask and, for
+/// every scored token, the flat hidden-state row that predicts it.
+struct SharedLayout {
+    ids: Vec<i64>,
+    positions: Vec<Vec<usize>>,
+    /// `[groups, tokens, tokens]`, `true` = may not attend.
+    mask: Vec<bool>,
+    tokens: usize,
+    predictors: Vec<i64>,
+    targets: Vec<u32>,
+    sequence: Vec<usize>,
+    slots: Vec<usize>,
+    /// Longest completion: the width of the per-token output.
+    longest: usize,
+}
+
+fn shared_layout(batch: &SharedPromptBatch) -> Result<SharedLayout, BatchError> {
+    if batch.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    let tokens = batch
+        .groups
+        .iter()
+        .map(PromptGroup::row_len)
+        .max()
+        .unwrap_or(0);
+    let longest = batch
+        .groups
+        .iter()
+        .flat_map(|g| g.completions.iter().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    let groups = batch.groups.len();
+    let mut layout = SharedLayout {
+        ids: Vec::with_capacity(groups * tokens),
+        positions: Vec::with_capacity(groups),
+        mask: Vec::with_capacity(groups * tokens * tokens),
+        tokens,
+        predictors: Vec::new(),
+        targets: Vec::new(),
+        sequence: Vec::new(),
+        slots: Vec::new(),
+        longest,
+    };
+    let mut next_sequence = 0;
+    for (g, group) in batch.groups.iter().enumerate() {
+        let p = group.prompt.len();
+        if p == 0 && group.completions.iter().any(|c| !c.is_empty()) {
+            return Err(BatchError::FirstTokenScored {
+                index: next_sequence,
+            });
+        }
+        // Segment of every token: 0 the prompt, j + 1 completion j, None padding.
+        let mut segment = vec![Some(0); p];
+        let mut positions: Vec<usize> = (0..p).collect();
+        layout
+            .ids
+            .extend(group.prompt.iter().map(|&t| i64::from(t)));
+        for (j, completion) in group.completions.iter().enumerate() {
+            let start = segment.len();
+            for (i, &token) in completion.iter().enumerate() {
+                // Token i is predicted by the one before it: the prompt's last token for
+                // the first, which every completion shares.
+                let predictor = if i == 0 { p - 1 } else { start + i - 1 };
+                layout.predictors.push((g * tokens + predictor) as i64);
+                layout.targets.push(token);
+                layout.sequence.push(next_sequence);
+                layout.slots.push(next_sequence * longest + i);
+            }
+            layout.ids.extend(completion.iter().map(|&t| i64::from(t)));
+            segment.extend(std::iter::repeat_n(Some(j + 1), completion.len()));
+            positions.extend(p..p + completion.len());
+            next_sequence += 1;
+        }
+        let real = segment.len();
+        layout
+            .ids
+            .extend(std::iter::repeat_n(i64::from(batch.pad_id), tokens - real));
+        segment.resize(tokens, None);
+        positions.resize(tokens, 0);
+        for (q, query) in segment.iter().enumerate() {
+            layout
+                .mask
+                .extend(segment.iter().enumerate().map(|(k, key)| {
+                    let visible = match (query, key) {
+                        // A pad attends to itself only, which keeps its (unused) row finite.
+                        (None, _) => k == q,
+                        (Some(_), None) => false,
+                        (Some(sq), Some(sk)) => k <= q && (*sk == 0 || sk == sq),
+                    };
+                    !visible
+                }));
+        }
+        layout.positions.push(positions);
+    }
+    Ok(layout)
+}
+
+/// Runs `model` over `batch` with shared prompts and the LM head over the scored positions
+/// only. The result's `shape` is `[sequences, longest completion]` and a token's slot is
+/// its place in its completion.
+pub fn scored_logits_shared<M: CausalModel + ?Sized>(
+    model: &M,
+    batch: &SharedPromptBatch,
+    device: &Device,
+) -> Result<ScoredLogits, BatchError> {
+    let layout = shared_layout(batch)?;
+    let groups = batch.groups.len();
+    let n = layout.targets.len();
+    let logits = (n > 0).then(|| {
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(layout.ids, [groups, layout.tokens]),
+            device,
+        );
+        let hidden = model.hidden_states_masked(ids, &layout.positions, layout.mask);
+        let [_, _, width] = hidden.dims();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(layout.predictors, [n]), device);
+        let selected = hidden
+            .reshape([groups * layout.tokens, width])
+            .select(0, rows);
+        model.logits(selected)
+    });
+    Ok(ScoredLogits {
+        logits,
+        sequence: layout.sequence,
+        targets: layout.targets,
+        slots: layout.slots,
+        shape: [batch.len(), layout.longest],
+    })
+}
+
+/// Scores `batch` (shared prompts) with `model` on `device`.
+pub fn shared_sequence_logprobs<M: CausalModel + ?Sized>(
+    model: &M,
+    batch: &SharedPromptBatch,
+    device: &Device,
+) -> Result<SequenceLogprobs, BatchError> {
+    Ok(scored_logits_shared(model, batch, device)?.logprobs(device))
+}
+
 /// `log Σ exp(x)` over the last dimension of `[rows, cols]`, stabilised by the (detached)
 /// row maximum.
 fn logsumexp_rows(x: Tensor<2>) -> Tensor<2> {
@@ -116,7 +317,9 @@ pub struct ScoredLogits {
     pub targets: Vec<u32>,
     /// For each row, its slot `b · tokens + t` in a `[batch, tokens]` layout.
     pub slots: Vec<usize>,
-    /// `[batch, tokens]` of the padded batch.
+    /// `[sequences, tokens]` of the per-token output: for a [`TokenBatch`] its padded shape
+    /// (a slot is a token's place in its row), for a [`SharedPromptBatch`] the longest
+    /// completion (a slot is a token's place in its completion).
     pub shape: [usize; 2],
 }
 

@@ -15,7 +15,10 @@ use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hf")).join(name)
+    // The package folder at run time (not the one compiled in: see tests/hf.rs).
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("tests/fixtures/hf")
+        .join(name)
 }
 
 const IDS: [i64; 6] = [3, 17, 42, 99, 7, 64];

@@ -6,7 +6,10 @@ mod common;
 
 use std::path::PathBuf;
 
-use bapo_model::{CausalLm, CausalModel, GenerationConfig, Llama, generate};
+use bapo_model::{
+    CausalLm, CausalModel, GenerationConfig, Llama, PromptGroup, SharedPromptBatch, generate,
+    sequence_logprobs, shared_sequence_logprobs,
+};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
@@ -24,7 +27,10 @@ struct ModelReference {
 }
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hf"))
+    // The package folder at run time: a test binary built in another clone that shares the
+    // target folder must not read that clone's fixtures.
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+        .join("tests/fixtures/hf")
 }
 
 #[test]
@@ -107,6 +113,133 @@ fn cached_and_batched_generation_agree_for_every_architecture() {
                 together, &recomputed,
                 "{name}: cached vs full recomputation"
             );
+        }
+    }
+}
+
+/// Continuous batching: with room for two rows, seven prompts of different lengths (some
+/// ending early on a stop token) are admitted as rows end, their caches joined and trimmed;
+/// every row still gets, token for token, what its prompt gets alone.
+#[test]
+fn continuous_batching_equals_one_prompt_at_a_time_for_every_architecture() {
+    let device = Device::flex();
+    for name in ["tiny-llama", "tiny-qwen2", "tiny-gpt2"] {
+        let (model, _) = CausalLm::from_hf_dir(&fixtures().join(name), &device).unwrap();
+        let prompts: Vec<Vec<u32>> = vec![
+            vec![3, 17, 42, 99, 7],
+            vec![8, 1],
+            vec![77, 30, 2],
+            vec![5; 9],
+            vec![61],
+            vec![12, 13, 14, 15],
+            vec![90, 91],
+        ];
+        let alone_config = GenerationConfig {
+            max_new_tokens: 7,
+            max_batch: 1,
+            ..GenerationConfig::default()
+        };
+        let alone: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| {
+                generate(
+                    &model,
+                    std::slice::from_ref(p),
+                    &alone_config,
+                    &device,
+                    |_, _| {},
+                )
+                .unwrap()
+                .remove(0)
+            })
+            .collect();
+        // Stop on a token some rows produce early, so rows end at different steps.
+        let stop = alone
+            .iter()
+            .filter_map(|out| out.get(2).copied())
+            .next()
+            .unwrap();
+        let config = GenerationConfig {
+            stop_tokens: vec![stop],
+            max_batch: 2,
+            ..alone_config.clone()
+        };
+        let truncate = |out: &Vec<u32>| match out.iter().position(|&t| t == stop) {
+            Some(i) => out[..=i].to_vec(),
+            None => out.clone(),
+        };
+        let mut streamed = vec![Vec::new(); prompts.len()];
+        let together = generate(&model, &prompts, &config, &device, |row, token| {
+            streamed[row].push(token)
+        })
+        .unwrap();
+        for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+            assert_eq!(&truncate(a), b, "{name}: prompt {i}");
+        }
+        assert_eq!(
+            streamed, together,
+            "{name}: tokens streamed to their prompt"
+        );
+        assert!(
+            together.iter().any(|t| t.len() < 7),
+            "{name}: some row ended early"
+        );
+    }
+}
+
+/// Prefix sharing: a prompt computed once for several completions gives each completion the
+/// log-probs it gets as its own `prompt + completion` row, per token, for every architecture
+/// (GPT-2's learned positions included).
+#[test]
+fn shared_prompt_scoring_equals_one_row_per_completion_for_every_architecture() {
+    let device = Device::flex();
+    let batch = SharedPromptBatch {
+        groups: vec![
+            PromptGroup {
+                prompt: vec![3, 17, 42, 99, 7],
+                completions: vec![vec![8, 1, 4], vec![77], vec![30, 2, 9, 11, 12]],
+            },
+            PromptGroup {
+                prompt: vec![5],
+                completions: vec![vec![6, 7], vec![]],
+            },
+            PromptGroup {
+                prompt: vec![61, 62, 63],
+                completions: vec![vec![64, 65, 66, 67]],
+            },
+        ],
+        pad_id: 0,
+    };
+    for name in ["tiny-llama", "tiny-qwen2", "tiny-gpt2"] {
+        let (model, _) = CausalLm::from_hf_dir(&fixtures().join(name), &device).unwrap();
+        let shared = shared_sequence_logprobs(&model, &batch, &device).unwrap();
+        let unshared = sequence_logprobs(&model, &batch.unshared(), &device).unwrap();
+        let values = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        // Widths: the longest completion, and the longest prompt + completion row.
+        let (width_shared, width_unshared) = (shared.per_token.dims()[1], 10);
+        assert_eq!(width_shared, 5);
+        assert_eq!(unshared.per_token.dims()[1], width_unshared);
+        let (shared_tokens, unshared_tokens) =
+            (values(shared.per_token), values(unshared.per_token));
+        let mut sequence = 0;
+        for group in &batch.groups {
+            for completion in &group.completions {
+                for i in 0..completion.len() {
+                    let a = shared_tokens[sequence * width_shared + i];
+                    let b = unshared_tokens[sequence * width_unshared + group.prompt.len() + i];
+                    assert!(
+                        (a - b).abs() < 1e-4 && a < 0.0,
+                        "{name}: sequence {sequence} token {i}: {a} vs {b}"
+                    );
+                }
+                sequence += 1;
+            }
+        }
+        let totals = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let (a, b) = (totals(shared.total), totals(unshared.total));
+        assert_eq!(a.len(), 6);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-4, "{name}: totals {a:?} vs {b:?}");
         }
     }
 }

@@ -129,9 +129,19 @@ pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
     asset("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-/// The workspace's root folder.
+/// The workspace's root folder: the nearest folder holding `Cargo.lock` above the package
+/// under test (cargo sets `CARGO_MANIFEST_DIR` when it runs a test). The path compiled in is
+/// only a fallback: a target folder shared between clones (as CI's is) can hold this crate
+/// built in another clone, whose embedded path points there.
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+    let compiled = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let Some(package) = std::env::var_os("CARGO_MANIFEST_DIR") else {
+        return compiled;
+    };
+    std::path::PathBuf::from(package)
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .map_or(compiled, std::path::Path::to_path_buf)
 }
 
 /// `--set` overrides that point configs/tiny.toml at the tiny chat fixture by absolute path

@@ -37,6 +37,27 @@ pub struct BenchResult {
     pub peak_rss_mib: Option<f64>,
 }
 
+impl BenchResult {
+    /// `tokens` in `seconds` over `timed_steps`, with the process's peak RSS so far.
+    fn new(
+        phase: impl Into<String>,
+        backend: impl Into<String>,
+        timed_steps: usize,
+        seconds: f64,
+        tokens: usize,
+    ) -> Self {
+        BenchResult {
+            phase: phase.into(),
+            backend: backend.into(),
+            timed_steps,
+            seconds,
+            tokens,
+            tokens_per_second: tokens as f64 / seconds.max(1e-9),
+            peak_rss_mib: peak_rss_mib(),
+        }
+    }
+}
+
 /// `steps` timed optimizer steps after `warmup` untimed ones.
 pub fn bench_train(
     config: &RunConfig,
@@ -44,12 +65,8 @@ pub fn bench_train(
     steps: usize,
 ) -> Result<BenchResult, TrainError> {
     let prepared = prepare(config, false, &Progress { quiet: true })?;
-    let mut policy = prepared.model.model.clone();
-    if config.lora.enabled {
-        return Err(TrainError::Config(
-            "the benchmark times full fine-tuning, as the PyTorch side does: set lora.enabled = false".into(),
-        ));
-    }
+    // Full fine-tuning, or LoRA as `lora.enabled` says (the PyTorch side: TRL, TRL + PEFT).
+    let mut policy = crate::run::build_policy(config, &prepared)?;
     let mut optimizer = AdamW::new(config.optimizer.clone());
     let t = &config.training;
     let (mut seconds, mut tokens) = (0.0, 0usize);
@@ -70,6 +87,7 @@ pub fn bench_train(
                 prepared.objective.as_ref(),
                 &prepared.needs,
                 &batch,
+                t.packing(),
                 prepared.model.pad_token,
                 &prepared.train_device,
             )?;
@@ -96,15 +114,84 @@ pub fn bench_train(
             tokens += step_tokens;
         }
     }
-    Ok(BenchResult {
-        phase: "train".into(),
-        backend: t.backend.to_string(),
-        timed_steps: steps,
+    Ok(BenchResult::new(
+        if config.lora.enabled {
+            "train-lora"
+        } else {
+            "train"
+        },
+        t.backend.to_string(),
+        steps,
         seconds,
         tokens,
-        tokens_per_second: tokens as f64 / seconds.max(1e-9),
-        peak_rss_mib: peak_rss_mib(),
-    })
+    ))
+}
+
+/// Forward-only scoring of the same examples a training step sees (prompt, chosen,
+/// rejected; the prompt shared), `steps` batches of `training.batch_size` after one untimed
+/// batch: evaluation's throughput, in the tokens training counts.
+pub fn bench_eval(config: &RunConfig, steps: usize) -> Result<BenchResult, TrainError> {
+    let prepared = prepare(config, false, &Progress { quiet: true })?;
+    let t = &config.training;
+    let model = prepared.model.model.valid();
+    let n = prepared.train.len();
+    let (mut seconds, mut tokens) = (0.0, 0usize);
+    for step in 0..=steps {
+        let batch: Vec<&AnchoredExample> = (0..t.batch_size)
+            .map(|i| &prepared.train[(step * t.batch_size + i) % n])
+            .collect();
+        let started = Instant::now();
+        let batch =
+            crate::step::preference_batch(&batch, 0, t.packing(), prepared.model.pad_token)?;
+        let totals = batch
+            .input
+            .scored_logits(&model, &prepared.device)
+            .map_err(|e| TrainError::Batch(e.to_string()))?
+            .logprobs(&prepared.device)
+            .total;
+        let _ = totals.into_data();
+        if step > 0 {
+            seconds += started.elapsed().as_secs_f64();
+            tokens += batch.sequence_tokens();
+        }
+    }
+    Ok(BenchResult::new(
+        "eval",
+        t.backend.to_string(),
+        steps,
+        seconds,
+        tokens,
+    ))
+}
+
+/// A run's whole anchor pass from a cold cache (a fresh temporary folder): generation with
+/// continuous batching and the reference's scoring of every training and held-out example.
+/// Tokens are the base responses' new tokens.
+pub fn bench_anchors(config: &RunConfig) -> Result<BenchResult, TrainError> {
+    let mut config = config.clone();
+    let cache = std::env::temp_dir().join(format!("bapo-bench-anchors-{}", std::process::id()));
+    config.anchors.cache_dir = cache.clone();
+    let started = Instant::now();
+    let prepared = prepare(&config, false, &Progress { quiet: true });
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&cache).ok();
+    let prepared = prepared?;
+    let generated = |e: &AnchoredExample| e.anchors[0].base_tokens.iter().sum::<usize>();
+    let tokens = prepared.train.iter().map(generated).sum::<usize>()
+        + prepared
+            .eval
+            .preferences
+            .values()
+            .flatten()
+            .map(generated)
+            .sum::<usize>();
+    Ok(BenchResult::new(
+        "anchors",
+        config.training.backend.to_string(),
+        1,
+        seconds,
+        tokens,
+    ))
 }
 
 /// Greedy generation of `anchors.max_new_tokens` tokens for `batches` batches of
@@ -128,6 +215,7 @@ pub fn bench_generate(config: &RunConfig, batches: usize) -> Result<BenchResult,
         seed: 0,
         stop_tokens: Vec::new(),
         pad_token: model.pad_token,
+        max_batch: size,
     };
     let (mut seconds, mut tokens) = (0.0, 0usize);
     for batch in 0..=batches {
@@ -142,13 +230,11 @@ pub fn bench_generate(config: &RunConfig, batches: usize) -> Result<BenchResult,
             tokens += generated.iter().map(Vec::len).sum::<usize>();
         }
     }
-    Ok(BenchResult {
-        phase: "generate".into(),
-        backend: t.backend.to_string(),
-        timed_steps: batches,
+    Ok(BenchResult::new(
+        "generate",
+        t.backend.to_string(),
+        batches,
         seconds,
         tokens,
-        tokens_per_second: tokens as f64 / seconds.max(1e-9),
-        peak_rss_mib: peak_rss_mib(),
-    })
+    ))
 }

@@ -113,8 +113,11 @@ pub struct AnchorSection {
     /// Base responses per prompt, for objectives that use them (BAPO's `num_anchors` must
     /// match).
     pub num_anchors: usize,
-    /// Examples per cache chunk and generation batch.
+    /// Examples per cache chunk.
     pub chunk_size: usize,
+    /// Rows the reference decodes together (continuous batching); a speed setting, not part
+    /// of the cache fingerprint.
+    pub decode_batch: usize,
     pub cache_dir: PathBuf,
 }
 
@@ -130,6 +133,7 @@ impl Default for AnchorSection {
             seed: d.seed,
             num_anchors: d.num_anchors,
             chunk_size: d.chunk_size,
+            decode_batch: d.decode_batch,
             cache_dir: PathBuf::from(".cache/anchors"),
         }
     }
@@ -147,6 +151,7 @@ impl AnchorSection {
             seed: self.seed,
             num_anchors,
             chunk_size: self.chunk_size,
+            decode_batch: self.decode_batch,
         }
     }
 }
@@ -173,6 +178,21 @@ pub struct TrainingSection {
     pub epochs: usize,
     /// Log metrics every this many steps.
     pub logging_steps: usize,
+    /// Score all responses of an example in one row with the prompt computed once (prefix
+    /// sharing; evaluation and anchor scoring always do). `false` gives every response its own
+    /// `prompt + response` row: the same numbers to float rounding, more work.
+    pub share_prompts: bool,
+}
+
+impl TrainingSection {
+    /// The batch layout `share_prompts` asks for.
+    pub fn packing(&self) -> bapo_data::Packing {
+        if self.share_prompts {
+            bapo_data::Packing::SharedPrompt
+        } else {
+            bapo_data::Packing::Unshared
+        }
+    }
 }
 
 impl Default for TrainingSection {
@@ -188,6 +208,7 @@ impl Default for TrainingSection {
             max_steps: None,
             epochs: 1,
             logging_steps: 1,
+            share_prompts: true,
         }
     }
 }
@@ -282,8 +303,22 @@ pub struct EvalSection {
     pub general_knowledge: usize,
     pub misconceptions: usize,
     pub facts: usize,
-    /// Sequences per evaluation forward.
+    /// Prompts per evaluation forward, each with all its responses (a preference example's
+    /// chosen, rejected and base response; a question's choices) after it, computed once.
     pub batch_size: usize,
+    /// Token positions per evaluation forward once rows are padded to the longest (a longer
+    /// row goes alone).
+    pub batch_tokens: usize,
+}
+
+impl EvalSection {
+    /// The batching limits of an evaluation forward.
+    pub fn limits(&self) -> crate::eval::BatchLimits {
+        crate::eval::BatchLimits {
+            rows: self.batch_size,
+            tokens: self.batch_tokens,
+        }
+    }
 }
 
 impl Default for EvalSection {
@@ -298,6 +333,7 @@ impl Default for EvalSection {
             misconceptions: 64,
             facts: 64,
             batch_size: 16,
+            batch_tokens: 2048,
         }
     }
 }
@@ -440,6 +476,7 @@ impl RunConfig {
             ));
         }
         at_least_one("anchors.chunk_size", self.anchors.chunk_size)?;
+        at_least_one("anchors.decode_batch", self.anchors.decode_batch)?;
         at_least_one("anchors.max_new_tokens", self.anchors.max_new_tokens)?;
         at_least_one("anchors.num_anchors", self.anchors.num_anchors)?;
         if !(self.anchors.temperature.is_finite() && self.anchors.temperature >= 0.0) {
@@ -503,6 +540,7 @@ impl RunConfig {
             positive("lora.alpha", self.lora.alpha)?;
         }
         at_least_one("eval.batch_size", self.eval.batch_size)?;
+        at_least_one("eval.batch_tokens", self.eval.batch_tokens)?;
         at_least_one("checkpoint.keep", self.checkpoint.keep)?;
         if self.output.dir.as_os_str().is_empty() {
             return Err(bad(

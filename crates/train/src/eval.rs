@@ -15,12 +15,13 @@
 use std::collections::BTreeMap;
 
 use bapo_data::{FactItem, MultipleChoiceItem, PreferenceItem};
-use bapo_model::{CausalLm, LoadedModel, TokenBatch, scored_logits, sequence_logprobs};
+use bapo_data::{Packing, Slot};
+use bapo_model::{CausalLm, LoadedModel, PromptGroup, SharedPromptBatch, shared_sequence_logprobs};
 use bapo_objective::KlDirection;
 use burn::tensor::Device;
 
 use crate::TrainError;
-use crate::step::{AnchoredExample, token_kl};
+use crate::step::{AnchoredExample, preference_batch, token_kl};
 
 /// The evaluation sets, tokenised once.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +67,37 @@ fn continuation(text: &str) -> String {
 }
 
 impl EvalSets {
+    /// Tokens of every sequence one evaluation scores, counted as unshared rows (prompt +
+    /// response per response, as training counts them), the reference's KL pass over the
+    /// base responses included.
+    pub fn sequence_tokens(&self) -> usize {
+        let rows = |prompt: &[u32], completions: &[&[u32]]| -> usize {
+            completions.iter().map(|c| prompt.len() + c.len()).sum()
+        };
+        let preferences: usize = self
+            .preferences
+            .values()
+            .flatten()
+            .map(|e| {
+                let t = &e.tokens;
+                let base = &e.anchors[0].base[0][..];
+                rows(&t.prompt, &[&t.chosen, &t.rejected, base, base])
+            })
+            .sum();
+        let hhh: usize = self.hhh.iter().map(|(p, a, b)| rows(p, &[a, b])).sum();
+        let choices: usize = self
+            .general_knowledge
+            .iter()
+            .chain(&self.misconceptions)
+            .map(|i| {
+                let choices: Vec<&[u32]> = i.choices.iter().map(Vec::as_slice).collect();
+                rows(&i.prompt, &choices)
+            })
+            .sum();
+        let facts: usize = self.facts.iter().map(|(p, t)| rows(p, &[t])).sum();
+        preferences + hhh + choices + facts
+    }
+
     pub fn tokenize_hhh(
         model: &LoadedModel,
         items: &[PreferenceItem],
@@ -120,16 +152,34 @@ impl EvalSets {
     }
 }
 
-fn pair_batch(pairs: &[(&[u32], &[u32])], pad_id: u32) -> TokenBatch {
-    TokenBatch::from_pairs(pairs.iter().copied(), pad_id)
+/// How many rows one evaluation forward may hold: at most `rows`, and at most `tokens`
+/// positions once padded to the longest row (one longer row still goes alone).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub rows: usize,
+    pub tokens: usize,
 }
 
-/// Pair indices sorted by length, cut into batches of `batch`: similar lengths share a batch,
-/// so little of each forward is padding.
-fn length_batches(pairs: &[(&[u32], &[u32])], batch: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..pairs.len()).collect();
-    order.sort_by_key(|&i| pairs[i].0.len() + pairs[i].1.len());
-    order.chunks(batch.max(1)).map(<[usize]>::to_vec).collect()
+/// Indices of `lengths` sorted longest first, cut into batches within `limits`: similar
+/// lengths share a batch, so little of each forward is padding, and one long item (a
+/// 1,400-token BIG-bench dialogue) does not pad a whole batch to its length.
+fn length_batches(lengths: &[usize], limits: BatchLimits) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for i in order {
+        match batches.last_mut() {
+            // Sorted longest first: the batch's first row sets its padded width.
+            Some(batch)
+                if batch.len() < limits.rows.max(1)
+                    && (batch.len() + 1) * lengths[batch[0]] <= limits.tokens =>
+            {
+                batch.push(i)
+            }
+            _ => batches.push(vec![i]),
+        }
+    }
+    batches
 }
 
 fn to_f64(t: burn::tensor::Tensor<1>) -> Result<Vec<f64>, TrainError> {
@@ -139,58 +189,93 @@ fn to_f64(t: burn::tensor::Tensor<1>) -> Result<Vec<f64>, TrainError> {
         .map_err(|e| TrainError::Eval(format!("{e:?}")))
 }
 
-/// Summed log-probs of `completion` after `prompt` for every pair (with the completion's
-/// length), in batches of `batch`.
-fn score_pairs(
+/// Summed log-probs of every completion of every group after the group's prompt, the prompt
+/// computed once per group, `batch` groups per forward.
+fn score_groups(
     model: &CausalLm,
-    pairs: &[(&[u32], &[u32])],
-    batch: usize,
+    groups: &[PromptGroup],
+    batch: BatchLimits,
     pad_id: u32,
     device: &Device,
-) -> Result<Vec<(f64, usize)>, TrainError> {
-    let mut out = vec![(0.0, 0); pairs.len()];
-    for indices in length_batches(pairs, batch) {
-        let chunk: Vec<(&[u32], &[u32])> = indices.iter().map(|&i| pairs[i]).collect();
-        let totals = sequence_logprobs(model, &pair_batch(&chunk, pad_id), device)
-            .map_err(|e| TrainError::Eval(e.to_string()))?
-            .total;
-        for (&i, value) in indices.iter().zip(to_f64(totals)?) {
-            out[i] = (value, pairs[i].1.len());
+) -> Result<Vec<Vec<f64>>, TrainError> {
+    let mut out = vec![Vec::new(); groups.len()];
+    let lengths: Vec<usize> = groups
+        .iter()
+        .map(|g| g.prompt.len() + g.completions.iter().map(Vec::len).sum::<usize>())
+        .collect();
+    for indices in length_batches(&lengths, batch) {
+        let chunk = SharedPromptBatch {
+            groups: indices.iter().map(|&i| groups[i].clone()).collect(),
+            pad_id,
+        };
+        let mut totals = to_f64(
+            shared_sequence_logprobs(model, &chunk, device)
+                .map_err(|e| TrainError::Eval(e.to_string()))?
+                .total,
+        )?
+        .into_iter();
+        for &i in &indices {
+            out[i] = totals.by_ref().take(groups[i].completions.len()).collect();
         }
     }
     Ok(out)
 }
 
-/// Log-probs and mean per-token KL(policy ‖ reference) of every pair, from one policy forward
-/// per batch (the reference runs on the same rows).
-fn score_pairs_with_kl(
+/// For held-out preference examples: the policy's log-probs of chosen, rejected and the
+/// primary reference's base response, and the mean per-token KL(policy ‖ reference) on the
+/// base response, `batch` examples per forward.
+fn score_preferences(
     policy: &CausalLm,
     reference: &CausalLm,
-    pairs: &[(&[u32], &[u32])],
-    batch: usize,
+    examples: &[AnchoredExample],
+    batch: BatchLimits,
     pad_id: u32,
     device: &Device,
-) -> Result<Vec<(f64, f64)>, TrainError> {
-    let mut out = vec![(0.0, 0.0); pairs.len()];
-    for indices in length_batches(pairs, batch) {
-        let chunk: Vec<(&[u32], &[u32])> = indices.iter().map(|&i| pairs[i]).collect();
-        let tokens = pair_batch(&chunk, pad_id);
-        let logits =
-            scored_logits(policy, &tokens, device).map_err(|e| TrainError::Eval(e.to_string()))?;
-        let totals = to_f64(logits.logprobs(device).total)?;
-        let kl = token_kl(
-            &logits,
-            &tokens,
-            0..chunk.len(),
+) -> Result<Vec<PreferenceScores>, TrainError> {
+    let mut out = vec![PreferenceScores::default(); examples.len()];
+    let lengths: Vec<usize> = examples
+        .iter()
+        .map(|e| {
+            let t = &e.tokens;
+            t.prompt.len() + t.chosen.len() + t.rejected.len() + e.anchors[0].base[0].len()
+        })
+        .collect();
+    for indices in length_batches(&lengths, batch) {
+        let chunk: Vec<&AnchoredExample> = indices.iter().map(|&i| &examples[i]).collect();
+        let batch = preference_batch(&chunk, 1, Packing::SharedPrompt, pad_id)?;
+        let scored = batch
+            .input
+            .scored_logits(policy, device)
+            .map_err(|e| TrainError::Eval(e.to_string()))?;
+        let totals = to_f64(scored.logprobs(device).total)?;
+        let base = [Slot::Base(0)];
+        let kl = to_f64(token_kl(
+            &scored,
+            &batch.sequences(&base),
             reference,
+            &batch.restricted_to(&base),
             KlDirection::Reverse,
             device,
-        )?;
-        for ((&i, logp), kl) in indices.iter().zip(totals).zip(to_f64(kl)?) {
-            out[i] = (logp, kl);
+        )?)?;
+        for (j, &i) in indices.iter().enumerate() {
+            out[i] = PreferenceScores {
+                chosen: totals[batch.sequence(j, Slot::Chosen)],
+                rejected: totals[batch.sequence(j, Slot::Rejected)],
+                base: totals[batch.sequence(j, Slot::Base(0))],
+                base_kl: kl[j],
+            };
         }
     }
     Ok(out)
+}
+
+/// The policy's numbers on one held-out preference example.
+#[derive(Debug, Clone, Copy, Default)]
+struct PreferenceScores {
+    chosen: f64,
+    rejected: f64,
+    base: f64,
+    base_kl: f64,
 }
 
 /// Margins (nats) below this are ties: f32 rounding between batch shapes is ~1e-5.
@@ -204,7 +289,7 @@ pub fn evaluate(
     policy: &CausalLm,
     reference: &CausalLm,
     sets: &EvalSets,
-    batch: usize,
+    batch: BatchLimits,
     pad_id: u32,
     device: &Device,
 ) -> Result<EvalResult, TrainError> {
@@ -215,30 +300,20 @@ pub fn evaluate(
         if examples.is_empty() {
             continue;
         }
-        let mut pairs: Vec<(&[u32], &[u32])> = Vec::new();
-        for e in examples {
-            pairs.push((&e.tokens.prompt, &e.tokens.chosen));
-            pairs.push((&e.tokens.prompt, &e.tokens.rejected));
-        }
-        let scores = score_pairs(policy, &pairs, batch, pad_id, device)?;
-        // The reference's own answers: drift of their log-prob, and the KL on them.
-        let base: Vec<(&[u32], &[u32])> = examples
-            .iter()
-            .map(|e| (&e.tokens.prompt[..], &e.anchors[0].base[0][..]))
-            .collect();
-        let base_scores = score_pairs_with_kl(policy, reference, &base, batch, pad_id, device)?;
+        let scores = score_preferences(policy, reference, examples, batch, pad_id, device)?;
         let (mut correct, mut margin) = (0usize, 0.0);
-        for (i, e) in examples.iter().enumerate() {
+        for (e, score) in examples.iter().zip(&scores) {
             let a = &e.anchors[0];
-            let chosen = scores[2 * i].0 - f64::from(a.chosen_logp);
-            let rejected = scores[2 * i + 1].0 - f64::from(a.rejected_logp);
+            let chosen = score.chosen - f64::from(a.chosen_logp);
+            let rejected = score.rejected - f64::from(a.rejected_logp);
             // A margin within rounding of 0 is a tie, not a win: before training the policy
             // is the reference, and its log-probs differ from the cached ones only by float
             // noise (other batch shapes), which must not count as preference accuracy.
             correct += usize::from(chosen - rejected > TIE_NATS);
             margin += chosen - rejected;
-            drift_all.push(base_scores[i].0 - f64::from(a.base_logps[0]));
-            kl_all.push(base_scores[i].1);
+            // The reference's own answers: drift of their log-prob, and the KL on them.
+            drift_all.push(score.base - f64::from(a.base_logps[0]));
+            kl_all.push(score.base_kl);
         }
         let n = examples.len() as f64;
         result.insert(format!("pref/{user}/accuracy"), correct as f64 / n);
@@ -250,13 +325,16 @@ pub fn evaluate(
     }
 
     if !sets.hhh.is_empty() {
-        let pairs: Vec<(&[u32], &[u32])> = sets
+        let groups: Vec<PromptGroup> = sets
             .hhh
             .iter()
-            .flat_map(|(p, a, b)| [(&p[..], &a[..]), (&p[..], &b[..])])
+            .map(|(p, a, b)| PromptGroup {
+                prompt: p.clone(),
+                completions: vec![a.clone(), b.clone()],
+            })
             .collect();
-        let scores = score_pairs(policy, &pairs, batch, pad_id, device)?;
-        let wins = scores.chunks(2).filter(|s| s[0].0 > s[1].0).count();
+        let scores = score_groups(policy, &groups, batch, pad_id, device)?;
+        let wins = scores.iter().filter(|s| s[0] > s[1]).count();
         result.insert(
             "knowledge/hhh_alignment".into(),
             wins as f64 / sets.hhh.len() as f64,
@@ -269,32 +347,43 @@ pub fn evaluate(
         if items.is_empty() {
             continue;
         }
-        let pairs: Vec<(&[u32], &[u32])> = items
+        // Every choice of an item after one shared question.
+        let groups: Vec<PromptGroup> = items
             .iter()
-            .flat_map(|i| i.choices.iter().map(|c| (&i.prompt[..], &c[..])))
+            .map(|i| PromptGroup {
+                prompt: i.prompt.clone(),
+                completions: i.choices.clone(),
+            })
             .collect();
-        let scores = score_pairs(policy, &pairs, batch, pad_id, device)?;
-        let mut offset = 0;
-        let mut correct = 0;
-        for item in items.iter() {
-            let own = &scores[offset..offset + item.choices.len()];
-            offset += item.choices.len();
-            let best = own
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.0.total_cmp(&b.1.0))
-                .map(|(i, _)| i);
-            correct += usize::from(best == Some(item.correct));
-        }
+        let scores = score_groups(policy, &groups, batch, pad_id, device)?;
+        let correct = items
+            .iter()
+            .zip(&scores)
+            .filter(|(item, own)| {
+                let best = own
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(i, _)| i);
+                best == Some(item.correct)
+            })
+            .count();
         result.insert(name.into(), correct as f64 / items.len() as f64);
     }
     if !sets.facts.is_empty() {
-        let pairs: Vec<(&[u32], &[u32])> =
-            sets.facts.iter().map(|(p, t)| (&p[..], &t[..])).collect();
-        let scores = score_pairs(policy, &pairs, batch, pad_id, device)?;
+        let groups: Vec<PromptGroup> = sets
+            .facts
+            .iter()
+            .map(|(p, t)| PromptGroup {
+                prompt: p.clone(),
+                completions: vec![t.clone()],
+            })
+            .collect();
+        let scores = score_groups(policy, &groups, batch, pad_id, device)?;
         let per_token: Vec<f64> = scores
             .iter()
-            .map(|(logp, n)| logp / (*n).max(1) as f64)
+            .zip(&sets.facts)
+            .map(|(logp, (_, target))| logp[0] / target.len().max(1) as f64)
             .collect();
         result.insert("knowledge/facts_logp".into(), mean(&per_token));
     }

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use bapo_anchors::{
-    AnchorProgress, AnchorSettings, FingerprintInputs, check_same_tokenizer,
-    compute_anchors_with_progress, examples_sha256, file_sha256,
+    AnchorProgress, AnchorSet, AnchorSettings, FingerprintInputs, check_same_tokenizer,
+    compute_anchor_sets, examples_sha256, file_sha256,
 };
 use bapo_data::{
     Dataset, DroppedRow, Tokenization, TokenizedExample, TruncationSettings, load_fact_sample,
@@ -210,23 +210,34 @@ pub fn prepare(
         };
     let policy_sha = model_sha256(&config.model.path)?;
     let pads = (model.eos_token, model.pad_token);
+    // Anchors of several sets with one reference model, in one generation; a line per set.
     let anchors_for = |reference: &CausalLm,
                        model_sha: &str,
-                       examples: &[TokenizedExample],
-                       num_anchors: usize,
-                       label: &str|
-     -> Result<Vec<bapo_anchors::ExampleAnchors>, TrainError> {
-        let inputs = fingerprint(model_sha, examples, a.settings(num_anchors));
-        let dir = a.cache_dir.join(inputs.fingerprint());
-        if force_anchors && dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+                       sets: &[(&[TokenizedExample], usize, String)]|
+     -> Result<Vec<Vec<bapo_anchors::ExampleAnchors>>, TrainError> {
+        let inputs: Vec<FingerprintInputs> = sets
+            .iter()
+            .map(|(examples, num_anchors, _)| {
+                fingerprint(model_sha, examples, a.settings(*num_anchors))
+            })
+            .collect();
+        for i in &inputs {
+            let dir = a.cache_dir.join(i.fingerprint());
+            if force_anchors && dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+            }
         }
-        let bar = progress.bar(examples.len() as u64, label);
+        let anchor_sets: Vec<AnchorSet<'_>> = sets
+            .iter()
+            .zip(&inputs)
+            .map(|((examples, _, _), inputs)| AnchorSet { examples, inputs })
+            .collect();
+        let total = sets.iter().map(|(e, ..)| e.len()).sum::<usize>();
+        let bar = progress.bar(total as u64, "anchors");
         let start = Instant::now();
-        let (anchors, report) = compute_anchors_with_progress(
+        let results = compute_anchor_sets(
             reference,
-            examples,
-            &inputs,
+            &anchor_sets,
             pads,
             &a.cache_dir,
             &device,
@@ -241,25 +252,37 @@ pub fn prepare(
         )?;
         bar.finish_and_clear();
         let seconds = start.elapsed().as_secs_f64();
-        progress.line(format!(
-                "{label}: {} examples, {} chunks reused, {} computed, {} tokens generated in {seconds:.1} s ({:.1} tokens/s) → {}",
+        let generated: usize = results.iter().map(|(_, r)| r.generated_tokens).sum();
+        for ((examples, _, label), ((_, report), inputs)) in
+            sets.iter().zip(results.iter().zip(&inputs))
+        {
+            progress.line(format!(
+                "{label}: {} examples, {} chunks reused, {} computed, {} tokens generated → {}",
                 examples.len(),
                 report.reused_chunks,
                 report.computed_chunks,
                 report.generated_tokens,
-                report.generated_tokens as f64 / seconds.max(1e-9),
-                dir.display()
-        ));
-        Ok(anchors)
+                a.cache_dir.join(inputs.fingerprint()).display()
+            ));
+        }
+        if generated > 0 {
+            progress.line(format!(
+                "anchors: {generated} tokens generated in {seconds:.1} s ({:.1} tokens/s)",
+                generated as f64 / seconds.max(1e-9)
+            ));
+        }
+        Ok(results.into_iter().map(|(anchors, _)| anchors).collect())
     };
 
-    let primary = anchors_for(
-        &reference,
-        &policy_sha,
-        &train_rows,
-        base_responses,
-        "anchors (train)",
-    )?;
+    // The training examples and every user's held-out examples: one generation.
+    let held_out: Vec<(String, Vec<TokenizedExample>)> = held_out.into_iter().collect();
+    let mut sets: Vec<(&[TokenizedExample], usize, String)> =
+        vec![(&train_rows, base_responses, "anchors (train)".into())];
+    for (user, rows) in &held_out {
+        sets.push((rows, 1, format!("anchors (held out, {user})")));
+    }
+    let mut results = anchors_for(&reference, &policy_sha, &sets)?;
+    let primary = results.remove(0);
     let mut per_reference = vec![primary];
     for path in &config.model.references {
         let other = LoadedModel::open(path, &device)?;
@@ -269,32 +292,20 @@ pub fn prepare(
             &path.display().to_string(),
         )?;
         let sha = model_sha256(path)?;
-        per_reference.push(anchors_for(
-            &other.model,
-            &sha,
-            &train_rows,
-            0,
-            &format!("anchors ({})", path.display()),
-        )?);
+        let label = format!("anchors ({})", path.display());
+        per_reference.push(anchors_for(&other.model, &sha, &[(&train_rows, 0, label)])?.remove(0));
     }
     let train = train_rows
-        .into_iter()
+        .iter()
         .enumerate()
         .map(|(i, tokens)| AnchoredExample {
-            tokens,
+            tokens: tokens.clone(),
             anchors: per_reference.iter().map(|r| r[i].clone()).collect(),
         })
         .collect();
 
     let mut eval = EvalSets::default();
-    for (user, rows) in held_out {
-        let anchors = anchors_for(
-            &reference,
-            &policy_sha,
-            &rows,
-            1,
-            &format!("anchors (held out, {user})"),
-        )?;
+    for ((user, rows), anchors) in held_out.into_iter().zip(results) {
         eval.preferences.insert(
             user,
             rows.into_iter()

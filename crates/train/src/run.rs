@@ -54,7 +54,10 @@ fn sha256_hex(text: &str) -> String {
 
 /// The policy to train: the loaded model, with LoRA adapters if configured (their random
 /// initial factors come from the device seed, so they are the same on every run).
-fn build_policy(config: &RunConfig, prepared: &Prepared) -> Result<CausalLm, TrainError> {
+pub(crate) fn build_policy(
+    config: &RunConfig,
+    prepared: &Prepared,
+) -> Result<CausalLm, TrainError> {
     let policy = prepared.model.model.clone();
     if !config.lora.enabled {
         return Ok(policy);
@@ -166,13 +169,15 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             &policy.valid(),
             &prepared.reference,
             &prepared.eval,
-            config.eval.batch_size,
+            config.eval.limits(),
             pad,
             &prepared.device,
         );
+        let seconds = started.elapsed().as_secs_f64();
+        let tokens = prepared.eval.sequence_tokens();
         progress.line(format!(
-            "evaluation took {:.1} s",
-            started.elapsed().as_secs_f64()
+            "evaluation took {seconds:.1} s ({tokens} tokens, {:.0} tokens/s)",
+            tokens as f64 / seconds.max(1e-9)
         ));
         result
     };
@@ -219,6 +224,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
                 prepared.objective.as_ref(),
                 &prepared.needs,
                 &batch,
+                t.packing(),
                 pad,
                 &prepared.train_device,
             )?;
@@ -494,7 +500,7 @@ pub fn evaluate_run(
             m,
             &prepared.reference,
             &prepared.eval,
-            config.eval.batch_size,
+            config.eval.limits(),
             pad,
             &prepared.device,
         )

@@ -1,15 +1,17 @@
-//! One micro-batch: ONE policy forward over `[chosen; rejected; base × K]`, the named
-//! quantities the objective asked for, and its per-example losses.
+//! One micro-batch: ONE policy forward over every example's chosen, rejected and K base
+//! responses (laid out by `bapo_data::PreferenceBatch`, the prompt shared by default), the
+//! named quantities the objective asked for, and its per-example losses.
 //!
 //! Reference log-probs come from the anchor cache; the reference model runs live only for
 //! token-level quantities (KL-DPO's `TokenKl`), without autodiff.
 
 use bapo_anchors::ExampleAnchors;
 use bapo_data::TokenizedExample;
-use bapo_model::{CausalLm, ScoredLogits, TokenBatch, scored_logits};
+use bapo_data::{ExampleResponses, Packing, PreferenceBatch, ScoringInput, Slot};
+use bapo_model::{CausalLm, ScoredLogits};
 use bapo_objective::kl::packed_sequence_kl;
 use bapo_objective::{Needs, Objective, ObjectiveOutput, Quantities, Quantity, Response};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::TrainError;
 
@@ -23,39 +25,40 @@ pub struct AnchoredExample {
 /// What the objective computed on a micro-batch.
 pub struct MicroBatchOutput {
     pub output: ObjectiveOutput,
-    /// Tokens the policy processed (prompts included, padding not).
+    /// Tokens of the batch's sequences, a prompt counted once per response (as TRL counts
+    /// them), whatever the packing; padding not counted.
     pub tokens: usize,
 }
 
-/// Rows of the policy batch: every response the objective needs, response-major.
-struct Layout {
-    batch: TokenBatch,
-    /// (response, first row, rows per example) for each response present.
-    blocks: Vec<(Response, usize, usize)>,
+/// The slots of the batch that hold `response`.
+fn slots(response: Response, base_per_example: usize) -> Vec<Slot> {
+    match response {
+        Response::Chosen => vec![Slot::Chosen],
+        Response::Rejected => vec![Slot::Rejected],
+        Response::Base => (0..base_per_example).map(Slot::Base).collect(),
+    }
 }
 
-fn layout(examples: &[&AnchoredExample], base_per_example: usize, pad_id: u32) -> Layout {
-    let b = examples.len();
-    let chosen = examples
-        .iter()
-        .map(|e| (&e.tokens.prompt[..], &e.tokens.chosen[..]));
-    let rejected = examples
-        .iter()
-        .map(|e| (&e.tokens.prompt[..], &e.tokens.rejected[..]));
-    // Anchor-major: rows 2B + a·B + i hold anchor a of example i.
-    let base = (0..base_per_example).flat_map(|a| {
-        examples
-            .iter()
-            .map(move |e| (&e.tokens.prompt[..], &e.anchors[0].base[a][..]))
-    });
-    let mut blocks = vec![(Response::Chosen, 0, 1), (Response::Rejected, b, 1)];
-    if base_per_example > 0 {
-        blocks.push((Response::Base, 2 * b, base_per_example));
-    }
-    Layout {
-        batch: TokenBatch::from_pairs(chosen.chain(rejected).chain(base), pad_id),
-        blocks,
-    }
+/// The policy batch of `examples`: every response the objective needs, with the primary
+/// reference's base responses.
+pub fn preference_batch(
+    examples: &[&AnchoredExample],
+    base_per_example: usize,
+    packing: Packing,
+    pad_id: u32,
+) -> Result<PreferenceBatch, TrainError> {
+    PreferenceBatch::new(
+        examples.iter().map(|e| ExampleResponses {
+            prompt: &e.tokens.prompt,
+            chosen: &e.tokens.chosen,
+            rejected: &e.tokens.rejected,
+            base: &e.anchors[0].base,
+        }),
+        base_per_example,
+        packing,
+        pad_id,
+    )
+    .map_err(|e| TrainError::Batch(e.to_string()))
 }
 
 /// `[B·K]` values in anchor-major order → `[B, K]`.
@@ -95,12 +98,14 @@ fn reference_values(
 
 /// Runs the objective on `examples`. `policy` lives on the autodiff device `device`;
 /// `reference` (plain) is used only for token-level KL.
+#[allow(clippy::too_many_arguments)]
 pub fn micro_batch(
     policy: &CausalLm,
     reference: Option<&CausalLm>,
     objective: &dyn Objective,
     needs: &Needs,
     examples: &[&AnchoredExample],
+    packing: Packing,
     pad_id: u32,
     device: &Device,
 ) -> Result<MicroBatchOutput, TrainError> {
@@ -110,23 +115,31 @@ pub fn micro_batch(
     } else {
         0
     };
-    let layout = layout(examples, base_per_example, pad_id);
-    let tokens = layout.batch.ids.iter().map(Vec::len).sum();
-    let scored = scored_logits(policy, &layout.batch, device)
+    let batch = preference_batch(examples, base_per_example, packing, pad_id)?;
+    let tokens = batch.sequence_tokens();
+    let scored = batch
+        .input
+        .scored_logits(policy, device)
         .map_err(|e| TrainError::Batch(e.to_string()))?;
     let totals = scored.logprobs(device).total;
 
     let mut quantities = Quantities::new();
     for q in needs.quantities.iter().copied() {
-        let Some(&(response, first, per)) = layout.blocks.iter().find(|(r, ..)| *r == q.response())
-        else {
-            return Err(TrainError::Objective(format!(
-                "the objective needs the {q}, which this loop cannot provide"
-            )));
+        let response = q.response();
+        let per = match response {
+            Response::Base if base_per_example == 0 => {
+                return Err(TrainError::Objective(format!(
+                    "the objective needs the {q}, which this loop cannot provide"
+                )));
+            }
+            Response::Base => base_per_example,
+            _ => 1,
         };
+        let slots = slots(response, base_per_example);
         let value = match q {
             Quantity::PolicyLogp(_) => {
-                per_example(totals.clone().narrow(0, first, b * per), b, per)
+                let rows = index_tensor(&batch.sequences(&slots), device);
+                per_example(totals.clone().select(0, rows), b, per)
             }
             Quantity::ReferenceLogp { reference: k, .. } => {
                 if examples.iter().any(|e| e.anchors.len() <= k) {
@@ -149,8 +162,14 @@ pub fn micro_batch(
                 let reference = reference.ok_or_else(|| {
                     TrainError::Objective("token-level KL needs the live reference".into())
                 })?;
-                let rows = first..first + b * per;
-                let kl = token_kl(&scored, &layout.batch, rows, reference, direction, device)?;
+                let kl = token_kl(
+                    &scored,
+                    &batch.sequences(&slots),
+                    reference,
+                    &batch.restricted_to(&slots),
+                    direction,
+                    device,
+                )?;
                 per_example(kl, b, per)
             }
         };
@@ -162,40 +181,57 @@ pub fn micro_batch(
     Ok(MicroBatchOutput { output, tokens })
 }
 
-/// Mean per-token KL between policy and reference over the scored tokens of each sequence in
-/// `rows`, `[rows.len()]`.
+fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
+}
+
+/// Mean per-token KL between policy and reference over the scored tokens of each of
+/// `sequences` (policy numbering), `[sequences.len()]`. `reference_input` holds the same
+/// sequences, numbered `0..sequences.len()` in that order.
 pub fn token_kl(
     policy: &ScoredLogits,
-    batch: &TokenBatch,
-    rows: std::ops::Range<usize>,
+    sequences: &[usize],
     reference: &CausalLm,
+    reference_input: &ScoringInput,
     direction: bapo_objective::KlDirection,
     device: &Device,
 ) -> Result<Tensor<1>, TrainError> {
-    let count = rows.len();
-    let first = policy.sequence.iter().position(|s| rows.contains(s));
-    let last = policy.sequence.iter().rposition(|s| rows.contains(s));
-    let (Some(first), Some(last), Some(logits)) = (first, last, policy.logits.as_ref()) else {
+    let count = sequences.len();
+    let Some(logits) = policy.logits.as_ref() else {
         return Ok(Tensor::zeros([count], device));
     };
-    let n = last + 1 - first;
-    let sub = TokenBatch {
-        ids: batch.ids[rows.clone()].to_vec(),
-        scored: batch.scored[rows.clone()].to_vec(),
-        pad_id: batch.pad_id,
-    };
+    // The policy's rows of those sequences, in the reference's order: by place in
+    // `sequences`, then token order.
+    let place: std::collections::HashMap<usize, usize> =
+        sequences.iter().enumerate().map(|(p, &s)| (s, p)).collect();
+    let mut rows: Vec<(usize, usize)> = policy
+        .sequence
+        .iter()
+        .enumerate()
+        .filter_map(|(row, s)| place.get(s).map(|&p| (p, row)))
+        .collect();
+    rows.sort_by_key(|&(p, _)| p);
+    if rows.is_empty() {
+        return Ok(Tensor::zeros([count], device));
+    }
     // The reference runs on the plain device; its logits enter the graph as a constant.
     let plain = device.clone().inner();
-    let reference_logits = scored_logits(reference, &sub, &plain)
-        .map_err(|e| TrainError::Batch(e.to_string()))?
+    let reference_scored = reference_input
+        .scored_logits(reference, &plain)
+        .map_err(|e| TrainError::Batch(e.to_string()))?;
+    let owners: Vec<usize> = rows.iter().map(|&(p, _)| p).collect();
+    if reference_scored.sequence != owners {
+        return Err(TrainError::Batch(
+            "the reference scored other tokens than the policy".into(),
+        ));
+    }
+    let reference_logits = reference_scored
         .logits
         .ok_or_else(|| TrainError::Batch("reference scored nothing".into()))?;
     let reference_logits = Tensor::<2>::from_inner(reference_logits);
-    let policy_logits = logits.clone().narrow(0, first, n);
-    let owners: Vec<usize> = policy.sequence[first..=last]
-        .iter()
-        .map(|s| s - rows.start)
-        .collect();
+    let policy_rows: Vec<usize> = rows.iter().map(|&(_, r)| r).collect();
+    let policy_logits = logits.clone().select(0, index_tensor(&policy_rows, device));
     Ok(packed_sequence_kl(
         policy_logits,
         reference_logits,

@@ -171,25 +171,92 @@ fn accumulating_four_batches_of_one_equals_one_batch_of_four() {
             .unwrap();
         (rows, ck.parameters)
     };
-    let (rows_big, params_big) = run("batch4", 4, 1);
-    let (rows_acc, params_acc) = run("accum4", 1, 4);
-    for name in ["loss", "grad_norm", "rewards/margins", "anchor/violation"] {
-        for (a, b) in column(&rows_big, name).iter().zip(column(&rows_acc, name)) {
+    assert_same_run(
+        "batch of 4 vs 4 accumulated batches of 1",
+        &run("batch4", 4, 1),
+        &run("accum4", 1, 4),
+        &["loss", "grad_norm", "rewards/margins", "anchor/violation"],
+        1e-5,
+    );
+}
+
+/// A run's metric rows and final trainable parameters.
+type RunResult = (
+    Vec<(usize, std::collections::BTreeMap<String, f64>)>,
+    std::collections::BTreeMap<String, burn::tensor::TensorData>,
+);
+
+/// Two runs agree: every step's `metrics` within `tolerance` (relative above 1) and every
+/// final parameter within `tolerance`.
+fn assert_same_run(what: &str, a: &RunResult, b: &RunResult, metrics: &[&str], tolerance: f64) {
+    for &name in metrics {
+        let (x, y) = (column(&a.0, name), column(&b.0, name));
+        assert_eq!(x.len(), y.len(), "{what}: {name} steps");
+        for (p, q) in x.iter().zip(&y) {
             assert!(
-                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
-                "{name}: {a} vs {b}"
+                (p - q).abs() <= tolerance * p.abs().max(1.0),
+                "{what}: {name}: {x:?} vs {y:?}"
             );
         }
     }
-    for (name, a) in &params_big {
-        let a = a.try_to_vec::<f32>().unwrap();
-        let b = params_acc[name].try_to_vec::<f32>().unwrap();
-        let worst = a
+    for (name, p) in &a.1 {
+        let p = p.try_to_vec::<f32>().unwrap();
+        let q = b.1[name].try_to_vec::<f32>().unwrap();
+        let worst = p
             .iter()
-            .zip(&b)
+            .zip(&q)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
-        assert!(worst <= 1e-5, "{name}: parameters differ by {worst}");
+        assert!(
+            f64::from(worst) <= tolerance,
+            "{what}: {name}: parameters differ by {worst}"
+        );
+    }
+}
+
+/// Prefix sharing changes the work, not the numbers: with the prompt computed once per
+/// example (the default) and with one `prompt + response` row per response, the training
+/// curves (loss, grad norm, margins, the anchor's and the token-level KL's metrics) and the
+/// final parameters agree, for BAPO (chosen, rejected and base rows) and KL-DPO (the live
+/// reference's token-level KL).
+#[test]
+fn sharing_prompts_leaves_the_training_curve_unchanged() {
+    for (objective, metrics) in [
+        (
+            r#"objective={name="bapo", beta=0.5}"#,
+            &["loss", "grad_norm", "rewards/margins", "anchor/violation"][..],
+        ),
+        (
+            r#"objective={name="kl-dpo", beta=0.5, lambda_kl=0.1}"#,
+            &["loss", "grad_norm", "rewards/margins", "kl/mean"][..],
+        ),
+    ] {
+        let run = |share: bool| {
+            let dir = scratch(&format!("share-{share}-{}", objective.len()));
+            let config = tiny_config(
+                &dir,
+                &[
+                    objective,
+                    &format!("training.share_prompts={share}"),
+                    "training.max_steps=4",
+                    "optimizer.learning_rate=3e-3",
+                    "eval.at_start=false",
+                ],
+            );
+            train(&config, &quiet()).unwrap();
+            let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+            let ck = bapo_train::checkpoint::latest(&dir.join("run"))
+                .unwrap()
+                .unwrap();
+            (rows, ck.parameters)
+        };
+        assert_same_run(
+            &format!("{objective}, shared vs unshared prompts"),
+            &run(true),
+            &run(false),
+            metrics,
+            1e-4,
+        );
     }
 }
 
