@@ -1,16 +1,19 @@
-//! `cargo xtask data`: regenerates `data/personalised/preferences.jsonl` from the fetched
-//! country facts with `bapo-dataset`'s deterministic generator.
+//! `cargo xtask data`: regenerates `data/personalised/preferences.jsonl` and the country
+//! knowledge probe `data/personalised/knowledge.jsonl` from the fetched country facts with
+//! `bapo-dataset`'s deterministic generators.
 
 use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use bapo_dataset::{Country, generate, to_jsonl};
+use bapo_dataset::{Country, generate, knowledge_probe, to_jsonl};
 
 use crate::fetch::{COUNTRYINFO_DIR, asset_dir, fetch};
 
 /// The committed dataset, relative to the workspace.
 pub const OUTPUT: &str = "data/personalised/preferences.jsonl";
+/// The committed knowledge probe, relative to the workspace.
+pub const PROBE: &str = "data/personalised/knowledge.jsonl";
 
 pub fn data(root: &Path) -> Result<()> {
     fetch(root)?;
@@ -28,20 +31,28 @@ pub fn data(root: &Path) -> Result<()> {
     if countries.is_empty() {
         bail!("no usable country files in {}", dir.display());
     }
-    let rows = generate(&countries);
-    let out = root.join(OUTPUT);
-    if let Some(parent) = out.parent() {
+    for (file, rows) in [
+        (OUTPUT, generate(&countries)),
+        (PROBE, knowledge_probe(&countries)),
+    ] {
+        let out = root.join(file);
+        write_atomically(&out, &to_jsonl(&rows))?;
+        eprintln!(
+            "{}: {} rows from {} countries",
+            out.display(),
+            rows.len(),
+            countries.len()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` through a temporary name, so a reader never sees half a file.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
-    let partial = out.with_extension("jsonl.partial");
-    fs::write(&partial, to_jsonl(&rows))
-        .with_context(|| format!("writing {}", partial.display()))?;
-    fs::rename(&partial, &out).with_context(|| format!("writing {}", out.display()))?;
-    eprintln!(
-        "{}: {} rows from {} countries",
-        out.display(),
-        rows.len(),
-        countries.len()
-    );
-    Ok(())
+    let partial = path.with_extension("jsonl.partial");
+    fs::write(&partial, text).with_context(|| format!("writing {}", partial.display()))?;
+    fs::rename(&partial, path).with_context(|| format!("writing {}", path.display()))
 }

@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod eval;
 pub mod format;
+pub mod probe;
 pub mod tokenize;
 
 pub use batch::{
@@ -26,4 +27,5 @@ pub use format::{
     Completion, DataError, Dataset, DropReason, DroppedRow, Message, PreferenceExample, Prompt,
     load_jsonl,
 };
+pub use probe::{ProbeItem, load_knowledge_probe};
 pub use tokenize::{Tokenization, TokenizedExample, TruncationSettings, tokenize_dataset};

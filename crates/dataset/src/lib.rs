@@ -20,6 +20,10 @@
 
 use serde_json::{Value, json};
 
+mod probe;
+
+pub use probe::knowledge_probe;
+
 /// The users, in output order.
 pub const USERS: [&str; 4] = ["concise", "detailed", "casual", "formal"];
 

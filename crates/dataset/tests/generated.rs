@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bapo_dataset::{Country, USERS, generate, to_jsonl};
+use bapo_dataset::{Country, USERS, generate, knowledge_probe, to_jsonl};
 use serde_json::Value;
 
 fn committed() -> String {
@@ -31,10 +31,54 @@ fn the_committed_file_is_the_generator_output() {
         to_jsonl(&generate(&countries)) == committed(),
         "regenerate with `cargo xtask data`"
     );
+    let probe = bapo_testkit::workspace_root().join("data/personalised/knowledge.jsonl");
+    assert!(
+        to_jsonl(&knowledge_probe(&countries)) == std::fs::read_to_string(&probe).unwrap(),
+        "{}: regenerate with `cargo xtask data`",
+        probe.display()
+    );
     // Deterministic whatever the input order.
     let mut reversed = countries.clone();
     reversed.reverse();
     assert_eq!(generate(&reversed), generate(&countries));
+    assert_eq!(knowledge_probe(&reversed), knowledge_probe(&countries));
+}
+
+/// The probe has at least 300 items (a 3-point change must be resolvable), every item four
+/// distinct choices with the right answer among them, and the right answer's place varies.
+#[test]
+fn the_knowledge_probe_is_large_and_well_formed() {
+    let text = std::fs::read_to_string(
+        bapo_testkit::workspace_root().join("data/personalised/knowledge.jsonl"),
+    )
+    .unwrap();
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(rows.len() >= 300, "{} items", rows.len());
+    let mut places = BTreeSet::new();
+    let mut kinds = BTreeSet::new();
+    for row in &rows {
+        let choices: Vec<&str> = row["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let distinct: BTreeSet<&str> = choices.iter().copied().collect();
+        assert_eq!(distinct.len(), 4, "{row}");
+        let correct = row["correct"].as_u64().unwrap() as usize;
+        places.insert(correct);
+        kinds.insert(row["kind"].as_str().unwrap().to_string());
+        let prompt = row["prompt"].as_str().unwrap();
+        assert!(prompt.contains(row["entity"].as_str().unwrap()), "{row}");
+    }
+    assert_eq!(places.len(), 4, "the right answer is at every place");
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["border".into(), "capital".into(), "subregion".into()])
+    );
 }
 
 /// (entity, question, kind)

@@ -303,6 +303,11 @@ pub struct EvalSection {
     pub general_knowledge: usize,
     pub misconceptions: usize,
     pub facts: usize,
+    /// The country-knowledge probe (`cargo xtask data` writes it); empty skips it.
+    pub knowledge_probe: PathBuf,
+    /// Probe items to score, spread over the file, none about a country the run trains on
+    /// (0 skips the probe).
+    pub country_facts: usize,
     /// Prompts per evaluation forward, each with all its responses (a preference example's
     /// chosen, rejected and base response; a question's choices) after it, computed once.
     pub batch_size: usize,
@@ -332,6 +337,8 @@ impl Default for EvalSection {
             general_knowledge: 70,
             misconceptions: 64,
             facts: 64,
+            knowledge_probe: PathBuf::from("data/personalised/knowledge.jsonl"),
+            country_facts: 300,
             batch_size: 16,
             batch_tokens: 2048,
         }

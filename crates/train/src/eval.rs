@@ -34,6 +34,8 @@ pub struct EvalSets {
     pub misconceptions: Vec<ChoiceTokens>,
     /// (prompt, target) token ids.
     pub facts: Vec<CompletionTokens>,
+    /// The country-knowledge probe: (kind, item), none about a trained country.
+    pub country_facts: Vec<(String, ChoiceTokens)>,
 }
 
 /// A (prompt, preferred, dispreferred) item as token ids.
@@ -89,6 +91,7 @@ impl EvalSets {
             .general_knowledge
             .iter()
             .chain(&self.misconceptions)
+            .chain(self.country_facts.iter().map(|(_, item)| item))
             .map(|i| {
                 let choices: Vec<&[u32]> = i.choices.iter().map(Vec::as_slice).collect();
                 rows(&i.prompt, &choices)
@@ -347,28 +350,21 @@ pub fn evaluate(
         if items.is_empty() {
             continue;
         }
-        // Every choice of an item after one shared question.
-        let groups: Vec<PromptGroup> = items
-            .iter()
-            .map(|i| PromptGroup {
-                prompt: i.prompt.clone(),
-                completions: i.choices.clone(),
-            })
-            .collect();
-        let scores = score_groups(policy, &groups, batch, pad_id, device)?;
-        let correct = items
-            .iter()
-            .zip(&scores)
-            .filter(|(item, own)| {
-                let best = own
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(i, _)| i);
-                best == Some(item.correct)
-            })
-            .count();
-        result.insert(name.into(), correct as f64 / items.len() as f64);
+        let correct = choose(policy, items, batch, pad_id, device)?;
+        result.insert(name.into(), mean_of(&correct));
+    }
+    if !sets.country_facts.is_empty() {
+        let items: Vec<ChoiceTokens> = sets.country_facts.iter().map(|(_, i)| i.clone()).collect();
+        let correct = choose(policy, &items, batch, pad_id, device)?;
+        result.insert("knowledge/country_facts".into(), mean_of(&correct));
+        // And per kind (capital, subregion, border).
+        let mut by_kind: BTreeMap<&str, Vec<bool>> = BTreeMap::new();
+        for ((kind, _), ok) in sets.country_facts.iter().zip(&correct) {
+            by_kind.entry(kind).or_default().push(*ok);
+        }
+        for (kind, correct) in by_kind {
+            result.insert(format!("knowledge/country_{kind}"), mean_of(&correct));
+        }
     }
     if !sets.facts.is_empty() {
         let groups: Vec<PromptGroup> = sets
@@ -388,6 +384,42 @@ pub fn evaluate(
         result.insert("knowledge/facts_logp".into(), mean(&per_token));
     }
     Ok(result)
+}
+
+/// For every multiple-choice item, whether the policy finds its correct choice the most
+/// likely (every choice after one shared question).
+fn choose(
+    policy: &CausalLm,
+    items: &[ChoiceTokens],
+    batch: BatchLimits,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<bool>, TrainError> {
+    let groups: Vec<PromptGroup> = items
+        .iter()
+        .map(|i| PromptGroup {
+            prompt: i.prompt.clone(),
+            completions: i.choices.clone(),
+        })
+        .collect();
+    let scores = score_groups(policy, &groups, batch, pad_id, device)?;
+    Ok(items
+        .iter()
+        .zip(&scores)
+        .map(|(item, own)| {
+            let best = own
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i);
+            best == Some(item.correct)
+        })
+        .collect())
+}
+
+/// The share of `true`s.
+fn mean_of(flags: &[bool]) -> f64 {
+    flags.iter().filter(|f| **f).count() as f64 / flags.len().max(1) as f64
 }
 
 fn mean(values: &[f64]) -> f64 {

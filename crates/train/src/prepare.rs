@@ -10,8 +10,9 @@ use bapo_anchors::{
     compute_anchor_sets, examples_sha256, file_sha256,
 };
 use bapo_data::{
-    Dataset, DroppedRow, Tokenization, TokenizedExample, TruncationSettings, load_fact_sample,
-    load_hhh_alignment, load_jsonl, load_multiple_choice, split_by_entity, tokenize_dataset,
+    Dataset, DroppedRow, ProbeItem, Tokenization, TokenizedExample, TruncationSettings,
+    load_fact_sample, load_hhh_alignment, load_jsonl, load_knowledge_probe, load_multiple_choice,
+    split_by_entity, tokenize_dataset,
 };
 use bapo_model::{CausalLm, LoadedModel};
 use bapo_objective::{Needs, Objective, registry};
@@ -295,7 +296,7 @@ pub fn prepare(
         let label = format!("anchors ({})", path.display());
         per_reference.push(anchors_for(&other.model, &sha, &[(&train_rows, 0, label)])?.remove(0));
     }
-    let train = train_rows
+    let train: Vec<AnchoredExample> = train_rows
         .iter()
         .enumerate()
         .map(|(i, tokens)| AnchoredExample {
@@ -343,6 +344,30 @@ pub fn prepare(
         if e.facts > 0 {
             let items = load_fact_sample(dir, e.facts, 0)?;
             eval.facts = EvalSets::tokenize_facts(&model, &items)?;
+        }
+    }
+    if !e.knowledge_probe.as_os_str().is_empty() && e.country_facts > 0 {
+        // Never a country the run trains on: the probe measures what training did not touch.
+        let trained: std::collections::BTreeSet<&str> = train
+            .iter()
+            .filter_map(|a| a.tokens.entity.as_deref())
+            .collect();
+        let items: Vec<ProbeItem> = load_knowledge_probe(&e.knowledge_probe)?
+            .into_iter()
+            .filter(|p| !trained.contains(p.entity.as_str()))
+            .collect();
+        for probe in spread(&items, e.country_facts) {
+            let tokens = EvalSets::tokenize_choices(
+                &model,
+                std::slice::from_ref(&probe.item),
+                "knowledge probe",
+            )?;
+            eval.country_facts.push((
+                probe.kind,
+                tokens.into_iter().next().ok_or_else(|| {
+                    TrainError::Eval("knowledge probe: an item did not tokenise".into())
+                })?,
+            ));
         }
     }
 

@@ -260,6 +260,64 @@ fn sharing_prompts_leaves_the_training_curve_unchanged() {
     }
 }
 
+/// The knowledge probe is part of every run's evaluation, per kind and in all, and never
+/// scores an item about a country (entity) the run trains on.
+#[test]
+fn the_knowledge_probe_leaves_out_trained_entities() {
+    let dir = scratch("probe");
+    std::fs::create_dir_all(&dir).unwrap();
+    let probe = dir.join("probe.jsonl");
+    // "sky" and "grass" are entities of the tiny training data; "moon" is not.
+    let item = |entity: &str, kind: &str| {
+        format!(
+            r#"{{"entity":"{entity}","kind":"{kind}","prompt":"the {entity} is","choices":[" blue"," green"],"correct":0}}"#
+        )
+    };
+    let lines = [
+        item("sky", "colour"),
+        item("grass", "colour"),
+        item("moon", "shape"),
+    ];
+    std::fs::write(&probe, lines.join("\n")).unwrap();
+    let config = tiny_config(
+        &dir,
+        &[
+            &format!("eval.knowledge_probe={:?}", probe.display().to_string()),
+            "eval.country_facts=10",
+            "training.max_steps=1",
+        ],
+    );
+    let prepared =
+        bapo_train::prepare(&config, false, &bapo_train::Progress { quiet: true }).unwrap();
+    let trained: Vec<&str> = prepared
+        .train
+        .iter()
+        .filter_map(|e| e.tokens.entity.as_deref())
+        .collect();
+    let kinds: Vec<&str> = prepared
+        .eval
+        .country_facts
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let expected: Vec<&str> = [("sky", "colour"), ("grass", "colour"), ("moon", "shape")]
+        .iter()
+        .filter(|(entity, _)| !trained.contains(entity))
+        .map(|(_, kind)| *kind)
+        .collect();
+    assert!(
+        trained.contains(&"sky"),
+        "the fixture trains on sky: {trained:?}"
+    );
+    assert_eq!(kinds, expected);
+
+    train(&config, &quiet()).unwrap();
+    let rows = read_log(&dir.join("run/eval.jsonl")).unwrap();
+    let (_, last) = rows.last().unwrap();
+    assert!(last.contains_key("knowledge/country_facts"), "{last:?}");
+    assert!(last.contains_key("knowledge/country_shape"), "{last:?}");
+}
+
 /// An objective that turns NaN from its `start`-th call on (counted across the test).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
