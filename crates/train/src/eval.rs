@@ -287,6 +287,34 @@ const TIE_NATS: f64 = 1e-4;
 /// Every metric of one evaluation, by name (`pref/<user>/accuracy`, `knowledge/…`, …).
 pub type EvalResult = BTreeMap<String, f64>;
 
+/// Every metric's value on each of its items (a held-out example, a question), in a fixed
+/// item order: what a paired interval between two evaluations needs.
+pub type ItemScores = BTreeMap<String, Vec<f64>>;
+
+/// One evaluation: each metric (the mean over its items) and the items themselves.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    pub metrics: EvalResult,
+    pub items: ItemScores,
+}
+
+impl Evaluation {
+    /// The evaluation whose metrics are the means of `items`.
+    fn from_items(items: ItemScores) -> Evaluation {
+        let metrics = items
+            .iter()
+            .filter(|(_, values)| !values.is_empty())
+            .map(|(name, values)| (name.clone(), mean(values)))
+            .collect();
+        Evaluation { metrics, items }
+    }
+}
+
+/// 1 for a success, 0 for a failure: accuracies are means of these.
+fn indicator(flag: bool) -> f64 {
+    if flag { 1.0 } else { 0.0 }
+}
+
 /// Runs every evaluation of `sets` on `policy` (plain device), with `reference` for the KL.
 pub fn evaluate(
     policy: &CausalLm,
@@ -295,16 +323,13 @@ pub fn evaluate(
     batch: BatchLimits,
     pad_id: u32,
     device: &Device,
-) -> Result<EvalResult, TrainError> {
-    let mut result = EvalResult::new();
-    let mut drift_all = Vec::new();
-    let mut kl_all = Vec::new();
+) -> Result<Evaluation, TrainError> {
+    let mut items = ItemScores::new();
     for (user, examples) in &sets.preferences {
         if examples.is_empty() {
             continue;
         }
         let scores = score_preferences(policy, reference, examples, batch, pad_id, device)?;
-        let (mut correct, mut margin) = (0usize, 0.0);
         for (e, score) in examples.iter().zip(&scores) {
             let a = &e.anchors[0];
             let chosen = score.chosen - f64::from(a.chosen_logp);
@@ -312,19 +337,19 @@ pub fn evaluate(
             // A margin within rounding of 0 is a tie, not a win: before training the policy
             // is the reference, and its log-probs differ from the cached ones only by float
             // noise (other batch shapes), which must not count as preference accuracy.
-            correct += usize::from(chosen - rejected > TIE_NATS);
-            margin += chosen - rejected;
+            let mut push = |name: String, value: f64| items.entry(name).or_default().push(value);
+            push(
+                format!("pref/{user}/accuracy"),
+                indicator(chosen - rejected > TIE_NATS),
+            );
+            push(format!("pref/{user}/margin"), chosen - rejected);
             // The reference's own answers: drift of their log-prob, and the KL on them.
-            drift_all.push(score.base - f64::from(a.base_logps[0]));
-            kl_all.push(score.base_kl);
+            push(
+                "anchor/drift".into(),
+                score.base - f64::from(a.base_logps[0]),
+            );
+            push("kl/heldout".into(), score.base_kl);
         }
-        let n = examples.len() as f64;
-        result.insert(format!("pref/{user}/accuracy"), correct as f64 / n);
-        result.insert(format!("pref/{user}/margin"), margin / n);
-    }
-    if !drift_all.is_empty() {
-        result.insert("anchor/drift".into(), mean(&drift_all));
-        result.insert("kl/heldout".into(), mean(&kl_all));
     }
 
     if !sets.hhh.is_empty() {
@@ -337,33 +362,32 @@ pub fn evaluate(
             })
             .collect();
         let scores = score_groups(policy, &groups, batch, pad_id, device)?;
-        let wins = scores.iter().filter(|s| s[0] > s[1]).count();
-        result.insert(
+        items.insert(
             "knowledge/hhh_alignment".into(),
-            wins as f64 / sets.hhh.len() as f64,
+            scores.iter().map(|s| indicator(s[0] > s[1])).collect(),
         );
     }
-    for (name, items) in [
+    for (name, set) in [
         ("knowledge/general_knowledge", &sets.general_knowledge),
         ("knowledge/misconceptions", &sets.misconceptions),
     ] {
-        if items.is_empty() {
+        if set.is_empty() {
             continue;
         }
-        let correct = choose(policy, items, batch, pad_id, device)?;
-        result.insert(name.into(), mean_of(&correct));
+        let correct = choose(policy, set, batch, pad_id, device)?;
+        items.insert(name.into(), correct.into_iter().map(indicator).collect());
     }
     if !sets.country_facts.is_empty() {
-        let items: Vec<ChoiceTokens> = sets.country_facts.iter().map(|(_, i)| i.clone()).collect();
-        let correct = choose(policy, &items, batch, pad_id, device)?;
-        result.insert("knowledge/country_facts".into(), mean_of(&correct));
-        // And per kind (capital, subregion, border).
-        let mut by_kind: BTreeMap<&str, Vec<bool>> = BTreeMap::new();
+        let set: Vec<ChoiceTokens> = sets.country_facts.iter().map(|(_, i)| i.clone()).collect();
+        let correct = choose(policy, &set, batch, pad_id, device)?;
+        // In all, and per kind (capital, subregion, border).
         for ((kind, _), ok) in sets.country_facts.iter().zip(&correct) {
-            by_kind.entry(kind).or_default().push(*ok);
-        }
-        for (kind, correct) in by_kind {
-            result.insert(format!("knowledge/country_{kind}"), mean_of(&correct));
+            for name in [
+                "knowledge/country_facts".to_string(),
+                format!("knowledge/country_{kind}"),
+            ] {
+                items.entry(name).or_default().push(indicator(*ok));
+            }
         }
     }
     if !sets.facts.is_empty() {
@@ -376,14 +400,16 @@ pub fn evaluate(
             })
             .collect();
         let scores = score_groups(policy, &groups, batch, pad_id, device)?;
-        let per_token: Vec<f64> = scores
-            .iter()
-            .zip(&sets.facts)
-            .map(|(logp, (_, target))| logp[0] / target.len().max(1) as f64)
-            .collect();
-        result.insert("knowledge/facts_logp".into(), mean(&per_token));
+        items.insert(
+            "knowledge/facts_logp".into(),
+            scores
+                .iter()
+                .zip(&sets.facts)
+                .map(|(logp, (_, target))| logp[0] / target.len().max(1) as f64)
+                .collect(),
+        );
     }
-    Ok(result)
+    Ok(Evaluation::from_items(items))
 }
 
 /// For every multiple-choice item, whether the policy finds its correct choice the most
@@ -415,11 +441,6 @@ fn choose(
             best == Some(item.correct)
         })
         .collect())
-}
-
-/// The share of `true`s.
-fn mean_of(flags: &[bool]) -> f64 {
-    flags.iter().filter(|f| **f).count() as f64 / flags.len().max(1) as f64
 }
 
 fn mean(values: &[f64]) -> f64 {

@@ -46,6 +46,28 @@ impl JsonLog {
         })
     }
 
+    /// Appends every metric's per-item values (`{"step": s, "name": [v, …], …}`).
+    pub fn write_items(
+        &mut self,
+        step: usize,
+        items: &BTreeMap<String, Vec<f64>>,
+    ) -> Result<(), TrainError> {
+        let mut object = serde_json::Map::new();
+        object.insert("step".into(), step.into());
+        for (name, values) in items {
+            let values = values
+                .iter()
+                .map(|v| {
+                    serde_json::Number::from_f64(*v)
+                        .map(serde_json::Value::Number)
+                        .unwrap_or(serde_json::Value::Null)
+                })
+                .collect();
+            object.insert(name.clone(), serde_json::Value::Array(values));
+        }
+        self.append(serde_json::Value::Object(object))
+    }
+
     /// Appends `values` with `step` first.
     pub fn write(&mut self, step: usize, values: &BTreeMap<String, f64>) -> Result<(), TrainError> {
         let mut object = serde_json::Map::new();
@@ -56,8 +78,11 @@ impl JsonLog {
                 .unwrap_or(serde_json::Value::Null);
             object.insert(k.clone(), value);
         }
-        let line = serde_json::Value::Object(object).to_string();
-        writeln!(self.file, "{line}")
+        self.append(serde_json::Value::Object(object))
+    }
+
+    fn append(&mut self, row: serde_json::Value) -> Result<(), TrainError> {
+        writeln!(self.file, "{row}")
             .and_then(|_| self.file.flush())
             .map_err(|e| TrainError::io(&self.path, e))
     }

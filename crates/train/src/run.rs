@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::RunConfig;
-use crate::eval::{EvalResult, comparison_table, evaluate};
+use crate::eval::{EvalResult, Evaluation, comparison_table, evaluate};
 use crate::metrics::{JsonLog, peak_rss_mib, read_log};
 use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
 use crate::params::{load_trainable, trainable_count, trainable_parameters};
@@ -155,6 +155,12 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     let mut metrics_log = JsonLog::open(&metrics_path, keep)?;
     let eval_path = run.join("eval.jsonl");
     let mut eval_log = JsonLog::open(&eval_path, keep)?;
+    // Every metric's per-item values, for paired intervals between evaluations (the study).
+    let mut items_log = JsonLog::open(&run.join("eval_items.jsonl"), keep)?;
+    let mut log_eval = |step: usize, evaluation: &Evaluation| -> Result<(), TrainError> {
+        eval_log.write(step, &evaluation.metrics)?;
+        items_log.write_items(step, &evaluation.items)
+    };
     progress.line(format!(
         "objective `{}`, {} trainable parameters, {total_steps} steps of {per_step} examples on `{}`",
         prepared.objective.name(),
@@ -183,8 +189,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     };
     if config.eval.at_start && start_step == 0 {
         progress.line("evaluating the model before training");
-        let result = run_eval(&policy)?;
-        eval_log.write(0, &result)?;
+        log_eval(0, &run_eval(&policy)?)?;
     }
 
     let live_reference = prepared
@@ -310,8 +315,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             last_checkpoint = Some(done);
         }
         if interval(config.eval.interval) {
-            let result = run_eval(&policy)?;
-            eval_log.write(done, &result)?;
+            log_eval(done, &run_eval(&policy)?)?;
         }
     }
     bar.finish_and_clear();
@@ -320,7 +324,8 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
 
     progress.line("evaluating the trained model");
     let end = run_eval(&policy)?;
-    eval_log.write(total_steps, &end)?;
+    log_eval(total_steps, &end)?;
+    let end = end.metrics;
     let evals = read_log(&eval_path)?;
     let start = evals.iter().find(|(s, _)| *s == 0).map(|(_, v)| v.clone());
     let table = comparison_table(
@@ -504,6 +509,7 @@ pub fn evaluate_run(
             pad,
             &prepared.device,
         )
+        .map(|e| e.metrics)
     };
     progress.line("evaluating the reference");
     let start = eval(&prepared.reference)?;

@@ -261,7 +261,8 @@ fn sharing_prompts_leaves_the_training_curve_unchanged() {
 }
 
 /// The knowledge probe is part of every run's evaluation, per kind and in all, and never
-/// scores an item about a country (entity) the run trains on.
+/// scores an item about a country (entity) the run trains on; every evaluation's per-item
+/// values are logged next to its metrics.
 #[test]
 fn the_knowledge_probe_leaves_out_trained_entities() {
     let dir = scratch("probe");
@@ -316,6 +317,47 @@ fn the_knowledge_probe_leaves_out_trained_entities() {
     let (_, last) = rows.last().unwrap();
     assert!(last.contains_key("knowledge/country_facts"), "{last:?}");
     assert!(last.contains_key("knowledge/country_shape"), "{last:?}");
+
+    // eval_items.jsonl holds every metric's items, one line per evaluation, and each metric
+    // of eval.jsonl is the mean of its items.
+    let items = std::fs::read_to_string(dir.join("run/eval_items.jsonl")).unwrap();
+    let items: Vec<serde_json::Value> = items
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(items.len(), rows.len(), "one line per evaluation");
+    for ((step, metrics), line) in rows.iter().zip(&items) {
+        assert_eq!(line["step"].as_u64(), Some(*step as u64));
+        for (name, value) in metrics {
+            let values: Vec<f64> = line[name]
+                .as_array()
+                .unwrap_or_else(|| panic!("no items for {name}"))
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            assert!((mean - value).abs() < 1e-9, "{name}: {mean} vs {value}");
+        }
+    }
+    let held_out = prepared
+        .eval
+        .preferences
+        .values()
+        .map(Vec::len)
+        .sum::<usize>();
+    let last_items = items.last().unwrap();
+    assert_eq!(
+        last_items["anchor/drift"].as_array().unwrap().len(),
+        held_out,
+        "one drift per held-out example"
+    );
+    assert_eq!(
+        last_items["knowledge/country_facts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        expected.len()
+    );
 }
 
 /// An objective that turns NaN from its `start`-th call on (counted across the test).
