@@ -8,10 +8,12 @@
 //! - `data`: the generated personalised dataset.
 //! - `anchor-forms`: the comparison behind BAPO's default anchor form (`anchor_forms.rs`).
 //! - `mutations`: planted bugs that the invariant tests must catch (`mutations.rs`).
+//! - `changes`: a run's metric changes with paired intervals (`changes.rs`).
 
 mod anchor_forms;
 mod backends;
 mod bench;
+mod changes;
 mod data;
 mod fetch;
 mod mutations;
@@ -47,6 +49,7 @@ fn run() -> Result<()> {
             anchor_forms::anchor_forms(&workspace_root(), &cargo_program(), &args[1..])
         }
         Some("mutations") => mutations::mutations(&workspace_root(), &cargo_program(), &args[1..]),
+        Some("changes") => changes::changes(&args[1..]),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         None => {
             println!("{USAGE}");
@@ -76,6 +79,9 @@ tasks:
          the comparison behind BAPO's default anchor: the quickstart with each one-sided
          anchor form and with DPO, seeds 0..N (default 2), held-out margin next to drift;
          --arms reruns only those arms; --report prints the table of the runs already made
+  changes RUN_DIR [--from STEP]
+         every metric's change from the evaluation at STEP (default 0) to the run's last one,
+         with a 95% paired bootstrap interval over its items (eval_items.jsonl)
   mutations [FILTER]
          the planted bugs of tests/planted-mutations.toml, each of which its invariant test
          must catch (those whose invariant contains FILTER)";

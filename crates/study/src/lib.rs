@@ -8,6 +8,8 @@
 //! Light on purpose (no Burn): `xtask` can use it to write the report without building the
 //! model stack.
 
+pub mod changes;
 pub mod intervals;
 
+pub use changes::{Change, ChangesError, run_changes};
 pub use intervals::{Interval, IntervalError, paired_bootstrap, t_interval_95};

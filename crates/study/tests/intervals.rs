@@ -72,3 +72,44 @@ fn inputs_without_an_interval_are_errors() {
     );
     assert_eq!(t_interval_95(&[1.0]), Err(IntervalError::TooFew(1)));
 }
+
+/// A run's items: the change of each metric from step 0 to the last evaluation, paired item
+/// by item; unpaired metrics (other item counts) and non-list fields are left out.
+#[test]
+fn a_runs_changes_are_read_from_its_items() {
+    let dir = std::env::temp_dir().join(format!("bapo-study-changes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("eval_items.jsonl");
+    std::fs::write(
+        &path,
+        concat!(
+            r#"{"step":0,"acc":[0,0,1,1],"odd":[1,2]}"#,
+            "\n",
+            r#"{"step":4,"acc":[1,1,1,1],"odd":[1]}"#,
+            "\n",
+            r#"{"step":8,"acc":[1,1,1,0],"odd":[1,2,3]}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let changes = bapo_study::run_changes(&path, 0, 1_000).unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let c = &changes[0];
+    assert_eq!((c.metric.as_str(), c.items), ("acc", 4));
+    assert_eq!((c.before, c.after, c.change.estimate), (0.5, 0.75, 0.25));
+    // Changes 1, 1, 0, −1: every resampled mean lies in [−1, 1].
+    assert!(c.change.low >= -1.0 && c.change.high <= 1.0 && c.change.low < c.change.high);
+
+    let err = bapo_study::run_changes(&path, 3, 10)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no evaluation at step 3") && err.contains("[0, 4, 8]"),
+        "{err}"
+    );
+    std::fs::write(&path, "{\"step\":0}\nnot json\n").unwrap();
+    let err = bapo_study::run_changes(&path, 0, 10)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("eval_items.jsonl:2:"), "{err}");
+}
