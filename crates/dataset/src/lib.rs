@@ -194,17 +194,26 @@ fn row(
     })
 }
 
-/// The dataset's rows for `countries` (any order: they are sorted by name first).
-pub fn generate(countries: &[Country]) -> Vec<Value> {
+/// `countries` sorted by name, each name once: the order every generator works in.
+pub(crate) fn by_name(countries: &[Country]) -> Vec<Country> {
     let mut countries = countries.to_vec();
     countries.sort_by(|a, b| a.name.cmp(&b.name));
     countries.dedup_by(|a, b| a.name == b.name);
-    let name_of = |alpha3: &str| {
-        countries
-            .iter()
-            .find(|c| c.alpha3 == alpha3)
-            .map(|c| c.name.clone())
-    };
+    countries
+}
+
+/// The name of the country whose ISO code is `alpha3`.
+pub(crate) fn name_of(countries: &[Country], alpha3: &str) -> Option<String> {
+    countries
+        .iter()
+        .find(|c| c.alpha3 == alpha3)
+        .map(|c| c.name.clone())
+}
+
+/// The dataset's rows for `countries` (any order: they are sorted by name first).
+pub fn generate(countries: &[Country]) -> Vec<Value> {
+    let countries = by_name(countries);
+    let name_of = |alpha3: &str| name_of(&countries, alpha3);
 
     let mut rows = Vec::new();
     for (i, c) in countries.iter().enumerate() {

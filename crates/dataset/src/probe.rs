@@ -11,20 +11,13 @@
 
 use serde_json::{Value, json};
 
-use crate::Country;
+use crate::{Country, by_name, name_of};
 
 /// The probe's items for `countries` (sorted by name first): JSON objects with `entity`,
 /// `kind` (`capital`, `subregion` or `border`), `prompt`, `choices` and `correct`.
 pub fn knowledge_probe(countries: &[Country]) -> Vec<Value> {
-    let mut countries = countries.to_vec();
-    countries.sort_by(|a, b| a.name.cmp(&b.name));
-    countries.dedup_by(|a, b| a.name == b.name);
-    let name_of = |alpha3: &str| {
-        countries
-            .iter()
-            .find(|c| c.alpha3 == alpha3)
-            .map(|c| c.name.clone())
-    };
+    let countries = by_name(countries);
+    let name_of = |alpha3: &str| name_of(&countries, alpha3);
     let mut items = Vec::new();
     for c in &countries {
         let pool = |same: &dyn Fn(&Country) -> bool| -> Vec<String> {
