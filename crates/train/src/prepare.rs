@@ -297,10 +297,10 @@ pub fn prepare(
         per_reference.push(anchors_for(&other.model, &sha, &[(&train_rows, 0, label)])?.remove(0));
     }
     let train: Vec<AnchoredExample> = train_rows
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, tokens)| AnchoredExample {
-            tokens: tokens.clone(),
+            tokens,
             anchors: per_reference.iter().map(|r| r[i].clone()).collect(),
         })
         .collect();
