@@ -356,19 +356,12 @@ pub fn prepare(
             .into_iter()
             .filter(|p| !trained.contains(p.entity.as_str()))
             .collect();
-        for probe in spread(&items, e.country_facts) {
-            let tokens = EvalSets::tokenize_choices(
-                &model,
-                std::slice::from_ref(&probe.item),
-                "knowledge probe",
-            )?;
-            eval.country_facts.push((
-                probe.kind,
-                tokens.into_iter().next().ok_or_else(|| {
-                    TrainError::Eval("knowledge probe: an item did not tokenise".into())
-                })?,
-            ));
-        }
+        let (kinds, items): (Vec<String>, Vec<_>) = spread(&items, e.country_facts)
+            .into_iter()
+            .map(|p| (p.kind, p.item))
+            .unzip();
+        let tokens = EvalSets::tokenize_choices(&model, &items, "knowledge probe")?;
+        eval.country_facts = kinds.into_iter().zip(tokens).collect();
     }
 
     Ok(Prepared {
