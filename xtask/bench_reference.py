@@ -7,14 +7,16 @@
 - generate: `model.generate`, greedy, exactly `max_new_tokens` new tokens per prompt, batches of
   `batch` left-padded chat prompts, one untimed warm-up batch.
 
-Tokens are real (unpadded) tokens of the same examples, in the same order; memory is the
-process's peak RSS.
+Tokens are real (unpadded) tokens of the same examples, in the same order; tokens/s is the
+mean tokens of a timed step (or batch) over the median time of one; memory is the process's
+peak RSS.
 
 usage: python bench_reference.py train|train-lora|generate MODEL_DIR DATA.jsonl USER STEPS BATCH MAX_LENGTH MAX_NEW_TOKENS
 """
 
 import json
 import resource
+import statistics
 import sys
 import time
 
@@ -101,12 +103,12 @@ def train(model_dir, rows, steps, batch, max_length, lora=False):
             completion = tokenizer(text, add_special_tokens=False)["input_ids"]
             tokens_per_example.append(min(len(prompt) + len(completion), max_length))
     trainer.train()
-    timed = times[1:]
-    tokens = sum(tokens_per_example[2 * batch :])
+    # The trainer's sampler shuffles, so a step's own tokens are not known here: every timed
+    # step is given the mean (the timed steps hold all examples but the first step's batch).
+    timed_tokens = sum(tokens_per_example[2 * batch :])
+    steps_timed = len(times) - 1
     return {
-        "timed_steps": len(timed),
-        "seconds": sum(timed),
-        "tokens": tokens,
+        "timed": [(seconds, timed_tokens / steps_timed) for seconds in times[1:]],
         # TRL's fastest CPU setting would drop padding; this TRL version forces it off
         # (`padding_free=True` warns and falls back), which the benchmark records.
         "padding_free_available": padding_free_available(),
@@ -128,7 +130,7 @@ def generate(model_dir, rows, steps, batch, max_new_tokens):
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
     model.eval()
-    seconds, tokens = 0.0, 0
+    timed = []
     for b in range(steps + 1):
         prompts = [
             tokenizer.apply_chat_template(
@@ -148,9 +150,8 @@ def generate(model_dir, rows, steps, batch, max_new_tokens):
             )
         elapsed = time.perf_counter() - start
         if b > 0:
-            seconds += elapsed
-            tokens += (out.shape[1] - inputs["input_ids"].shape[1]) * batch
-    return {"timed_steps": steps, "seconds": seconds, "tokens": tokens}
+            timed.append((elapsed, (out.shape[1] - inputs["input_ids"].shape[1]) * batch))
+    return {"timed": timed}
 
 
 def main():
@@ -162,10 +163,16 @@ def main():
         result = train(model_dir, rows, steps, batch, max_length, lora=phase == "train-lora")
     else:
         result = generate(model_dir, rows, steps, batch, max_new_tokens)
+    # Totals, and the mean tokens of a repetition over its median time (as bapo bench).
+    timed = result.pop("timed")
+    tokens = sum(t for _, t in timed)
     result.update(
         phase=phase,
         backend=f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
-        tokens_per_second=result["tokens"] / max(result["seconds"], 1e-9),
+        timed_steps=len(timed),
+        seconds=sum(s for s, _ in timed),
+        tokens=round(tokens),
+        tokens_per_second=tokens / len(timed) / max(statistics.median(s for s, _ in timed), 1e-9),
         peak_rss_mib=peak_rss_mib(),
     )
     print(json.dumps(result))

@@ -115,7 +115,7 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     }
 
     println!();
-    println!("| phase | side | tokens/s | tokens | seconds | peak RSS (MiB) |");
+    println!("| phase | side | tokens/s (median step) | tokens | seconds | peak RSS (MiB) |");
     println!("|---|---|---:|---:|---:|---:|");
     for (label, ours, theirs) in &rows {
         for (side, v) in [("bapo", Some(ours)), ("PyTorch", theirs.as_ref())] {

@@ -31,28 +31,34 @@ pub struct BenchResult {
     pub phase: String,
     pub backend: String,
     pub timed_steps: usize,
+    /// Totals over the timed repetitions.
     pub seconds: f64,
     pub tokens: usize,
+    /// The mean tokens of a timed repetition over the median time of one (robust to a slow
+    /// outlier; the PyTorch side computes the same).
     pub tokens_per_second: f64,
     pub peak_rss_mib: Option<f64>,
 }
 
 impl BenchResult {
-    /// `tokens` in `seconds` over `timed_steps`, with the process's peak RSS so far.
-    fn new(
-        phase: impl Into<String>,
-        backend: impl Into<String>,
-        timed_steps: usize,
-        seconds: f64,
-        tokens: usize,
-    ) -> Self {
+    /// The phase's timed repetitions, `(seconds, tokens)` each, with the process's peak RSS
+    /// so far.
+    fn new(phase: impl Into<String>, backend: impl Into<String>, timed: &[(f64, usize)]) -> Self {
+        let mut seconds: Vec<f64> = timed.iter().map(|t| t.0).collect();
+        seconds.sort_by(f64::total_cmp);
+        let median = match seconds.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => seconds[n / 2],
+            n => (seconds[n / 2 - 1] + seconds[n / 2]) / 2.0,
+        };
+        let tokens: usize = timed.iter().map(|t| t.1).sum();
         BenchResult {
             phase: phase.into(),
             backend: backend.into(),
-            timed_steps,
-            seconds,
+            timed_steps: timed.len(),
+            seconds: seconds.iter().sum(),
             tokens,
-            tokens_per_second: tokens as f64 / seconds.max(1e-9),
+            tokens_per_second: tokens as f64 / timed.len().max(1) as f64 / median.max(1e-9),
             peak_rss_mib: peak_rss_mib(),
         }
     }
@@ -69,7 +75,7 @@ pub fn bench_train(
     let mut policy = crate::run::build_policy(config, &prepared)?;
     let mut optimizer = AdamW::new(config.optimizer.clone());
     let t = &config.training;
-    let (mut seconds, mut tokens) = (0.0, 0usize);
+    let mut timed = Vec::new();
     let per_step = t.batch_size * t.gradient_accumulation_steps;
     let n = prepared.train.len();
     for step in 0..warmup + steps {
@@ -110,8 +116,7 @@ pub fn bench_train(
         let _ = policy.valid();
         prepared.device.sync().ok();
         if step >= warmup {
-            seconds += started.elapsed().as_secs_f64();
-            tokens += step_tokens;
+            timed.push((started.elapsed().as_secs_f64(), step_tokens));
         }
     }
     Ok(BenchResult::new(
@@ -121,9 +126,7 @@ pub fn bench_train(
             "train"
         },
         t.backend.to_string(),
-        steps,
-        seconds,
-        tokens,
+        &timed,
     ))
 }
 
@@ -135,7 +138,7 @@ pub fn bench_eval(config: &RunConfig, steps: usize) -> Result<BenchResult, Train
     let t = &config.training;
     let model = prepared.model.model.valid();
     let n = prepared.train.len();
-    let (mut seconds, mut tokens) = (0.0, 0usize);
+    let mut timed = Vec::new();
     for step in 0..=steps {
         let batch: Vec<&AnchoredExample> = (0..t.batch_size)
             .map(|i| &prepared.train[(step * t.batch_size + i) % n])
@@ -151,17 +154,10 @@ pub fn bench_eval(config: &RunConfig, steps: usize) -> Result<BenchResult, Train
             .total;
         let _ = totals.into_data();
         if step > 0 {
-            seconds += started.elapsed().as_secs_f64();
-            tokens += batch.sequence_tokens();
+            timed.push((started.elapsed().as_secs_f64(), batch.sequence_tokens()));
         }
     }
-    Ok(BenchResult::new(
-        "eval",
-        t.backend.to_string(),
-        steps,
-        seconds,
-        tokens,
-    ))
+    Ok(BenchResult::new("eval", t.backend.to_string(), &timed))
 }
 
 /// A run's whole anchor pass from a cold cache (a fresh temporary folder): generation with
@@ -188,9 +184,7 @@ pub fn bench_anchors(config: &RunConfig) -> Result<BenchResult, TrainError> {
     Ok(BenchResult::new(
         "anchors",
         config.training.backend.to_string(),
-        1,
-        seconds,
-        tokens,
+        &[(seconds, tokens)],
     ))
 }
 
@@ -217,7 +211,7 @@ pub fn bench_generate(config: &RunConfig, batches: usize) -> Result<BenchResult,
         pad_token: model.pad_token,
         max_batch: size,
     };
-    let (mut seconds, mut tokens) = (0.0, 0usize);
+    let mut timed = Vec::new();
     for batch in 0..=batches {
         let prompts: Vec<Vec<u32>> = (0..size)
             .map(|i| examples[(batch * size + i) % examples.len()].prompt.clone())
@@ -226,15 +220,9 @@ pub fn bench_generate(config: &RunConfig, batches: usize) -> Result<BenchResult,
         let generated = generate(&model.model, &prompts, &generation, &device, |_, _| {})
             .map_err(|e| TrainError::Batch(e.to_string()))?;
         if batch > 0 {
-            seconds += started.elapsed().as_secs_f64();
-            tokens += generated.iter().map(Vec::len).sum::<usize>();
+            let tokens = generated.iter().map(Vec::len).sum::<usize>();
+            timed.push((started.elapsed().as_secs_f64(), tokens));
         }
     }
-    Ok(BenchResult::new(
-        "generate",
-        t.backend.to_string(),
-        batches,
-        seconds,
-        tokens,
-    ))
+    Ok(BenchResult::new("generate", t.backend.to_string(), &timed))
 }
