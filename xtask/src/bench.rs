@@ -1,9 +1,10 @@
-//! `cargo xtask bench [--backend B] [--steps N]`: tokens/s and peak RSS on SmolLM2-135M of a
+//! `cargo xtask bench [--backend B[,B…]] [--steps N]`: tokens/s and peak RSS on SmolLM2-135M of a
 //! DPO training step (full fine-tuning, with and without prefix sharing, and LoRA), forward-only
 //! evaluation, greedy generation and the quickstart's anchor pass, ours (`bapo bench`,
 //! configs/bench.toml) next to PyTorch/transformers/TRL/PEFT doing the same work on the same
 //! machine (xtask/bench_reference.py) where they have a peer, each phase in its own process,
-//! with the ratios. Results go to docs/performance.md by hand, with this command.
+//! with the ratios. Ours runs on `cpu` and `tch-cpu` (one build with both) unless `--backend`
+//! names others. Results go to docs/performance.md by hand, with this command.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,7 +15,8 @@ use serde_json::Value;
 use crate::{backends, fetch, python};
 
 pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
-    let mut backend = "cpu".to_string();
+    // Both CPU backends by default: the pure-Rust one and libtorch, built once together.
+    let mut backend = "cpu,tch-cpu".to_string();
     let mut steps = "5".to_string();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -22,12 +24,20 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             "--backend" => backend = it.next().context("--backend needs a value")?.clone(),
             "--steps" => steps = it.next().context("--steps needs a value")?.clone(),
             other => bail!(
-                "unknown argument `{other}`\nusage: cargo xtask bench [--backend B] [--steps N]"
+                "unknown argument `{other}`\nusage: cargo xtask bench [--backend B[,B…]] [--steps N]"
             ),
         }
     }
     fetch::fetch(root)?;
-    let features: Vec<&str> = backends::feature(&backend)?.into_iter().collect();
+    let ours_backends: Vec<&str> = backend.split(',').map(str::trim).collect();
+    let mut features: Vec<&str> = Vec::new();
+    for b in &ours_backends {
+        if let Some(f) = backends::feature(b)?
+            && !features.contains(&f)
+        {
+            features.push(f);
+        }
+    }
     let (bapo, env) = backends::build_bapo(root, cargo, &features, false)?;
     let venv = python::venv()?;
 
@@ -69,7 +79,8 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         ("generate", "generate", &[], Some("generate")),
         ("anchors (quickstart)", "anchors", &[], None),
     ];
-    let mut rows: Vec<(&str, Value, Option<Value>)> = Vec::new();
+    // Per phase: ours on each backend, and the PyTorch side where it has a peer.
+    let mut rows: Vec<(&str, Vec<Value>, Option<Value>)> = Vec::new();
     for (label, phase, overrides, reference) in phases {
         // The anchor pass is the quickstart's own (96 prompts); the rest use bench.toml.
         let phase_config = if phase == "anchors" {
@@ -77,16 +88,19 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         } else {
             config.clone()
         };
-        let ours = json_line(
-            Command::new(&bapo)
-                .args(["bench", "--phase", phase, "--steps", &steps, "--config"])
-                .arg(&phase_config)
-                .args(["--set", &format!("training.backend={backend}")])
-                .args(overrides)
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .current_dir(root),
-            &format!("bapo bench --phase {phase} {}", overrides.join(" ")),
-        )?;
+        let mut ours = Vec::new();
+        for b in &ours_backends {
+            ours.push(json_line(
+                Command::new(&bapo)
+                    .args(["bench", "--phase", phase, "--steps", &steps, "--config"])
+                    .arg(&phase_config)
+                    .args(["--set", &format!("training.backend={b}")])
+                    .args(overrides)
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .current_dir(root),
+                &format!("bapo bench --phase {phase} ({b}) {}", overrides.join(" ")),
+            )?);
+        }
         let theirs = match reference {
             None => None,
             Some(reference) => {
@@ -118,8 +132,11 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     println!("| phase | side | tokens/s (median step) | tokens | seconds | peak RSS (MiB) |");
     println!("|---|---|---:|---:|---:|---:|");
     for (label, ours, theirs) in &rows {
-        for (side, v) in [("bapo", Some(ours)), ("PyTorch", theirs.as_ref())] {
-            let Some(v) = v else { continue };
+        let sides = ours
+            .iter()
+            .map(|v| ("bapo", v))
+            .chain(theirs.iter().map(|v| ("PyTorch", v)));
+        for (side, v) in sides {
             println!(
                 "| {label} | {side} `{}` | {:.1} | {} | {:.2} | {:.0} |",
                 v["backend"].as_str().unwrap_or("?"),
@@ -130,30 +147,13 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             );
         }
     }
-    println!();
     let rate = |v: &Value| v["tokens_per_second"].as_f64().unwrap_or(f64::NAN);
     let rss = |v: &Value| v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
-    for (label, ours, theirs) in &rows {
-        if let Some(theirs) = theirs {
-            println!(
-                "{label}: bapo / PyTorch throughput = {:.2}, peak RSS = {:.2}",
-                rate(ours) / rate(theirs),
-                rss(ours) / rss(theirs)
-            );
-        }
-    }
     let find = |label: &str| rows.iter().find(|(l, ..)| *l == label);
-    if let (Some((_, train, Some(trl))), Some((_, unshared, _))) =
-        (find("train"), find("train, unshared prompts"))
-    {
-        println!(
-            "train, unshared prompts: bapo / PyTorch throughput = {:.2} (prefix sharing: {:.2}x)",
-            rate(unshared) / rate(trl),
-            rate(train) / rate(unshared)
-        );
+    if let Some((_, _, Some(trl))) = find("train") {
         let honoured = trl["padding_free_available"].as_bool().unwrap_or(false);
         println!(
-            "TRL's padding_free: {}",
+            "\nTRL's padding_free: {}",
             if honoured {
                 "available (not timed here)"
             } else {
@@ -161,22 +161,46 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             }
         );
     }
-    if let (Some((_, eval, _)), Some((_, train, _)), Some((_, lora, _))) =
-        (find("eval"), find("train"), find("train-lora"))
-    {
-        println!(
-            "eval / our training throughput = {:.2} (full fine-tuning), {:.2} (LoRA)",
-            rate(eval) / rate(train),
-            rate(eval) / rate(lora)
-        );
-    }
-    if let Some((_, anchors, _)) = find("anchors (quickstart)") {
-        println!(
-            "anchor pass of the quickstart: {:.1} new tokens/s ({} tokens in {:.1} s, generation and reference scoring)",
-            rate(anchors),
-            anchors["tokens"],
-            anchors["seconds"].as_f64().unwrap_or(f64::NAN)
-        );
+    for (i, b) in ours_backends.iter().enumerate() {
+        println!("\n{b}:");
+        for (label, ours, theirs) in &rows {
+            if let Some(theirs) = theirs {
+                println!(
+                    "  {label}: bapo / PyTorch throughput = {:.2}, peak RSS = {:.2}",
+                    rate(&ours[i]) / rate(theirs),
+                    rss(&ours[i]) / rss(theirs)
+                );
+            }
+        }
+        let ours = |label: &str| find(label).map(|(_, ours, _)| &ours[i]);
+        if let (Some(train), Some(unshared), Some((_, _, Some(trl)))) = (
+            ours("train"),
+            ours("train, unshared prompts"),
+            find("train"),
+        ) {
+            println!(
+                "  train, unshared prompts: bapo / PyTorch throughput = {:.2} (prefix sharing: {:.2}x)",
+                rate(unshared) / rate(trl),
+                rate(train) / rate(unshared)
+            );
+        }
+        if let (Some(eval), Some(train), Some(lora)) =
+            (ours("eval"), ours("train"), ours("train-lora"))
+        {
+            println!(
+                "  eval / our training throughput = {:.2} (full fine-tuning), {:.2} (LoRA)",
+                rate(eval) / rate(train),
+                rate(eval) / rate(lora)
+            );
+        }
+        if let Some(anchors) = ours("anchors (quickstart)") {
+            println!(
+                "  anchor pass of the quickstart: {:.1} new tokens/s ({} tokens in {:.1} s, generation and reference scoring)",
+                rate(anchors),
+                anchors["tokens"],
+                anchors["seconds"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
     }
     Ok(())
 }

@@ -73,8 +73,10 @@ tasks:
          `bapo train` in the environment it needs (default config: configs/quickstart.toml)
   backends
          the tiny run on cpu, tch-cpu and wgpu-cpu; the losses must agree within 1e-4
-  bench  [--backend B] [--steps N]: tokens/s and peak memory of a DPO step and of anchor
-         generation on SmolLM2-135M, next to PyTorch/TRL doing the same work
+  bench  [--backend B[,B…]] [--steps N]: tokens/s and peak memory on SmolLM2-135M of DPO
+         steps (full, unshared prompts, LoRA), evaluation, generation and the quickstart's
+         anchor pass, ours (default: cpu and tch-cpu) next to PyTorch/TRL/PEFT doing the
+         same work, with the ratios
   anchor-forms [--seeds N] [--arms A,B] [--report]
          the comparison behind BAPO's default anchor: the quickstart with each one-sided
          anchor form and with DPO, seeds 0..N (default 2), held-out margin next to drift;
