@@ -274,12 +274,7 @@ pub fn scored_logits_shared<M: CausalModel + ?Sized>(
             device,
         );
         let hidden = model.hidden_states_masked(ids, &layout.positions, layout.mask);
-        let [_, _, width] = hidden.dims();
-        let rows = Tensor::<1, Int>::from_data(TensorData::new(layout.predictors, [n]), device);
-        let selected = hidden
-            .reshape([groups * layout.tokens, width])
-            .select(0, rows);
-        model.logits(selected)
+        head_on_rows(model, hidden, layout.predictors, device)
     });
     Ok(ScoredLogits {
         logits,
@@ -288,6 +283,20 @@ pub fn scored_logits_shared<M: CausalModel + ?Sized>(
         slots: layout.slots,
         shape: [batch.len(), layout.longest],
     })
+}
+
+/// The LM head's logits `[rows, vocab]` on the given rows of `hidden` `[batch, tokens, width]`,
+/// numbered `b · tokens + t`: only the positions that predict a scored token.
+fn head_on_rows<M: CausalModel + ?Sized>(
+    model: &M,
+    hidden: Tensor<3>,
+    rows: Vec<i64>,
+    device: &Device,
+) -> Tensor<2> {
+    let [batch, tokens, width] = hidden.dims();
+    let n = rows.len();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), device);
+    model.logits(hidden.reshape([batch * tokens, width]).select(0, rows))
 }
 
 /// Scores `batch` (shared prompts) with `model` on `device`.
@@ -355,11 +364,7 @@ pub fn scored_logits<M: CausalModel + ?Sized>(
     let n = rows.len();
     let logits = (n > 0).then(|| {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [size, tokens]), device);
-        let hidden = model.hidden_states(ids);
-        let [_, _, width] = hidden.dims();
-        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), device);
-        let selected = hidden.reshape([size * tokens, width]).select(0, rows);
-        model.logits(selected)
+        head_on_rows(model, model.hidden_states(ids), rows, device)
     });
     Ok(ScoredLogits {
         logits,

@@ -91,9 +91,7 @@ pub fn run_changes(
         let (Some(a), Some(b)) = (values(a), after.get(metric).and_then(values)) else {
             continue;
         };
-        if a.len() != b.len() || a.is_empty() {
-            continue;
-        }
+        // Unpaired (other item counts), empty or non-finite: no interval, left out.
         let Ok(change) = paired_bootstrap(&a, &b, resamples, 0.95, 0) else {
             continue;
         };

@@ -162,7 +162,8 @@ pub fn bench_eval(config: &RunConfig, steps: usize) -> Result<BenchResult, Train
 
 /// A run's whole anchor pass from a cold cache (a fresh temporary folder): generation with
 /// continuous batching and the reference's scoring of every training and held-out example.
-/// Tokens are the base responses' new tokens.
+/// Tokens are the base responses' new tokens. The time is the whole of `prepare`, so it also
+/// holds loading the model and tokenising the data and evaluation sets (a second or two).
 pub fn bench_anchors(config: &RunConfig) -> Result<BenchResult, TrainError> {
     let mut config = config.clone();
     let cache = std::env::temp_dir().join(format!("bapo-bench-anchors-{}", std::process::id()));

@@ -378,8 +378,8 @@ pub fn evaluate(
         items.insert(name.into(), correct.into_iter().map(indicator).collect());
     }
     if !sets.country_facts.is_empty() {
-        let set: Vec<ChoiceTokens> = sets.country_facts.iter().map(|(_, i)| i.clone()).collect();
-        let correct = choose(policy, &set, batch, pad_id, device)?;
+        let set = sets.country_facts.iter().map(|(_, item)| item);
+        let correct = choose(policy, set, batch, pad_id, device)?;
         // In all, and per kind (capital, subregion, border).
         for ((kind, _), ok) in sets.country_facts.iter().zip(&correct) {
             for name in [
@@ -414,13 +414,14 @@ pub fn evaluate(
 
 /// For every multiple-choice item, whether the policy finds its correct choice the most
 /// likely (every choice after one shared question).
-fn choose(
+fn choose<'a>(
     policy: &CausalLm,
-    items: &[ChoiceTokens],
+    items: impl IntoIterator<Item = &'a ChoiceTokens>,
     batch: BatchLimits,
     pad_id: u32,
     device: &Device,
 ) -> Result<Vec<bool>, TrainError> {
+    let items: Vec<&ChoiceTokens> = items.into_iter().collect();
     let groups: Vec<PromptGroup> = items
         .iter()
         .map(|i| PromptGroup {
