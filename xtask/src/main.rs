@@ -9,6 +9,7 @@
 //! - `anchor-forms`: the comparison behind BAPO's default anchor form (`anchor_forms.rs`).
 //! - `mutations`: planted bugs that the invariant tests must catch (`mutations.rs`).
 //! - `changes`: a run's metric changes with paired intervals (`changes.rs`).
+//! - `study`: DPO, KL-DPO, BAPO and MRPO side by side, with its report (`study.rs`).
 
 mod anchor_forms;
 mod backends;
@@ -18,6 +19,7 @@ mod data;
 mod fetch;
 mod mutations;
 mod python;
+mod study;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -50,6 +52,7 @@ fn run() -> Result<()> {
         }
         Some("mutations") => mutations::mutations(&workspace_root(), &cargo_program(), &args[1..]),
         Some("changes") => changes::changes(&args[1..]),
+        Some("study") => study::study(&workspace_root(), &cargo_program(), &args[1..]),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         None => {
             println!("{USAGE}");
@@ -84,6 +87,12 @@ tasks:
   changes RUN_DIR [--from STEP]
          every metric's change from the evaluation at STEP (default 0) to the run's last one,
          with a 95% paired bootstrap interval over its items (eval_items.jsonl)
+  study  [--quick] [--config FILE] [--report | --list]
+         the study (configs/study.toml, docs/study.md): every objective setting of the grid
+         trained and evaluated with paired intervals, then runs/study/report.md with its plots
+         (the full study also writes docs/study.md); finished runs are skipped, killed ones
+         resumed; --report only writes the report from the runs there; --list prints the
+         cells; --quick: 1 seed, 32 steps, runs/study-quick
   mutations [FILTER]
          the planted bugs of tests/planted-mutations.toml, each of which its invariant test
          must catch (those whose invariant contains FILTER)";

@@ -343,6 +343,12 @@ pub fn evaluate(
                 indicator(chosen - rejected > TIE_NATS),
             );
             push(format!("pref/{user}/margin"), chosen - rejected);
+            // How far this user's choices are from what the reference prefers (the study's
+            // heterogeneity): the reference's own log-prob margin, the same at every step.
+            push(
+                format!("pref/{user}/reference_margin"),
+                f64::from(a.chosen_logp) - f64::from(a.rejected_logp),
+            );
             // The reference's own answers: drift of their log-prob, and the KL on them.
             push(
                 "anchor/drift".into(),

@@ -23,6 +23,7 @@ pub mod plots;
 pub mod prepare;
 pub mod progress;
 pub mod run;
+pub mod rundir;
 pub mod schedule;
 pub mod step;
 
@@ -68,6 +69,11 @@ pub enum TrainError {
         .0.display()
     )]
     RunExists(PathBuf),
+    #[error(
+        "{} is in use by another bapo run (pid {holder}); wait for it or choose another `output.dir`; nothing was touched",
+        .run.display()
+    )]
+    Locked { run: PathBuf, holder: String },
     #[error(
         "step {step}: the {what} is not finite (NaN or infinite) on the batch of {data} lines {lines:?}; training stopped, {}",
         match checkpoint { Some(c) => format!("the last good checkpoint is {}", c.display()), None => "no checkpoint was written yet".to_string() }

@@ -20,6 +20,7 @@ use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
 use crate::params::{load_trainable, trainable_count, trainable_parameters};
 use crate::prepare::{Prepared, prepare};
 use crate::progress::Progress;
+use crate::rundir::{self, RunLock};
 use crate::schedule::learning_rate;
 use crate::step::{AnchoredExample, micro_batch};
 use crate::{TrainError, plots};
@@ -88,8 +89,17 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         quiet: options.quiet,
     };
     let run = config.output.dir.clone();
+    if options.resume && !run.exists() {
+        progress.line(format!(
+            "no run directory {} yet: starting a new run",
+            run.display()
+        ));
+    }
+    // One run per directory, for the whole run (a second one is refused, naming this one).
+    let _lock = RunLock::acquire(&run)?;
     let config_text = config.to_toml();
-    let config_sha = sha256_hex(&config_text);
+    // What checkpoints record: the config without the run's own location.
+    let config_sha = sha256_hex(&rundir::fingerprint_text(config));
     let metrics_path = run.join("metrics.jsonl");
     if metrics_path.exists() && !options.resume {
         return Err(TrainError::RunExists(run.clone()));
@@ -98,19 +108,19 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     if options.resume && config_copy.exists() {
         let previous =
             std::fs::read_to_string(&config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
-        if sha256_hex(&previous) != config_sha {
+        let differences = rundir::config_differences(&previous, &config_text);
+        if !differences.is_empty() {
             return Err(TrainError::Config(format!(
-                "{} was made with another config; resume with the same settings or choose another `output.dir`",
-                config_copy.display()
+                "{} was made with another config ({}); resume with the same settings or choose another `output.dir`",
+                config_copy.display(),
+                differences.join("; ")
             )));
         }
     }
-
     let prepared = prepare(config, options.force_anchors, &progress)?;
     for line in &prepared.summary {
         progress.line(line);
     }
-    std::fs::create_dir_all(&run).map_err(|e| TrainError::io(&run, e))?;
     let partial = run.join("config.toml.partial");
     std::fs::write(&partial, &config_text).map_err(|e| TrainError::io(&partial, e))?;
     std::fs::rename(&partial, &config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
@@ -118,45 +128,76 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     let mut policy = build_policy(config, &prepared)?;
     let mut optimizer = AdamW::new(config.optimizer.clone());
     let t = &config.training;
-    let per_step = t.batch_size * t.gradient_accumulation_steps;
     let examples = prepared.train.len();
-    let total_steps = t
-        .max_steps
-        .unwrap_or_else(|| (t.epochs * examples).div_ceil(per_step));
+    let (per_step, total_steps) = step_counts(t, examples)?;
 
     let mut start_step = 0;
-    if options.resume
-        && let Some(ck) = checkpoint::latest(&run)?
-    {
-        if ck.state.config_sha256 != config_sha {
-            return Err(TrainError::Config(format!(
-                "{} was written with another config",
-                ck.dir.display()
-            )));
+    let mut checkpoint_found = false;
+    if options.resume {
+        match checkpoint::latest(&run)? {
+            Some(ck) => {
+                // Runs written before the fingerprint left `output.dir` out recorded the whole
+                // config's hash: accepted when resumed through the same path.
+                let legacy = sha256_hex(&config_text);
+                if ck.state.config_sha256 != config_sha && ck.state.config_sha256 != legacy {
+                    return Err(TrainError::Config(format!(
+                        "{} was written with another config",
+                        ck.dir.display()
+                    )));
+                }
+                policy = load_trainable(policy, &ck.parameters)
+                    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
+                optimizer
+                    .load_state(&ck.optimizer, &ck.state.optimizer_steps, &prepared.device)
+                    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
+                start_step = ck.state.step;
+                checkpoint_found = true;
+                if start_step >= total_steps && rundir::is_finished(&run) {
+                    return Err(TrainError::Config(format!(
+                        "{} already finished all {total_steps} steps and its end phase ({}); nothing to resume",
+                        run.display(),
+                        rundir::FINISHED_FILE
+                    )));
+                }
+                progress.line(if start_step >= total_steps {
+                    format!(
+                        "all {total_steps} steps were done ({}); finishing the end phase: final evaluation, summary, plots, export",
+                        ck.dir.display()
+                    )
+                } else {
+                    format!("resuming from {} (step {start_step})", ck.dir.display())
+                });
+            }
+            None if metrics_path.exists() => {
+                // Killed before its first checkpoint: nothing to resume from, and its logs
+                // would double the steps it redoes.
+                progress.line(format!(
+                    "no checkpoint yet in {}: starting from step 0 (its logs are started again)",
+                    run.display()
+                ));
+                for log in ["metrics.jsonl", "eval.jsonl", "eval_items.jsonl"] {
+                    let path = run.join(log);
+                    if path.exists() {
+                        std::fs::remove_file(&path).map_err(|e| TrainError::io(&path, e))?;
+                    }
+                }
+            }
+            None => {}
         }
-        policy = load_trainable(policy, &ck.parameters)
-            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
-        optimizer
-            .load_state(&ck.optimizer, &ck.state.optimizer_steps, &prepared.device)
-            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
-        start_step = ck.state.step;
-        if start_step >= total_steps {
-            return Err(TrainError::Config(format!(
-                "{} already finished all {total_steps} steps; nothing to resume",
-                run.display()
-            )));
-        }
-        progress.line(format!(
-            "resuming from {} (step {start_step})",
-            ck.dir.display()
-        ));
     }
-    let keep = Some(start_step);
-    let mut metrics_log = JsonLog::open(&metrics_path, keep)?;
+    // Logs keep what the checkpoint covers; an end-phase-only resume redoes the final
+    // evaluation, so its row (if the killed run wrote it) goes.
+    let end_phase_only = start_step >= total_steps;
+    let keep_eval = match (checkpoint_found, end_phase_only) {
+        (false, _) => None,
+        (true, true) => Some(total_steps - 1),
+        (true, false) => Some(start_step),
+    };
+    let mut metrics_log = JsonLog::open(&metrics_path, checkpoint_found.then_some(start_step))?;
     let eval_path = run.join("eval.jsonl");
-    let mut eval_log = JsonLog::open(&eval_path, keep)?;
+    let mut eval_log = JsonLog::open(&eval_path, keep_eval)?;
     // Every metric's per-item values, for paired intervals between evaluations (the study).
-    let mut items_log = JsonLog::open(&run.join("eval_items.jsonl"), keep)?;
+    let mut items_log = JsonLog::open(&run.join("eval_items.jsonl"), keep_eval)?;
     let mut log_eval = |step: usize, evaluation: &Evaluation| -> Result<(), TrainError> {
         eval_log.write(step, &evaluation.metrics)?;
         items_log.write_items(step, &evaluation.items)
@@ -319,8 +360,11 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         }
     }
     bar.finish_and_clear();
-    let final_dir = write_checkpoint(config, &run, total_steps, &policy, &optimizer, &config_sha)?;
-    progress.line(format!("checkpoint: {}", final_dir.display()));
+    if !end_phase_only {
+        let final_dir =
+            write_checkpoint(config, &run, total_steps, &policy, &optimizer, &config_sha)?;
+        progress.line(format!("checkpoint: {}", final_dir.display()));
+    }
 
     progress.line("evaluating the trained model");
     let end = run_eval(&policy)?;
@@ -347,6 +391,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             Err(e) => progress.line(format!("export skipped: {e}")),
         }
     }
+    rundir::mark_finished(&run, total_steps)?;
     Ok(RunSummary {
         run_dir: run,
         steps: total_steps,
@@ -355,6 +400,43 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         end,
         table,
     })
+}
+
+/// Examples per optimizer step and the run's step count, refused when they overflow (e.g. an
+/// absurd `training.epochs`).
+fn step_counts(
+    t: &crate::config::TrainingSection,
+    examples: usize,
+) -> Result<(usize, usize), TrainError> {
+    let per_step = t
+        .batch_size
+        .checked_mul(t.gradient_accumulation_steps)
+        .ok_or_else(|| {
+            TrainError::Config(format!(
+                "`training.batch_size` × `training.gradient_accumulation_steps` ({} × {}) is too large",
+                t.batch_size, t.gradient_accumulation_steps
+            ))
+        })?;
+    let total = match t.max_steps {
+        Some(steps) => steps,
+        None => t
+            .epochs
+            .checked_mul(examples)
+            .map(|n| n.div_ceil(per_step))
+            .ok_or_else(|| {
+                TrainError::Config(format!(
+                    "`training.epochs` = {}: {} epochs of {examples} examples is more steps than can be counted",
+                    t.epochs, t.epochs
+                ))
+            })?,
+    };
+    // The data cursor addresses every example position of the run.
+    total.checked_mul(per_step).ok_or_else(|| {
+        TrainError::Config(format!(
+            "{total} steps of {per_step} examples is more example positions than can be counted; lower `training.max_steps` or `training.epochs`"
+        ))
+    })?;
+    Ok((per_step, total))
 }
 
 /// The data cursor: position `p` of the stream of examples is example
@@ -459,6 +541,28 @@ fn export(
             dir.display()
         )));
     }
+    // Written beside its place and renamed when complete: a killed or failed export leaves no
+    // half-written folder where a complete one is expected.
+    let partial = dir.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| TrainError::io(&partial, e))?;
+    }
+    let written = write_export(config, policy, loaded, &partial);
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    let what = written?;
+    std::fs::rename(&partial, dir).map_err(|e| TrainError::io(dir, e))?;
+    Ok(format!("{what}: {}", dir.display()))
+}
+
+/// Writes the export into `dir`; returns what it is.
+fn write_export(
+    config: &RunConfig,
+    policy: &CausalLm,
+    loaded: &bapo_model::LoadedModel,
+    dir: &Path,
+) -> Result<&'static str, TrainError> {
     let CausalLm::Llama(model) = policy.valid() else {
         return Err(TrainError::Export(
             "export is implemented for the Llama family".into(),
@@ -467,7 +571,7 @@ fn export(
     let model_path = &config.model.path;
     if config.lora.enabled {
         export_peft_adapter(&model, &model_path.display().to_string(), dir)?;
-        return Ok(format!("PEFT adapter: {}", dir.display()));
+        return Ok("PEFT adapter");
     }
     let llama_config: LlamaConfig = if model_path.is_dir() {
         bapo_model::hf::llama_config_from_hf(&model_path.join("config.json"))?.1
@@ -476,7 +580,7 @@ fn export(
     };
     export_hf(&model, &llama_config, dir)?;
     bapo_model::export_tokenizer(loaded, dir)?;
-    Ok(format!("transformers checkpoint: {}", dir.display()))
+    Ok("transformers checkpoint")
 }
 
 /// `bapo eval`: the evaluation suite on the newest checkpoint of `config`'s run (or the
@@ -521,4 +625,27 @@ pub fn evaluate_run(
         ck.state.step,
         comparison_table(&start, &end, config.data.user.as_deref())
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::step_counts;
+    use crate::config::TrainingSection;
+
+    #[test]
+    fn step_counts_refuse_what_overflows_and_name_the_key() {
+        let mut t = TrainingSection {
+            batch_size: 4,
+            epochs: 2,
+            ..TrainingSection::default()
+        };
+        assert_eq!(step_counts(&t, 64).unwrap(), (4, 32));
+        t.epochs = 1_537_228_672_809_129_302;
+        let e = step_counts(&t, 64).unwrap_err().to_string();
+        assert!(e.contains("`training.epochs` = 1537228672809129302"), "{e}");
+        t.epochs = 2;
+        t.max_steps = Some(usize::MAX / 2);
+        let e = step_counts(&t, 64).unwrap_err().to_string();
+        assert!(e.contains("training.max_steps"), "{e}");
+    }
 }

@@ -1,0 +1,194 @@
+//! The run directory's lifecycle with the real `bapo`: one run per directory at a time; a run
+//! killed after its last checkpoint is finished by `--resume`; `--resume` without a checkpoint
+//! or without a run says what it does and keeps the logs single; a moved run resumes; a
+//! changed config is refused naming the keys.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bapo-rundir-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `bapo train` on configs/tiny.toml with its run and anchors under `dir`, 8 steps,
+/// checkpoints every 4.
+fn train(dir: &Path, extra: &[&str]) -> Command {
+    let root = bapo_testkit::workspace_root();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bapo"));
+    cmd.arg("train")
+        .arg("--config")
+        .arg(root.join("configs/tiny.toml"));
+    let mut sets = bapo_testkit::tiny_run_overrides(dir);
+    sets.push("training.max_steps=8".into());
+    sets.push("checkpoint.interval=4".into());
+    for set in &sets {
+        cmd.arg("--set").arg(set);
+    }
+    cmd.args(extra);
+    cmd
+}
+
+fn ok(output: Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    stderr
+}
+
+fn failed(output: Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "expected a refusal:\n{stderr}");
+    stderr
+}
+
+/// The `step` of every line of a run log.
+fn steps(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Keeps the lines of a log up to `step`, as a run killed there would have left it.
+fn truncate_log(path: &Path, step: u64) {
+    let kept: String = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+                <= step
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).unwrap();
+}
+
+#[test]
+fn a_second_run_into_the_same_directory_is_refused_while_the_first_runs() {
+    let dir = scratch("lock");
+    let mut first = train(&dir, &["--quiet", "--set", "training.max_steps=3000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = dir.join("run/metrics.jsonl");
+    let started = Instant::now();
+    while !metrics.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the first run never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for extra in [&["--quiet"][..], &["--quiet", "--resume"][..]] {
+        let second = failed(train(&dir, extra).output().unwrap());
+        assert!(
+            second.contains("in use by another bapo run")
+                && second.contains(&format!("pid {}", first.id())),
+            "{second}"
+        );
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+}
+
+#[test]
+fn resume_finishes_a_run_killed_after_its_last_checkpoint() {
+    let dir = scratch("end-phase");
+    let run = dir.join("run");
+    ok(train(&dir, &["--quiet"]).output().unwrap());
+    assert!(run.join("finished.json").exists());
+    let expected = std::fs::read_to_string(run.join("eval_items.jsonl")).unwrap();
+
+    // Killed after the final checkpoint, before the final evaluation was written.
+    for file in ["finished.json", "summary.md"] {
+        std::fs::remove_file(run.join(file)).unwrap();
+    }
+    truncate_log(&run.join("eval.jsonl"), 0);
+    truncate_log(&run.join("eval_items.jsonl"), 0);
+    let resumed = ok(train(&dir, &["--resume"]).output().unwrap());
+    assert!(resumed.contains("finishing the end phase"), "{resumed}");
+    assert!(run.join("summary.md").exists() && run.join("finished.json").exists());
+    assert_eq!(steps(&run.join("eval.jsonl")), [0, 8]);
+    assert_eq!(
+        std::fs::read_to_string(run.join("eval_items.jsonl")).unwrap(),
+        expected
+    );
+
+    // Killed after the final evaluation was written: redone once, not doubled.
+    std::fs::remove_file(run.join("finished.json")).unwrap();
+    ok(train(&dir, &["--resume", "--quiet"]).output().unwrap());
+    assert_eq!(steps(&run.join("eval.jsonl")), [0, 8]);
+
+    // Finished: nothing to resume.
+    let again = failed(train(&dir, &["--resume"]).output().unwrap());
+    assert!(
+        again.contains("already finished all 8 steps and its end phase"),
+        "{again}"
+    );
+}
+
+#[test]
+fn resume_says_what_it_does_without_a_checkpoint_or_a_run() {
+    let dir = scratch("no-checkpoint");
+    let run = dir.join("run");
+    let fresh = ok(train(&dir, &["--resume"]).output().unwrap());
+    assert!(fresh.contains("no run directory"), "{fresh}");
+
+    // Killed before its first checkpoint: its logs start again, step 0 is not doubled.
+    std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    std::fs::remove_file(run.join("finished.json")).unwrap();
+    truncate_log(&run.join("metrics.jsonl"), 2);
+    truncate_log(&run.join("eval.jsonl"), 0);
+    truncate_log(&run.join("eval_items.jsonl"), 0);
+    let restarted = ok(train(&dir, &["--resume"]).output().unwrap());
+    assert!(restarted.contains("no checkpoint yet"), "{restarted}");
+    assert_eq!(steps(&run.join("eval.jsonl")), [0, 8]);
+    assert_eq!(
+        steps(&run.join("metrics.jsonl")),
+        (1..=8).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_moved_run_resumes_and_a_changed_one_is_refused_naming_the_keys() {
+    let dir = scratch("moved");
+    ok(train(&dir, &["--quiet"]).output().unwrap());
+    let run = dir.join("run");
+    // Killed after step 4.
+    std::fs::remove_dir_all(run.join("checkpoints/step-000008")).unwrap();
+    for file in ["finished.json", "summary.md"] {
+        std::fs::remove_file(run.join(file)).unwrap();
+    }
+    let moved = dir.join("moved");
+    std::fs::rename(&run, &moved).unwrap();
+    let at = format!("output.dir={:?}", moved.display().to_string());
+
+    let changed = failed(
+        train(
+            &dir,
+            &["--resume", "--set", &at, "--set", "training.seed=1"],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert!(changed.contains("training.seed: 0 → 1"), "{changed}");
+    assert!(
+        !changed.contains("output.dir:"),
+        "the location is not a difference: {changed}"
+    );
+
+    let resumed = ok(train(&dir, &["--resume", "--set", &at]).output().unwrap());
+    assert!(resumed.contains("resuming from"), "{resumed}");
+    assert_eq!(steps(&moved.join("eval.jsonl")), [0, 8]);
+}

@@ -1,0 +1,131 @@
+//! The study's grid on the tiny fixture with the real `bapo`: every cell runs once; a second
+//! pass skips them all; cells killed at different moments are resumed or started over, and a
+//! resumed cell ends with the same evaluation as before; an edited config is refused; the
+//! report is written from the runs.
+
+use std::path::{Path, PathBuf};
+
+use bapo_study::{GridError, StudyConfig, run_grid, write_report};
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bapo-study-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config(dir: &Path, learning_rate: &str) -> String {
+    format!(
+        r#"
+base = "configs/tiny.toml"
+dir = {runs:?}
+backend = "cpu"
+user = "truthful"
+seeds = [0, 1]
+
+[set]
+"training.max_steps" = 8
+"checkpoint.interval" = 4
+"optimizer.learning_rate" = {learning_rate}
+"anchors.cache_dir" = {anchors:?}
+
+[[settings]]
+name = "dpo"
+objective = {{ name = "dpo" }}
+
+[[settings]]
+name = "bapo-1"
+objective = {{ name = "bapo", lambda = 1.0 }}
+
+[heterogeneity]
+users = ["contrarian"]
+settings = ["dpo"]
+seeds = [0]
+
+[quick]
+dir = {runs:?}
+seeds = [0]
+settings = ["dpo"]
+heterogeneity_users = []
+"#,
+        runs = dir.join("runs").display().to_string(),
+        anchors = dir.join("anchors").display().to_string(),
+    )
+}
+
+fn plan(dir: &Path, learning_rate: &str) -> bapo_study::Plan {
+    let path = dir.join("study.toml");
+    std::fs::write(&path, config(dir, learning_rate)).unwrap();
+    StudyConfig::load(&path).unwrap().plan(false)
+}
+
+#[test]
+fn the_grid_skips_finished_cells_and_resumes_killed_ones() {
+    let root = bapo_testkit::workspace_root();
+    let dir = scratch("grid");
+    let binary = Path::new(env!("CARGO_BIN_EXE_bapo"));
+    let plan = plan(&dir, "1e-2");
+    let runs = dir.join("runs");
+    let cell = |name: &str| runs.join(name);
+
+    let first = run_grid(&root, &plan, binary, &[]).unwrap();
+    assert_eq!(first.ran.len(), 5, "{first:?}");
+    assert!(first.resumed.is_empty());
+    let items = |name: &str| std::fs::read_to_string(cell(name).join("eval_items.jsonl")).unwrap();
+    let resumed_before = items("bapo-1-truthful-seed1");
+
+    let second = run_grid(&root, &plan, binary, &[]).unwrap();
+    assert!(second.ran.is_empty(), "{second:?}");
+    assert_eq!(second.skipped.len(), 5);
+
+    // A killed run has neither its summary nor the record of its end phase.
+    let unfinish = |name: &str| {
+        for file in ["summary.md", "finished.json"] {
+            std::fs::remove_file(cell(name).join(file)).unwrap();
+        }
+    };
+    // Killed after its step-4 checkpoint: resumed from it.
+    unfinish("bapo-1-truthful-seed1");
+    std::fs::remove_dir_all(cell("bapo-1-truthful-seed1").join("checkpoints/step-000008")).unwrap();
+    // Killed before its first checkpoint: started over.
+    unfinish("dpo-truthful-seed0");
+    std::fs::remove_dir_all(cell("dpo-truthful-seed0").join("checkpoints")).unwrap();
+    // Killed in its end phase, after the last checkpoint: resumed, to finish it.
+    unfinish("dpo-contrarian-seed0");
+
+    let third = run_grid(&root, &plan, binary, &[]).unwrap();
+    let names = |paths: &[PathBuf]| -> Vec<String> {
+        paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&third.ran),
+        [
+            "dpo-truthful-seed0",
+            "bapo-1-truthful-seed1",
+            "dpo-contrarian-seed0"
+        ]
+    );
+    assert_eq!(
+        names(&third.resumed),
+        ["bapo-1-truthful-seed1", "dpo-contrarian-seed0"]
+    );
+    assert_eq!(items("bapo-1-truthful-seed1"), resumed_before);
+
+    // Another learning rate: the finished cells were made with other settings.
+    let edited = self::plan(&dir, "5e-3");
+    match run_grid(&root, &edited, binary, &[]) {
+        Err(GridError::Changed { dir, .. }) => {
+            assert!(dir.ends_with("dpo-truthful-seed0"), "{dir}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    write_report(&root, &plan, false).unwrap();
+    let report = std::fs::read_to_string(runs.join("report.md")).unwrap();
+    assert!(report.contains("| `dpo` | 2 |"), "{report}");
+    assert!(report.contains("| `bapo-1` | 2 |"), "{report}");
+    assert!(report.contains("## Verdict"), "{report}");
+}

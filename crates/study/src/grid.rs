@@ -1,0 +1,239 @@
+//! Running the study's grid: every cell that is not finished, in the plan's order, each one
+//! `bapo train` in its own run directory.
+//!
+//! A finished cell (its end phase recorded in `finished.json`, or its `summary.md` written
+//! after the final evaluation) is skipped; a killed one is resumed from its last checkpoint (`bapo train --resume`, which
+//! also finishes a run killed in its end phase), or started over when it had none. So the
+//! study can be stopped at any moment and started again with the same command. A cell whose
+//! recorded overrides differ from the plan's is refused, so an edited config never mixes with
+//! old runs.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::plan::{Cell, Plan};
+
+/// The file in a cell's run directory that records the overrides it was started with.
+pub const OVERRIDES_FILE: &str = "study-overrides.txt";
+
+/// Why the grid stopped or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GridError {
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error(
+        "{dir} was made with other settings than the study config gives now; remove it to rerun it\nrecorded:\n{recorded}\nnow:\n{wanted}"
+    )]
+    Changed {
+        dir: String,
+        recorded: String,
+        wanted: String,
+    },
+    #[error("{} runs failed (rerun the same command to retry them):\n{}", .0.len(), .0.join("\n"))]
+    Failed(Vec<String>),
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> GridError {
+    GridError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// What a grid run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GridOutcome {
+    /// The run directories trained (fully or from a checkpoint), in order.
+    pub ran: Vec<PathBuf>,
+    /// Those resumed from a checkpoint.
+    pub resumed: Vec<PathBuf>,
+    /// Finished cells left alone.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// Runs every cell that is not finished, in the plan's order.
+/// `binary` is `bapo`, run with `env`; its output goes to `<dir>/logs/<cell>.log`.
+pub fn run_grid(
+    root: &Path,
+    plan: &Plan,
+    binary: &Path,
+    env: &[(String, OsString)],
+) -> Result<GridOutcome, GridError> {
+    let logs = root.join(&plan.dir).join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| io(&logs, e))?;
+    let mut outcome = GridOutcome::default();
+
+    let total = plan.cells.len();
+    let started = Instant::now();
+    let mut ran = 0usize;
+    let mut failed = Vec::new();
+    for (index, cell) in plan.cells.iter().enumerate() {
+        let dir = root.join(&cell.dir);
+        let state = CellState::of(&dir, cell)?;
+        let label = format!(
+            "[{}/{total}] {} on {}, seed {}",
+            index + 1,
+            cell.setting,
+            cell.user,
+            cell.seed
+        );
+        if state == CellState::Finished {
+            eprintln!("{label}: finished, skipped");
+            outcome.skipped.push(cell.dir.clone());
+            continue;
+        }
+        let remaining = total - index;
+        let left =
+            (ran > 0).then(|| started.elapsed().as_secs_f64() / ran as f64 * remaining as f64);
+        eprintln!(
+            "{label}: {}; {} elapsed{}",
+            state.describe(),
+            minutes(started.elapsed().as_secs_f64()),
+            left.map(|s| format!(", about {} left", minutes(s)))
+                .unwrap_or_default()
+        );
+        if state == CellState::Restart {
+            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let record = dir.join(OVERRIDES_FILE);
+        std::fs::write(&record, cell.overrides.join("\n") + "\n").map_err(|e| io(&record, e))?;
+        let log = logs.join(format!("{}.log", file_name(&cell.dir)));
+        let resume = state == CellState::Resume;
+        let ok = run_cell(root, binary, env, plan, cell, resume, &log)?;
+        ran += 1;
+        outcome.ran.push(cell.dir.clone());
+        if resume {
+            outcome.resumed.push(cell.dir.clone());
+        }
+        if !ok {
+            eprintln!("{label}: failed; its log: {}", log.display());
+            eprintln!("{}", tail(&log, 15));
+            failed.push(label);
+        }
+    }
+    eprintln!(
+        "grid done in {} ({ran} runs made, {} skipped)",
+        minutes(started.elapsed().as_secs_f64()),
+        total - ran
+    );
+    if !failed.is_empty() {
+        return Err(GridError::Failed(failed));
+    }
+    Ok(outcome)
+}
+
+/// Where a cell stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellState {
+    /// Its run wrote its summary (after the final evaluation).
+    Finished,
+    /// A checkpoint: resume from it (the end phase only, when it is the last step's).
+    Resume,
+    /// Killed before its first checkpoint: start over.
+    Restart,
+    /// No run directory yet.
+    New,
+}
+
+impl CellState {
+    /// The state of `cell`, whose run directory is `dir`.
+    pub fn of(dir: &Path, cell: &Cell) -> Result<CellState, GridError> {
+        if !dir.exists() {
+            return Ok(CellState::New);
+        }
+        let recorded = std::fs::read_to_string(dir.join(OVERRIDES_FILE)).unwrap_or_default();
+        let wanted = cell.overrides.join("\n") + "\n";
+        if !recorded.is_empty() && recorded != wanted {
+            return Err(GridError::Changed {
+                dir: dir.display().to_string(),
+                recorded,
+                wanted,
+            });
+        }
+        // The end phase's record, or (runs made before it existed) the summary written after
+        // the final evaluation.
+        if dir.join("finished.json").exists() || dir.join("summary.md").exists() {
+            return Ok(CellState::Finished);
+        }
+        let checkpoints = dir.join("checkpoints");
+        let checkpointed = std::fs::read_dir(&checkpoints)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("state.json").exists())
+                    .count()
+            })
+            .unwrap_or(0);
+        // From any checkpoint, the last one included: `bapo train --resume` finishes a run
+        // killed in its end phase.
+        Ok(if checkpointed == 0 {
+            CellState::Restart
+        } else {
+            CellState::Resume
+        })
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            CellState::Finished => "finished",
+            CellState::Resume => "resuming from its last checkpoint",
+            CellState::Restart => "starting over (killed before its first checkpoint)",
+            CellState::New => "starting",
+        }
+    }
+}
+
+fn run_cell(
+    root: &Path,
+    binary: &Path,
+    env: &[(String, OsString)],
+    plan: &Plan,
+    cell: &Cell,
+    resume: bool,
+    log: &Path,
+) -> Result<bool, GridError> {
+    let file = std::fs::File::create(log).map_err(|e| io(log, e))?;
+    let copy = file.try_clone().map_err(|e| io(log, e))?;
+    let mut command = Command::new(binary);
+    command
+        .arg("train")
+        .arg("--config")
+        .arg(root.join(&plan.base));
+    for o in &cell.overrides {
+        command.args(["--set", o]);
+    }
+    if resume {
+        command.arg("--resume");
+    }
+    command
+        .arg("--quiet")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(root)
+        .stdout(copy)
+        .stderr(file);
+    let status = command.status().map_err(|e| io(binary, e))?;
+    Ok(status.success())
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn minutes(seconds: f64) -> String {
+    format!(
+        "{}m{:02}s",
+        (seconds / 60.0) as u64,
+        (seconds % 60.0) as u64
+    )
+}

@@ -1,0 +1,357 @@
+//! The report's PNG figures, drawn with plotters: one colour per objective (lighter shades for
+//! an objective's further settings). Text needs a TrueType font: `BAPO_PLOT_FONT`, else DejaVu
+//! Sans or Arial where the system has them (the same lookup as a run's own plots).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::intervals::Interval;
+
+/// A point with intervals on both axes.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub label: String,
+    /// The objective (chooses the colour).
+    pub group: String,
+    pub x: Interval,
+    pub y: Interval,
+}
+
+/// A line over steps.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub label: String,
+    pub group: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Panels of lines sharing an x axis.
+#[derive(Debug, Clone)]
+pub struct Curve {
+    pub title: String,
+    pub x_label: String,
+    /// (y label, lines) per panel.
+    pub panels: Vec<(String, Vec<Series>)>,
+}
+
+/// A figure of the report.
+#[derive(Debug, Clone)]
+pub enum Figure {
+    /// Labelled points with error bars, one panel per y quantity.
+    Scatter {
+        title: String,
+        x_label: String,
+        panels: Vec<(String, Vec<Point>)>,
+    },
+    /// Lines over training.
+    Lines(Curve),
+    /// Points with error bars joined by a line per series (e.g. per setting, over users).
+    Connected {
+        title: String,
+        x_label: String,
+        y_label: String,
+        series: Vec<(String, Vec<Point>)>,
+    },
+}
+
+const FONT_CANDIDATES: [&str; 5] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+    "/Library/Fonts/Arial.ttf",
+];
+
+fn font() -> Result<(), String> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            let path = std::env::var_os("BAPO_PLOT_FONT")
+                .map(PathBuf::from)
+                .or_else(|| FONT_CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()))
+                .ok_or("no TrueType font found: set BAPO_PLOT_FONT to a .ttf file, or install fonts-dejavu-core")?;
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
+                .map_err(|_| format!("{}: not a usable TrueType font", path.display()))
+        })
+        .clone()
+}
+
+/// The colour of an objective's `shade`-th setting (0: full colour).
+fn colour(group: &str, shade: usize) -> RGBColor {
+    let RGBColor(r, g, b) = match group {
+        "dpo" => RGBColor(214, 39, 40),
+        "kl-dpo" => RGBColor(255, 127, 14),
+        "bapo" => RGBColor(31, 119, 180),
+        "mrpo" => RGBColor(44, 160, 44),
+        _ => RGBColor(148, 103, 189),
+    };
+    let t = (shade as f64 * 0.3).min(0.7);
+    let mix = |c: u8| (c as f64 + (200.0 - c as f64).max(0.0) * t) as u8;
+    RGBColor(mix(r), mix(g), mix(b))
+}
+
+/// Shades: the n-th distinct label of a group (in order of appearance) gets shade n.
+fn shades<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<usize> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    items
+        .map(|(group, label)| {
+            if !seen.contains(&(group, label)) {
+                seen.push((group, label));
+            }
+            seen.iter()
+                .filter(|(g, _)| *g == group)
+                .position(|(_, l)| *l == label)
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+type Result2 = Result<(), Box<dyn std::error::Error>>;
+
+impl Figure {
+    /// Draws the figure into `file` (PNG), written to a temporary name and renamed.
+    pub fn draw(&self, file: &Path) -> Result<(), String> {
+        if self.is_empty() {
+            return Err("nothing to draw".into());
+        }
+        font()?;
+        let partial = file.with_extension("png.partial.png");
+        let result = {
+            let (width, height) = match self {
+                Figure::Scatter { panels, .. } => (560 * panels.len() as u32, 520),
+                Figure::Lines(c) => (560 * c.panels.len() as u32, 440),
+                Figure::Connected { .. } => (760, 500),
+            };
+            let area = BitMapBackend::new(&partial, (width, height)).into_drawing_area();
+            self.draw_on(&area).and_then(|()| Ok(area.present()?))
+        };
+        result.map_err(|e| format!("{}: {e}", file.display()))?;
+        std::fs::rename(&partial, file).map_err(|e| format!("{}: {e}", file.display()))
+    }
+
+    /// Whether the figure has no point or line at all.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Figure::Scatter { panels, .. } => panels.iter().all(|(_, p)| p.is_empty()),
+            Figure::Lines(c) => c.panels.iter().all(|(_, s)| s.is_empty()),
+            Figure::Connected { series, .. } => series.iter().all(|(_, p)| p.is_empty()),
+        }
+    }
+
+    fn draw_on(&self, area: &DrawingArea<BitMapBackend, Shift>) -> Result2 {
+        area.fill(&WHITE)?;
+        match self {
+            Figure::Scatter {
+                title,
+                x_label,
+                panels,
+            } => {
+                let area = area.titled(title, ("sans-serif", 22))?;
+                let parts = area.split_evenly((1, panels.len().max(1)));
+                for ((y_label, points), part) in panels.iter().zip(parts.iter()) {
+                    scatter(part, x_label, y_label, points, false)?;
+                }
+            }
+            Figure::Lines(curve) => {
+                let area = area.titled(&curve.title, ("sans-serif", 22))?;
+                let parts = area.split_evenly((1, curve.panels.len().max(1)));
+                for (i, ((y_label, series), part)) in
+                    curve.panels.iter().zip(parts.iter()).enumerate()
+                {
+                    // One legend: the panels share their lines.
+                    lines(part, &curve.x_label, y_label, series, i == 0)?;
+                }
+            }
+            Figure::Connected {
+                title,
+                x_label,
+                y_label,
+                series,
+            } => {
+                let area = area.titled(title, ("sans-serif", 22))?;
+                let points: Vec<Point> = series
+                    .iter()
+                    .flat_map(|(name, points)| {
+                        points.iter().map(move |p| Point {
+                            label: format!("{name}: {}", p.label),
+                            ..p.clone()
+                        })
+                    })
+                    .collect();
+                scatter(&area, x_label, y_label, &points, true)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bounds(values: impl Iterator<Item = (f64, f64)>) -> (f64, f64) {
+    let (mut low, mut high) = (f64::MAX, f64::MIN);
+    for (a, b) in values {
+        low = low.min(a);
+        high = high.max(b);
+    }
+    if low > high {
+        return (0.0, 1.0);
+    }
+    let pad = ((high - low) * 0.08).max(1e-6);
+    (low - pad, high + pad)
+}
+
+fn scatter(
+    area: &DrawingArea<BitMapBackend, Shift>,
+    x_label: &str,
+    y_label: &str,
+    points: &[Point],
+    connect: bool,
+) -> Result2 {
+    let x = bounds(
+        points
+            .iter()
+            .map(|p| (p.x.low, p.x.high))
+            .chain([(0.0, 0.0)]),
+    );
+    let y = bounds(
+        points
+            .iter()
+            .map(|p| (p.y.low, p.y.high))
+            .chain([(0.0, 0.0)]),
+    );
+    let mut chart = ChartBuilder::on(area)
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x.0..x.1, y.0..y.1)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 13))
+        .draw()?;
+    // Zero lines: no change.
+    chart.draw_series(LineSeries::new([(x.0, 0.0), (x.1, 0.0)], BLACK.mix(0.3)))?;
+    chart.draw_series(LineSeries::new([(0.0, y.0), (0.0, y.1)], BLACK.mix(0.3)))?;
+    let shade = shades(
+        points
+            .iter()
+            .map(|p| (p.group.as_str(), setting_of(&p.label))),
+    );
+    if connect {
+        let mut groups: Vec<&str> = Vec::new();
+        for p in points {
+            let name = setting_of(&p.label);
+            if !groups.contains(&name) {
+                groups.push(name);
+            }
+        }
+        for name in groups {
+            let members: Vec<(usize, &Point)> = points
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| setting_of(&p.label) == name)
+                .collect();
+            let c = colour(&members[0].1.group, shade[members[0].0]);
+            chart
+                .draw_series(LineSeries::new(
+                    members.iter().map(|(_, p)| (p.x.estimate, p.y.estimate)),
+                    c.stroke_width(2),
+                ))?
+                .label(name)
+                .legend(move |(lx, ly)| {
+                    PathElement::new([(lx, ly), (lx + 18, ly)], c.stroke_width(2))
+                });
+        }
+    }
+    for (p, s) in points.iter().zip(&shade) {
+        let c = colour(&p.group, *s);
+        chart.draw_series([
+            PathElement::new(
+                [(p.x.low, p.y.estimate), (p.x.high, p.y.estimate)],
+                c.stroke_width(1),
+            ),
+            PathElement::new(
+                [(p.x.estimate, p.y.low), (p.x.estimate, p.y.high)],
+                c.stroke_width(1),
+            ),
+        ])?;
+        chart.draw_series([Circle::new((p.x.estimate, p.y.estimate), 5, c.filled())])?;
+        let text = if connect {
+            p.label.split(": ").nth(1).unwrap_or(&p.label).to_string()
+        } else {
+            p.label.clone()
+        };
+        // The label beside its point, not on it.
+        chart.draw_series([EmptyElement::at((p.x.estimate, p.y.estimate))
+            + Text::new(text, (7, -16), ("sans-serif", 13).into_font().color(&c))])?;
+    }
+    if connect {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 13))
+            .draw()?;
+    }
+    Ok(())
+}
+
+/// The setting part of a `setting: user` label.
+fn setting_of(label: &str) -> &str {
+    label.split(": ").next().unwrap_or(label)
+}
+
+fn lines(
+    area: &DrawingArea<BitMapBackend, Shift>,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    legend: bool,
+) -> Result2 {
+    let x = bounds(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| (p.0, p.0))),
+    );
+    let y = bounds(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| (p.1, p.1))),
+    );
+    let mut chart = ChartBuilder::on(area)
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x.0..x.1, y.0..y.1)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style(("sans-serif", 13))
+        .draw()?;
+    let shade = shades(series.iter().map(|s| (s.group.as_str(), s.label.as_str())));
+    for (s, shade) in series.iter().zip(shade) {
+        let c = colour(&s.group, shade);
+        chart
+            .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?
+            .label(s.label.clone())
+            .legend(move |(lx, ly)| PathElement::new([(lx, ly), (lx + 18, ly)], c.stroke_width(2)));
+        chart.draw_series(s.points.iter().map(|p| Circle::new(*p, 3, c.filled())))?;
+    }
+    if !legend {
+        return Ok(());
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! The run directory's lifecycle: one run at a time (a lock held for the whole run), the
+//! config a run was made with (its fingerprint leaves the run's own location out, so a moved
+//! run resumes), and the record that a run finished its end phase.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use crate::TrainError;
+use crate::config::RunConfig;
+
+/// The lock file in a run directory (it holds the pid of the run that has it).
+pub const LOCK_FILE: &str = "lock";
+
+/// Written last, once the end phase (final evaluation, summary, plots, export) is done.
+pub const FINISHED_FILE: &str = "finished.json";
+
+/// An exclusive lock on a run directory, released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Creates `run` if needed and locks it; refuses, naming the holder's pid, when another
+    /// process holds it.
+    pub fn acquire(run: &Path) -> Result<RunLock, TrainError> {
+        std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
+        let path = run.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| TrainError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(TrainError::Locked {
+                    run: run.to_path_buf(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(TrainError::io(&path, e)),
+        }
+        // Ours now: say who holds it.
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(|e| TrainError::io(&path, e))?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+/// The config's text without the keys that say where the run is (`output.dir`): what a
+/// checkpoint records, so that a run moved or reached through another path still resumes.
+pub fn fingerprint_text(config: &RunConfig) -> String {
+    let mut located = config.clone();
+    located.output.dir = PathBuf::new();
+    located.to_toml()
+}
+
+/// The keys whose values differ between two configs' texts (`output.dir` left out), each as
+/// `key: old → new`; empty when they agree.
+pub fn config_differences(previous: &str, current: &str) -> Vec<String> {
+    let flat = |text: &str| -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Ok(table) = text.parse::<toml::Table>() {
+            flatten("", &toml::Value::Table(table), &mut out);
+        }
+        out.remove("output.dir");
+        out
+    };
+    let (before, after) = (flat(previous), flat(current));
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| {
+            let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(unset)".into());
+            format!("{k}: {} → {}", show(before.get(k)), show(after.get(k)))
+        })
+        .collect()
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, v) in table {
+                let name = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&name, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// Records that the run's end phase is done.
+pub fn mark_finished(run: &Path, steps: usize) -> Result<(), TrainError> {
+    let path = run.join(FINISHED_FILE);
+    let partial = run.join(format!("{FINISHED_FILE}.partial"));
+    std::fs::write(&partial, format!("{{\"steps\": {steps}}}\n"))
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .map_err(|e| TrainError::io(&path, e))
+}
+
+/// Whether the run's end phase was done.
+pub fn is_finished(run: &Path) -> bool {
+    run.join(FINISHED_FILE).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_run_is_refused_with_the_holders_pid() {
+        let run = std::env::temp_dir().join(format!("bapo-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
+        let held = RunLock::acquire(&run).unwrap();
+        let refused = RunLock::acquire(&run).unwrap_err().to_string();
+        assert!(
+            refused.contains(&std::process::id().to_string()) && refused.contains("in use"),
+            "{refused}"
+        );
+        drop(held);
+        RunLock::acquire(&run).expect("free again once the holder is gone");
+    }
+
+    #[test]
+    fn differences_name_the_keys_and_leave_the_location_out() {
+        let a = "[training]\nseed = 0\nepochs = 2\n[output]\ndir = \"runs/a\"\n";
+        let b = "[training]\nseed = 1\nepochs = 2\n[output]\ndir = \"runs/b\"\n";
+        assert_eq!(config_differences(a, b), ["training.seed: 0 → 1"]);
+        assert!(config_differences(a, &a.replace("runs/a", "elsewhere")).is_empty());
+    }
+}
