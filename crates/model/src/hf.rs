@@ -159,8 +159,15 @@ pub fn llama_config_from_hf(path: &Path) -> Result<(HfArchitecture, LlamaConfig)
                 )
             })
     };
+    check_supported(path, &json, architecture)?;
     let hidden_size = int("hidden_size")?;
     let num_heads = int("num_attention_heads")?;
+    if num_heads == 0 || hidden_size == 0 {
+        return Err(format_error(
+            path,
+            "`num_attention_heads` and `hidden_size` must be at least 1",
+        ));
+    }
     // transformers 5 moved `rope_theta` into `rope_parameters`.
     let rope_theta = json
         .get("rope_theta")
@@ -181,23 +188,108 @@ pub fn llama_config_from_hf(path: &Path) -> Result<(HfArchitecture, LlamaConfig)
             format!("rope_type `{kind}` is not supported (default is)"),
         ));
     }
+    let number = |key: &str, default: f64| -> Result<f64, ModelError> {
+        match json.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .ok_or_else(|| {
+                    format_error(path, format!("`{key}` = {v} must be a positive number"))
+                }),
+        }
+    };
+    let rms_norm_eps = number("rms_norm_eps", 1e-6)?;
+    if !(rope_theta.is_finite() && rope_theta > 0.0) {
+        return Err(format_error(
+            path,
+            format!("`rope_theta` = {rope_theta} must be a positive number"),
+        ));
+    }
+    let tied_embeddings = match json.get("tie_word_embeddings") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(format_error(
+                path,
+                format!("`tie_word_embeddings` = {other} must be true or false"),
+            ));
+        }
+    };
+    let num_kv_heads = int("num_key_value_heads").unwrap_or(num_heads);
+    if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+        return Err(format_error(
+            path,
+            format!(
+                "`num_key_value_heads` = {num_kv_heads} must divide `num_attention_heads` = {num_heads}"
+            ),
+        ));
+    }
     let config = LlamaConfig {
         vocab_size: int("vocab_size")?,
         hidden_size,
         num_layers: int("num_hidden_layers")?,
         num_heads,
-        num_kv_heads: int("num_key_value_heads").unwrap_or(num_heads),
+        num_kv_heads,
         head_dim: int("head_dim").unwrap_or(hidden_size / num_heads.max(1)),
         intermediate_size: int("intermediate_size")?,
         rope_theta,
-        rms_norm_eps: json
-            .get("rms_norm_eps")
-            .and_then(Value::as_f64)
-            .unwrap_or(1e-6),
-        tied_embeddings: json
-            .get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        rms_norm_eps,
+        tied_embeddings,
     };
     Ok((architecture, config))
+}
+
+/// Refuses, by name, what config.json asks for and the Llama/Qwen2 code does not do: another
+/// activation than SiLU, RoPE scaling, biases on Llama's projections, another norm.
+fn check_supported(
+    path: &Path,
+    json: &Value,
+    architecture: HfArchitecture,
+) -> Result<(), ModelError> {
+    let refuse = |message: String| Err(format_error(path, message));
+    // transformers' default for both families is "silu" ("swish" is the same function).
+    match json.get("hidden_act") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(act)) if act == "silu" || act == "swish" => {}
+        Some(other) => {
+            return refuse(format!(
+                "`hidden_act` = {other} is not supported (the Llama and Qwen2 code computes SiLU)"
+            ));
+        }
+    }
+    // transformers 4 names RoPE scaling `rope_scaling`; transformers 5 `rope_parameters`
+    // (checked with `rope_theta`).
+    match json.get("rope_scaling") {
+        None | Some(Value::Null) => {}
+        Some(scaling) => {
+            let kind = scaling
+                .get("rope_type")
+                .or_else(|| scaling.get("type"))
+                .map(Value::to_string)
+                .unwrap_or_else(|| scaling.to_string());
+            if kind != "\"default\"" {
+                return refuse(format!(
+                    "`rope_scaling` {kind} is not supported (plain RoPE is)"
+                ));
+            }
+        }
+    }
+    if architecture == HfArchitecture::Llama {
+        for key in ["attention_bias", "mlp_bias"] {
+            if json.get(key).and_then(Value::as_bool) == Some(true) {
+                return refuse(format!(
+                    "`{key}` = true is not supported for Llama (its projections have no bias here)"
+                ));
+            }
+        }
+    }
+    for key in ["pretraining_tp"] {
+        if let Some(v) = json.get(key).and_then(Value::as_u64)
+            && v != 1
+        {
+            return refuse(format!("`{key}` = {v} is not supported (1 is)"));
+        }
+    }
+    Ok(())
 }

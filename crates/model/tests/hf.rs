@@ -284,6 +284,96 @@ fn missing_or_unsupported_checkpoints_are_clear_errors() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Every config.json field the architecture depends on is checked: what the code does not
+/// compute is refused by name, not silently run as something else.
+#[test]
+fn unsupported_config_fields_are_refused_by_name() {
+    let device = Device::flex();
+    let dir = std::env::temp_dir().join(format!("bapo-hf-fields-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixtures().join("tiny-llama/model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(fixtures().join("tiny-llama/config.json")).unwrap();
+    let cases = [
+        (
+            "\"hidden_act\": \"silu\"",
+            "\"hidden_act\": \"gelu\"",
+            "`hidden_act` = \"gelu\"",
+        ),
+        (
+            "\"hidden_act\": \"silu\"",
+            "\"hidden_act\": \"foo\"",
+            "`hidden_act` = \"foo\"",
+        ),
+        (
+            "\"rope_type\": \"default\"",
+            "\"rope_type\": \"yarn\"",
+            "rope_type `yarn`",
+        ),
+        (
+            "\"use_cache\": true",
+            "\"use_cache\": true, \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}",
+            "`rope_scaling` \"linear\"",
+        ),
+        (
+            "\"attention_bias\": false",
+            "\"attention_bias\": true",
+            "`attention_bias` = true",
+        ),
+        (
+            "\"mlp_bias\": false",
+            "\"mlp_bias\": true",
+            "`mlp_bias` = true",
+        ),
+        (
+            "\"rms_norm_eps\": 1e-05",
+            "\"rms_norm_eps\": 0.0",
+            "`rms_norm_eps` = 0.0",
+        ),
+        (
+            "\"rms_norm_eps\": 1e-05",
+            "\"rms_norm_eps\": -1e-05",
+            "`rms_norm_eps` = -0.00001",
+        ),
+        (
+            "\"tie_word_embeddings\": false",
+            "\"tie_word_embeddings\": \"no\"",
+            "`tie_word_embeddings` = \"no\"",
+        ),
+        (
+            "\"num_key_value_heads\": 2",
+            "\"num_key_value_heads\": 3",
+            "`num_key_value_heads` = 3",
+        ),
+        (
+            "\"pretraining_tp\": 1",
+            "\"pretraining_tp\": 2",
+            "`pretraining_tp` = 2",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let edited = config.replace(from, to);
+        assert_ne!(edited, config, "{from}");
+        std::fs::write(dir.join("config.json"), edited).unwrap();
+        let err = Llama::from_hf_dir(&dir, &device).unwrap_err().to_string();
+        assert!(
+            err.contains(expected) && err.contains("config.json"),
+            "{to}: {err}"
+        );
+    }
+    // "swish" is SiLU under another name.
+    std::fs::write(
+        dir.join("config.json"),
+        config.replace("\"hidden_act\": \"silu\"", "\"hidden_act\": \"swish\""),
+    )
+    .unwrap();
+    Llama::from_hf_dir(&dir, &device).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A checkpoint folder with a word-level `tokenizer.json` of `words` plus the special tokens.
 fn checkpoint_with_tokenizer(tag: &str, words: usize) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bapo-hf-{tag}-{}", std::process::id()));
