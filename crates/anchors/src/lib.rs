@@ -297,7 +297,7 @@ pub fn compute_anchor_sets<M: CausalModel>(
         for (index, chunk) in set.examples.chunks(s.chunk_size).enumerate() {
             let path = chunk_path(&dir, index);
             if path.exists() {
-                chunks_done.push(Some(read_chunk(&path, chunk)?));
+                chunks_done.push(Some(read_chunk(&path, chunk, set.inputs.vocab_size)?));
                 reports[set_index].reused_chunks += 1;
                 done += chunk.len();
                 progress(AnchorProgress {
@@ -417,19 +417,50 @@ fn chunk_path(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("chunk-{index:06}.json"))
 }
 
-/// A cached chunk, checked against the examples it should hold.
-fn read_chunk(path: &Path, chunk: &[TokenizedExample]) -> Result<Vec<ExampleAnchors>, AnchorError> {
+/// A cached chunk, checked against the examples it should hold and against the vocabulary
+/// (`vocab_size` tokens): an edited or damaged file is refused here, never handed to the model.
+fn read_chunk(
+    path: &Path,
+    chunk: &[TokenizedExample],
+    vocab_size: usize,
+) -> Result<Vec<ExampleAnchors>, AnchorError> {
+    let corrupt = |message: String| AnchorError::Corrupt {
+        path: path.to_path_buf(),
+        message: format!("{message}; delete the file (or pass --force-anchors) to recompute it"),
+    };
     let text = fs::read_to_string(path).map_err(|e| io(path, e))?;
     let anchors: Vec<ExampleAnchors> =
-        serde_json::from_str(&text).map_err(|e| AnchorError::Corrupt {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
     if anchors.len() != chunk.len() || anchors.iter().zip(chunk).any(|(a, e)| a.line != e.line) {
-        return Err(AnchorError::Corrupt {
-            path: path.to_path_buf(),
-            message: "does not match the examples it should hold".into(),
-        });
+        return Err(corrupt("does not match the examples it should hold".into()));
+    }
+    for (a, e) in anchors.iter().zip(chunk) {
+        let line = e.line;
+        if let Some(id) = a
+            .base
+            .iter()
+            .flatten()
+            .find(|&&id| id as usize >= vocab_size)
+        {
+            return Err(corrupt(format!(
+                "the base response of line {line} holds token id {id}, outside the vocabulary of {vocab_size}"
+            )));
+        }
+        if a.base_logps.len() != a.base.len()
+            || a.base_tokens != a.base.iter().map(Vec::len).collect::<Vec<_>>()
+            || a.chosen_tokens != e.chosen.len()
+            || a.rejected_tokens != e.rejected.len()
+        {
+            return Err(corrupt(format!(
+                "the entry of line {line} has counts that do not match its responses"
+            )));
+        }
+        let logps = [a.chosen_logp, a.rejected_logp];
+        if logps.iter().chain(&a.base_logps).any(|v| !v.is_finite()) {
+            return Err(corrupt(format!(
+                "the entry of line {line} has a log-prob that is not a finite number"
+            )));
+        }
     }
     Ok(anchors)
 }

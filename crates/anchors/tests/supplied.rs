@@ -77,6 +77,43 @@ fn a_supplied_base_response_is_the_anchor() {
     .into_scalar::<f32>();
     assert!((anchors[0].base_logps[0] - expected).abs() < 1e-4);
 
+    // A cache chunk edited by hand is refused by name before the model sees it: a token id
+    // outside the vocabulary, counts that do not match, a log-prob that is not a number.
+    let chunk = cache.join(inputs.fingerprint()).join("chunk-000000.json");
+    let good = std::fs::read_to_string(&chunk).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&good).unwrap();
+    edited[1]["base"][0][0] = 999_999.into();
+    let mut short = serde_json::from_str::<serde_json::Value>(&good).unwrap();
+    short[0]["base_logps"] = serde_json::json!([]);
+    let mut text = serde_json::from_str::<serde_json::Value>(&good).unwrap();
+    text[0]["chosen_logp"] = "NaN".into();
+    for (bad, expected) in [
+        (
+            edited,
+            "line 2 holds token id 999999, outside the vocabulary",
+        ),
+        (short, "line 1 has counts that do not match"),
+        (text, "chunk-000000.json: corrupt cache chunk"),
+    ] {
+        std::fs::write(&chunk, bad.to_string()).unwrap();
+        let err = compute_anchors(
+            &model.model,
+            &examples,
+            &inputs,
+            model.eos_token,
+            model.pad_token,
+            &cache,
+            &device,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(expected) && err.contains("--force-anchors"),
+            "{err}"
+        );
+    }
+    std::fs::write(&chunk, good).unwrap();
+
     // Another supplied base is another cache entry.
     supplied.insert(0, supplied[0]);
     let changed = vec![example(Some(supplied), 1), example(None, 2)];
