@@ -192,3 +192,39 @@ fn a_moved_run_resumes_and_a_changed_one_is_refused_naming_the_keys() {
     assert!(resumed.contains("resuming from"), "{resumed}");
     assert_eq!(steps(&moved.join("eval.jsonl")), [0, 8]);
 }
+
+#[test]
+fn a_resume_on_changed_data_is_refused_naming_the_file() {
+    let dir = scratch("data");
+    let root = bapo_testkit::workspace_root();
+    let data = dir.join("preferences.jsonl");
+    std::fs::copy(
+        root.join("tests/fixtures/tiny-chat/preferences.jsonl"),
+        &data,
+    )
+    .unwrap();
+    let data_set = format!("data.path={:?}", data.display().to_string());
+    ok(train(&dir, &["--quiet", "--set", &data_set])
+        .output()
+        .unwrap());
+    let run = dir.join("run");
+    // Killed after step 4, then the data file is edited (its last line doubled).
+    std::fs::remove_dir_all(run.join("checkpoints/step-000008")).unwrap();
+    for file in ["finished.json", "summary.md"] {
+        std::fs::remove_file(run.join(file)).unwrap();
+    }
+    let text = std::fs::read_to_string(&data).unwrap();
+    let last = text.lines().last().unwrap().to_string();
+    std::fs::write(&data, format!("{text}{last}\n")).unwrap();
+    let refused = failed(
+        train(&dir, &["--resume", "--set", &data_set])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        refused.contains("`data.path`")
+            && refused.contains("preferences.jsonl")
+            && refused.contains("has changed since"),
+        "{refused}"
+    );
+}

@@ -26,6 +26,12 @@ pub struct CheckpointState {
     pub optimizer_steps: BTreeMap<String, u64>,
     /// sha256 of the resolved config that made it.
     pub config_sha256: String,
+    /// sha256 of the data file and of the model it was trained from (absent in checkpoints
+    /// written before they were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
 }
 
 /// A checkpoint read back.

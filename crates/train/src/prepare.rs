@@ -41,6 +41,10 @@ pub struct Prepared {
     pub eval: EvalSets,
     /// What `bapo anchors` reports.
     pub summary: Vec<String>,
+    /// sha256 of the data file and of the policy's model (what a checkpoint records, so
+    /// that a resume on changed inputs is refused).
+    pub data_sha256: String,
+    pub model_sha256: String,
 }
 
 /// sha256 of a GGUF file, or of a checkpoint folder's config and weight files.
@@ -374,6 +378,8 @@ pub fn prepare(
         train,
         eval,
         summary,
+        data_sha256: data_sha,
+        model_sha256: policy_sha,
     })
 }
 

@@ -145,6 +145,33 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
                         ck.dir.display()
                     )));
                 }
+                // The same config can name a file whose content changed since.
+                for (what, path, recorded, now) in [
+                    (
+                        "data.path",
+                        &config.data.path,
+                        &ck.state.data_sha256,
+                        &prepared.data_sha256,
+                    ),
+                    (
+                        "model.path",
+                        &config.model.path,
+                        &ck.state.model_sha256,
+                        &prepared.model_sha256,
+                    ),
+                ] {
+                    if let Some(recorded) = recorded
+                        && recorded != now
+                    {
+                        return Err(TrainError::Config(format!(
+                            "`{what}` {} has changed since {} was written (sha256 {} then, {} now); resume needs the same file, or start a new run",
+                            path.display(),
+                            ck.dir.display(),
+                            &recorded[..12.min(recorded.len())],
+                            &now[..12.min(now.len())]
+                        )));
+                    }
+                }
                 policy = load_trainable(policy, &ck.parameters)
                     .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
                 optimizer
@@ -352,7 +379,15 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
 
         let interval = |n: usize| n > 0 && done % n == 0 && done < total_steps;
         if interval(config.checkpoint.interval) {
-            write_checkpoint(config, &run, done, &policy, &optimizer, &config_sha)?;
+            write_checkpoint(
+                config,
+                &run,
+                done,
+                &policy,
+                &optimizer,
+                &config_sha,
+                &prepared,
+            )?;
             last_checkpoint = Some(done);
         }
         if interval(config.eval.interval) {
@@ -361,8 +396,15 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     }
     bar.finish_and_clear();
     if !end_phase_only {
-        let final_dir =
-            write_checkpoint(config, &run, total_steps, &policy, &optimizer, &config_sha)?;
+        let final_dir = write_checkpoint(
+            config,
+            &run,
+            total_steps,
+            &policy,
+            &optimizer,
+            &config_sha,
+            &prepared,
+        )?;
         progress.line(format!("checkpoint: {}", final_dir.display()));
     }
 
@@ -492,6 +534,7 @@ fn write_checkpoint(
     policy: &CausalLm,
     optimizer: &AdamW,
     config_sha: &str,
+    prepared: &Prepared,
 ) -> Result<PathBuf, TrainError> {
     let (moments, optimizer_steps) = optimizer.state_tensors();
     checkpoint::write(
@@ -500,6 +543,8 @@ fn write_checkpoint(
             step,
             optimizer_steps,
             config_sha256: config_sha.to_string(),
+            data_sha256: Some(prepared.data_sha256.clone()),
+            model_sha256: Some(prepared.model_sha256.clone()),
         },
         &trainable_parameters(policy),
         &moments,
