@@ -228,3 +228,26 @@ fn a_resume_on_changed_data_is_refused_naming_the_file() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_plot_that_cannot_be_written_fails_the_run_and_resume_finishes_it() {
+    let dir = scratch("plots");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    // Where the plots folder should go, a file: every plot write fails, as on a full disk.
+    std::fs::write(run.join("plots"), "in the way").unwrap();
+    let failed_run = failed(train(&dir, &["--quiet"]).output().unwrap());
+    assert!(
+        failed_run.contains("plots") && failed_run.contains("--resume"),
+        "{failed_run}"
+    );
+    assert!(!run.join("finished.json").exists());
+    assert!(run.join("checkpoints/step-000008").exists(), "nothing lost");
+
+    std::fs::remove_file(run.join("plots")).unwrap();
+    ok(train(&dir, &["--resume", "--quiet"]).output().unwrap());
+    assert!(run.join("finished.json").exists());
+    assert!(run.join("plots/loss.png").exists());
+    assert!(!run.join("plots/loss.png.partial").exists());
+    assert_eq!(steps(&run.join("eval.jsonl")), [0, 8]);
+}

@@ -41,19 +41,42 @@ fn font() -> Result<(), String> {
         .clone()
 }
 
+/// Why plots were not (all) written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlotError {
+    /// No font to draw text with: the plots are skipped (a note, not a failure).
+    NoFont(String),
+    /// A plot could not be drawn or written (e.g. a full disk): the run did not write
+    /// everything it should.
+    Write(String),
+}
+
+impl std::fmt::Display for PlotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlotError::NoFont(m) | PlotError::Write(m) => f.write_str(m),
+        }
+    }
+}
+
+const WIDTH: u32 = 720;
+const HEIGHT: u32 = 420;
+
 /// Draws every numeric curve of `metrics.jsonl` (and of `eval.jsonl` with two or more
-/// points) into `<run>/plots/`; returns the files written.
-pub fn write_plots(run: &Path) -> Result<Vec<PathBuf>, String> {
-    font()?;
+/// points) into `<run>/plots/`; returns the files written. Each PNG is drawn in memory,
+/// written beside its place and renamed, so a failed write never leaves a truncated plot.
+pub fn write_plots(run: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    font().map_err(PlotError::NoFont)?;
     let dir = run.join("plots");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| PlotError::Write(format!("{}: {e}", dir.display())))?;
     let mut written = Vec::new();
     for log in ["metrics.jsonl", "eval.jsonl"] {
         let path = run.join(log);
         if !path.exists() {
             continue;
         }
-        let rows = read_log(&path).map_err(|e| e.to_string())?;
+        let rows = read_log(&path).map_err(|e| PlotError::Write(e.to_string()))?;
         let mut curves: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
         for (step, values) in &rows {
             for (name, value) in values {
@@ -70,15 +93,41 @@ pub fn write_plots(run: &Path) -> Result<Vec<PathBuf>, String> {
                 continue;
             }
             let file = dir.join(format!("{}.png", name.replace('/', "_")));
-            draw(&file, &name, &points).map_err(|e| format!("{}: {e}", file.display()))?;
+            let png = draw(&name, &points).map_err(|e| {
+                PlotError::Write(format!("{}: drawing failed: {e}", file.display()))
+            })?;
+            let partial = file.with_extension("png.partial");
+            std::fs::write(&partial, png)
+                .and_then(|()| std::fs::rename(&partial, &file))
+                .map_err(|e| {
+                    let _ = std::fs::remove_file(&partial);
+                    PlotError::Write(format!("{}: {e}", file.display()))
+                })?;
             written.push(file);
         }
     }
     Ok(written)
 }
 
-fn draw(file: &Path, name: &str, points: &[(f64, f64)]) -> Result<(), Box<dyn std::error::Error>> {
-    let root = BitMapBackend::new(file, (720, 420)).into_drawing_area();
+/// The PNG bytes of one curve.
+fn draw(name: &str, points: &[(f64, f64)]) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (WIDTH, HEIGHT)).into_drawing_area();
+        chart(&root, name, points)?;
+        root.present()?;
+    }
+    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, pixels).ok_or("pixel buffer size")?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut png, image::ImageOutputFormat::Png)?;
+    Ok(png.into_inner())
+}
+
+fn chart(
+    root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    name: &str,
+    points: &[(f64, f64)],
+) -> Result<(), Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
     let (x0, x1) = points
         .iter()
@@ -87,7 +136,7 @@ fn draw(file: &Path, name: &str, points: &[(f64, f64)]) -> Result<(), Box<dyn st
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let pad = ((y1 - y0) * 0.05).max(1e-9);
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(root)
         .caption(name, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(36)
@@ -99,6 +148,5 @@ fn draw(file: &Path, name: &str, points: &[(f64, f64)]) -> Result<(), Box<dyn st
         .label_style(("sans-serif", 14))
         .draw()?;
     chart.draw_series(LineSeries::new(points.iter().copied(), &BLUE))?;
-    root.present()?;
     Ok(())
 }

@@ -425,7 +425,17 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             progress.line(format!("plots: {}", run.join("plots").display()))
         }
         Ok(_) => {}
-        Err(e) => progress.line(format!("plots skipped: {e}")),
+        // A missing font is a note; a plot that could not be written fails the run, whose
+        // end phase `--resume` then finishes.
+        Err(plots::PlotError::NoFont(e)) => progress.line(format!("plots skipped: {e}")),
+        Err(plots::PlotError::Write(e)) => {
+            return Err(TrainError::Io {
+                path: run.join("plots"),
+                message: format!(
+                    "{e}; the run's checkpoints and logs are complete: `--resume` writes the rest"
+                ),
+            });
+        }
     }
     if config.checkpoint.export {
         match export(config, &policy, &prepared.model, &run.join("export")) {
