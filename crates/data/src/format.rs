@@ -169,6 +169,25 @@ pub enum DataError {
     },
 }
 
+/// One line of the file as text: UTF-8 without a byte-order mark (JSON Lines are UTF-8, and
+/// JSON parsers refuse a BOM), with a trailing `\r` dropped.
+fn utf8_line<'a>(raw: &'a [u8], row: &Row) -> Result<&'a str, DataError> {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if raw.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        return Err(row.invalid(
+            "the line begins with a UTF-8 byte-order mark (EF BB BF); save the file as UTF-8 without it",
+        ));
+    }
+    std::str::from_utf8(raw).map_err(|e| {
+        let at = e.valid_up_to();
+        row.invalid(&format!(
+            "not valid UTF-8: byte {:#04X} at byte {} of the line; JSON Lines files are UTF-8",
+            raw[at],
+            at + 1
+        ))
+    })
+}
+
 /// What kind of rows a file holds; all rows must agree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -178,19 +197,20 @@ enum Kind {
 
 /// Reads a preference JSONL file (blank lines are skipped).
 pub fn load_jsonl(path: &Path) -> Result<Dataset, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::Io {
+    let bytes = std::fs::read(path).map_err(|e| DataError::Io {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
     let mut examples = Vec::new();
     let mut dropped = Vec::new();
     let mut kind: Option<(Kind, usize)> = None;
-    for (index, raw) in text.lines().enumerate() {
+    for (index, raw) in bytes.split(|b| *b == b'\n').enumerate() {
         let line = index + 1;
+        let row = Row { path, line };
+        let raw = utf8_line(raw, &row)?;
         if raw.trim().is_empty() {
             continue;
         }
-        let row = Row { path, line };
         let value: Value = serde_json::from_str(raw).map_err(|e| DataError::Json {
             path: path.to_path_buf(),
             line,

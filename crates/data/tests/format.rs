@@ -145,6 +145,34 @@ fn bad_rows_are_errors_naming_line_and_field() {
     ));
 }
 
+/// A byte-order mark and invalid UTF-8 are named with their line and cause; Windows line
+/// ends are read.
+#[test]
+fn encoding_problems_name_the_line_and_the_cause() {
+    let good = r#"{"prompt": "p", "chosen": "a", "rejected": "b"}"#;
+    let path = std::env::temp_dir().join(format!("bapo-data-bom-{}.jsonl", std::process::id()));
+    let mut bytes = vec![0xEF, 0xBB, 0xBF];
+    bytes.extend_from_slice(good.as_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let bom = load_jsonl(&path).unwrap_err().to_string();
+    assert!(
+        bom.contains(":1:") && bom.contains("byte-order mark"),
+        "{bom}"
+    );
+
+    let mut bytes = format!("{good}\n{good}\n").into_bytes();
+    bytes.extend_from_slice(b"{\"prompt\": \"\xff\"}\n");
+    std::fs::write(&path, &bytes).unwrap();
+    let invalid = load_jsonl(&path).unwrap_err().to_string();
+    assert!(
+        invalid.contains(":3:") && invalid.contains("not valid UTF-8") && invalid.contains("0xFF"),
+        "{invalid}"
+    );
+
+    std::fs::write(&path, format!("{good}\r\n{good}\r\n")).unwrap();
+    assert_eq!(load_jsonl(&path).unwrap().examples.len(), 2);
+}
+
 #[test]
 fn empty_completions_are_dropped_and_counted() {
     let path = file(

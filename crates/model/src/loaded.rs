@@ -31,10 +31,24 @@ impl LoadedModel {
     /// Loads a model from a GGUF file or a Hugging Face checkpoint folder.
     pub fn open(path: &Path, device: &Device) -> Result<Self, ModelError> {
         if path.is_dir() {
-            Self::from_hf_dir(path, device)
-        } else {
-            Self::from_gguf(path, device)
+            return Self::from_hf_dir(path, device);
         }
+        // A checkpoint's own files name their folder, which is what loads.
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".safetensors")
+            || name.ends_with(".safetensors.index.json")
+            || name == "config.json"
+        {
+            let folder = path.parent().unwrap_or(Path::new("."));
+            return Err(ModelError::Io {
+                path: path.to_path_buf(),
+                message: format!(
+                    "a file of a Hugging Face checkpoint; pass its folder instead: {}",
+                    folder.display()
+                ),
+            });
+        }
+        Self::from_gguf(path, device)
     }
 
     /// Loads a Hugging Face checkpoint folder: `config.json`, safetensors weights,

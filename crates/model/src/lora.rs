@@ -33,6 +33,33 @@ impl Default for LoraSettings {
     }
 }
 
+impl LoraSettings {
+    /// Checks the settings without a model (a run config checks them before loading one);
+    /// returns the parameter group the target selects.
+    pub fn check(&self) -> Result<ParamGroup, LoraError> {
+        if self.rank == 0 {
+            return Err(LoraError::Rank);
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(LoraError::Alpha(self.alpha));
+        }
+        ParamGroup::from_regex(&self.target).map_err(|e| {
+            let burn::module::ParamGroupError::InvalidPatternError(text) = e;
+            // The regex crate's message ends with the cause ("error: unclosed group"); its
+            // other lines draw a caret under the pattern, which a one-line message cannot.
+            let cause = text
+                .lines()
+                .last()
+                .map(|l| l.trim().trim_start_matches("error: ").to_string())
+                .unwrap_or(text.clone());
+            LoraError::Target {
+                pattern: self.target.clone(),
+                message: cause,
+            }
+        })
+    }
+}
+
 /// A LoRA setting that cannot be applied.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LoraError {
@@ -47,16 +74,7 @@ pub enum LoraError {
 /// Attaches LoRA adapters to the matching weights of `model`; every other parameter is
 /// frozen.
 pub fn apply_lora<M: Module>(model: M, settings: &LoraSettings) -> Result<M, LoraError> {
-    if settings.rank == 0 {
-        return Err(LoraError::Rank);
-    }
-    if !(settings.alpha.is_finite() && settings.alpha > 0.0) {
-        return Err(LoraError::Alpha(settings.alpha));
-    }
-    let group = ParamGroup::from_regex(&settings.target).map_err(|e| LoraError::Target {
-        pattern: settings.target.clone(),
-        message: format!("{e:?}"),
-    })?;
+    let group = settings.check()?;
     let lora = burn::module::Lora::new(settings.rank, settings.alpha).set_param_group(group);
     Ok(model.apply_lora(lora))
 }

@@ -364,6 +364,12 @@ fn unsupported_config_fields_are_refused_by_name() {
             "{to}: {err}"
         );
     }
+    // A file of a checkpoint passed where its folder belongs says to pass the folder.
+    let err = bapo_model::LoadedModel::open(&dir.join("model.safetensors"), &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pass its folder instead"), "{err}");
+
     // "swish" is SiLU under another name.
     std::fs::write(
         dir.join("config.json"),

@@ -411,7 +411,7 @@ impl RunConfig {
                     } else {
                         key
                     },
-                    message: e.into_inner().message().to_string(),
+                    message: plain_serde_message(e.into_inner().message()),
                 }
             })?;
         config.validate(source_name)?;
@@ -451,6 +451,22 @@ impl RunConfig {
         }
         if self.data.path.as_os_str().is_empty() {
             return Err(bad("data.path", "missing: a JSONL preference file".into()));
+        }
+        // LoRA's settings are checked here, before any model is loaded.
+        if self.lora.enabled {
+            let settings = bapo_model::LoraSettings {
+                rank: self.lora.rank,
+                alpha: self.lora.alpha,
+                target: self.lora.target.clone(),
+            };
+            if let Err(e) = settings.check() {
+                let key = match e {
+                    bapo_model::LoraError::Rank => "lora.rank",
+                    bapo_model::LoraError::Alpha(_) => "lora.alpha",
+                    bapo_model::LoraError::Target { .. } => "lora.target",
+                };
+                return Err(bad(key, e.to_string()));
+            }
         }
         if !(self.data.test_fraction >= 0.0 && self.data.test_fraction < 1.0) {
             return Err(bad(
@@ -560,6 +576,24 @@ impl RunConfig {
 }
 
 /// Sets `key` (dotted) to `value` in `table`.
+/// serde's message with the Rust type names a config user never sees replaced
+/// ("expected struct TrainingSection" → "expected a table of settings").
+fn plain_serde_message(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(at) = rest.find("struct ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "struct ".len()..];
+        let name_len = after
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(after.len());
+        out.push_str("a table of settings");
+        rest = &after[name_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError> {
     let fail = |message: String| ConfigError::Override {
         arg: arg.to_string(),
@@ -570,12 +604,23 @@ fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError>
         .ok_or_else(|| fail("expected key=value, e.g. training.max_steps=10".into()))?;
     let key = key.trim();
     let value = value.trim();
-    // A TOML value (`10`, `1e-4`, `true`, `"text"`, `[1, 2]`); anything else is a string.
-    let value = format!("v = {value}")
+    // A TOML value (`10`, `1e-4`, `true`, `"text"`, `[1, 2]`); anything else is a string,
+    // except a number TOML cannot hold, which would otherwise be reported as a string.
+    let parsed = format!("v = {value}")
         .parse::<toml::Table>()
         .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        .and_then(|mut t| t.remove("v"));
+    let digits = value.trim_start_matches(['+', '-']);
+    if parsed.is_none()
+        && !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '_')
+    {
+        return Err(fail(format!(
+            "`{value}` is an integer too large for a config value (at most {})",
+            i64::MAX
+        )));
+    }
+    let value = parsed.unwrap_or_else(|| toml::Value::String(value.to_string()));
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
         return Err(fail(format!("`{key}` is not a dotted key")));
