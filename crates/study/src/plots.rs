@@ -210,12 +210,8 @@ fn scatter(
     points: &[Point],
     connect: bool,
 ) -> Result2 {
-    let x = bounds(
-        points
-            .iter()
-            .map(|p| (p.x.low, p.x.high))
-            .chain([(0.0, 0.0)]),
-    );
+    // The y axis shows "no change" (0); the x axis only what the points span.
+    let x = bounds(points.iter().map(|p| (p.x.low, p.x.high)));
     let y = bounds(
         points
             .iter()
@@ -235,7 +231,9 @@ fn scatter(
         .draw()?;
     // Zero lines: no change.
     chart.draw_series(LineSeries::new([(x.0, 0.0), (x.1, 0.0)], BLACK.mix(0.3)))?;
-    chart.draw_series(LineSeries::new([(0.0, y.0), (0.0, y.1)], BLACK.mix(0.3)))?;
+    if x.0 < 0.0 && x.1 > 0.0 {
+        chart.draw_series(LineSeries::new([(0.0, y.0), (0.0, y.1)], BLACK.mix(0.3)))?;
+    }
     let shade = shades(
         points
             .iter()
@@ -279,17 +277,21 @@ fn scatter(
                 c.stroke_width(1),
             ),
         ])?;
-        chart.draw_series([Circle::new((p.x.estimate, p.y.estimate), 5, c.filled())])?;
-        let text = if connect {
-            p.label.split(": ").nth(1).unwrap_or(&p.label).to_string()
+        let dot = chart.draw_series([Circle::new((p.x.estimate, p.y.estimate), 5, c.filled())])?;
+        if connect {
+            // Joined points are named by the user beside them; the line's legend names
+            // the setting.
+            let text = p.label.split(": ").nth(1).unwrap_or(&p.label).to_string();
+            chart.draw_series([EmptyElement::at((p.x.estimate, p.y.estimate))
+                + Text::new(text, (7, -16), ("sans-serif", 13).into_font().color(&c))])?;
         } else {
-            p.label.clone()
-        };
-        // The label beside its point, not on it.
-        chart.draw_series([EmptyElement::at((p.x.estimate, p.y.estimate))
-            + Text::new(text, (7, -16), ("sans-serif", 13).into_font().color(&c))])?;
+            // Points that cluster are told apart by the legend, not by text on top of each
+            // other.
+            dot.label(p.label.clone())
+                .legend(move |(lx, ly)| Circle::new((lx + 8, ly), 5, c.filled()));
+        }
     }
-    if connect {
+    {
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
