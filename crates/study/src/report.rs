@@ -935,7 +935,8 @@ impl<'a> Study<'a> {
                 if let Some(c) = closest {
                     let (p, r, _) = c.versus_dpo.as_ref().expect("candidates have it");
                     lines.push(format!(
-                        "**{objective}: no setting personalises as much as DPO.** The closest, `{}`, differs from DPO's held-out accuracy by {} points, and keeps {} points more of the country probe.",
+                        "**{}: no setting personalises as much as DPO.** The closest, `{}`, differs from DPO's held-out accuracy by {} points, and keeps {} points more of the country probe.",
+                        display(objective),
                         c.name,
                         show(p, 100.0),
                         show(r, 100.0)
@@ -952,7 +953,8 @@ impl<'a> Study<'a> {
                 "retains no measurably different share than DPO at matched personalisation"
             };
             lines.push(format!(
-                "**{objective} {outcome}.** Its best matched setting, `{}` (matched: {}), keeps {} points more of the country probe than DPO{}, with a personalisation difference of {} points.",
+                "**{} {outcome}.** Its best matched setting, `{}` (matched: {}), keeps {} points more of the country probe than DPO{}, with a personalisation difference of {} points.",
+                display(objective),
                 top.name,
                 matched_ones.iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", "),
                 show(r, 100.0),
@@ -965,7 +967,8 @@ impl<'a> Study<'a> {
             for (objective, other) in best.iter().filter(|(o, _)| o.as_str() != "bapo") {
                 if let Some(d) = self.between(other, bapo, RETENTION, 51) {
                     lines.push(format!(
-                        "**BAPO against {objective}**, both at their best matched setting: `{bapo}` keeps {} points more of the country probe than `{other}`{}.",
+                        "**BAPO against {}**, both at their best matched setting: `{bapo}` keeps {} points more of the country probe than `{other}`{}.",
+                        display(objective),
                         show(&d, 100.0),
                         if d.items.low > 0.0 {
                             ""
@@ -979,7 +982,6 @@ impl<'a> Study<'a> {
             }
         }
         // Heterogeneity.
-        let mut grows = BTreeMap::new();
         for (setting, slope) in &self.slopes {
             let trend = if slope.high < 0.0 {
                 "grows with heterogeneity"
@@ -988,7 +990,6 @@ impl<'a> Study<'a> {
             } else {
                 "shows no measurable trend with heterogeneity"
             };
-            grows.insert(setting.clone(), slope.high < 0.0);
             lines.push(format!(
                 "**Heterogeneity, `{setting}`:** forgetting {trend} (slope {} points per nat, over {} users).",
                 show_items(slope, 100.0),
@@ -1014,7 +1015,7 @@ impl<'a> Study<'a> {
                 .map(|u| u.user.as_str())
                 .collect();
             lines.push(if forgetting.is_empty() {
-                format!("**KL-DPO (`{setting}`) prevents measurable forgetting** on every user of the heterogeneity grid.")
+                format!("**KL-DPO (`{setting}`) prevents measurable forgetting** on every user of the heterogeneity grid (its seeds only).")
             } else {
                 format!(
                     "**KL-DPO (`{setting}`) does not prevent forgetting:** the country probe falls measurably for {}.",
@@ -1022,52 +1023,90 @@ impl<'a> Study<'a> {
                 )
             });
         }
-        // The paper's claims.
-        let dpo_slope = grows.get("dpo").copied();
-        // KL-DPO forgets measurably somewhere: on the trained user or another.
-        let kl_results: Vec<Pooled> = self
+        // The paper's claims, each with the numbers that decide it.
+        lines.push(format!(
+            "**Claim: personalisation makes the model forget** — {}",
+            match column(dpo, RETENTION) {
+                Some(r) if dpo_forgets => format!(
+                    "agrees: DPO changes the country probe by {} points.",
+                    show(&r, 100.0)
+                ),
+                Some(r) => format!(
+                    "not confirmed here: DPO changes the country probe by {} points.",
+                    show(&r, 100.0)
+                ),
+                None => "not tested.".into(),
+            }
+        ));
+        lines.push(format!(
+            "**Claim: the loss varies with heterogeneity** — {}",
+            match self.slopes.get("dpo") {
+                Some(slope) if slope.excludes_zero() => format!(
+                    "agrees: DPO's slope is {} points per nat over {} users.",
+                    show_items(slope, 100.0),
+                    self.users.len()
+                ),
+                Some(slope) => format!(
+                    "not confirmed here: DPO's slope is {} points per nat over {} users.",
+                    show_items(slope, 100.0),
+                    self.users.len()
+                ),
+                None => "not tested (fewer than two users).".into(),
+            }
+        ));
+        let kl: Vec<(&str, Pooled)> = self
             .settings
             .iter()
             .filter(|s| s.objective == "kl-dpo")
-            .filter_map(|s| s.columns[Self::column(RETENTION)])
-            .chain(
-                self.users
-                    .iter()
-                    .flat_map(|u| u.by_setting.iter())
-                    .filter(|(s, _)| self.setting(s).is_some_and(|r| r.objective == "kl-dpo"))
-                    .filter_map(|(_, on)| on.retention),
-            )
+            .filter_map(|s| Some((s.name.as_str(), column(s, RETENTION)?)))
             .collect();
-        let kl_forgets = kl_results.iter().any(|r| r.items.high < 0.0);
-        let bapo_retains = best
+        let listed = kl
+            .iter()
+            .map(|(name, r)| format!("`{name}` {}", show(r, 100.0)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        lines.push(format!(
+            "**Claim: a KL constraint does not prevent it** — {}",
+            if kl.is_empty() {
+                "not tested (no KL-DPO runs).".to_string()
+            } else if kl.iter().any(|(_, r)| r.items.high < 0.0) {
+                format!(
+                    "agrees, in part: KL-DPO loses less than DPO but a measurable loss remains in at least one setting ({listed} points)."
+                )
+            } else {
+                format!(
+                    "disagrees: every KL-DPO setting keeps the country probe within its interval ({listed} points)."
+                )
+            }
+        ));
+        let bapo = best
             .get("bapo")
             .and_then(|b| self.setting(b))
-            .and_then(|s| s.versus_dpo.as_ref())
-            .is_some_and(|v| v.1.items.low > 0.0);
+            .and_then(|s| Some((s.name.as_str(), s.versus_dpo.as_ref()?)));
         lines.push(format!(
-            "**Against the paper's claims:** personalisation makes DPO forget — {}; the loss varies with heterogeneity — {}; a KL constraint does not prevent it — {}; BAPO keeps the knowledge at matched personalisation — {}.",
-            agree(dpo_forgets),
-            match dpo_slope {
-                Some(g) => agree(g),
-                None => "not tested (fewer than two users)",
-            },
-            if kl_results.is_empty() {
-                "not tested (no KL-DPO runs)"
-            } else {
-                agree(kl_forgets)
-            },
-            if best.contains_key("bapo") || self.settings.iter().any(|s| s.objective == "bapo") {
-                agree(bapo_retains)
-            } else {
-                "not tested (no BAPO runs)"
+            "**Claim: BAPO keeps the knowledge at matched personalisation** — {}",
+            match bapo {
+                Some((name, v)) if v.1.items.low > 0.0 => format!(
+                    "agrees: `{name}` keeps {} points more of the country probe than DPO.",
+                    show(&v.1, 100.0)
+                ),
+                Some((name, v)) => format!(
+                    "not confirmed here: `{name}` keeps {} points more of the country probe than DPO.",
+                    show(&v.1, 100.0)
+                ),
+                None if self.settings.iter().any(|s| s.objective == "bapo") => {
+                    "not confirmed here: no BAPO setting personalises as much as DPO.".into()
+                }
+                None => "not tested (no BAPO runs).".into(),
             }
         ));
         lines
     }
 }
 
-fn agree(yes: bool) -> &'static str {
-    if yes { "agrees" } else { "not confirmed here" }
+/// An objective's name as the papers write it.
+fn display(objective: &str) -> String {
+    objective.to_uppercase()
 }
 
 /// Matched with DPO: the personalisation difference's item interval reaches 0 or above.

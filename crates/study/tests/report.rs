@@ -155,10 +155,14 @@ fn the_verdict_follows_from_the_intervals() {
     let verdict = &text[text.find("## Verdict").expect("a verdict")..];
     for expected in [
         "**DPO forgets measurably in this regime.**",
-        "**bapo retains more than DPO at matched personalisation.**",
-        "**kl-dpo: no setting personalises as much as DPO.**",
+        "**BAPO retains more than DPO at matched personalisation.**",
+        "**KL-DPO: no setting personalises as much as DPO.**",
         "**Heterogeneity, `dpo`:** forgetting grows with heterogeneity",
         "**Heterogeneity, `bapo-1`:** forgetting shows no measurable trend",
+        "**Claim: personalisation makes the model forget** — agrees",
+        "**Claim: the loss varies with heterogeneity** — agrees",
+        "**Claim: a KL constraint does not prevent it** — agrees, in part",
+        "**Claim: BAPO keeps the knowledge at matched personalisation** — agrees",
     ] {
         assert!(
             verdict.contains(expected),
