@@ -94,18 +94,17 @@ pub fn run_grid(
             left.map(|s| format!(", about {} left", minutes(s)))
                 .unwrap_or_default()
         );
-        if state == CellState::Restart {
-            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        }
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let record = dir.join(OVERRIDES_FILE);
         std::fs::write(&record, cell.overrides.join("\n") + "\n").map_err(|e| io(&record, e))?;
         let log = logs.join(format!("{}.log", file_name(&cell.dir)));
-        let resume = state == CellState::Resume;
+        // `--resume` also restarts a run killed before its first checkpoint: it starts again
+        // from step 0 with fresh logs, and nothing is deleted here.
+        let resume = matches!(state, CellState::Resume | CellState::Restart);
         let ok = run_cell(root, binary, env, plan, cell, resume, &log)?;
         ran += 1;
         outcome.ran.push(cell.dir.clone());
-        if resume {
+        if state == CellState::Resume {
             outcome.resumed.push(cell.dir.clone());
         }
         if !ok {
@@ -128,11 +127,12 @@ pub fn run_grid(
 /// Where a cell stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CellState {
-    /// Its run wrote its summary (after the final evaluation).
+    /// Its end phase is recorded (`finished.json`), or (runs made before that record
+    /// existed) its summary was written after the final evaluation.
     Finished,
     /// A checkpoint: resume from it (the end phase only, when it is the last step's).
     Resume,
-    /// Killed before its first checkpoint: start over.
+    /// Killed before its first checkpoint: start over (`--resume` does, with fresh logs).
     Restart,
     /// No run directory yet.
     New,

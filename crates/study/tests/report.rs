@@ -160,7 +160,8 @@ fn the_verdict_follows_from_the_intervals() {
         "**Heterogeneity, `dpo`:** forgetting grows with heterogeneity",
         "**Heterogeneity, `bapo-1`:** forgetting shows no measurable trend",
         "**Claim: personalisation makes the model forget** — agrees",
-        "**Claim: the loss varies with heterogeneity** — agrees",
+        "**Claim: the loss varies with heterogeneity** — agrees that it varies",
+        "so the loss is larger for users further from what the reference prefers",
         "**Claim: a KL constraint does not prevent it** — agrees, in part",
         "**Claim: BAPO keeps the knowledge at matched personalisation** — agrees",
     ] {

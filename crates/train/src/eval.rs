@@ -474,7 +474,10 @@ pub fn comparison_table(
         out.push_str(&match start_value {
             Some(start_value) => format!(
                 "| {label} | {start_value:.4} | {end_value:.4} | {:+.4} |\n",
-                end_value - start_value
+                // Below the printed precision a change is 0, whatever its float sign.
+                Some(end_value - start_value)
+                    .filter(|c| c.abs() >= 5e-5)
+                    .unwrap_or(0.0)
             ),
             // No evaluation before training (`eval.at_start = false`).
             None => format!("| {label} | n/a | {end_value:.4} | n/a |\n"),

@@ -145,33 +145,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
                         ck.dir.display()
                     )));
                 }
-                // The same config can name a file whose content changed since.
-                for (what, path, recorded, now) in [
-                    (
-                        "data.path",
-                        &config.data.path,
-                        &ck.state.data_sha256,
-                        &prepared.data_sha256,
-                    ),
-                    (
-                        "model.path",
-                        &config.model.path,
-                        &ck.state.model_sha256,
-                        &prepared.model_sha256,
-                    ),
-                ] {
-                    if let Some(recorded) = recorded
-                        && recorded != now
-                    {
-                        return Err(TrainError::Config(format!(
-                            "`{what}` {} has changed since {} was written (sha256 {} then, {} now); resume needs the same file, or start a new run",
-                            path.display(),
-                            ck.dir.display(),
-                            &recorded[..12.min(recorded.len())],
-                            &now[..12.min(now.len())]
-                        )));
-                    }
-                }
+                check_inputs_unchanged(config, &ck, &prepared)?;
                 policy = load_trainable(policy, &ck.parameters)
                     .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
                 optimizer
@@ -452,6 +426,43 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         end,
         table,
     })
+}
+
+/// Refuses a resume whose data file or model changed since checkpoint `ck` was written (the
+/// config can name the same path for other content).
+fn check_inputs_unchanged(
+    config: &RunConfig,
+    ck: &checkpoint::Checkpoint,
+    prepared: &Prepared,
+) -> Result<(), TrainError> {
+    let short = |sha: &str| sha.chars().take(12).collect::<String>();
+    for (key, path, recorded, now) in [
+        (
+            "data.path",
+            &config.data.path,
+            &ck.state.data_sha256,
+            &prepared.data_sha256,
+        ),
+        (
+            "model.path",
+            &config.model.path,
+            &ck.state.model_sha256,
+            &prepared.model_sha256,
+        ),
+    ] {
+        if let Some(recorded) = recorded
+            && recorded != now
+        {
+            return Err(TrainError::Config(format!(
+                "`{key}` {} has changed since {} was written (sha256 {} then, {} now); resume needs the same file, or start a new run",
+                path.display(),
+                ck.dir.display(),
+                short(recorded),
+                short(now)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Examples per optimizer step and the run's step count, refused when they overflow (e.g. an
