@@ -68,8 +68,9 @@ impl Study<'_> {
                     };
                     p(a).total_cmp(&p(b))
                 });
-                if let Some(c) = closest {
-                    let (p, r, _) = c.versus_dpo.as_ref().expect("candidates have it");
+                if let Some((c, (p, r, _))) =
+                    closest.and_then(|c| Some((c, c.versus_dpo.as_ref()?)))
+                {
                     lines.push(format!(
                         "**{}: no setting personalises as much as DPO.** The closest, `{}`, differs from DPO's held-out accuracy by {} points, and keeps {} points more of the country probe.",
                         display(objective),
@@ -80,7 +81,9 @@ impl Study<'_> {
                 }
                 continue;
             };
-            let (p, r, f) = top.versus_dpo.as_ref().expect("matched settings have it");
+            let Some((p, r, f)) = top.versus_dpo.as_ref() else {
+                continue;
+            };
             let outcome = if r.items.low > 0.0 {
                 "retains more than DPO at matched personalisation"
             } else if r.items.high < 0.0 {
