@@ -119,7 +119,8 @@ fn the_tables_hold_the_known_changes() {
     assert!(dpo[1].contains("(-30.0, -30.0)"), "{}", dpo[1]);
     // The probe's reference score and chance.
     assert!(
-        text.contains("| `knowledge/country_facts` | 100 | 0.600 | 0.250 |"),
+        text.contains("| `knowledge/country_facts` | 100 | 0.600 [")
+            && text.contains("] | 0.250 |"),
         "{text}"
     );
     // Against DPO: BAPO keeps 30 points more at the same personalisation; KL-DPO personalises

@@ -611,7 +611,7 @@ impl<'a> Study<'a> {
         let _ = writeln!(m, "## Probes: the model before training\n");
         let _ = writeln!(
             m,
-            "The reference's own scores (step 0 of the first run of user {}), next to chance.\n",
+            "The reference's own scores (step 0 of the first run of user {}) with a 95% bootstrap interval over items, next to chance.\n",
             self.plan.user
         );
         let _ = writeln!(
@@ -634,12 +634,14 @@ impl<'a> Study<'a> {
             ("knowledge/facts_logp", "—"),
         ] {
             if let Some(items) = first.at(0, metric) {
-                let _ = writeln!(
-                    m,
-                    "| `{metric}` | {} | {:.3} | {chance} |",
-                    items.len(),
-                    results::mean(items)
-                );
+                // The interval of a mean: a "change" from zero, resampling the items.
+                let zeros = vec![0.0; items.len()];
+                let score =
+                    match crate::paired_bootstrap(&zeros, items, results::RESAMPLES, 0.95, 71) {
+                        Ok(i) => format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.low, i.high),
+                        Err(_) => format!("{:.3}", results::mean(items)),
+                    };
+                let _ = writeln!(m, "| `{metric}` | {} | {score} | {chance} |", items.len());
             }
         }
         let _ = writeln!(m);
