@@ -74,6 +74,8 @@ impl DropReason {
 pub struct DroppedRow {
     pub line: usize,
     pub reason: DropReason,
+    /// The row's `user`, so that a selection can say why a user has no rows left.
+    pub user: Option<String>,
 }
 
 /// The examples of one file, and what was dropped.
@@ -240,6 +242,7 @@ pub fn load_jsonl(path: &Path) -> Result<Dataset, DataError> {
             dropped.push(DroppedRow {
                 line,
                 reason: DropReason::EmptyCompletion,
+                user: example.user.clone(),
             });
         } else {
             examples.push(example);

@@ -81,6 +81,7 @@ pub fn tokenize_dataset(
             dropped.push(DroppedRow {
                 line: example.line,
                 reason: DropReason::PromptOverBudget,
+                user: example.user.clone(),
             });
             continue;
         }

@@ -142,11 +142,9 @@ pub fn prepare(
     let mut train_rows: Vec<TokenizedExample> = match &config.data.user {
         None => train_rows,
         Some(user) => {
-            if !dataset.users().iter().any(|u| u == user) {
-                return Err(TrainError::Config(format!(
-                    "`data.user` = {user:?} has no examples in {} (users: {})",
-                    config.data.path.display(),
-                    dataset.users().join(", ")
+            if !examples.iter().any(|e| e.user.as_deref() == Some(user)) {
+                return Err(TrainError::Config(no_rows_left(
+                    config, user, &dataset, &dropped,
                 )));
             }
             train_rows
@@ -381,6 +379,36 @@ pub fn prepare(
         data_sha256: data_sha,
         model_sha256: policy_sha,
     })
+}
+
+/// Why `data.user` = `user` has no rows: all of them dropped (how many, and why), or none in
+/// the file (which users there are).
+fn no_rows_left(
+    config: &RunConfig,
+    user: &str,
+    dataset: &Dataset,
+    dropped: &[DroppedRow],
+) -> String {
+    let path = config.data.path.display();
+    let mut reasons: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    for d in dropped.iter().filter(|d| d.user.as_deref() == Some(user)) {
+        *reasons.entry(d.reason.describe()).or_default() += 1;
+    }
+    if reasons.is_empty() {
+        return format!(
+            "`data.user` = {user:?} has no rows in {path} (users: {})",
+            dataset.users().join(", ")
+        );
+    }
+    let total: usize = reasons.values().sum();
+    let why: Vec<String> = reasons
+        .into_iter()
+        .map(|(reason, count)| format!("{count} for {reason}"))
+        .collect();
+    format!(
+        "all {total} rows of `data.user` = {user:?} in {path} were dropped: {} (see docs/data-format.md; `data.max_length` and `data.max_prompt_length` set the length budget)",
+        why.join(", ")
+    )
 }
 
 /// `count` items spread evenly over `items` (every category of a task file is represented,

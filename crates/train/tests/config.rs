@@ -231,3 +231,44 @@ fn an_existing_run_is_never_overwritten() {
     let after = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
     assert_eq!(before, after);
 }
+
+/// A selected user whose rows were all dropped is told how many and why, not "no examples".
+#[test]
+fn a_user_whose_rows_were_all_dropped_is_told_why() {
+    let dir = scratch("dropped-user");
+    let data = dir.join("preferences.jsonl");
+    let fixture =
+        std::fs::read_to_string(root().join("tests/fixtures/tiny-chat/preferences.jsonl")).unwrap();
+    // Every row of user "truthful" loses its chosen completion.
+    let edited: String = fixture
+        .lines()
+        .map(|line| {
+            let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+            if row["user"] == "truthful" {
+                row["chosen"] = serde_json::json!([]);
+            }
+            format!("{row}\n")
+        })
+        .collect();
+    std::fs::write(&data, edited).unwrap();
+    let data_set = format!("data.path={:?}", data.display().to_string());
+    let quiet = TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    };
+    let config = tiny_config(&dir, &[&data_set]);
+    let message = train(&config, &quiet).unwrap_err().to_string();
+    assert_names(
+        &message,
+        &[
+            "all 16 rows",
+            "\"truthful\"",
+            "16 for empty chosen or rejected completion",
+        ],
+    );
+
+    // A user who is not in the file at all lists the users there.
+    let config = tiny_config(&dir, &["data.user=nobody"]);
+    let message = train(&config, &quiet).unwrap_err().to_string();
+    assert_names(&message, &["\"nobody\"", "no rows", "contrarian, truthful"]);
+}
