@@ -162,6 +162,13 @@ pub fn prepare(
             config.data.path.display()
         )));
     }
+    let identical = train_rows.iter().filter(|e| e.chosen == e.rejected).count();
+    if identical == train_rows.len() {
+        summary.push(format!(
+            "warning: in all {identical} training examples the chosen and rejected responses are the same tokens: the preference loss has nothing to learn from (check `chosen`/`rejected` in {})",
+            config.data.path.display()
+        ));
+    }
     summary.push(format!(
         "{} training examples{}, {} held out",
         train_rows.len(),

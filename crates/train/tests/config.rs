@@ -272,3 +272,35 @@ fn a_user_whose_rows_were_all_dropped_is_told_why() {
     let message = train(&config, &quiet).unwrap_err().to_string();
     assert_names(&message, &["\"nobody\"", "no rows", "contrarian, truthful"]);
 }
+
+/// Data in which every pair has the same chosen and rejected response trains nothing: it is
+/// said before training.
+#[test]
+fn identical_pairs_everywhere_are_warned_about() {
+    let dir = scratch("identical");
+    let data = dir.join("preferences.jsonl");
+    let fixture =
+        std::fs::read_to_string(root().join("tests/fixtures/tiny-chat/preferences.jsonl")).unwrap();
+    let edited: String = fixture
+        .lines()
+        .map(|line| {
+            let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+            row["rejected"] = row["chosen"].clone();
+            format!("{row}\n")
+        })
+        .collect();
+    std::fs::write(&data, edited).unwrap();
+    let progress = bapo_train::Progress { quiet: true };
+    let warned = |path: &std::path::Path| {
+        let set = format!("data.path={:?}", path.display().to_string());
+        let prepared = bapo_train::prepare(&tiny_config(&dir, &[&set]), false, &progress).unwrap();
+        prepared
+            .summary
+            .iter()
+            .any(|l| l.contains("warning") && l.contains("same tokens"))
+    };
+    assert!(warned(&data));
+    assert!(!warned(
+        &root().join("tests/fixtures/tiny-chat/preferences.jsonl")
+    ));
+}
