@@ -188,13 +188,15 @@ pub fn slope_interval(x: &[f64], groups: &[Vec<f64>], seed: u64) -> Option<Inter
             slope(x, &resampled)
         })
         .collect();
+    if slopes.is_empty() {
+        return None;
+    }
     slopes.sort_by(f64::total_cmp);
-    let at =
-        |q: f64| slopes[((q * (slopes.len() - 1) as f64).round() as usize).min(slopes.len() - 1)];
+    // The same percentile rule as every other interval of the study.
     Some(Interval {
         estimate,
-        low: at(0.025),
-        high: at(0.975),
+        low: crate::intervals::quantile(&slopes, 0.025),
+        high: crate::intervals::quantile(&slopes, 0.975),
     })
 }
 
