@@ -124,6 +124,12 @@ pub fn run_grid(
     Ok(outcome)
 }
 
+/// Whether the run in `dir` finished: its end phase is recorded, or (runs made before that
+/// record existed) its summary was written after the final evaluation.
+pub fn is_finished(dir: &Path) -> bool {
+    dir.join("finished.json").exists() || dir.join("summary.md").exists()
+}
+
 /// Where a cell stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CellState {
@@ -153,9 +159,7 @@ impl CellState {
                 wanted,
             });
         }
-        // The end phase's record, or (runs made before it existed) the summary written after
-        // the final evaluation.
-        if dir.join("finished.json").exists() || dir.join("summary.md").exists() {
+        if is_finished(dir) {
             return Ok(CellState::Finished);
         }
         let checkpoints = dir.join("checkpoints");

@@ -56,14 +56,18 @@ fn load(text: &str) -> Result<StudyConfig, String> {
     StudyConfig::load(&path).map_err(|e| e.to_string())
 }
 
+/// The cells' run directories, in order.
+fn run_dirs(plan: &bapo_study::Plan) -> Vec<String> {
+    plan.cells
+        .iter()
+        .map(|c| c.dir.display().to_string())
+        .collect()
+}
+
 #[test]
 fn the_full_grid_has_references_then_main_then_heterogeneity() {
     let plan = load(CONFIG).unwrap().plan(false);
-    let names: Vec<String> = plan
-        .cells
-        .iter()
-        .map(|c| c.dir.display().to_string())
-        .collect();
+    let names = run_dirs(&plan);
     assert_eq!(
         names,
         [
@@ -125,11 +129,7 @@ fn the_full_grid_has_references_then_main_then_heterogeneity() {
 #[test]
 fn quick_keeps_its_settings_seeds_users_and_overrides() {
     let plan = load(CONFIG).unwrap().plan(true);
-    let names: Vec<String> = plan
-        .cells
-        .iter()
-        .map(|c| c.dir.display().to_string())
-        .collect();
+    let names = run_dirs(&plan);
     // No MRPO in the quick grid, so no reference model either.
     assert_eq!(
         names,

@@ -232,25 +232,36 @@ fn an_existing_run_is_never_overwritten() {
     assert_eq!(before, after);
 }
 
-/// A selected user whose rows were all dropped is told how many and why, not "no examples".
-#[test]
-fn a_user_whose_rows_were_all_dropped_is_told_why() {
-    let dir = scratch("dropped-user");
-    let data = dir.join("preferences.jsonl");
+/// The tiny fixture's preferences with `edit` applied to every row, written under `dir`.
+fn edited_fixture(
+    dir: &std::path::Path,
+    edit: impl Fn(&mut serde_json::Value),
+) -> std::path::PathBuf {
     let fixture =
         std::fs::read_to_string(root().join("tests/fixtures/tiny-chat/preferences.jsonl")).unwrap();
-    // Every row of user "truthful" loses its chosen completion.
     let edited: String = fixture
         .lines()
         .map(|line| {
             let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
-            if row["user"] == "truthful" {
-                row["chosen"] = serde_json::json!([]);
-            }
+            edit(&mut row);
             format!("{row}\n")
         })
         .collect();
-    std::fs::write(&data, edited).unwrap();
+    let path = dir.join("preferences.jsonl");
+    std::fs::write(&path, edited).unwrap();
+    path
+}
+
+/// A selected user whose rows were all dropped is told how many and why, not "no examples".
+#[test]
+fn a_user_whose_rows_were_all_dropped_is_told_why() {
+    let dir = scratch("dropped-user");
+    // Every row of user "truthful" loses its chosen completion.
+    let data = edited_fixture(&dir, |row| {
+        if row["user"] == "truthful" {
+            row["chosen"] = serde_json::json!([]);
+        }
+    });
     let data_set = format!("data.path={:?}", data.display().to_string());
     let quiet = TrainOptions {
         quiet: true,
@@ -278,18 +289,7 @@ fn a_user_whose_rows_were_all_dropped_is_told_why() {
 #[test]
 fn identical_pairs_everywhere_are_warned_about() {
     let dir = scratch("identical");
-    let data = dir.join("preferences.jsonl");
-    let fixture =
-        std::fs::read_to_string(root().join("tests/fixtures/tiny-chat/preferences.jsonl")).unwrap();
-    let edited: String = fixture
-        .lines()
-        .map(|line| {
-            let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
-            row["rejected"] = row["chosen"].clone();
-            format!("{row}\n")
-        })
-        .collect();
-    std::fs::write(&data, edited).unwrap();
+    let data = edited_fixture(&dir, |row| row["rejected"] = row["chosen"].clone());
     let progress = bapo_train::Progress { quiet: true };
     let warned = |path: &std::path::Path| {
         let set = format!("data.path={:?}", path.display().to_string());

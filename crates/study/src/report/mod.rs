@@ -114,7 +114,7 @@ pub fn write_report(root: &Path, plan: &Plan, docs: bool) -> Result<Vec<PathBuf>
         .iter()
         .map(|cell| {
             let dir = root.join(&cell.dir);
-            let finished = dir.join("summary.md").exists();
+            let finished = crate::grid::is_finished(&dir);
             let items = if finished {
                 Some(RunItems::read(&dir).map_err(ReportError::Read)?)
             } else {
