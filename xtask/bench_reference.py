@@ -7,6 +7,11 @@
 - generate: `model.generate`, greedy, exactly `max_new_tokens` new tokens per prompt, batches of
   `batch` left-padded chat prompts, one untimed warm-up batch.
 
+The device and precision come from the environment: `BAPO_BENCH_DEVICE` (`cpu`, the default,
+or `cuda`) and `BAPO_BENCH_DTYPE` (`float32`, the default, or `bfloat16`: f32 weights under
+bf16 autocast, TRL's `bf16=True`, for training; bf16 weights for generation). On CUDA every
+timed span ends with `torch.cuda.synchronize()`, so that it is the work's time, not its launch's.
+
 Tokens are real (unpadded) tokens of the same examples, in the same order; tokens/s is the
 mean tokens of a timed step (or batch) over the median time of one; memory is the process's
 peak RSS.
@@ -15,6 +20,7 @@ usage: python bench_reference.py train|train-lora|generate MODEL_DIR DATA.jsonl 
 """
 
 import json
+import os
 import resource
 import statistics
 import sys
@@ -22,6 +28,17 @@ import time
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+DEVICE = os.environ.get("BAPO_BENCH_DEVICE", "cpu")
+DTYPE = os.environ.get("BAPO_BENCH_DTYPE", "float32")
+if DEVICE not in ("cpu", "cuda") or DTYPE not in ("float32", "bfloat16"):
+    sys.exit(f"BAPO_BENCH_DEVICE={DEVICE!r} / BAPO_BENCH_DTYPE={DTYPE!r}: cpu|cuda, float32|bfloat16")
+
+
+def synchronize():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def peak_rss_mib():
@@ -50,9 +67,11 @@ def train(model_dir, rows, steps, batch, max_length, lora=False):
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
+            synchronize()
             self.start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
+            synchronize()
             times.append(time.perf_counter() - self.start)
 
     peft_config = None
@@ -77,7 +96,8 @@ def train(model_dir, rows, steps, batch, max_length, lora=False):
         max_length=max_length,
         max_grad_norm=1.0,
         precompute_ref_log_probs=True,
-        use_cpu=True,
+        use_cpu=DEVICE == "cpu",
+        bf16=DTYPE == "bfloat16",
         report_to=[],
         save_strategy="no",
         logging_steps=1,
@@ -128,7 +148,8 @@ def padding_free_available():
 def generate(model_dir, rows, steps, batch, max_new_tokens):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    dtype = torch.bfloat16 if DTYPE == "bfloat16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=dtype).to(DEVICE)
     model.eval()
     timed = []
     for b in range(steps + 1):
@@ -139,6 +160,8 @@ def generate(model_dir, rows, steps, batch, max_new_tokens):
             for i in range(batch)
         ]
         inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = inputs.to(DEVICE)
+        synchronize()
         start = time.perf_counter()
         with torch.no_grad():
             out = model.generate(
@@ -148,10 +171,17 @@ def generate(model_dir, rows, steps, batch, max_new_tokens):
                 min_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
             )
+        synchronize()
         elapsed = time.perf_counter() - start
         if b > 0:
             timed.append((elapsed, (out.shape[1] - inputs["input_ids"].shape[1]) * batch))
     return {"timed": timed}
+
+
+def backend_name():
+    if DEVICE == "cuda":
+        return f"torch {torch.__version__} {torch.cuda.get_device_name()} {DTYPE}"
+    return f"torch {torch.__version__} ({torch.get_num_threads()} threads) {DTYPE}"
 
 
 def main():
@@ -168,7 +198,7 @@ def main():
     tokens = sum(t for _, t in timed)
     result.update(
         phase=phase,
-        backend=f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+        backend=backend_name(),
         timed_steps=len(timed),
         seconds=sum(s for s, _ in timed),
         tokens=round(tokens),

@@ -3,7 +3,9 @@
 //!
 //! - `cargo xtask train --objective X --backend Y [--config C] [--set k=v]… [--resume]`;
 //! - `cargo xtask backends` (part of `ci`): the tiny run (BAPO with its default anchor) on
-//!   `cpu`, `tch-cpu` and `wgpu-cpu`, whose losses must agree within 1e-4 at every step.
+//!   `cpu`, `tch-cpu` and `wgpu-cpu`, whose losses must agree within 1e-4 at every step; and
+//!   `cuda` and `wgpu`, which on a machine without a GPU must refuse clearly (or run, where one
+//!   is).
 //!
 //! libtorch comes from PyPI's `torch==2.9.0` in the project's venv (created when missing):
 //! torch-sys builds against it with `LIBTORCH_USE_PYTORCH=1` and the venv's python first on
@@ -106,6 +108,42 @@ pub fn build_bapo(
     Ok((binary, env))
 }
 
+/// The NEEDED entries of an ELF binary's dynamic section, as `readelf -d` lists them.
+pub fn needed_libraries(binary: &Path) -> Result<Vec<String>> {
+    let output = Command::new("readelf")
+        .arg("-d")
+        .arg(binary)
+        .output()
+        .context("running readelf (binutils) to list the libraries the binary needs")?;
+    if !output.status.success() {
+        bail!(
+            "readelf -d {}: {}",
+            binary.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.contains("(NEEDED)"))
+        .filter_map(|line| Some(line.split('[').nth(1)?.trim_end_matches(']').to_string()))
+        .collect())
+}
+
+/// Fails unless `binary` links `libtorch_cuda.so`: without it libtorch sees no GPU (a
+/// CPU-only libtorch, or a linker that dropped the library as unused). Returns what it links.
+pub fn check_links_libtorch_cuda(binary: &Path) -> Result<Vec<String>> {
+    let needed = needed_libraries(binary)?;
+    if !needed.iter().any(|l| l == "libtorch_cuda.so") {
+        bail!(
+            "{} does not link libtorch_cuda.so (it links {}): backend `cuda` would see no GPU. \
+             Was torch-sys built against a CPU-only libtorch (LIBTORCH)? docs/backends.md",
+            binary.display(),
+            needed.join(", ")
+        );
+    }
+    Ok(needed)
+}
+
 /// `cargo xtask train …`.
 pub fn train(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let mut objective = None;
@@ -136,6 +174,9 @@ pub fn train(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let features: Vec<&str> = feature(&backend)?.into_iter().collect();
     crate::fetch::fetch(root)?;
     let (binary, env) = build_bapo(root, cargo, &features, false)?;
+    if backend == "cuda" {
+        check_links_libtorch_cuda(&binary)?;
+    }
 
     let mut command = Command::new(&binary);
     command.arg("train").arg("--config").arg(&config);
@@ -282,6 +323,7 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
             format!(" ({})", worst_eval.1)
         }
     );
+    check_gpu_backends_refuse_or_run(root, &binary, &env, &scratch)?;
     std::fs::remove_dir_all(&scratch).ok();
     if curves.iter().any(|c| c.len() != curves[0].len()) || worst > 1e-4 {
         bail!("the backends disagree: largest loss difference {worst:.2e} > 1e-4");
@@ -291,6 +333,75 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
             "the backends' evaluations disagree: {} (relative difference {:.2e} > 1e-4)",
             worst_eval.1,
             worst_eval.0
+        );
+    }
+    Ok(())
+}
+
+/// `cuda` and `wgpu`, one tiny step each: on a machine without that GPU (as CI's), the run must
+/// stop at once with the clear refusal of `Backend::device`, not a panic inside libtorch or
+/// wgpu; on a machine with one, it must train.
+fn check_gpu_backends_refuse_or_run(
+    root: &Path,
+    binary: &Path,
+    env: &[(String, OsString)],
+    scratch: &Path,
+) -> Result<()> {
+    for (backend, refusal) in [
+        (
+            "cuda",
+            "backend `cuda` needs CUDA device 0, and libtorch sees 0",
+        ),
+        (
+            "wgpu",
+            "backend `wgpu` needs discrete GPU 0, and wgpu found none",
+        ),
+    ] {
+        let output = Command::new(binary)
+            .arg("train")
+            .arg("--config")
+            .arg(root.join("configs/tiny.toml"))
+            .args(["--set", &format!("training.backend={backend}")])
+            .args([
+                "--set",
+                "training.max_steps=1",
+                "--set",
+                "eval.at_start=false",
+            ])
+            .args([
+                "--set",
+                &format!(
+                    "output.dir={:?}",
+                    scratch.join(backend).display().to_string()
+                ),
+            ])
+            .args([
+                "--set",
+                &format!(
+                    "anchors.cache_dir={:?}",
+                    scratch.join("anchors").display().to_string()
+                ),
+            ])
+            .arg("--quiet")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(root)
+            .output()
+            .context("running bapo")?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let refused = output.status.code() == Some(1) && stderr.contains(refusal);
+        if !(output.status.success() || refused) || stderr.contains("panicked") {
+            bail!(
+                "backend `{backend}` neither ran nor refused clearly ({}):\n{stderr}",
+                output.status
+            );
+        }
+        println!(
+            "{backend}: {}",
+            if refused {
+                stderr.trim().trim_start_matches("error: ")
+            } else {
+                "ran (a GPU is there)"
+            }
         );
     }
     Ok(())

@@ -9,6 +9,7 @@
 //! - `anchor-forms`: the comparison behind BAPO's default anchor form (`anchor_forms.rs`).
 //! - `mutations`: planted bugs that the invariant tests must catch (`mutations.rs`).
 //! - `changes`: a run's metric changes with paired intervals (`changes.rs`).
+//! - `gpu-kit`: the prepared check for a GPU machine (`gpu_kit.rs`).
 //! - `study`: DPO, KL-DPO, BAPO and MRPO side by side, with its report (`study.rs`).
 
 mod anchor_forms;
@@ -17,6 +18,7 @@ mod bench;
 mod changes;
 mod data;
 mod fetch;
+mod gpu_kit;
 mod mutations;
 mod python;
 mod study;
@@ -52,6 +54,7 @@ fn run() -> Result<()> {
         }
         Some("mutations") => mutations::mutations(&workspace_root(), &cargo_program(), &args[1..]),
         Some("changes") => changes::changes(&args[1..]),
+        Some("gpu-kit") => gpu_kit::gpu_kit(&workspace_root(), &cargo_program(), &args[1..]),
         Some("study") => study::study(&workspace_root(), &cargo_program(), &args[1..]),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         None => {
@@ -93,6 +96,10 @@ tasks:
          (the full study also writes docs/study.md); finished runs are skipped, killed ones
          resumed; --report only writes the report from the runs there; --list prints the
          cells; --quick: 1 seed, 32 steps, runs/study-quick
+  gpu-kit [--test]
+         the GPU check kit in .gpu-kit/ (docs/backends.md): bapo with tch and wgpu built
+         against torch 2.11.0, SmolLM2's shape and tokenizer, TRL's wheels, the Vulkan loader
+         and run.sh; --test also runs run.sh here with tch-cpu and wgpu-cpu
   mutations [FILTER]
          the planted bugs of tests/planted-mutations.toml, each of which its invariant test
          must catch (those whose invariant contains FILTER)";

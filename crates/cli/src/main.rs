@@ -12,6 +12,7 @@ use bapo_objective_mrpo as _;
 mod bench;
 mod export;
 mod generate;
+mod model;
 mod objectives;
 mod score;
 mod train;
@@ -47,6 +48,9 @@ enum Command {
     Eval(train::EvalArgs),
     /// Write a model as a transformers checkpoint with its tokenizer.
     Export(export::ExportArgs),
+    /// Make a model: `init` writes one of a checkpoint's shape with random weights.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Time one phase: a training step, generation, evaluation or the anchor pass (`cargo
     /// xtask bench` runs them all).
     Bench(bench::BenchArgs),
@@ -72,6 +76,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Anchors(args) => train::anchors(args),
         Command::Eval(args) => train::eval(args),
         Command::Export(args) => export::run(args),
+        Command::Model(command) => model::run(command),
         Command::Bench(args) => bench::run(args),
     }
 }

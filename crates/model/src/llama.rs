@@ -12,6 +12,9 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use std::path::{Path, PathBuf};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use crate::ModelError;
 use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask, masked_attention};
 use crate::gguf::GgufFile;
@@ -375,6 +378,21 @@ impl Llama {
         Ok((model, config))
     }
 
+    /// A model of `config`'s shape with made-up weights (normal, std 0.02, as transformers
+    /// initialises Llama; norms 1), the same for the same `seed`. For benchmarks, where speed
+    /// does not depend on the values, and for shapes too large to ship. `qkv_bias` gives the
+    /// q/k/v projections biases (zero), as Qwen2 has.
+    pub fn random(config: &LlamaConfig, qkv_bias: bool, seed: u64, device: &Device) -> Self {
+        let weights = RandomWeights { seed, qkv_bias };
+        let loader = WeightLoader {
+            source: &weights,
+            layout: Layout::Hf,
+            device,
+        };
+        // Made-up tensors always have the shape asked for, so loading cannot fail.
+        Self::load(&loader, config).expect("made-up weights have every shape asked for")
+    }
+
     fn load(loader: &WeightLoader<'_>, c: &LlamaConfig) -> Result<Self, ModelError> {
         let (q_rows, kv_rows) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         let layers = (0..c.num_layers)
@@ -472,6 +490,74 @@ pub(crate) trait WeightSource {
     fn contains(&self, name: &str) -> bool;
     /// Row-major shape and values.
     fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError>;
+    /// The tensor `name`, which the model expects to have `shape`: read (and checked by the
+    /// caller) for stored weights, made in that shape for made-up ones.
+    fn tensor_of_shape(
+        &self,
+        name: &str,
+        _shape: &[usize],
+    ) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+        self.tensor_f32(name)
+    }
+}
+
+/// Made-up weights in the HF layout (`Llama::random`): each tensor drawn from its own stream,
+/// seeded by `seed` and its name, so that a tensor does not depend on the order of loading.
+struct RandomWeights {
+    seed: u64,
+    qkv_bias: bool,
+}
+
+impl RandomWeights {
+    /// transformers' `initializer_range` for Llama-family configs.
+    const STD: f32 = 0.02;
+}
+
+/// One draw from N(0, 1) (Box–Muller; `1 − u` keeps the logarithm's argument above 0).
+fn standard_normal(rng: &mut StdRng) -> f32 {
+    let u: f64 = rng.random();
+    let v: f64 = rng.random();
+    ((-2.0 * (1.0 - u).ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+}
+
+impl WeightSource for RandomWeights {
+    fn origin(&self) -> PathBuf {
+        PathBuf::from("(random weights)")
+    }
+    fn contains(&self, name: &str) -> bool {
+        self.qkv_bias
+            && ["q_proj.bias", "k_proj.bias", "v_proj.bias"]
+                .iter()
+                .any(|suffix| name.ends_with(suffix))
+    }
+    fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+        Err(ModelError::MissingTensor {
+            path: self.origin(),
+            tensor: name.to_string(),
+        })
+    }
+    fn tensor_of_shape(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+        let len = shape.iter().product();
+        let values = if name.contains("norm") {
+            vec![1.0; len]
+        } else if name.ends_with(".bias") {
+            vec![0.0; len]
+        } else {
+            // FNV-1a of the name, mixed with the seed, starts this tensor's stream.
+            let name_hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+            let mut rng = StdRng::seed_from_u64(self.seed ^ name_hash);
+            (0..len)
+                .map(|_| Self::STD * standard_normal(&mut rng))
+                .collect()
+        };
+        Ok((shape.to_vec(), values))
+    }
 }
 
 impl WeightSource for GgufFile {
@@ -570,7 +656,7 @@ struct WeightLoader<'a> {
 
 impl WeightLoader<'_> {
     fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let (found, values) = self.source.tensor_f32(name)?;
+        let (found, values) = self.source.tensor_of_shape(name, shape)?;
         if found != shape {
             return Err(ModelError::Shape {
                 path: self.source.origin(),

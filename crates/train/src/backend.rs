@@ -65,7 +65,9 @@ impl Backend {
         }
     }
 
-    /// The plain (no autodiff) device; `index` picks the GPU for `cuda` and `wgpu`.
+    /// The plain (no autodiff) device; `index` picks the GPU for `cuda` and `wgpu`. A GPU
+    /// backend is refused, with what was seen, when that GPU is not there: libtorch and wgpu
+    /// would otherwise fail later, inside the first tensor operation, with their own panic.
     pub fn device(self, index: usize) -> Result<Device, BackendError> {
         if !self.compiled_in() {
             return Err(BackendError::NotCompiled {
@@ -73,7 +75,45 @@ impl Backend {
                 feature: self.feature().unwrap_or_default(),
             });
         }
+        self.check_gpu_visible(index)?;
         Ok(self.make_device(index))
+    }
+
+    #[allow(unused_variables)]
+    fn check_gpu_visible(self, index: usize) -> Result<(), BackendError> {
+        match self {
+            #[cfg(feature = "tch")]
+            Backend::Cuda => {
+                let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+                if index >= count {
+                    return Err(BackendError::NoCudaDevice { index, count });
+                }
+            }
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => {
+                let adapters = wgpu_adapters();
+                let gpus = adapters
+                    .iter()
+                    .filter(|a| a.device_type == wgpu::DeviceType::DiscreteGpu)
+                    .count();
+                if index >= gpus {
+                    let seen = adapters
+                        .iter()
+                        .map(|a| format!("{} ({:?}, {:?})", a.name, a.device_type, a.backend))
+                        .collect::<Vec<_>>();
+                    return Err(BackendError::NoWgpuGpu {
+                        index,
+                        seen: if seen.is_empty() {
+                            "none".into()
+                        } else {
+                            seen.join(", ")
+                        },
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     #[allow(deprecated, unused_variables, unreachable_code)]
@@ -98,6 +138,17 @@ impl fmt::Display for Backend {
     }
 }
 
+/// The adapters wgpu finds on every graphics API, as `Device::wgpu` would see them.
+#[cfg(feature = "wgpu")]
+fn wgpu_adapters() -> Vec<wgpu::AdapterInfo> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(wgpu::Adapter::get_info)
+        .collect()
+}
+
 /// A backend this binary cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
@@ -109,4 +160,15 @@ pub enum BackendError {
         backend: &'static str,
         feature: &'static str,
     },
+    #[error(
+        "backend `cuda` needs CUDA device {index}, and libtorch sees {count} CUDA device(s): is an \
+         NVIDIA GPU with its driver there, and visible (CUDA_VISIBLE_DEVICES)? A libtorch without \
+         CUDA sees none either (docs/backends.md). `tch-cpu` runs libtorch on the CPU"
+    )]
+    NoCudaDevice { index: usize, count: usize },
+    #[error(
+        "backend `wgpu` needs discrete GPU {index}, and wgpu found none at that index (adapters \
+         seen: {seen}); `wgpu-cpu` runs on a CPU adapter such as Mesa's lavapipe (docs/backends.md)"
+    )]
+    NoWgpuGpu { index: usize, seen: String },
 }

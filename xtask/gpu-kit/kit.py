@@ -1,0 +1,192 @@
+"""The GPU check kit's helpers (run.sh calls them; standard library only, plus torch for
+`device`).
+
+  kit.py device BAPO OUT.json               the machine: GPU, driver, torch, packages, bapo
+  kit.py expect-refusal BAPO BACKEND TEXT   `bapo train` on BACKEND with no GPU visible must
+                                            exit 1 with a message containing TEXT, no panic
+  kit.py agreement OUT.json WORK B0 B1 …    every step's loss of WORK/tiny-B against B0's,
+                                            and the final evaluation's metrics (relative)
+  kit.py summary OUT                        OUT/summary.md from results.jsonl, agreement.json,
+                                            device.json
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+TOLERANCE = 1e-4
+
+
+def run(command, **kwargs):
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, **kwargs)
+        return done.stdout.strip() if done.returncode == 0 else f"(exit {done.returncode}) {done.stderr.strip()[-500:]}"
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"({error})"
+
+
+def device(bapo, out):
+    info = {
+        "host": platform.node(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "bapo": run([bapo, "--version"]),
+        "nvidia_smi": run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"]
+        ),
+        "vulkan_driver_files": os.environ.get("VK_DRIVER_FILES", ""),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_cuda"] = torch.version.cuda
+        info["cuda_available"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            info["torch_device"] = torch.cuda.get_device_name()
+    except Exception as error:  # noqa: BLE001 - the report says what failed
+        info["torch"] = f"({error})"
+    packages = ["transformers", "trl", "datasets", "accelerate", "tokenizers", "pyarrow", "numpy"]
+    versions = {}
+    for name in packages:
+        try:
+            from importlib.metadata import version
+
+            versions[name] = version(name)
+        except Exception:  # noqa: BLE001
+            versions[name] = None
+    info["packages"] = versions
+    with open(out, "w") as f:
+        json.dump(info, f, indent=2)
+    print(json.dumps(info, indent=2))
+
+
+def expect_refusal(bapo, backend, text):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", VK_DRIVER_FILES="/nonexistent/icd.json",
+               __EGL_VENDOR_LIBRARY_FILENAMES="/nonexistent/egl.json")
+    done = subprocess.run(
+        [bapo, "train", "--config", "configs/tiny.toml", "--set", f'training.backend="{backend}"',
+         "--set", f'output.dir="/tmp/bapo-kit-refusal-{backend}"', "--quiet"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    print(done.stderr)
+    if done.returncode != 1 or text not in done.stderr or "panicked" in done.stderr:
+        sys.exit(f"expected exit 1 with `{text}`, got exit {done.returncode}")
+
+
+def losses(path):
+    with open(path) as f:
+        return [json.loads(line)["loss"] for line in f if line.strip()]
+
+
+def last_evaluation(path):
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {k: v for k, v in rows[-1].items() if k != "step" and isinstance(v, (int, float))}
+
+
+def agreement(out, work, backends):
+    # A backend whose run failed is reported missing (and fails the check); the rest compare.
+    missing = [b for b in backends if not os.path.exists(os.path.join(work, f"tiny-{b}", "eval.jsonl"))]
+    backends = [b for b in backends if b not in missing]
+    if not backends:
+        sys.exit("no tiny run finished")
+    base, others = backends[0], backends[1:]
+    curves = {b: losses(os.path.join(work, f"tiny-{b}", "metrics.jsonl")) for b in backends}
+    evaluations = {b: last_evaluation(os.path.join(work, f"tiny-{b}", "eval.jsonl")) for b in backends}
+    result = {"reference": base, "tolerance": TOLERANCE, "steps": len(curves[base]), "losses": curves,
+              "missing": missing}
+    ok = not missing
+    for b in others:
+        if len(curves[b]) != len(curves[base]):
+            ok = False
+        loss_difference = max(abs(x - y) for x, y in zip(curves[b], curves[base]))
+        eval_difference, worst = 0.0, ""
+        for name, reference in evaluations[base].items():
+            value = evaluations[b].get(name, float("nan"))
+            difference = abs(value - reference) / max(abs(reference), 1.0)
+            if not difference <= eval_difference:
+                eval_difference, worst = difference, f"{name}: {value} vs {reference}"
+        result[b] = {
+            "largest_loss_difference": loss_difference,
+            "largest_relative_eval_difference": eval_difference,
+            "worst_eval_metric": worst,
+            "eval_metrics": len(evaluations[base]),
+        }
+        ok = ok and loss_difference <= TOLERANCE and eval_difference <= TOLERANCE
+    result["agree"] = ok
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    print("step " + " ".join(f"{b:>12}" for b in backends))
+    for i in range(len(curves[base])):
+        print(f"{i + 1:>4} " + " ".join(f"{curves[b][i]:>12.7f}" if i < len(curves[b]) else " " * 12 for b in backends))
+    for b in others:
+        print(f"{b}: largest loss difference from {base} {result[b]['largest_loss_difference']:.2e}, "
+              f"final evaluation {result[b]['largest_relative_eval_difference']:.2e} relative")
+    if not ok:
+        sys.exit(f"the backends disagree beyond {TOLERANCE}")
+
+
+def summary(out):
+    def load(name):
+        try:
+            with open(os.path.join(out, name)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    lines = ["# GPU check kit: results", ""]
+    info = load("device.json") or {}
+    lines += [f"- GPU: {info.get('nvidia_smi', '?')}", f"- torch {info.get('torch', '?')} (CUDA {info.get('torch_cuda', '?')}); "
+              f"packages {info.get('packages', {})}", f"- {info.get('bapo', '?')}", ""]
+    agreed = load("agreement.json")
+    if agreed:
+        lines += [f"## Tiny BAPO run, {agreed['steps']} steps: difference from `{agreed['reference']}`", "",
+                  "| backend | largest loss difference | final evaluation, largest relative difference |", "|---|---:|---:|"]
+        for b, v in agreed.items():
+            if isinstance(v, dict) and "largest_loss_difference" in v:
+                lines.append(f"| {b} | {v['largest_loss_difference']:.2e} | {v['largest_relative_eval_difference']:.2e} |")
+        lines += ["", f"Agree within {agreed['tolerance']}: {agreed['agree']}", ""]
+    rows = []
+    try:
+        with open(os.path.join(out, "results.jsonl")) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError):
+        pass
+    lines += ["## SmolLM2-135M shape (random weights): tokens/s", "",
+              "| phase | side | tokens/s (median step) | timed | seconds | peak RSS (MiB) |", "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.get('phase')} | {r.get('backend')} | {r.get('tokens_per_second', float('nan')):.1f} | "
+                     f"{r.get('timed_steps')} | {r.get('seconds', float('nan')):.2f} | {r.get('peak_rss_mib') or float('nan'):.0f} |")
+    lines.append("")
+    for phase in ("train", "generate", "train-lora"):
+        peers = [r for r in rows if r.get("phase") == phase and str(r.get("backend", "")).startswith("torch")]
+        peer = next((r for r in peers if "float32" in r["backend"]), None)
+        if peer:
+            for r in rows:
+                if r.get("phase") == phase and not str(r.get("backend", "")).startswith("torch"):
+                    lines.append(f"- {phase}: bapo `{r['backend']}` / {peer['backend']} = "
+                                 f"{r['tokens_per_second'] / peer['tokens_per_second']:.2f}")
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main():
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "device":
+        device(*args)
+    elif command == "expect-refusal":
+        expect_refusal(*args)
+    elif command == "agreement":
+        agreement(args[0], args[1], args[2:])
+    elif command == "summary":
+        summary(*args)
+    else:
+        sys.exit(f"kit.py: unknown command {command}\n{__doc__}")
+
+
+if __name__ == "__main__":
+    main()
