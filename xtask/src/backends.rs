@@ -395,10 +395,15 @@ fn check_gpu_backends_refuse_or_run(
                 output.status
             );
         }
+        // The refusal's own line (wgpu prints warnings about the environment before it).
+        let said = stderr
+            .lines()
+            .find(|l| l.contains(refusal))
+            .unwrap_or_default();
         println!(
             "{backend}: {}",
             if refused {
-                stderr.trim().trim_start_matches("error: ")
+                said.trim_start_matches("error: ")
             } else {
                 "ran (a GPU is there)"
             }

@@ -37,8 +37,9 @@ const WHEELS: [&str; 4] = [
 ];
 /// The test venv's packages besides torch: those the GPU machine has, at its versions.
 /// (multiprocess too: the kit's wheel of it is for Python 3.12 only.)
-const TEST_PACKAGES: [&str; 9] = [
+const TEST_PACKAGES: [&str; 10] = [
     "transformers==5.17.0",
+    "peft==0.21.2",
     "multiprocess==0.70.19",
     "accelerate==1.15.0",
     "pyarrow",

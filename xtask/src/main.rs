@@ -10,6 +10,7 @@
 //! - `mutations`: planted bugs that the invariant tests must catch (`mutations.rs`).
 //! - `changes`: a run's metric changes with paired intervals (`changes.rs`).
 //! - `gpu-kit`: the prepared check for a GPU machine (`gpu_kit.rs`).
+//! - `long-run`: memory over a 2,000-step run (`long_run.rs`).
 //! - `study`: DPO, KL-DPO, BAPO and MRPO side by side, with its report (`study.rs`).
 
 mod anchor_forms;
@@ -19,6 +20,7 @@ mod changes;
 mod data;
 mod fetch;
 mod gpu_kit;
+mod long_run;
 mod mutations;
 mod python;
 mod study;
@@ -55,6 +57,7 @@ fn run() -> Result<()> {
         Some("mutations") => mutations::mutations(&workspace_root(), &cargo_program(), &args[1..]),
         Some("changes") => changes::changes(&args[1..]),
         Some("gpu-kit") => gpu_kit::gpu_kit(&workspace_root(), &cargo_program(), &args[1..]),
+        Some("long-run") => long_run::long_run(&workspace_root(), &cargo_program(), &args[1..]),
         Some("study") => study::study(&workspace_root(), &cargo_program(), &args[1..]),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         None => {
@@ -100,6 +103,9 @@ tasks:
          the GPU check kit in .gpu-kit/ (docs/backends.md): bapo with tch and wgpu built
          against torch 2.11.0, SmolLM2's shape and tokenizer, TRL's wheels, the Vulkan loader
          and run.sh; --test also runs run.sh here with tch-cpu and wgpu-cpu
+  long-run [--steps N] [--backend B]
+         the tiny run for N steps (default 2000): resident memory every 100 steps, and a
+         failure if it grew by more than 5% from step 200 to the end (docs/reliability.md)
   mutations [FILTER]
          the planted bugs of tests/planted-mutations.toml, each of which its invariant test
          must catch (those whose invariant contains FILTER)";

@@ -49,6 +49,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let prompt = loaded.encode(&text)?;
     anyhow::ensure!(!prompt.is_empty(), "--prompt is empty");
+    loaded.check_length(
+        prompt.len().saturating_add(args.max_new_tokens),
+        "the prompt + --max-new-tokens",
+    )?;
     let config = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,

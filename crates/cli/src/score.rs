@@ -54,6 +54,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         "--prompt is empty: a completion needs context to be scored"
     );
     anyhow::ensure!(!completion.is_empty(), "--completion is empty");
+    loaded.check_length(prompt.len() + completion.len(), "--prompt + --completion")?;
 
     let ids: Vec<u32> = prompt.iter().chain(&completion).copied().collect();
     let scored: Vec<bool> = (0..ids.len()).map(|i| i >= prompt.len()).collect();

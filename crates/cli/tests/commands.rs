@@ -106,3 +106,50 @@ fn a_bad_model_file_is_a_clear_error() {
     );
     assert!(!stderr.contains("backtrace"), "{stderr}");
 }
+
+/// A prompt past the model's positions is refused with the limit, not a panic: GPT-2 has no
+/// position embedding past `n_positions` (64 in the tiny GPT-2, given the tiny chat model's
+/// tokenizer here), and Llama-family models were never trained there (128 in the tiny chat
+/// model).
+#[test]
+fn a_prompt_past_the_models_positions_is_refused() {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
+    let root = std::path::Path::new(&manifest).join("../..");
+    let gpt2 = std::env::temp_dir().join(format!("bapo-gpt2-{}", std::process::id()));
+    std::fs::create_dir_all(&gpt2).unwrap();
+    for (from, file) in [
+        ("crates/model/tests/fixtures/hf/tiny-gpt2", "config.json"),
+        (
+            "crates/model/tests/fixtures/hf/tiny-gpt2",
+            "model.safetensors",
+        ),
+        ("tests/fixtures/tiny-chat", "tokenizer.json"),
+        ("tests/fixtures/tiny-chat", "tokenizer_config.json"),
+    ] {
+        std::fs::copy(root.join(from).join(file), gpt2.join(file)).unwrap();
+    }
+    let long = "the sky is blue . ".repeat(30); // 150 tokens
+    let tiny_chat = root.join("tests/fixtures/tiny-chat");
+    for (model, positions, command) in [
+        (&gpt2, 64, ["score", "--completion", " red"]),
+        (&tiny_chat, 128, ["generate", "--max-new-tokens", "8"]),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_bapo"))
+            .args(&command[..1])
+            .arg("--model")
+            .arg(model)
+            .args(["--prompt", &long])
+            .args(&command[1..])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{}: {stderr}", command[0]);
+        assert!(
+            stderr.contains(&format!("longer than the model's {positions} positions")),
+            "{}: {stderr}",
+            command[0]
+        );
+        assert!(!stderr.contains("panicked"), "{}: {stderr}", command[0]);
+    }
+    std::fs::remove_dir_all(&gpt2).ok();
+}

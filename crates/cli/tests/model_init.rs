@@ -9,7 +9,8 @@ use std::process::{Command, Output};
 use safetensors::SafeTensors;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    // The run-time value (a shared target folder can hold a binary built in another clone).
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo")).join("../..")
 }
 
 fn bapo(args: &[&str]) -> Output {

@@ -61,6 +61,15 @@ pub enum ModelError {
     ChatTemplate(String),
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
+    #[error(
+        "{what} is {tokens} tokens, longer than the model's {max} positions \
+         (max_position_embeddings): it was never trained past them; shorten it to at most {max}"
+    )]
+    TooLong {
+        what: String,
+        tokens: usize,
+        max: usize,
+    },
     #[error("{path}: tensor `{tensor}` has shape {found:?}, expected {expected:?}")]
     Shape {
         path: PathBuf,

@@ -25,6 +25,9 @@ pub struct LoadedModel {
     pub chat_template: Option<ChatTemplate>,
     pub eos_token: u32,
     pub pad_token: u32,
+    /// The longest sequence the model was made for (`max_position_embeddings`, GPT-2's
+    /// `n_positions`, GGUF's `llama.context_length`); `None` when the file does not say.
+    pub max_positions: Option<usize>,
 }
 
 impl LoadedModel {
@@ -56,6 +59,7 @@ impl LoadedModel {
     /// special tokens.
     pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let (model, vocab_size) = CausalLm::from_hf_dir(dir, device)?;
+        let max_positions = hf_max_positions(&dir.join("config.json"))?;
         let tokenizer_path = dir.join("tokenizer.json");
         if !tokenizer_path.exists() {
             return Err(ModelError::Io {
@@ -125,6 +129,7 @@ impl LoadedModel {
             chat_template,
             eos_token,
             pad_token,
+            max_positions,
         })
     }
 
@@ -150,7 +155,25 @@ impl LoadedModel {
             chat_template,
             eos_token,
             pad_token,
+            max_positions: file
+                .get_u64("llama.context_length")
+                .ok()
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         })
+    }
+
+    /// Refuses a sequence of `tokens` tokens (what `what` names, for the message) when it
+    /// would run past the model's positions: Llama-family models were never trained there, and
+    /// GPT-2 has no position embedding for them.
+    pub fn check_length(&self, tokens: usize, what: &str) -> Result<(), ModelError> {
+        match self.max_positions {
+            Some(max) if tokens > max => Err(ModelError::TooLong {
+                what: what.to_string(),
+                tokens,
+                max,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Token ids of a text (special tokens written in it are recognised; no BOS is added).
@@ -184,4 +207,28 @@ fn check_vocabulary(tokenizer: &Tokenizer, rows: usize, path: &Path) -> Result<(
         });
     }
     Ok(())
+}
+
+/// `max_position_embeddings` (or GPT-2's `n_positions`) of a checkpoint's config.json.
+fn hf_max_positions(path: &Path) -> Result<Option<usize>, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let json: Value = serde_json::from_str(&text).map_err(|e| ModelError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    for key in ["max_position_embeddings", "n_positions"] {
+        if let Some(value) = json.get(key) {
+            return match value.as_u64() {
+                Some(n) if n > 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+                _ => Err(ModelError::Format {
+                    path: path.to_path_buf(),
+                    message: format!("`{key}` is {value}, not a positive whole number"),
+                }),
+            };
+        }
+    }
+    Ok(None)
 }

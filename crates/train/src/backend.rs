@@ -138,7 +138,8 @@ impl fmt::Display for Backend {
     }
 }
 
-/// The adapters wgpu finds on every graphics API, as `Device::wgpu` would see them.
+/// The adapters wgpu finds on every graphics API (Burn's wgpu runtime picks among those of
+/// one API: Vulkan on Linux), for the visibility check and its message.
 #[cfg(feature = "wgpu")]
 fn wgpu_adapters() -> Vec<wgpu::AdapterInfo> {
     let instance =

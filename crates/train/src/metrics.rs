@@ -114,8 +114,18 @@ pub fn read_log(path: &Path) -> Result<Vec<LogRow>, TrainError> {
 
 /// Peak resident memory of this process in MiB (`VmHWM`), where the OS reports it.
 pub fn peak_rss_mib() -> Option<f64> {
+    proc_status_mib("VmHWM:")
+}
+
+/// Resident memory of this process now, in MiB (`VmRSS`), where the OS reports it: what
+/// `cargo xtask long-run` watches for growth over thousands of steps.
+pub fn rss_mib() -> Option<f64> {
+    proc_status_mib("VmRSS:")
+}
+
+fn proc_status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }

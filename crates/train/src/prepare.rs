@@ -88,6 +88,27 @@ pub fn tokenize(
 }
 
 /// Prepares `config`'s run; `force_anchors` recomputes cached anchors.
+/// Refuses lengths the model has no positions for: the longest scored sequence
+/// (`data.max_length`) and the longest generated one (a prompt, at most
+/// `data.max_prompt_length`, plus `anchors.max_new_tokens` new tokens: base responses are
+/// generated for the held-out evaluation of every objective). Sequences are cut to these
+/// lengths, so no longer one reaches the model.
+fn check_lengths(config: &RunConfig, model: &LoadedModel) -> Result<(), TrainError> {
+    let data = &config.data;
+    model.check_length(data.max_length, "data.max_length")?;
+    let generated = data
+        .max_prompt_length
+        .unwrap_or(data.max_length)
+        .saturating_add(config.anchors.max_new_tokens);
+    let what = if data.max_prompt_length.is_some() {
+        "data.max_prompt_length + anchors.max_new_tokens"
+    } else {
+        "data.max_length + anchors.max_new_tokens (no data.max_prompt_length)"
+    };
+    model.check_length(generated, what)?;
+    Ok(())
+}
+
 pub fn prepare(
     config: &RunConfig,
     force_anchors: bool,
@@ -121,6 +142,7 @@ pub fn prepare(
         t.backend
     ));
     let model = LoadedModel::open(&config.model.path, &train_device)?;
+    check_lengths(config, &model)?;
     let reference = model.model.valid();
 
     // Data: validate, tokenise, split by entity (the split covers every user, so no entity
@@ -296,6 +318,7 @@ pub fn prepare(
     let mut per_reference = vec![primary];
     for path in &config.model.references {
         let other = LoadedModel::open(path, &device)?;
+        check_lengths(config, &other)?;
         check_same_tokenizer(
             &model.tokenizer,
             &other.tokenizer,

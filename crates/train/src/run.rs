@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::RunConfig;
 use crate::eval::{EvalResult, Evaluation, comparison_table, evaluate};
-use crate::metrics::{JsonLog, peak_rss_mib, read_log};
+use crate::metrics::{JsonLog, peak_rss_mib, read_log, rss_mib};
 use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
 use crate::params::{load_trainable, trainable_count, trainable_parameters};
 use crate::prepare::{Prepared, prepare};
@@ -329,6 +329,9 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         );
         if let Some(peak) = peak_rss_mib() {
             row.insert("peak_rss_mib".into(), peak);
+        }
+        if let Some(now) = rss_mib() {
+            row.insert("rss_mib".into(), now);
         }
         let done = step + 1;
         if done % t.logging_steps == 0 || done == total_steps {

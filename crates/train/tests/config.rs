@@ -304,3 +304,31 @@ fn identical_pairs_everywhere_are_warned_about() {
         &root().join("tests/fixtures/tiny-chat/preferences.jsonl")
     ));
 }
+
+/// Lengths past the model's positions are refused before anything is tokenised or generated,
+/// naming the setting: the tiny model has 128 (`max_position_embeddings`).
+#[test]
+fn lengths_past_the_models_positions_are_refused_by_name() {
+    let dir = scratch("too-long");
+    let progress = bapo_train::Progress { quiet: true };
+    let refused = |sets: &[&str]| {
+        bapo_train::prepare(&tiny_config(&dir, sets), false, &progress)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    assert_names(
+        &refused(&["data.max_length=200"]),
+        &["data.max_length is 200 tokens", "128 positions"],
+    );
+    assert_names(
+        &refused(&["anchors.max_new_tokens=100"]),
+        &[
+            "data.max_prompt_length + anchors.max_new_tokens is 132 tokens",
+            "128 positions",
+        ],
+    );
+    // Exactly the model's positions is allowed.
+    let set = ["data.max_prompt_length=32", "anchors.max_new_tokens=96"];
+    bapo_train::prepare(&tiny_config(&dir, &set), false, &progress).unwrap();
+}

@@ -1,0 +1,123 @@
+//! `cargo xtask long-run [--steps N] [--backend B]`: the tiny run (configs/tiny.toml) for N
+//! steps (default 2,000), with a checkpoint every 4 steps as the config has it, to show that
+//! memory does not grow with the length of a run. Every step's metrics row records the
+//! process's resident memory (`rss_mib`, VmRSS) and its peak (`peak_rss_mib`, VmHWM); the
+//! task prints them every 100 steps and fails when either grew by more than 5% from step 200
+//! (allocator and caches warmed up) to the last step. Not part of `ci` (a few minutes);
+//! docs/reliability.md records its result.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::backends;
+
+/// The largest growth allowed from step `FROM` to the last step.
+const MAX_GROWTH: f64 = 0.05;
+const FROM: u64 = 200;
+
+pub fn long_run(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
+    let mut steps: u64 = 2000;
+    let mut backend = "cpu".to_string();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--steps" => {
+                steps = it
+                    .next()
+                    .context("--steps needs a value")?
+                    .parse()
+                    .context("--steps: a whole number")?
+            }
+            "--backend" => backend = it.next().context("--backend needs a value")?.clone(),
+            other => bail!(
+                "unknown argument `{other}`\nusage: cargo xtask long-run [--steps N] [--backend B]"
+            ),
+        }
+    }
+    if steps < 2 * FROM {
+        bail!(
+            "--steps {steps}: at least {} (growth is measured from step {FROM})",
+            2 * FROM
+        );
+    }
+    let features: Vec<&str> = backends::feature(&backend)?.into_iter().collect();
+    let (binary, env) = backends::build_bapo(root, cargo, &features, false)?;
+    let out = std::env::temp_dir().join(format!("bapo-long-run-{}", std::process::id()));
+    if out.exists() {
+        std::fs::remove_dir_all(&out)?;
+    }
+    let mut command = Command::new(&binary);
+    command
+        .arg("train")
+        .arg("--config")
+        .arg(root.join("configs/tiny.toml"))
+        .args(["--set", &format!("training.backend={backend:?}")])
+        .args(["--set", &format!("training.max_steps={steps}")])
+        .args([
+            "--set",
+            &format!("output.dir={:?}", out.display().to_string()),
+        ])
+        .args([
+            "--set",
+            &format!(
+                "anchors.cache_dir={:?}",
+                out.join("anchors").display().to_string()
+            ),
+        ])
+        .arg("--quiet")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(root);
+    eprintln!("$ bapo train --config configs/tiny.toml --set training.max_steps={steps} …");
+    let started = std::time::Instant::now();
+    let status = command.status().context("running bapo")?;
+    if !status.success() {
+        bail!("the long run failed ({status})");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let rows = memory_rows(&out.join("metrics.jsonl"))?;
+    println!("| step | rss_mib | peak_rss_mib |\n|---:|---:|---:|");
+    for (step, rss, peak) in rows.iter().filter(|r| r.0 % 100 == 0 || r.0 == steps) {
+        println!("| {step} | {rss:.1} | {peak:.1} |");
+    }
+    let at = |step: u64| rows.iter().find(|r| r.0 == step).copied();
+    let (Some(first), Some(last)) = (at(FROM), at(steps)) else {
+        bail!("metrics.jsonl lacks step {FROM} or {steps}");
+    };
+    let growth = |a: f64, b: f64| (b - a) / a;
+    let (rss_growth, peak_growth) = (growth(first.1, last.1), growth(first.2, last.2));
+    println!(
+        "{steps} steps in {seconds:.0} s; from step {FROM} to {steps}: rss {:+.1}%, peak rss {:+.1}% (limit {:+.0}%)",
+        100.0 * rss_growth,
+        100.0 * peak_growth,
+        100.0 * MAX_GROWTH
+    );
+    std::fs::remove_dir_all(&out).ok();
+    if rss_growth > MAX_GROWTH || peak_growth > MAX_GROWTH {
+        bail!("memory grew by more than {:.0}%", 100.0 * MAX_GROWTH);
+    }
+    Ok(())
+}
+
+/// `(step, rss_mib, peak_rss_mib)` of every row of a run's metrics.jsonl.
+fn memory_rows(path: &Path) -> Result<Vec<(u64, f64, f64)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{}: not JSON", path.display()))?;
+            let number = |key: &str| {
+                row[key]
+                    .as_f64()
+                    .with_context(|| format!("{}: a row without `{key}`", path.display()))
+            };
+            Ok((
+                number("step")? as u64,
+                number("rss_mib")?,
+                number("peak_rss_mib")?,
+            ))
+        })
+        .collect()
+}
