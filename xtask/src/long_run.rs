@@ -3,7 +3,7 @@
 //! memory does not grow with the length of a run. Every step's metrics row records the
 //! process's resident memory (`rss_mib`, VmRSS) and its peak (`peak_rss_mib`, VmHWM); the
 //! task prints them every 100 steps and fails when either grew by more than 5% from step 200
-//! (allocator and caches warmed up) to the last step. Not part of `ci` (a few minutes);
+//! (allocator and caches warmed up) to the last step. Part of `ci` (under a minute);
 //! docs/reliability.md records its result.
 
 use std::path::Path;
@@ -43,7 +43,8 @@ pub fn long_run(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         );
     }
     let features: Vec<&str> = backends::feature(&backend)?.into_iter().collect();
-    let (binary, env) = backends::build_bapo(root, cargo, &features, false)?;
+    // The dev profile (optimised, see Cargo.toml): in CI it is the binary the tests built.
+    let (binary, env) = backends::build_bapo(root, cargo, &features, true)?;
     let out = std::env::temp_dir().join(format!("bapo-long-run-{}", std::process::id()));
     if out.exists() {
         std::fs::remove_dir_all(&out)?;

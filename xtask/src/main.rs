@@ -71,7 +71,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     fetch the assets, format check, clippy (warnings are errors), export checks, all tests,
-         and the cross-backend check (`backends`)
+         the 2,000-step memory check (`long-run`) and the cross-backend check (`backends`)
   fetch  download and verify the real assets (SmolLM2-135M-Instruct GGUF, countryinfo) into
          .cache/assets
   data   regenerate data/personalised/preferences.jsonl from the country facts
@@ -126,6 +126,7 @@ fn ci() -> Result<()> {
     ])?;
     python::check_exports(&workspace_root(), &cargo_program())?;
     test_workspace()?;
+    long_run::long_run(&workspace_root(), &cargo_program(), &[])?;
     backends::check(&workspace_root(), &cargo_program())
 }
 
