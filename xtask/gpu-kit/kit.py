@@ -11,6 +11,7 @@
 """
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -79,13 +80,14 @@ def expect_refusal(bapo, backend, text):
 
 def losses(path):
     with open(path) as f:
-        return [json.loads(line)["loss"] for line in f if line.strip()]
+        return [json.loads(line).get("loss") for line in f if line.strip()]
 
 
 def last_evaluation(path):
     with open(path) as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    return {k: v for k, v in rows[-1].items() if k != "step" and isinstance(v, (int, float))}
+    # Numbers, and nulls (a non-finite value written as JSON null), which then fail the check.
+    return {k: v for k, v in rows[-1].items() if k != "step" and (v is None or isinstance(v, (int, float)))}
 
 
 def agreement(out, work, backends):
@@ -100,15 +102,25 @@ def agreement(out, work, backends):
     result = {"reference": base, "tolerance": TOLERANCE, "steps": len(curves[base]), "losses": curves,
               "missing": missing}
     ok = not missing
+    def finite(x):
+        return isinstance(x, (int, float)) and math.isfinite(x)
+
     for b in others:
         if len(curves[b]) != len(curves[base]):
             ok = False
-        loss_difference = max(abs(x - y) for x, y in zip(curves[b], curves[base]))
+        # A missing or non-finite value is an infinite difference, never a pass.
+        loss_difference = max(
+            (abs(x - y) if finite(x) and finite(y) else math.inf for x, y in zip(curves[b], curves[base])),
+            default=math.inf,
+        )
         eval_difference, worst = 0.0, ""
         for name, reference in evaluations[base].items():
-            value = evaluations[b].get(name, float("nan"))
-            difference = abs(value - reference) / max(abs(reference), 1.0)
-            if not difference <= eval_difference:
+            value = evaluations[b].get(name)
+            if finite(value) and finite(reference):
+                difference = abs(value - reference) / max(abs(reference), 1.0)
+            else:
+                difference = math.inf
+            if difference > eval_difference:
                 eval_difference, worst = difference, f"{name}: {value} vs {reference}"
         result[b] = {
             "largest_loss_difference": loss_difference,
@@ -122,7 +134,8 @@ def agreement(out, work, backends):
         json.dump(result, f, indent=2)
     print("step " + " ".join(f"{b:>12}" for b in backends))
     for i in range(len(curves[base])):
-        print(f"{i + 1:>4} " + " ".join(f"{curves[b][i]:>12.7f}" if i < len(curves[b]) else " " * 12 for b in backends))
+        print(f"{i + 1:>4} " + " ".join(f"{curves[b][i]:>12.7f}" if i < len(curves[b]) and finite(curves[b][i])
+                                        else f"{str(curves[b][i] if i < len(curves[b]) else ''):>12}" for b in backends))
     for b in others:
         print(f"{b}: largest loss difference from {base} {result[b]['largest_loss_difference']:.2e}, "
               f"final evaluation {result[b]['largest_relative_eval_difference']:.2e} relative")

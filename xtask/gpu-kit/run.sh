@@ -15,7 +15,7 @@ set -u -o pipefail
 
 KIT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BACKENDS="cuda wgpu"   # the tiny run's, next to cpu
-BENCH_BACKENDS=""      # the benchmarks' (default: BACKENDS)
+BENCH_BACKENDS=""      # the benchmarks' (default: BACKENDS; `none`: no benchmarks)
 TORCH_DEVICE="cuda"
 PYTHON="python3"
 BUDGET=420            # seconds for the whole run; steps left when it is spent are skipped
@@ -44,6 +44,8 @@ gzip -dc "$KIT/bapo.gz" > "$BAPO" && chmod +x "$BAPO" || { echo "run.sh: cannot 
 FAILED=0
 STATUS="$OUT/steps.tsv"
 : > "$STATUS"
+# The logs come back even when an outer time limit stops the run.
+trap 'tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs 2>/dev/null; rm -rf "$WORK"' EXIT
 
 log() { echo "[$(date +%H:%M:%S) +${SECONDS}s] $*"; }
 
@@ -91,11 +93,15 @@ done
 export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
 case " $BACKENDS $BENCH_BACKENDS " in
   *" wgpu "*)
-    # Vulkan: the loader and the GL dispatch libraries that NVIDIA's Vulkan driver loads (as
-    # root; Debian's .debs, unpacked over /), and NVIDIA's driver manifests where they live
-    # outside the usual folders.
-    if [ "$(id -u)" = 0 ]; then
-      for f in "$KIT"/debs/*.deb; do dpkg -x "$f" /; done; ldconfig
+    # Vulkan: where the machine lacks the loader or the GL dispatch library that NVIDIA's
+    # Vulkan driver loads, Debian's (the .debs) are unpacked into $WORK, never over the
+    # machine's own files, and put first on the library path. Then NVIDIA's driver manifests,
+    # where they live outside the usual folders.
+    if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1' \
+      || ! ldconfig -p 2>/dev/null | grep -q 'libGLdispatch.so.0'; then
+      for f in "$KIT"/debs/*.deb; do dpkg -x "$f" "$WORK/vk"; done
+      export LD_LIBRARY_PATH="$WORK/vk/usr/lib/x86_64-linux-gnu:$LD_LIBRARY_PATH"
+      log "the Vulkan loader and GL dispatch come from the kit ($WORK/vk)"
     fi
     icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     [ -f "$icd" ] && [ -z "${VK_DRIVER_FILES:-}" ] && export VK_DRIVER_FILES="$icd"
@@ -128,10 +134,11 @@ step agreement 60 "$PYTHON" "$KIT/kit.py" agreement "$OUT/agreement.json" "$WORK
 # --- (b, c) SmolLM2-135M's shape with random weights: DPO steps and generation, bapo on each
 # backend next to PyTorch/TRL on the same device (f32, and bf16 for reference).
 MODEL="$WORK/smollm2-135m-random"
-step model-init 120 "$BAPO" model init --like "$KIT/smollm2-shape" --out "$MODEL" --seed 0
-ours() { # ours PHASE BACKEND: `bapo bench` on configs/bench.toml with the random model
-  echo "$BAPO" bench --phase "$1" --steps "$STEPS" --config configs/bench.toml \
-    --set "model.path=\"$MODEL\"" --set "training.backend=\"$2\""
+# ours PHASE BACKEND: `bapo bench` on configs/bench.toml with the random model, as the array
+# OURS (an array, so that no path is split on spaces).
+ours() {
+  OURS=("$BAPO" bench --phase "$1" --steps "$STEPS" --config configs/bench.toml
+    --set "model.path=\"$MODEL\"" --set "training.backend=\"$2\"")
 }
 peer() { # peer NAME LIMIT DTYPE PHASE BATCH: the PyTorch/TRL side of the same work
   [ "$PEERS" = yes ] || return 0
@@ -140,26 +147,27 @@ peer() { # peer NAME LIMIT DTYPE PHASE BATCH: the PyTorch/TRL side of the same w
     "$MODEL" data/personalised/preferences.jsonl detailed "$STEPS" "$batch" 256 64
 }
 : > "$OUT/results.jsonl"
-first="${BENCH_BACKENDS%% *}"
-bench "train-$first" 150 $(ours train "$first")
-peer train-torch-float32 150 float32 train 4
-bench "generate-$first" 150 $(ours generate "$first")
-peer generate-torch-float32 120 float32 generate 8
-for backend in $BENCH_BACKENDS; do
-  [ "$backend" = "$first" ] && continue
-  bench "train-$backend" 180 $(ours train "$backend")
-  bench "generate-$backend" 150 $(ours generate "$backend")
-done
-peer train-torch-bfloat16 120 bfloat16 train 4
-peer generate-torch-bfloat16 120 bfloat16 generate 8
-# LoRA (rank 8 on q/k/v/o, as configs/bench.toml's peer in TRL + PEFT), last: the least needed.
-bench "train-lora-$first" 120 $(ours train "$first") --set lora.enabled=true
-peer train-lora-torch-float32 120 float32 train-lora 4
+if [ "$BENCH_BACKENDS" != none ]; then
+  step model-init 120 "$BAPO" model init --like "$KIT/smollm2-shape" --out "$MODEL" --seed 0
+  first="${BENCH_BACKENDS%% *}"
+  ours train "$first"; bench "train-$first" 150 "${OURS[@]}"
+  peer train-torch-float32 150 float32 train 4
+  ours generate "$first"; bench "generate-$first" 150 "${OURS[@]}"
+  peer generate-torch-float32 120 float32 generate 8
+  for backend in $BENCH_BACKENDS; do
+    [ "$backend" = "$first" ] && continue
+    ours train "$backend"; bench "train-$backend" 180 "${OURS[@]}"
+    ours generate "$backend"; bench "generate-$backend" 150 "${OURS[@]}"
+  done
+  peer train-torch-bfloat16 120 bfloat16 train 4
+  peer generate-torch-bfloat16 120 bfloat16 generate 8
+  # LoRA (rank 8 on q/k/v/o, as configs/bench.toml's peer in TRL + PEFT), last: the least needed.
+  ours train "$first"; bench "train-lora-$first" 120 "${OURS[@]}" --set lora.enabled=true
+  peer train-lora-torch-float32 120 float32 train-lora 4
+fi
 
 step summary 30 "$PYTHON" "$KIT/kit.py" summary "$OUT"
 cat "$OUT/summary.md" 2>/dev/null
 log "done in ${SECONDS}s; steps (name, exit status, seconds):"
 cat "$STATUS"
-tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs
-rm -rf "$WORK"
 exit "$FAILED"

@@ -323,6 +323,7 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
             format!(" ({})", worst_eval.1)
         }
     );
+    check_score_across_backends(root, &binary, &env, &backends)?;
     check_gpu_backends_refuse_or_run(root, &binary, &env, &scratch)?;
     std::fs::remove_dir_all(&scratch).ok();
     if curves.iter().any(|c| c.len() != curves[0].len()) || worst > 1e-4 {
@@ -334,6 +335,61 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
             worst_eval.1,
             worst_eval.0
         );
+    }
+    Ok(())
+}
+
+/// `bapo score --backend B` on the tiny model: the total log-prob of a completion must agree
+/// with `cpu`'s within 1e-4 on every backend (the model commands take `--backend` too).
+fn check_score_across_backends(
+    root: &Path,
+    binary: &Path,
+    env: &[(String, OsString)],
+    backends: &[&str],
+) -> Result<()> {
+    let mut totals = Vec::new();
+    for backend in backends {
+        let output = Command::new(binary)
+            .arg("score")
+            .arg("--model")
+            .arg(root.join("tests/fixtures/tiny-chat"))
+            .args([
+                "--prompt",
+                "what colour is the sky ?",
+                "--completion",
+                " blue .",
+            ])
+            .args(["--backend", backend, "--json"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .context("running bapo score")?;
+        if !output.status.success() {
+            bail!(
+                "bapo score --backend {backend} failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("bapo score --backend {backend}: not JSON"))?;
+        let total = report["total_logprob"]
+            .as_f64()
+            .with_context(|| format!("bapo score --backend {backend}: no total_logprob"))?;
+        totals.push(total);
+    }
+    println!(
+        "bapo score, total log-prob: {}",
+        backends
+            .iter()
+            .zip(&totals)
+            .map(|(b, t)| format!("{b} {t:.6}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if totals
+        .iter()
+        .any(|t| (t - totals[0]).abs() > 1e-4 || !t.is_finite())
+    {
+        bail!("bapo score disagrees across backends: {totals:?}");
     }
     Ok(())
 }

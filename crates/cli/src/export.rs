@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use bapo_model::{CausalLm, GgufFile, LlamaConfig, LoadedModel, export_hf, export_tokenizer};
-use burn::tensor::Device;
 use clap::Args;
 
 #[derive(Args)]
@@ -13,13 +12,15 @@ pub struct ExportArgs {
     /// A GGUF file or a Hugging Face checkpoint folder (Llama family).
     #[arg(long)]
     model: PathBuf,
+    #[command(flatten)]
+    device: crate::device_args::DeviceArgs,
     /// The folder to write (must not hold a checkpoint already).
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let device = Device::flex();
+    let device = args.device.device()?;
     let loaded = LoadedModel::open(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let CausalLm::Llama(model) = &loaded.model else {

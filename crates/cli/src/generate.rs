@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use bapo_model::{ChatMessage, GenerationConfig, LoadedModel, generate};
-use burn::tensor::Device;
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
     /// The model: a GGUF file or a Hugging Face checkpoint folder.
     #[arg(long)]
     model: PathBuf,
+    #[command(flatten)]
+    device: crate::device_args::DeviceArgs,
     /// The prompt.
     #[arg(long)]
     prompt: String,
@@ -36,7 +37,7 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let device = Device::flex();
+    let device = args.device.device()?;
     let loaded = LoadedModel::open(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let text = if args.chat {

@@ -10,6 +10,7 @@ use bapo_objective_kl_dpo as _;
 use bapo_objective_mrpo as _;
 
 mod bench;
+mod device_args;
 mod export;
 mod generate;
 mod model;

@@ -2,7 +2,7 @@
 //! weights. The GPU check kit (`cargo xtask gpu-kit`) ships SmolLM2-135M's shape this way: its
 //! 540 MB of f32 weights would not travel, and speed does not depend on their values.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use bapo_model::hf::{HfArchitecture, llama_config_from_hf};
@@ -57,6 +57,7 @@ fn init(args: InitArgs) -> Result<()> {
     let model = Llama::random(
         &config,
         architecture == HfArchitecture::Qwen2,
+        initializer_range(&config_path)?,
         args.seed,
         &Device::flex(),
     );
@@ -78,4 +79,23 @@ fn init(args: InitArgs) -> Result<()> {
         args.seed
     );
     Ok(())
+}
+
+/// `initializer_range` of a config.json: the standard deviation transformers draws weights
+/// with (0.02, its default, when the file does not say).
+fn initializer_range(path: &Path) -> Result<f32> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    match json.get("initializer_range") {
+        None => Ok(0.02),
+        Some(value) => match value.as_f64() {
+            Some(std) if std > 0.0 && std.is_finite() => Ok(std as f32),
+            _ => bail!(
+                "{}: `initializer_range` is {value}, not a positive number",
+                path.display()
+            ),
+        },
+    }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use bapo_model::{CausalModel, LoadedModel, TokenBatch, sequence_logprobs};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::Serialize;
 
 #[derive(clap::Args)]
@@ -14,6 +14,8 @@ pub struct ScoreArgs {
     /// The model: a GGUF file or a Hugging Face checkpoint folder.
     #[arg(long)]
     model: PathBuf,
+    #[command(flatten)]
+    device: crate::device_args::DeviceArgs,
     /// The prompt (tokenised on its own, as TRL does).
     #[arg(long)]
     prompt: String,
@@ -44,7 +46,7 @@ struct Report {
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
-    let device = Device::flex();
+    let device = args.device.device()?;
     let loaded = LoadedModel::open(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let prompt = loaded.encode(&args.prompt)?;

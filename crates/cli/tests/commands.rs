@@ -153,3 +153,34 @@ fn a_prompt_past_the_models_positions_is_refused() {
     }
     std::fs::remove_dir_all(&gpt2).ok();
 }
+
+/// `score`, `generate` and `export` take `--backend`: in the default build, a backend that is
+/// not compiled in is named with its feature (`cargo xtask backends` runs them on the others).
+#[test]
+fn model_commands_take_a_backend() {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
+    let model = std::path::Path::new(&manifest).join("../../tests/fixtures/tiny-chat");
+    let out = std::env::temp_dir().join(format!("bapo-export-backend-{}", std::process::id()));
+    for args in [
+        vec!["score", "--prompt", "the sky is", "--completion", " blue"],
+        vec!["generate", "--prompt", "the sky is"],
+        vec!["export", "--out", out.to_str().unwrap()],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_bapo"))
+            .args(&args)
+            .arg("--model")
+            .arg(&model)
+            .args(["--backend", "tch-cpu"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{}: {stderr}", args[0]);
+        assert!(
+            stderr.contains("backend `tch-cpu` is not compiled into this binary")
+                && stderr.contains("feature `tch`"),
+            "{}: {stderr}",
+            args[0]
+        );
+    }
+    assert!(!out.exists(), "nothing was exported");
+}

@@ -108,7 +108,7 @@ fn hf_config(model: &Llama, c: &LlamaConfig) -> serde_json::Value {
     } else {
         ("llama", "LlamaForCausalLM")
     };
-    json!({
+    let mut json = json!({
         "architectures": [architecture],
         "model_type": model_type,
         "vocab_size": c.vocab_size,
@@ -124,7 +124,12 @@ fn hf_config(model: &Llama, c: &LlamaConfig) -> serde_json::Value {
         "tie_word_embeddings": c.tied_embeddings,
         "attention_bias": qwen2,
         "torch_dtype": "float32",
-    })
+    });
+    // transformers assumes 2048 positions where the file says nothing.
+    if let Some(max) = c.max_positions {
+        json["max_position_embeddings"] = max.into();
+    }
+    json
 }
 
 /// Writes a Llama-family model (LoRA adapters merged) as a transformers checkpoint.

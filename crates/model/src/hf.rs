@@ -236,6 +236,23 @@ pub fn llama_config_from_hf(path: &Path) -> Result<(HfArchitecture, LlamaConfig)
         rope_theta,
         rms_norm_eps,
         tied_embeddings,
+        max_positions: match json.get("max_position_embeddings") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .as_u64()
+                    .filter(|&n| n > 0)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format_error(
+                            path,
+                            format!(
+                                "`max_position_embeddings` is {value}, not a positive whole number"
+                            ),
+                        )
+                    })?,
+            ),
+        },
     };
     Ok((architecture, config))
 }

@@ -34,6 +34,9 @@ pub struct LlamaConfig {
     pub rope_theta: f64,
     pub rms_norm_eps: f64,
     pub tied_embeddings: bool,
+    /// The longest sequence the model was made for (`max_position_embeddings`, GGUF's
+    /// `llama.context_length`), when the file says.
+    pub max_positions: Option<usize>,
 }
 
 impl LlamaConfig {
@@ -64,6 +67,10 @@ impl LlamaConfig {
             rope_theta: file.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0),
             rms_norm_eps: file.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
             tied_embeddings: !file.has_tensor("output.weight"),
+            max_positions: file
+                .get_u64(&key("context_length"))
+                .ok()
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         })
     }
 }
@@ -378,12 +385,23 @@ impl Llama {
         Ok((model, config))
     }
 
-    /// A model of `config`'s shape with made-up weights (normal, std 0.02, as transformers
-    /// initialises Llama; norms 1), the same for the same `seed`. For benchmarks, where speed
-    /// does not depend on the values, and for shapes too large to ship. `qkv_bias` gives the
-    /// q/k/v projections biases (zero), as Qwen2 has.
-    pub fn random(config: &LlamaConfig, qkv_bias: bool, seed: u64, device: &Device) -> Self {
-        let weights = RandomWeights { seed, qkv_bias };
+    /// A model of `config`'s shape with made-up weights, as transformers initialises Llama:
+    /// matrices normal with standard deviation `std` (its `initializer_range`), norms 1. The
+    /// same `seed` gives the same model. For benchmarks, where speed does not depend on the
+    /// values, and for shapes too large to ship. `qkv_bias` gives the q/k/v projections
+    /// biases (zero), as Qwen2 has.
+    pub fn random(
+        config: &LlamaConfig,
+        qkv_bias: bool,
+        std: f32,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        let weights = RandomWeights {
+            seed,
+            qkv_bias,
+            std,
+        };
         let loader = WeightLoader {
             source: &weights,
             layout: Layout::Hf,
@@ -506,11 +524,7 @@ pub(crate) trait WeightSource {
 struct RandomWeights {
     seed: u64,
     qkv_bias: bool,
-}
-
-impl RandomWeights {
-    /// transformers' `initializer_range` for Llama-family configs.
-    const STD: f32 = 0.02;
+    std: f32,
 }
 
 /// One draw from N(0, 1) (Box–Muller; `1 − u` keeps the logarithm's argument above 0).
@@ -553,7 +567,7 @@ impl WeightSource for RandomWeights {
             });
             let mut rng = StdRng::seed_from_u64(self.seed ^ name_hash);
             (0..len)
-                .map(|_| Self::STD * standard_normal(&mut rng))
+                .map(|_| self.std * standard_normal(&mut rng))
                 .collect()
         };
         Ok((shape.to_vec(), values))

@@ -38,6 +38,7 @@ fn config_and_parameter_count_match_the_spec() {
             // Stored as f32 in the file.
             rms_norm_eps: f64::from(1e-5f32),
             tied_embeddings: true,
+            max_positions: Some(8192),
         }
     );
     let (model, _) = Llama::from_gguf(&file, &Device::flex()).unwrap();

@@ -92,10 +92,15 @@ impl Backend {
             #[cfg(feature = "wgpu")]
             Backend::Wgpu => {
                 let adapters = wgpu_adapters();
-                let gpus = adapters
-                    .iter()
-                    .filter(|a| a.device_type == wgpu::DeviceType::DiscreteGpu)
-                    .count();
+                // Burn picks among the adapters of one graphics API, and one GPU can show up
+                // under several: count per API.
+                let mut per_api = std::collections::BTreeMap::new();
+                for a in &adapters {
+                    if a.device_type == wgpu::DeviceType::DiscreteGpu {
+                        *per_api.entry(format!("{:?}", a.backend)).or_insert(0) += 1;
+                    }
+                }
+                let gpus = per_api.values().copied().max().unwrap_or(0);
                 if index >= gpus {
                     let seen = adapters
                         .iter()
@@ -129,6 +134,21 @@ impl Backend {
             Backend::WgpuCpu => Device::wgpu(burn::tensor::DeviceKind::Cpu),
             _ => Device::flex(),
         }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    /// A backend by its config name (`cpu`, `tch-cpu`, `cuda`, `wgpu`, `wgpu-cpu`).
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Backend::ALL
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Backend::ALL.iter().map(|b| b.name()).collect();
+                format!("unknown backend `{name}`: one of {}", names.join(", "))
+            })
     }
 }
 

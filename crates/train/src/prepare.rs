@@ -87,7 +87,6 @@ pub fn tokenize(
     Ok(tokenize_dataset(dataset, &tokenization, &limits)?)
 }
 
-/// Prepares `config`'s run; `force_anchors` recomputes cached anchors.
 /// Refuses lengths the model has no positions for: the longest scored sequence
 /// (`data.max_length`) and the longest generated one (a prompt, at most
 /// `data.max_prompt_length`, plus `anchors.max_new_tokens` new tokens: base responses are
@@ -109,6 +108,7 @@ fn check_lengths(config: &RunConfig, model: &LoadedModel) -> Result<(), TrainErr
     Ok(())
 }
 
+/// Prepares `config`'s run; `force_anchors` recomputes cached anchors.
 pub fn prepare(
     config: &RunConfig,
     force_anchors: bool,

@@ -1,0 +1,24 @@
+//! `--backend` and `--device-index` for the commands that run a model outside a run config
+//! (`score`, `generate`, `export`); a run config says the same in `[training]`.
+
+use anyhow::Result;
+use bapo_train::Backend;
+use burn::tensor::Device;
+
+#[derive(clap::Args)]
+pub struct DeviceArgs {
+    /// `cpu` (pure Rust, the default build), `tch-cpu`, `cuda`, `wgpu` or `wgpu-cpu`: the
+    /// last four need the binary built with their cargo feature (docs/backends.md).
+    #[arg(long, default_value = "cpu")]
+    backend: Backend,
+    /// Which GPU, for `cuda` and `wgpu`.
+    #[arg(long, default_value_t = 0)]
+    device_index: usize,
+}
+
+impl DeviceArgs {
+    /// The device, or why this binary or machine cannot give it.
+    pub fn device(&self) -> Result<Device> {
+        Ok(self.backend.device(self.device_index)?)
+    }
+}
