@@ -309,9 +309,10 @@ pub fn export_peft_adapter(model: &Llama, base_model: &str, dir: &Path) -> Resul
     )
 }
 
-/// Writes the tokenizer of `model` next to an exported checkpoint: `tokenizer.json` and a
-/// `tokenizer_config.json` with the special tokens and the chat template, so that
-/// transformers' `AutoTokenizer` loads it (and `LoadedModel::from_hf_dir` reads it back).
+/// Writes the tokenizer of `model` next to an exported checkpoint as transformers 5 does:
+/// `tokenizer.json`, a `tokenizer_config.json` with the special tokens, and the chat template
+/// in `chat_template.jinja`; transformers' `AutoTokenizer` loads it, and
+/// `LoadedModel::from_hf_dir` reads it back.
 pub fn export_tokenizer(model: &crate::LoadedModel, dir: &Path) -> Result<(), ModelError> {
     let io = |path: &Path, e: std::io::Error| ModelError::Io {
         path: path.to_path_buf(),
@@ -325,10 +326,11 @@ pub fn export_tokenizer(model: &crate::LoadedModel, dir: &Path) -> Result<(), Mo
         "tokenizer_class": "PreTrainedTokenizerFast",
     });
     if let Some(template) = &model.chat_template {
-        settings["chat_template"] = template.source.clone().into();
         if !template.bos_token.is_empty() {
             settings["bos_token"] = template.bos_token.clone().into();
         }
+        let path = dir.join(crate::loaded::CHAT_TEMPLATE_FILE);
+        std::fs::write(&path, &template.source).map_err(|e| io(&path, e))?;
     }
     let tokenizer_path = dir.join("tokenizer.json");
     model

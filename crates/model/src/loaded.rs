@@ -108,16 +108,7 @@ impl LoadedModel {
         };
         let eos_token = id_of(&eos_text)?;
         let pad_token = special("pad_token").map_or(Ok(eos_token), |t| id_of(&t))?;
-        // `chat_template` is a string, or a list of named templates of which "default" is used.
-        let chat_template = match settings.get("chat_template") {
-            Some(Value::String(source)) => Some(source.clone()),
-            Some(Value::Array(named)) => named
-                .iter()
-                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-                .and_then(|t| t.get("template")?.as_str().map(str::to_string)),
-            _ => None,
-        }
-        .map(|source| ChatTemplate {
+        let chat_template = chat_template_source(dir, &settings)?.map(|source| ChatTemplate {
             source,
             bos_token: special("bos_token").unwrap_or_default(),
             eos_token: eos_text.clone(),
@@ -232,3 +223,32 @@ fn hf_max_positions(path: &Path) -> Result<Option<usize>, ModelError> {
     }
     Ok(None)
 }
+
+/// The chat template of a checkpoint folder. Older transformers keep it in
+/// tokenizer_config.json's `chat_template` (a string, or a list of named templates of which
+/// "default" is used); transformers 5 writes it to `chat_template.jinja` beside that file.
+fn chat_template_source(dir: &Path, settings: &Value) -> Result<Option<String>, ModelError> {
+    match settings.get("chat_template") {
+        Some(Value::String(source)) => return Ok(Some(source.clone())),
+        Some(Value::Array(named)) => {
+            return Ok(named
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str().map(str::to_string)));
+        }
+        _ => {}
+    }
+    let path = dir.join(CHAT_TEMPLATE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    std::fs::read_to_string(&path)
+        .map(Some)
+        .map_err(|e| ModelError::Io {
+            path,
+            message: e.to_string(),
+        })
+}
+
+/// Where transformers 5 keeps a checkpoint's chat template.
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";

@@ -577,3 +577,30 @@ fn sharded_and_half_precision_checkpoints_load() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// transformers 5 saves the chat template to `chat_template.jinja`, not into
+/// tokenizer_config.json: tests/fixtures/tiny-chat-tf5 is tiny-chat saved that way by
+/// transformers 5.24. It loads with the same template, and bapo's export writes the same
+/// layout, which loads back with it.
+#[test]
+fn a_checkpoint_saved_by_transformers_5_has_its_chat_template() {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
+    let fixtures = std::path::Path::new(&manifest).join("../../tests/fixtures");
+    let device = Device::flex();
+    let old = bapo_model::LoadedModel::open(&fixtures.join("tiny-chat"), &device).unwrap();
+    let new = bapo_model::LoadedModel::open(&fixtures.join("tiny-chat-tf5"), &device).unwrap();
+    let source = |m: &bapo_model::LoadedModel| m.chat_template.as_ref().map(|t| t.source.clone());
+    assert!(source(&old).is_some());
+    assert_eq!(source(&new), source(&old));
+
+    let out = std::env::temp_dir().join(format!("bapo-tf5-export-{}", std::process::id()));
+    std::fs::remove_dir_all(&out).ok();
+    bapo_model::export_tokenizer(&new, &out).unwrap();
+    let settings = std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap();
+    assert!(!settings.contains("chat_template"), "{settings}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("chat_template.jinja")).ok(),
+        source(&old)
+    );
+    std::fs::remove_dir_all(&out).ok();
+}
