@@ -247,31 +247,16 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
     let mut evaluations = Vec::new();
     for backend in backends {
         let out = scratch.join(backend);
-        let mut command = Command::new(&binary);
-        command
-            .arg("train")
-            .arg("--config")
-            .arg(root.join("configs/tiny.toml"))
-            .args(["--set", &format!("training.backend={backend}")])
-            // BAPO with its default anchor (the smooth Huber-ised hinge), as configs/tiny.toml
-            // sets it: the project's headline objective on every backend.
-            .args(["--set", "training.max_steps=4"])
-            .args(["--set", "eval.at_start=false"])
-            .args([
-                "--set",
-                &format!("output.dir={:?}", out.display().to_string()),
-            ])
-            // One anchor cache for all: the check is about the training step.
-            .args([
-                "--set",
-                &format!(
-                    "anchors.cache_dir={:?}",
-                    scratch.join("anchors").display().to_string()
-                ),
-            ])
-            .arg("--quiet")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(root);
+        // BAPO with its default anchor (the smooth Huber-ised hinge), as configs/tiny.toml
+        // sets it: the project's headline objective on every backend. One anchor cache for
+        // all: the check is about the training step.
+        let mut command = tiny_run(root, &binary, &env, backend, &out, &scratch.join("anchors"));
+        command.args([
+            "--set",
+            "training.max_steps=4",
+            "--set",
+            "eval.at_start=false",
+        ]);
         eprintln!("$ {}", describe(&command));
         let status = command.status().context("running bapo")?;
         if !status.success() {
@@ -337,6 +322,36 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `bapo train` on configs/tiny.toml with `backend`, into `out`, with its anchor cache in
+/// `anchors`, quiet, in the environment the build needs; callers add their own `--set`s.
+pub fn tiny_run(
+    root: &Path,
+    binary: &Path,
+    env: &[(String, OsString)],
+    backend: &str,
+    out: &Path,
+    anchors: &Path,
+) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .arg("train")
+        .arg("--config")
+        .arg(root.join("configs/tiny.toml"))
+        .args(["--set", &format!("training.backend={backend:?}")])
+        .args([
+            "--set",
+            &format!("output.dir={:?}", out.display().to_string()),
+        ])
+        .args([
+            "--set",
+            &format!("anchors.cache_dir={:?}", anchors.display().to_string()),
+        ])
+        .arg("--quiet")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(root);
+    command
 }
 
 /// `bapo score --backend B` on the tiny model: the total log-prob of a completion must agree
@@ -413,36 +428,22 @@ fn check_gpu_backends_refuse_or_run(
             "backend `wgpu` needs discrete GPU 0, and wgpu found none",
         ),
     ] {
-        let output = Command::new(binary)
-            .arg("train")
-            .arg("--config")
-            .arg(root.join("configs/tiny.toml"))
-            .args(["--set", &format!("training.backend={backend}")])
-            .args([
-                "--set",
-                "training.max_steps=1",
-                "--set",
-                "eval.at_start=false",
-            ])
-            .args([
-                "--set",
-                &format!(
-                    "output.dir={:?}",
-                    scratch.join(backend).display().to_string()
-                ),
-            ])
-            .args([
-                "--set",
-                &format!(
-                    "anchors.cache_dir={:?}",
-                    scratch.join("anchors").display().to_string()
-                ),
-            ])
-            .arg("--quiet")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(root)
-            .output()
-            .context("running bapo")?;
+        let output = tiny_run(
+            root,
+            binary,
+            env,
+            backend,
+            &scratch.join(backend),
+            &scratch.join("anchors"),
+        )
+        .args([
+            "--set",
+            "training.max_steps=1",
+            "--set",
+            "eval.at_start=false",
+        ])
+        .output()
+        .context("running bapo")?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         let refused = output.status.code() == Some(1) && stderr.contains(refusal);
         if !(output.status.success() || refused) || stderr.contains("panicked") {

@@ -22,7 +22,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{backends, fetch};
+use crate::{backends, fetch, python};
 
 /// The GPU machine's torch (its libtorch is what the kit's `bapo` loads).
 const TORCH: &str = "torch==2.11.0";
@@ -84,31 +84,11 @@ fn kit_venv(test: bool) -> Result<PathBuf> {
             PathBuf::from(home).join(".cache/bapo/venv-torch211")
         }
     };
-    let python = dir.join("bin/python");
-    if !python.exists() {
-        eprintln!("creating {}", dir.display());
-        run(
-            Command::new("python3").args(["-m", "venv"]).arg(&dir),
-            "python3 -m venv",
-        )?;
-    }
     let mut packages = vec![TORCH];
     if test {
         packages.extend(TEST_PACKAGES);
     }
-    eprintln!("installing {} (skipped when present)", packages.join(" "));
-    run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(&packages),
-        "pip install",
-    )?;
+    python::ensure_venv(&dir, &packages)?;
     Ok(dir)
 }
 
@@ -213,7 +193,12 @@ fn assemble(root: &Path, kit: &Path, binary: &Path, torch_lib: &Path) -> Result<
     )?;
     let shape = kit.join("smollm2-shape");
     std::fs::create_dir_all(&shape)?;
-    for file in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
         std::fs::copy(exported.join(file), shape.join(file))
             .with_context(|| format!("copying the exported {file}"))?;
     }

@@ -7,7 +7,6 @@
 //! docs/reliability.md records its result.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
@@ -49,27 +48,8 @@ pub fn long_run(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     if out.exists() {
         std::fs::remove_dir_all(&out)?;
     }
-    let mut command = Command::new(&binary);
-    command
-        .arg("train")
-        .arg("--config")
-        .arg(root.join("configs/tiny.toml"))
-        .args(["--set", &format!("training.backend={backend:?}")])
-        .args(["--set", &format!("training.max_steps={steps}")])
-        .args([
-            "--set",
-            &format!("output.dir={:?}", out.display().to_string()),
-        ])
-        .args([
-            "--set",
-            &format!(
-                "anchors.cache_dir={:?}",
-                out.join("anchors").display().to_string()
-            ),
-        ])
-        .arg("--quiet")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(root);
+    let mut command = backends::tiny_run(root, &binary, &env, &backend, &out, &out.join("anchors"));
+    command.args(["--set", &format!("training.max_steps={steps}")]);
     eprintln!("$ bapo train --config configs/tiny.toml --set training.max_steps={steps} …");
     let started = std::time::Instant::now();
     let status = command.status().context("running bapo")?;

@@ -27,15 +27,22 @@ pub fn venv() -> Result<PathBuf> {
             PathBuf::from(home).join(".cache/bapo/venv")
         }
     };
+    ensure_venv(&dir, &PACKAGES)?;
+    Ok(dir)
+}
+
+/// A virtual environment in `dir` (created with `python3 -m venv` where missing) with
+/// `packages` installed (pip skips those already there).
+pub fn ensure_venv(dir: &Path, packages: &[&str]) -> Result<()> {
     let python = dir.join("bin/python");
     if !python.exists() {
         eprintln!("creating {}", dir.display());
         run(
-            Command::new("python3").args(["-m", "venv"]).arg(&dir),
+            Command::new("python3").args(["-m", "venv"]).arg(dir),
             "python3 -m venv",
         )?;
     }
-    eprintln!("installing {} (skipped when present)", PACKAGES.join(" "));
+    eprintln!("installing {} (skipped when present)", packages.join(" "));
     run(
         Command::new(&python)
             .args([
@@ -45,10 +52,9 @@ pub fn venv() -> Result<PathBuf> {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .args(PACKAGES),
+            .args(packages),
         "pip install",
-    )?;
-    Ok(dir)
+    )
 }
 
 pub fn check_exports(root: &Path, cargo: &str) -> Result<()> {
