@@ -34,7 +34,7 @@ fn a_supplied_base_response_is_the_anchor() {
         model: "tiny".into(),
         data: "inline".into(),
         chat_template: String::new(),
-        vocab_size: model.vocab_size,
+        vocab_size: model.vocab_size(),
         max_length: 64,
         max_prompt_length: None,
         user: None,

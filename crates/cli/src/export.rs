@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use bapo_model::{CausalLm, GgufFile, LlamaConfig, LoadedModel, export_hf, export_tokenizer};
+use anyhow::{Context, Result};
+use bapo_model::{LoadedModel, export_tokenizer};
 use clap::Args;
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// A GGUF file or a Hugging Face checkpoint folder (Llama family).
+    /// A GGUF file or a Hugging Face checkpoint folder (Llama, Qwen2 or GPT-2).
     #[arg(long)]
     model: PathBuf,
     #[command(flatten)]
@@ -23,18 +23,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let device = args.device.device()?;
     let loaded = LoadedModel::open(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
-    let CausalLm::Llama(model) = &loaded.model else {
-        bail!(
-            "{}: only Llama-family models are exported",
-            args.model.display()
-        );
-    };
-    let config = if args.model.is_dir() {
-        bapo_model::hf::llama_config_from_hf(&args.model.join("config.json"))?.1
-    } else {
-        LlamaConfig::from_gguf(&GgufFile::open(&args.model)?)?
-    };
-    export_hf(model, &config, &args.out)?;
+    loaded.model.export_hf(&loaded.config, &args.out)?;
     export_tokenizer(&loaded, &args.out)?;
     println!("wrote {}", args.out.display());
     Ok(())

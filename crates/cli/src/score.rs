@@ -88,7 +88,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         TensorData::new(prompt_ids, [1, n]),
         &device,
     ));
-    let next = log_softmax(logits.narrow(1, n - 1, 1).reshape([loaded.vocab_size]), 0);
+    let next = log_softmax(logits.narrow(1, n - 1, 1).reshape([loaded.vocab_size()]), 0);
     let next: Vec<f32> = next
         .into_data()
         .convert::<f32>()

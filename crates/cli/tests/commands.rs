@@ -107,27 +107,72 @@ fn a_bad_model_file_is_a_clear_error() {
     assert!(!stderr.contains("backtrace"), "{stderr}");
 }
 
+fn workspace() -> std::path::PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
+    std::path::Path::new(&manifest).join("../..")
+}
+
+/// The tiny GPT-2 (made by transformers, n_positions 64) with the tiny chat model's tokenizer,
+/// which fits its vocabulary: a GPT-2 checkpoint bapo can load whole.
+fn tiny_gpt2_with_tokenizer(tag: &str) -> std::path::PathBuf {
+    let root = workspace();
+    let gpt2 = std::env::temp_dir().join(format!("bapo-gpt2-{tag}-{}", std::process::id()));
+    std::fs::remove_dir_all(&gpt2).ok();
+    std::fs::create_dir_all(&gpt2).unwrap();
+    let tiny_gpt2 = root.join("crates/model/tests/fixtures/hf/tiny-gpt2");
+    let tiny_chat = root.join("tests/fixtures/tiny-chat");
+    for (from, file) in [
+        (&tiny_gpt2, "config.json"),
+        (&tiny_gpt2, "model.safetensors"),
+        (&tiny_chat, "tokenizer.json"),
+        (&tiny_chat, "tokenizer_config.json"),
+    ] {
+        std::fs::copy(from.join(file), gpt2.join(file)).unwrap();
+    }
+    gpt2
+}
+
+/// `bapo export` writes a GPT-2 checkpoint too (its config kept from loading): the export
+/// loads back as GPT-2 and scores a completion as the original does.
+#[test]
+fn a_gpt2_checkpoint_exports_and_scores_the_same() {
+    let gpt2 = tiny_gpt2_with_tokenizer("export");
+    let out = gpt2.with_extension("exported");
+    std::fs::remove_dir_all(&out).ok();
+    let model = gpt2.to_str().unwrap();
+    bapo(&["export", "--model", model, "--out", out.to_str().unwrap()]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "gpt2");
+    assert_eq!(config["n_positions"], 64);
+    let total = |model: &str| {
+        let report: serde_json::Value = serde_json::from_str(&bapo(&[
+            "score",
+            "--model",
+            model,
+            "--prompt",
+            "what colour is the sky ?",
+            "--completion",
+            " blue .",
+            "--json",
+        ]))
+        .unwrap();
+        report["total_logprob"].as_f64().unwrap()
+    };
+    let (before, after) = (total(model), total(out.to_str().unwrap()));
+    assert!((before - after).abs() < 1e-5, "{before} vs {after}");
+    std::fs::remove_dir_all(&gpt2).ok();
+    std::fs::remove_dir_all(&out).ok();
+}
+
 /// A prompt past the model's positions is refused with the limit, not a panic: GPT-2 has no
 /// position embedding past `n_positions` (64 in the tiny GPT-2, given the tiny chat model's
 /// tokenizer here), and Llama-family models were never trained there (128 in the tiny chat
 /// model).
 #[test]
 fn a_prompt_past_the_models_positions_is_refused() {
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
-    let root = std::path::Path::new(&manifest).join("../..");
-    let gpt2 = std::env::temp_dir().join(format!("bapo-gpt2-{}", std::process::id()));
-    std::fs::create_dir_all(&gpt2).unwrap();
-    for (from, file) in [
-        ("crates/model/tests/fixtures/hf/tiny-gpt2", "config.json"),
-        (
-            "crates/model/tests/fixtures/hf/tiny-gpt2",
-            "model.safetensors",
-        ),
-        ("tests/fixtures/tiny-chat", "tokenizer.json"),
-        ("tests/fixtures/tiny-chat", "tokenizer_config.json"),
-    ] {
-        std::fs::copy(root.join(from).join(file), gpt2.join(file)).unwrap();
-    }
+    let root = workspace();
+    let gpt2 = tiny_gpt2_with_tokenizer("positions");
     let long = "the sky is blue . ".repeat(30); // 150 tokens
     let tiny_chat = root.join("tests/fixtures/tiny-chat");
     for (model, positions, command) in [
@@ -158,8 +203,7 @@ fn a_prompt_past_the_models_positions_is_refused() {
 /// not compiled in is named with its feature (`cargo xtask backends` runs them on the others).
 #[test]
 fn model_commands_take_a_backend() {
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
-    let model = std::path::Path::new(&manifest).join("../../tests/fixtures/tiny-chat");
+    let model = workspace().join("tests/fixtures/tiny-chat");
     let out = std::env::temp_dir().join(format!("bapo-export-backend-{}", std::process::id()));
     for args in [
         vec!["score", "--prompt", "the sky is", "--completion", " blue"],

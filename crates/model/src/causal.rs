@@ -9,8 +9,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::ModelError;
-use crate::gpt2::Gpt2;
-use crate::llama::Llama;
+use crate::gpt2::{Gpt2, Gpt2Config};
+use crate::llama::{Llama, LlamaConfig};
 
 /// A decoder-only language model.
 pub trait CausalModel {
@@ -192,6 +192,32 @@ pub(crate) fn key_mask(
     Tensor::from_data(TensorData::new(mask, [batch, 1, queries, keys]), device)
 }
 
+/// The shape of a loaded model, kept with it: export writes it back, and checks read its
+/// limits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    Llama(LlamaConfig),
+    Gpt2(Gpt2Config),
+}
+
+impl ModelConfig {
+    /// Rows of the token embedding.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::Llama(c) => c.vocab_size,
+            ModelConfig::Gpt2(c) => c.vocab_size,
+        }
+    }
+
+    /// The longest sequence the model was made for, when its file says.
+    pub fn max_positions(&self) -> Option<usize> {
+        match self {
+            ModelConfig::Llama(c) => c.max_positions,
+            ModelConfig::Gpt2(c) => Some(c.max_positions),
+        }
+    }
+}
+
 /// A model of any supported architecture.
 #[derive(Module, Debug)]
 pub enum CausalLm {
@@ -202,7 +228,7 @@ pub enum CausalLm {
 impl CausalLm {
     /// Loads a Hugging Face checkpoint folder; `config.json`'s `model_type` picks the
     /// architecture (llama, qwen2, gpt2).
-    pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, usize), ModelError> {
+    pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, ModelConfig), ModelError> {
         let config = dir.join("config.json");
         let text = std::fs::read_to_string(&config).map_err(|e| ModelError::Io {
             path: config.clone(),
@@ -215,10 +241,23 @@ impl CausalLm {
             })?;
         if json.get("model_type").and_then(serde_json::Value::as_str) == Some("gpt2") {
             let (model, config) = Gpt2::from_hf_dir(dir, device)?;
-            Ok((CausalLm::Gpt2(model), config.vocab_size))
+            Ok((CausalLm::Gpt2(model), ModelConfig::Gpt2(config)))
         } else {
             let (model, config) = Llama::from_hf_dir(dir, device)?;
-            Ok((CausalLm::Llama(model), config.vocab_size))
+            Ok((CausalLm::Llama(model), ModelConfig::Llama(config)))
+        }
+    }
+
+    /// Writes this model (LoRA adapters merged) as a transformers checkpoint of `config`'s
+    /// shape.
+    pub fn export_hf(&self, config: &ModelConfig, dir: &Path) -> Result<(), ModelError> {
+        match (self, config) {
+            (CausalLm::Llama(m), ModelConfig::Llama(c)) => crate::export::export_hf(m, c, dir),
+            (CausalLm::Gpt2(m), ModelConfig::Gpt2(c)) => crate::export::export_gpt2_hf(m, c, dir),
+            _ => Err(ModelError::Format {
+                path: dir.to_path_buf(),
+                message: "the model and its config are of different architectures".into(),
+            }),
         }
     }
 }

@@ -19,7 +19,7 @@ pub mod tokenizer;
 
 use std::path::PathBuf;
 
-pub use causal::{CausalLm, CausalModel, KvCache};
+pub use causal::{CausalLm, CausalModel, KvCache, ModelConfig};
 pub use chat::{ChatMessage, ChatTemplate};
 pub use export::{export_gpt2_hf, export_hf, export_peft_adapter, export_tokenizer};
 pub use generate::{GenerateError, Generation, GenerationConfig, generate};

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::ModelError;
-use crate::causal::CausalLm;
+use crate::causal::{CausalLm, ModelConfig};
 use crate::chat::ChatTemplate;
 use crate::gguf::GgufFile;
 use crate::llama::Llama;
@@ -18,16 +18,13 @@ use crate::tokenizer::tokenizer_from_gguf;
 #[derive(Debug)]
 pub struct LoadedModel {
     pub model: CausalLm,
-    /// Rows of the model's token embedding.
-    pub vocab_size: usize,
+    /// Its shape, as its file gives it (export writes it back).
+    pub config: ModelConfig,
     pub tokenizer: Tokenizer,
     /// `None` when the file ships no chat template.
     pub chat_template: Option<ChatTemplate>,
     pub eos_token: u32,
     pub pad_token: u32,
-    /// The longest sequence the model was made for (`max_position_embeddings`, GPT-2's
-    /// `n_positions`, GGUF's `llama.context_length`); `None` when the file does not say.
-    pub max_positions: Option<usize>,
 }
 
 impl LoadedModel {
@@ -58,8 +55,7 @@ impl LoadedModel {
     /// `tokenizer.json`, and (optional) `tokenizer_config.json` for the chat template and the
     /// special tokens.
     pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<Self, ModelError> {
-        let (model, vocab_size) = CausalLm::from_hf_dir(dir, device)?;
-        let max_positions = hf_max_positions(&dir.join("config.json"))?;
+        let (model, config) = CausalLm::from_hf_dir(dir, device)?;
         let tokenizer_path = dir.join("tokenizer.json");
         if !tokenizer_path.exists() {
             return Err(ModelError::Io {
@@ -72,7 +68,7 @@ impl LoadedModel {
                 path: tokenizer_path.clone(),
                 message: e.to_string(),
             })?;
-        check_vocabulary(&tokenizer, vocab_size, &tokenizer_path)?;
+        check_vocabulary(&tokenizer, config.vocab_size(), &tokenizer_path)?;
 
         let settings_path = dir.join("tokenizer_config.json");
         let settings: Value = if settings_path.exists() {
@@ -115,12 +111,11 @@ impl LoadedModel {
         });
         Ok(LoadedModel {
             model,
-            vocab_size,
+            config,
             tokenizer,
             chat_template,
             eos_token,
             pad_token,
-            max_positions,
         })
     }
 
@@ -141,23 +136,24 @@ impl LoadedModel {
             .map_or(eos_token, |id| id as u32);
         Ok(LoadedModel {
             model: CausalLm::Llama(model),
-            vocab_size: config.vocab_size,
+            config: ModelConfig::Llama(config),
             tokenizer,
             chat_template,
             eos_token,
             pad_token,
-            max_positions: file
-                .get_u64("llama.context_length")
-                .ok()
-                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         })
+    }
+
+    /// Rows of the model's token embedding.
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size()
     }
 
     /// Refuses a sequence of `tokens` tokens (what `what` names, for the message) when it
     /// would run past the model's positions: Llama-family models were never trained there, and
     /// GPT-2 has no position embedding for them.
     pub fn check_length(&self, tokens: usize, what: &str) -> Result<(), ModelError> {
-        match self.max_positions {
+        match self.config.max_positions() {
             Some(max) if tokens > max => Err(ModelError::TooLong {
                 what: what.to_string(),
                 tokens,
@@ -198,30 +194,6 @@ fn check_vocabulary(tokenizer: &Tokenizer, rows: usize, path: &Path) -> Result<(
         });
     }
     Ok(())
-}
-
-/// `max_position_embeddings` (or GPT-2's `n_positions`) of a checkpoint's config.json.
-fn hf_max_positions(path: &Path) -> Result<Option<usize>, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let json: Value = serde_json::from_str(&text).map_err(|e| ModelError::Format {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    for key in ["max_position_embeddings", "n_positions"] {
-        if let Some(value) = json.get(key) {
-            return match value.as_u64() {
-                Some(n) if n > 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
-                _ => Err(ModelError::Format {
-                    path: path.to_path_buf(),
-                    message: format!("`{key}` is {value}, not a positive whole number"),
-                }),
-            };
-        }
-    }
-    Ok(None)
 }
 
 /// The chat template of a checkpoint folder. Older transformers keep it in

@@ -40,9 +40,9 @@ fn tiny_models_match_transformers_logits() {
     assert_eq!(reference.models.len(), 4);
     let device = Device::flex();
     for (name, expected) in &reference.models {
-        let (model, vocab) = CausalLm::from_hf_dir(&fixtures().join(name), &device)
+        let (model, config) = CausalLm::from_hf_dir(&fixtures().join(name), &device)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(vocab, 128);
+        assert_eq!(config.vocab_size(), 128);
         match &model {
             CausalLm::Llama(llama) => {
                 assert_eq!(llama.lm_head.is_none(), name.ends_with("tied"), "{name}");

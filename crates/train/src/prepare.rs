@@ -233,7 +233,7 @@ pub fn prepare(
             model: model_sha.to_string(),
             data: data_sha.clone(),
             chat_template: chat_template.clone(),
-            vocab_size: model.vocab_size,
+            vocab_size: model.vocab_size(),
             max_length: config.data.max_length,
             max_prompt_length: config.data.max_prompt_length,
             user: config.data.user.clone(),

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bapo_data::epoch_order;
-use bapo_model::{
-    CausalLm, GgufFile, LlamaConfig, LoraSettings, apply_lora, export_hf, export_peft_adapter,
-};
+use bapo_model::{CausalLm, LoraSettings, apply_lora, export_peft_adapter};
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use sha2::{Digest, Sha256};
@@ -632,22 +630,17 @@ fn write_export(
     loaded: &bapo_model::LoadedModel,
     dir: &Path,
 ) -> Result<&'static str, TrainError> {
-    let CausalLm::Llama(model) = policy.valid() else {
-        return Err(TrainError::Export(
-            "export is implemented for the Llama family".into(),
-        ));
-    };
-    let model_path = &config.model.path;
+    let policy = policy.valid();
     if config.lora.enabled {
-        export_peft_adapter(&model, &model_path.display().to_string(), dir)?;
+        let CausalLm::Llama(model) = &policy else {
+            return Err(TrainError::Export(
+                "a PEFT adapter is exported for the Llama family only".into(),
+            ));
+        };
+        export_peft_adapter(model, &config.model.path.display().to_string(), dir)?;
         return Ok("PEFT adapter");
     }
-    let llama_config: LlamaConfig = if model_path.is_dir() {
-        bapo_model::hf::llama_config_from_hf(&model_path.join("config.json"))?.1
-    } else {
-        LlamaConfig::from_gguf(&GgufFile::open(model_path).map_err(bapo_model::ModelError::from)?)?
-    };
-    export_hf(&model, &llama_config, dir)?;
+    policy.export_hf(&loaded.config, dir)?;
     bapo_model::export_tokenizer(loaded, dir)?;
     Ok("transformers checkpoint")
 }
