@@ -21,4 +21,12 @@ impl DeviceArgs {
     pub fn device(&self) -> Result<Device> {
         Ok(self.backend.device(self.device_index)?)
     }
+
+    /// The same choice as run-config overrides (`--set` form), for commands that load a run.
+    pub fn overrides(&self) -> Vec<String> {
+        vec![
+            format!("training.backend={:?}", self.backend.name()),
+            format!("training.device_index={}", self.device_index),
+        ]
+    }
 }

@@ -251,3 +251,43 @@ fn a_plot_that_cannot_be_written_fails_the_run_and_resume_finishes_it() {
     assert!(!run.join("plots/loss.png.partial").exists());
     assert_eq!(steps(&run.join("eval.jsonl")), [0, 8]);
 }
+
+/// `bapo export --run` exports any checkpoint of a run as the run's end phase does: the newest
+/// gives the same weights as the run's own export, an earlier one other weights, and an
+/// existing folder is never written over.
+#[test]
+fn export_run_writes_any_checkpoint_as_the_end_phase_does() {
+    let dir = scratch("export-run");
+    ok(train(&dir, &["--set", "checkpoint.export=true", "--quiet"])
+        .output()
+        .unwrap());
+    let run = dir.join("run");
+    let export = |out: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bapo"))
+            .args(["export", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let weights = |folder: &Path| std::fs::read(folder.join("model.safetensors")).unwrap();
+
+    let newest = dir.join("newest");
+    ok(export(&newest, &[]));
+    assert_eq!(weights(&newest), weights(&run.join("export")));
+    assert!(newest.join("tokenizer.json").exists());
+
+    let step4 = dir.join("step4");
+    let checkpoint = run.join("checkpoints/step-000004");
+    ok(export(
+        &step4,
+        &["--checkpoint", checkpoint.to_str().unwrap()],
+    ));
+    assert_ne!(weights(&step4), weights(&newest));
+
+    let refused = failed(export(&newest, &[]));
+    assert!(refused.contains("already exists"), "{refused}");
+    std::fs::remove_dir_all(&dir).ok();
+}

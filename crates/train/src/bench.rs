@@ -72,7 +72,8 @@ pub fn bench_train(
 ) -> Result<BenchResult, TrainError> {
     let prepared = prepare(config, false, &Progress { quiet: true })?;
     // Full fine-tuning, or LoRA as `lora.enabled` says (the PyTorch side: TRL, TRL + PEFT).
-    let mut policy = crate::run::build_policy(config, &prepared)?;
+    let mut policy =
+        crate::run::build_policy(config, &prepared.model.model, &prepared.train_device)?;
     let mut optimizer = AdamW::new(config.optimizer.clone());
     let t = &config.training;
     let mut timed = Vec::new();

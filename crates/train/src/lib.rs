@@ -33,7 +33,7 @@ pub use backend::{Backend, BackendError};
 pub use config::{ConfigError, RunConfig};
 pub use prepare::{Prepared, prepare};
 pub use progress::Progress;
-pub use run::{RunSummary, TrainOptions, evaluate_run, train};
+pub use run::{RunSummary, TrainOptions, evaluate_run, export_run, train};
 
 /// Anything that stops a run. Messages name the file, key, step or data lines at fault.
 #[derive(Debug, thiserror::Error)]

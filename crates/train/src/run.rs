@@ -55,13 +55,14 @@ fn sha256_hex(text: &str) -> String {
 /// initial factors come from the device seed, so they are the same on every run).
 pub(crate) fn build_policy(
     config: &RunConfig,
-    prepared: &Prepared,
+    model: &CausalLm,
+    device: &burn::tensor::Device,
 ) -> Result<CausalLm, TrainError> {
-    let policy = prepared.model.model.clone();
+    let policy = model.clone();
     if !config.lora.enabled {
         return Ok(policy);
     }
-    prepared.train_device.seed(config.training.seed);
+    device.seed(config.training.seed);
     let settings = LoraSettings {
         rank: config.lora.rank,
         alpha: config.lora.alpha,
@@ -123,7 +124,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     std::fs::write(&partial, &config_text).map_err(|e| TrainError::io(&partial, e))?;
     std::fs::rename(&partial, &config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
 
-    let mut policy = build_policy(config, &prepared)?;
+    let mut policy = build_policy(config, &prepared.model.model, &prepared.train_device)?;
     let mut optimizer = AdamW::new(config.optimizer.clone());
     let t = &config.training;
     let examples = prepared.train.len();
@@ -623,6 +624,44 @@ fn export(
     Ok(format!("{what}: {}", dir.display()))
 }
 
+/// `bapo export --run`: the newest checkpoint of `config`'s run (or the checkpoint folder
+/// `checkpoint_dir`) exported into `out`, as the run's end phase exports: a PEFT adapter (LoRA)
+/// or a transformers checkpoint. The model must be the one the checkpoint was trained from.
+pub fn export_run(
+    config: &RunConfig,
+    checkpoint_dir: Option<&Path>,
+    out: &Path,
+) -> Result<String, TrainError> {
+    let ck = match checkpoint_dir {
+        Some(dir) => checkpoint::read(dir)?,
+        None => checkpoint::latest(&config.output.dir)?.ok_or_else(|| {
+            TrainError::Checkpoint(format!(
+                "no checkpoint under {}",
+                checkpoint::checkpoints_dir(&config.output.dir).display()
+            ))
+        })?,
+    };
+    if let Some(recorded) = &ck.state.model_sha256
+        && *recorded != crate::prepare::model_sha256(&config.model.path)?
+    {
+        return Err(TrainError::Config(format!(
+            "`model.path` {} has changed since {} was written: its weights belong to another model",
+            config.model.path.display(),
+            ck.dir.display()
+        )));
+    }
+    let t = &config.training;
+    // Trainable parameters exist on the autodiff device only, as in training.
+    let device = t.backend.device(t.device_index)?.autodiff();
+    let loaded = bapo_model::LoadedModel::open(&config.model.path, &device)?;
+    let policy = load_trainable(
+        build_policy(config, &loaded.model, &device)?,
+        &ck.parameters,
+    )
+    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
+    export(config, &policy, &loaded, out)
+}
+
 /// Writes the export into `dir`; returns what it is.
 fn write_export(
     config: &RunConfig,
@@ -663,8 +702,11 @@ pub fn evaluate_run(
             ))
         })?,
     };
-    let policy = load_trainable(build_policy(config, &prepared)?, &ck.parameters)
-        .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
+    let policy = load_trainable(
+        build_policy(config, &prepared.model.model, &prepared.train_device)?,
+        &ck.parameters,
+    )
+    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
     let pad = prepared.model.pad_token;
     let eval = |m: &CausalLm| {
         evaluate(
