@@ -22,6 +22,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::python::run;
 use crate::{backends, fetch, python};
 
 /// The GPU machine's torch (its libtorch is what the kit's `bapo` loads).
@@ -334,14 +335,4 @@ fn folder_bytes(dir: &Path) -> Result<u64> {
         };
     }
     Ok(total)
-}
-
-fn run(command: &mut Command, what: &str) -> Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("could not start {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
 }

@@ -86,7 +86,8 @@ pub fn check_exports(root: &Path, cargo: &str) -> Result<()> {
     Ok(())
 }
 
-fn run(command: &mut Command, what: &str) -> Result<()> {
+/// Runs `command`; fails, naming `what`, when it cannot start or does not succeed.
+pub fn run(command: &mut Command, what: &str) -> Result<()> {
     let status = command
         .status()
         .with_context(|| format!("could not start {what}"))?;

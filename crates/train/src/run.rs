@@ -632,15 +632,7 @@ pub fn export_run(
     checkpoint_dir: Option<&Path>,
     out: &Path,
 ) -> Result<String, TrainError> {
-    let ck = match checkpoint_dir {
-        Some(dir) => checkpoint::read(dir)?,
-        None => checkpoint::latest(&config.output.dir)?.ok_or_else(|| {
-            TrainError::Checkpoint(format!(
-                "no checkpoint under {}",
-                checkpoint::checkpoints_dir(&config.output.dir).display()
-            ))
-        })?,
-    };
+    let ck = chosen_checkpoint(config, checkpoint_dir)?;
     if let Some(recorded) = &ck.state.model_sha256
         && *recorded != crate::prepare::model_sha256(&config.model.path)?
     {
@@ -660,6 +652,22 @@ pub fn export_run(
     )
     .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
     export(config, &policy, &loaded, out)
+}
+
+/// The checkpoint folder `checkpoint_dir`, or else the newest of `config`'s run.
+fn chosen_checkpoint(
+    config: &RunConfig,
+    checkpoint_dir: Option<&Path>,
+) -> Result<checkpoint::Checkpoint, TrainError> {
+    match checkpoint_dir {
+        Some(dir) => checkpoint::read(dir),
+        None => checkpoint::latest(&config.output.dir)?.ok_or_else(|| {
+            TrainError::Checkpoint(format!(
+                "no checkpoint under {}",
+                checkpoint::checkpoints_dir(&config.output.dir).display()
+            ))
+        }),
+    }
 }
 
 /// Writes the export into `dir`; returns what it is.
@@ -693,15 +701,7 @@ pub fn evaluate_run(
 ) -> Result<String, TrainError> {
     let progress = Progress { quiet };
     let prepared = prepare(config, false, &progress)?;
-    let ck = match checkpoint_dir {
-        Some(dir) => checkpoint::read(dir)?,
-        None => checkpoint::latest(&config.output.dir)?.ok_or_else(|| {
-            TrainError::Checkpoint(format!(
-                "no checkpoint under {}",
-                checkpoint::checkpoints_dir(&config.output.dir).display()
-            ))
-        })?,
-    };
+    let ck = chosen_checkpoint(config, checkpoint_dir)?;
     let policy = load_trainable(
         build_policy(config, &prepared.model.model, &prepared.train_device)?,
         &ck.parameters,
