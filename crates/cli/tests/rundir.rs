@@ -253,14 +253,32 @@ fn a_plot_that_cannot_be_written_fails_the_run_and_resume_finishes_it() {
 }
 
 /// `bapo export --run` exports any checkpoint of a run as the run's end phase does: the newest
-/// gives the same weights as the run's own export, an earlier one other weights, and an
-/// existing folder is never written over.
+/// gives the same weights as the run's own export, an earlier one other weights, an existing
+/// folder is never written over, and a model changed since the checkpoint is refused.
 #[test]
 fn export_run_writes_any_checkpoint_as_the_end_phase_does() {
     let dir = scratch("export-run");
-    ok(train(&dir, &["--set", "checkpoint.export=true", "--quiet"])
-        .output()
-        .unwrap());
+    // A copy of the tiny model, so that it can be changed afterwards.
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let fixture = bapo_testkit::workspace_root().join("tests/fixtures/tiny-chat");
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
+    }
+    let model_set = format!("model.path={:?}", model.display().to_string());
+    ok(train(
+        &dir,
+        &[
+            "--set",
+            "checkpoint.export=true",
+            "--set",
+            &model_set,
+            "--quiet",
+        ],
+    )
+    .output()
+    .unwrap());
     let run = dir.join("run");
     let export = |out: &Path, extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_bapo"))
@@ -289,5 +307,17 @@ fn export_run_writes_any_checkpoint_as_the_end_phase_does() {
 
     let refused = failed(export(&newest, &[]));
     assert!(refused.contains("already exists"), "{refused}");
+
+    let mut weights_file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(model.join("model.safetensors"))
+        .unwrap();
+    std::io::Write::write_all(&mut weights_file, b" ").unwrap();
+    let refused = failed(export(&dir.join("changed"), &[]));
+    assert!(
+        refused.contains("`model.path`") && refused.contains("has changed since"),
+        "{refused}"
+    );
+    assert!(!dir.join("changed").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
