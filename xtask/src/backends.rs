@@ -34,22 +34,7 @@ pub fn feature(backend: &str) -> Result<Option<&'static str>> {
 /// Environment for building and running with libtorch from the venv's torch 2.9.0.
 pub fn libtorch_env() -> Result<Vec<(String, OsString)>> {
     let venv = python::venv()?;
-    let python = venv.join("bin/python");
-    let output = Command::new(&python)
-        .args([
-            "-c",
-            "import os, torch; print(os.path.dirname(torch.__file__))",
-        ])
-        .output()
-        .with_context(|| format!("running {}", python.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} cannot import torch: {}",
-            python.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let torch = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let torch = python::torch_dir(&venv)?;
     let join = |first: OsString, var: &str| {
         let mut value = first;
         if let Some(old) = std::env::var_os(var) {
@@ -490,15 +475,28 @@ fn last_evaluation(path: &Path) -> Result<std::collections::BTreeMap<String, f64
 }
 
 fn losses(path: &Path) -> Result<Vec<f64>> {
+    Ok(log_numbers(path, &["loss"])?
+        .into_iter()
+        .map(|row| row[0])
+        .collect())
+}
+
+/// The values of `keys`, in that order, of every line of a run log (metrics.jsonl); a line
+/// without one of them is an error naming it.
+pub fn log_numbers(path: &Path, keys: &[&str]) -> Result<Vec<Vec<f64>>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .map(|line| {
             let row: serde_json::Value = serde_json::from_str(line)
                 .with_context(|| format!("{}: not JSON", path.display()))?;
-            row["loss"]
-                .as_f64()
-                .with_context(|| format!("{}: a line without `loss`", path.display()))
+            keys.iter()
+                .map(|key| {
+                    row[key]
+                        .as_f64()
+                        .with_context(|| format!("{}: a line without `{key}`", path.display()))
+                })
+                .collect()
         })
         .collect()
 }

@@ -96,20 +96,7 @@ fn kit_venv(test: bool) -> Result<PathBuf> {
 /// Builds `bapo` with `tch` and `wgpu` against the venv's torch, in a target folder of its
 /// own (the project's usual build links torch 2.9.0); returns the binary and torch's lib/.
 fn build(root: &Path, cargo: &str, venv: &Path) -> Result<(PathBuf, PathBuf)> {
-    let output = Command::new(venv.join("bin/python"))
-        .args([
-            "-c",
-            "import os, torch; print(os.path.dirname(torch.__file__))",
-        ])
-        .output()
-        .context("asking the kit venv's python for torch")?;
-    if !output.status.success() {
-        bail!(
-            "the kit venv cannot import torch: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let torch_lib = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()).join("lib");
+    let torch_lib = python::torch_dir(venv)?.join("lib");
     let target = kit_target_dir(root);
     let mut path = OsString::from(venv.join("bin"));
     if let Some(old) = std::env::var_os("PATH") {

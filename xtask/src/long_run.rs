@@ -83,22 +83,10 @@ pub fn long_run(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
 
 /// `(step, rss_mib, peak_rss_mib)` of every row of a run's metrics.jsonl.
 fn memory_rows(path: &Path) -> Result<Vec<(u64, f64, f64)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .map(|line| {
-            let row: serde_json::Value = serde_json::from_str(line)
-                .with_context(|| format!("{}: not JSON", path.display()))?;
-            let number = |key: &str| {
-                row[key]
-                    .as_f64()
-                    .with_context(|| format!("{}: a row without `{key}`", path.display()))
-            };
-            Ok((
-                number("step")? as u64,
-                number("rss_mib")?,
-                number("peak_rss_mib")?,
-            ))
-        })
-        .collect()
+    Ok(
+        backends::log_numbers(path, &["step", "rss_mib", "peak_rss_mib"])?
+            .into_iter()
+            .map(|row| (row[0] as u64, row[1], row[2]))
+            .collect(),
+    )
 }

@@ -31,6 +31,28 @@ pub fn venv() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The folder of the `torch` package the venv in `venv` imports (its `lib/` holds libtorch).
+pub fn torch_dir(venv: &Path) -> Result<PathBuf> {
+    let python = venv.join("bin/python");
+    let output = Command::new(&python)
+        .args([
+            "-c",
+            "import os, torch; print(os.path.dirname(torch.__file__))",
+        ])
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} cannot import torch: {}",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
+}
+
 /// A virtual environment in `dir` (created with `python3 -m venv` where missing) with
 /// `packages` installed (pip skips those already there).
 pub fn ensure_venv(dir: &Path, packages: &[&str]) -> Result<()> {
