@@ -10,6 +10,7 @@
 //! - `mutations`: planted bugs that the invariant tests must catch (`mutations.rs`).
 //! - `changes`: a run's metric changes with paired intervals (`changes.rs`).
 //! - `gpu-kit`: the prepared check for a GPU machine (`gpu_kit.rs`).
+//! - `fuzz`: the parsers of user files fed mutated inputs (`fuzz.rs`, crates/fuzz).
 //! - `long-run`: memory over a 2,000-step run (`long_run.rs`).
 //! - `study`: DPO, KL-DPO, BAPO and MRPO side by side, with its report (`study.rs`).
 
@@ -19,6 +20,7 @@ mod bench;
 mod changes;
 mod data;
 mod fetch;
+mod fuzz;
 mod gpu_kit;
 mod long_run;
 mod mutations;
@@ -57,6 +59,7 @@ fn run() -> Result<()> {
         Some("mutations") => mutations::mutations(&workspace_root(), &cargo_program(), &args[1..]),
         Some("changes") => changes::changes(&args[1..]),
         Some("gpu-kit") => gpu_kit::gpu_kit(&workspace_root(), &cargo_program(), &args[1..]),
+        Some("fuzz") => fuzz::fuzz(&workspace_root(), &cargo_program(), &args[1..]),
         Some("long-run") => long_run::long_run(&workspace_root(), &cargo_program(), &args[1..]),
         Some("study") => study::study(&workspace_root(), &cargo_program(), &args[1..]),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
@@ -71,7 +74,8 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     fetch the assets, format check, clippy (warnings are errors), export checks, all tests,
-         the 2,000-step memory check (`long-run`) and the cross-backend check (`backends`)
+         a 1.5-minute fuzzing slice (`fuzz`), the 2,000-step memory check (`long-run`) and the
+         cross-backend check (`backends`)
   fetch  download and verify the real assets (SmolLM2-135M-Instruct GGUF, countryinfo) into
          .cache/assets
   data   regenerate data/personalised/preferences.jsonl from the country facts
@@ -103,6 +107,11 @@ tasks:
          the GPU check kit in .gpu-kit/ (docs/backends.md): bapo with tch and wgpu built
          against torch 2.11.0, SmolLM2's shape and tokenizer, TRL's wheels, the Vulkan loader
          and run.sh; --test also runs run.sh here with tch-cpu and wgpu-cpu
+  fuzz   [--executions N] [--minutes M] [--target T]… [--seed S]
+         every parser of a user's files (GGUF, HF model, tokenizer, JSONL, run config, anchor
+         chunk, checkpoint) fed mutated real inputs, N executions per target (default
+         1,000,000) or M minutes in all; any panic, allocation past the input's bound or hang
+         fails it (docs/reliability.md)
   long-run [--steps N] [--backend B]
          the tiny run for N steps (default 2000): resident memory every 100 steps, and a
          failure if it grew by more than 5% from step 200 to the end (docs/reliability.md)
@@ -137,6 +146,11 @@ fn ci() -> Result<()> {
     venv?;
     python::check_exports(&workspace_root(), &cargo_program())?;
     test_workspace()?;
+    fuzz::fuzz(
+        &workspace_root(),
+        &cargo_program(),
+        &["--minutes".into(), "1.5".into()],
+    )?;
     long_run::long_run(&workspace_root(), &cargo_program(), &[])?;
     backends::check(&workspace_root(), &cargo_program())
 }

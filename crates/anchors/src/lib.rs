@@ -297,7 +297,7 @@ pub fn compute_anchor_sets<M: CausalModel>(
         for (index, chunk) in set.examples.chunks(s.chunk_size).enumerate() {
             let path = chunk_path(&dir, index);
             if path.exists() {
-                chunks_done.push(Some(read_chunk(&path, chunk, set.inputs.vocab_size)?));
+                chunks_done.push(Some(read_chunk(&path, chunk, set.inputs)?));
                 reports[set_index].reused_chunks += 1;
                 done += chunk.len();
                 progress(AnchorProgress {
@@ -417,13 +417,16 @@ fn chunk_path(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("chunk-{index:06}.json"))
 }
 
-/// A cached chunk, checked against the examples it should hold and against the vocabulary
-/// (`vocab_size` tokens): an edited or damaged file is refused here, never handed to the model.
+/// A cached chunk, checked against the examples it should hold, the anchors per example and
+/// the vocabulary its `inputs` name: an edited or damaged file is refused here, never handed
+/// to the model or to training (which indexes every anchor it expects).
 fn read_chunk(
     path: &Path,
     chunk: &[TokenizedExample],
-    vocab_size: usize,
+    inputs: &FingerprintInputs,
 ) -> Result<Vec<ExampleAnchors>, AnchorError> {
+    let vocab_size = inputs.vocab_size;
+    let num_anchors = inputs.settings.num_anchors;
     let corrupt = |message: String| AnchorError::Corrupt {
         path: path.to_path_buf(),
         message: format!("{message}; delete the file (or pass --force-anchors) to recompute it"),
@@ -444,6 +447,12 @@ fn read_chunk(
         {
             return Err(corrupt(format!(
                 "the base response of line {line} holds token id {id}, outside the vocabulary of {vocab_size}"
+            )));
+        }
+        if a.base.len() != num_anchors {
+            return Err(corrupt(format!(
+                "the entry of line {line} has {} base responses, not the {num_anchors} of its settings",
+                a.base.len()
             )));
         }
         if a.base_logps.len() != a.base.len()

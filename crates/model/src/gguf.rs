@@ -372,6 +372,20 @@ impl GgufFile {
             for _ in 0..n_dims {
                 dims.push(c.u64(&name)?);
             }
+            // `TensorInfo::len` multiplies them: refused here when that overflows.
+            if dims
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+                .is_none()
+            {
+                return Err(GgufError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: c.pos,
+                    what: format!(
+                        "tensor `{name}` has dimensions {dims:?}, more values than can be counted"
+                    ),
+                });
+            }
             let ggml_type = GgmlType::from_id(c.u32(&name)?);
             let offset = c.u64(&name)?;
             tensors.push(TensorInfo {
@@ -463,7 +477,7 @@ impl GgufFile {
         let n = info.len();
         let corrupt = |what: String| GgufError::Corrupt {
             path: self.path.clone(),
-            offset: self.data_start + info.offset as usize,
+            offset: self.data_start.saturating_add(info.offset as usize),
             what,
         };
         if n % block_values != 0 {
@@ -471,8 +485,8 @@ impl GgufFile {
                 "tensor `{name}`: {n} values is not a multiple of the block size {block_values}"
             )));
         }
-        let size = n / block_values * block_bytes;
-        let start = self.data_start + info.offset as usize;
+        let size = (n / block_values).saturating_mul(block_bytes);
+        let start = self.data_start.saturating_add(info.offset as usize);
         let raw = start
             .checked_add(size)
             .and_then(|end| self.bytes.get(start..end))

@@ -26,7 +26,7 @@ pub use generate::{GenerateError, Generation, GenerationConfig, generate};
 pub use gguf::{GgufError, GgufFile};
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use llama::{Llama, LlamaConfig};
-pub use loaded::LoadedModel;
+pub use loaded::{HfTokenizer, LoadedModel};
 pub use logprobs::{
     BatchError, PromptGroup, ScoredLogits, SequenceLogprobs, SharedPromptBatch, TokenBatch,
     scored_logits, scored_logits_shared, sequence_logprobs, shared_sequence_logprobs,

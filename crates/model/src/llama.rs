@@ -75,6 +75,69 @@ impl LlamaConfig {
     }
 }
 
+impl LlamaConfig {
+    /// Refuses a shape the model code cannot build, whichever file it came from: a size of
+    /// 0, heads that do not group, an odd head size (RoPE rotates pairs), or a weight with
+    /// more values than can be counted.
+    pub fn check(&self) -> Result<(), String> {
+        let sizes = [
+            ("vocabulary size", self.vocab_size),
+            ("hidden size", self.hidden_size),
+            ("layer count", self.num_layers),
+            ("attention head count", self.num_heads),
+            ("key/value head count", self.num_kv_heads),
+            ("head size", self.head_dim),
+            ("intermediate size", self.intermediate_size),
+        ];
+        if let Some((what, _)) = sizes.iter().find(|(_, n)| *n == 0) {
+            return Err(format!("the {what} is 0"));
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Err(format!(
+                "{} key/value heads do not divide {} attention heads",
+                self.num_kv_heads, self.num_heads
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(format!(
+                "the head size {} is odd (RoPE rotates pairs of values)",
+                self.head_dim
+            ));
+        }
+        let query_rows = self.num_heads.checked_mul(self.head_dim);
+        let weights = [
+            (
+                "the token embedding",
+                self.vocab_size.checked_mul(self.hidden_size),
+            ),
+            (
+                "a query projection",
+                query_rows.and_then(|r| r.checked_mul(self.hidden_size)),
+            ),
+            (
+                "an MLP projection",
+                self.hidden_size.checked_mul(self.intermediate_size),
+            ),
+        ];
+        if let Some((what, _)) = weights.iter().find(|(_, n)| n.is_none()) {
+            return Err(format!("{what} would have more values than can be counted"));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(format!(
+                "the RMSNorm epsilon {} must be a positive number",
+                self.rms_norm_eps
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(format!(
+                "the RoPE base {} must be a positive number",
+                self.rope_theta
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Grouped-query self-attention.
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -412,6 +475,10 @@ impl Llama {
     }
 
     fn load(loader: &WeightLoader<'_>, c: &LlamaConfig) -> Result<Self, ModelError> {
+        c.check().map_err(|message| ModelError::Format {
+            path: loader.source.origin(),
+            message,
+        })?;
         let (q_rows, kv_rows) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         let layers = (0..c.num_layers)
             .map(|i| {

@@ -56,66 +56,14 @@ impl LoadedModel {
     /// special tokens.
     pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let (model, config) = CausalLm::from_hf_dir(dir, device)?;
-        let tokenizer_path = dir.join("tokenizer.json");
-        if !tokenizer_path.exists() {
-            return Err(ModelError::Io {
-                path: tokenizer_path,
-                message: "missing: a Hugging Face checkpoint needs its tokenizer.json".into(),
-            });
-        }
-        let tokenizer =
-            Tokenizer::from_file(&tokenizer_path).map_err(|e| ModelError::Tokenizer {
-                path: tokenizer_path.clone(),
-                message: e.to_string(),
-            })?;
-        check_vocabulary(&tokenizer, config.vocab_size(), &tokenizer_path)?;
-
-        let settings_path = dir.join("tokenizer_config.json");
-        let settings: Value = if settings_path.exists() {
-            let text = std::fs::read_to_string(&settings_path).map_err(|e| ModelError::Io {
-                path: settings_path.clone(),
-                message: e.to_string(),
-            })?;
-            serde_json::from_str(&text).map_err(|e| ModelError::Format {
-                path: settings_path.clone(),
-                message: e.to_string(),
-            })?
-        } else {
-            Value::Null
-        };
-        // Special tokens are strings, or objects with a `content` string.
-        let special = |key: &str| -> Option<String> {
-            match settings.get(key)? {
-                Value::String(s) => Some(s.clone()),
-                other => other.get("content")?.as_str().map(str::to_string),
-            }
-        };
-        let eos_text = special("eos_token").ok_or_else(|| ModelError::Format {
-            path: settings_path.clone(),
-            message: "no `eos_token`: cannot tell where a generated answer ends".into(),
-        })?;
-        let id_of = |text: &str| {
-            tokenizer
-                .token_to_id(text)
-                .ok_or_else(|| ModelError::Tokenizer {
-                    path: tokenizer_path.clone(),
-                    message: format!("special token {text:?} is not in the vocabulary"),
-                })
-        };
-        let eos_token = id_of(&eos_text)?;
-        let pad_token = special("pad_token").map_or(Ok(eos_token), |t| id_of(&t))?;
-        let chat_template = chat_template_source(dir, &settings)?.map(|source| ChatTemplate {
-            source,
-            bos_token: special("bos_token").unwrap_or_default(),
-            eos_token: eos_text.clone(),
-        });
+        let files = HfTokenizer::read(dir, config.vocab_size())?;
         Ok(LoadedModel {
             model,
             config,
-            tokenizer,
-            chat_template,
-            eos_token,
-            pad_token,
+            tokenizer: files.tokenizer,
+            chat_template: files.chat_template,
+            eos_token: files.eos_token,
+            pad_token: files.pad_token,
         })
     }
 
@@ -181,15 +129,30 @@ impl LoadedModel {
 
 /// A tokenizer may have fewer tokens than the embedding has rows (checkpoints often pad the
 /// embedding), never more: those ids would index past the embedding.
+/// Reads `tokenizer.json`. Its JSON syntax is checked first: the tokenizers crate (0.22)
+/// panics ("Helper") on a syntax error inside the `decoder` object instead of returning it.
+fn read_tokenizer_json(path: &Path) -> Result<Tokenizer, ModelError> {
+    let fail = |message: String| ModelError::Tokenizer {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| fail(e.to_string()))?;
+    text.parse::<Tokenizer>().map_err(|e| fail(e.to_string()))
+}
+
 fn check_vocabulary(tokenizer: &Tokenizer, rows: usize, path: &Path) -> Result<(), ModelError> {
-    let vocab = tokenizer.get_vocab_size(true);
-    if vocab > rows {
+    // The largest id, not the count: a vocabulary may skip ids, and every id it can produce
+    // indexes the embedding.
+    let largest = tokenizer.get_vocab(true).into_values().max();
+    if let Some(id) = largest
+        && id as usize >= rows
+    {
         return Err(ModelError::Tokenizer {
             path: path.to_path_buf(),
             message: format!(
-                "the tokenizer has {vocab} tokens but the model's embedding has only {} rows: \
-                 they do not belong together",
-                rows
+                "the tokenizer has token id {id} but the model's embedding has only {rows} rows: \
+                 they do not belong together"
             ),
         });
     }
@@ -224,3 +187,74 @@ fn chat_template_source(dir: &Path, settings: &Value) -> Result<Option<String>, 
 
 /// Where transformers 5 keeps a checkpoint's chat template.
 pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
+
+/// The tokenizer side of a Hugging Face checkpoint folder: `tokenizer.json`, and the chat
+/// template and special tokens of `tokenizer_config.json` (or `chat_template.jinja`).
+pub struct HfTokenizer {
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    pub eos_token: u32,
+    pub pad_token: u32,
+}
+
+impl HfTokenizer {
+    /// Reads the tokenizer files of `dir`, checked against a model of `vocab_rows` embedding
+    /// rows.
+    pub fn read(dir: &Path, vocab_rows: usize) -> Result<Self, ModelError> {
+        let tokenizer_path = dir.join("tokenizer.json");
+        if !tokenizer_path.exists() {
+            return Err(ModelError::Io {
+                path: tokenizer_path,
+                message: "missing: a Hugging Face checkpoint needs its tokenizer.json".into(),
+            });
+        }
+        let tokenizer = read_tokenizer_json(&tokenizer_path)?;
+        check_vocabulary(&tokenizer, vocab_rows, &tokenizer_path)?;
+
+        let settings_path = dir.join("tokenizer_config.json");
+        let settings: Value = if settings_path.exists() {
+            let text = std::fs::read_to_string(&settings_path).map_err(|e| ModelError::Io {
+                path: settings_path.clone(),
+                message: e.to_string(),
+            })?;
+            serde_json::from_str(&text).map_err(|e| ModelError::Format {
+                path: settings_path.clone(),
+                message: e.to_string(),
+            })?
+        } else {
+            Value::Null
+        };
+        // Special tokens are strings, or objects with a `content` string.
+        let special = |key: &str| -> Option<String> {
+            match settings.get(key)? {
+                Value::String(s) => Some(s.clone()),
+                other => other.get("content")?.as_str().map(str::to_string),
+            }
+        };
+        let eos_text = special("eos_token").ok_or_else(|| ModelError::Format {
+            path: settings_path.clone(),
+            message: "no `eos_token`: cannot tell where a generated answer ends".into(),
+        })?;
+        let id_of = |text: &str| {
+            tokenizer
+                .token_to_id(text)
+                .ok_or_else(|| ModelError::Tokenizer {
+                    path: tokenizer_path.clone(),
+                    message: format!("special token {text:?} is not in the vocabulary"),
+                })
+        };
+        let eos_token = id_of(&eos_text)?;
+        let pad_token = special("pad_token").map_or(Ok(eos_token), |t| id_of(&t))?;
+        let chat_template = chat_template_source(dir, &settings)?.map(|source| ChatTemplate {
+            source,
+            bos_token: special("bos_token").unwrap_or_default(),
+            eos_token: eos_text.clone(),
+        });
+        Ok(HfTokenizer {
+            tokenizer,
+            chat_template,
+            eos_token,
+            pad_token,
+        })
+    }
+}

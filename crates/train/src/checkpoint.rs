@@ -11,11 +11,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::TensorData;
+use burn::module::Module;
+use burn::tensor::{Device, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
+use crate::optimizer::AdamW;
+use crate::params::{load_trainable, trainable_parameters};
 
 /// `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +179,47 @@ pub fn read(dir: &Path) -> Result<Checkpoint, TrainError> {
         parameters: decode(&dir.join(PARAMETERS))?,
         optimizer: decode(&dir.join(OPTIMIZER))?,
     })
+}
+
+/// Puts `checkpoint` into a run: its trainable values into `module` (every one must name a
+/// parameter of the same shape) and its moments into `optimizer`, on `device`.
+pub fn restore<M: Module>(
+    checkpoint: &Checkpoint,
+    module: M,
+    optimizer: &mut AdamW,
+    device: &Device,
+) -> Result<M, TrainError> {
+    let fail = |e: String| TrainError::Checkpoint(format!("{}: {e}", checkpoint.dir.display()));
+    let module = load_trainable(module, &checkpoint.parameters).map_err(|e| fail(e.to_string()))?;
+    optimizer
+        .load_state(
+            &checkpoint.optimizer,
+            &checkpoint.state.optimizer_steps,
+            device,
+        )
+        .map_err(fail)?;
+    // The next step adds each moment to its parameter's gradient: they must have its size.
+    let parameters = trainable_parameters(&module);
+    for (path, moments) in &optimizer.state {
+        let Some(values) = parameters.get(path) else {
+            return Err(fail(format!(
+                "optimizer state for `{path}`, which is not a trainable parameter"
+            )));
+        };
+        let n = values.shape().iter().product::<usize>();
+        for (what, m) in [
+            ("exp_avg", &moments.exp_avg),
+            ("exp_avg_sq", &moments.exp_avg_sq),
+        ] {
+            if m.dims()[0] != n {
+                return Err(fail(format!(
+                    "optimizer state `{path}.{what}` has {} values for a parameter of {n}",
+                    m.dims()[0]
+                )));
+            }
+        }
+    }
+    Ok(module)
 }
 
 /// The newest complete checkpoint of `run`, if any.

@@ -83,6 +83,13 @@ impl AdamW {
     ) -> Result<(), String> {
         self.state.clear();
         for (path, &step) in steps {
+            // The bias corrections raise β to the step as an i32.
+            if step > i32::MAX as u64 {
+                return Err(format!(
+                    "optimizer step count {step} of `{path}` is more than a run makes (at most {})",
+                    i32::MAX
+                ));
+            }
             let get = |suffix: &str| {
                 let key = format!("{path}.{suffix}");
                 tensors

@@ -145,11 +145,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
                     )));
                 }
                 check_inputs_unchanged(config, &ck, &prepared)?;
-                policy = load_trainable(policy, &ck.parameters)
-                    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
-                optimizer
-                    .load_state(&ck.optimizer, &ck.state.optimizer_steps, &prepared.device)
-                    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
+                policy = checkpoint::restore(&ck, policy, &mut optimizer, &prepared.device)?;
                 start_step = ck.state.step;
                 checkpoint_found = true;
                 if start_step >= total_steps && rundir::is_finished(&run) {

@@ -1,0 +1,271 @@
+//! The GGUF seed: the tiny chat fixture's Llama written as a GGUF v3 file, as llama.cpp lays
+//! it out (metadata, tensor directory, 32-byte aligned data), with its tensors stored in every
+//! type the reader dequantises (F32, F16, Q8_0, Q4_0, Q4_1) and a byte-level BPE vocabulary.
+//! Only the layout matters to the fuzzer: it must load, so that mutations start from a file
+//! that reaches every part of the loader.
+
+use std::path::Path;
+
+use safetensors::SafeTensors;
+
+const STRING: u32 = 8;
+const ARRAY: u32 = 9;
+const U32: u32 = 4;
+const I32: u32 = 5;
+const F32: u32 = 6;
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.extend((s.len() as u64).to_le_bytes());
+    out.extend(s.as_bytes());
+}
+
+/// GGUF bytes under construction.
+#[derive(Default)]
+struct Writer {
+    meta: Vec<u8>,
+    entries: u64,
+    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+}
+
+impl Writer {
+    fn key(&mut self, key: &str, type_id: u32) {
+        string(&mut self.meta, key);
+        self.meta.extend(type_id.to_le_bytes());
+        self.entries += 1;
+    }
+
+    fn u32(&mut self, key: &str, value: u32) {
+        self.key(key, U32);
+        self.meta.extend(value.to_le_bytes());
+    }
+
+    fn f32(&mut self, key: &str, value: f32) {
+        self.key(key, F32);
+        self.meta.extend(value.to_le_bytes());
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key, STRING);
+        string(&mut self.meta, value);
+    }
+
+    fn strings(&mut self, key: &str, values: &[String]) {
+        self.key(key, ARRAY);
+        self.meta.extend(STRING.to_le_bytes());
+        self.meta.extend((values.len() as u64).to_le_bytes());
+        for v in values {
+            string(&mut self.meta, v);
+        }
+    }
+
+    fn i32s(&mut self, key: &str, values: &[i32]) {
+        self.key(key, ARRAY);
+        self.meta.extend(I32.to_le_bytes());
+        self.meta.extend((values.len() as u64).to_le_bytes());
+        for v in values {
+            self.meta.extend(v.to_le_bytes());
+        }
+    }
+
+    /// A `[rows, cols]` (or `[cols]`) tensor, stored as `type_id`.
+    fn tensor(&mut self, name: &str, shape: &[usize], values: &[f32], type_id: u32) {
+        let dims = shape.iter().rev().map(|&d| d as u64).collect();
+        self.tensors
+            .push((name.to_string(), dims, type_id, encode(values, type_id)));
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend((self.tensors.len() as u64).to_le_bytes());
+        out.extend(self.entries.to_le_bytes());
+        out.extend(&self.meta);
+        let mut offset = 0u64;
+        for (name, dims, type_id, data) in &self.tensors {
+            string(&mut out, name);
+            out.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                out.extend(d.to_le_bytes());
+            }
+            out.extend(type_id.to_le_bytes());
+            out.extend(offset.to_le_bytes());
+            offset += (data.len() as u64).div_ceil(32) * 32;
+        }
+        for (_, _, _, data) in &self.tensors {
+            while !out.len().is_multiple_of(32) {
+                out.push(0);
+            }
+            out.extend(data);
+        }
+        out
+    }
+}
+
+fn f16_bits(x: f32) -> [u8; 2] {
+    half::f16::from_f32(x).to_le_bytes()
+}
+
+/// `values` in ggml's layout of `type_id`: F32 (0), F16 (1), Q4_0 (2), Q4_1 (3), Q8_0 (8).
+/// Quantised blocks use the block's largest magnitude as scale, as llama.cpp's reference
+/// quantiser does.
+fn encode(values: &[f32], type_id: u32) -> Vec<u8> {
+    match type_id {
+        0 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        1 => values.iter().flat_map(|&v| f16_bits(v)).collect(),
+        2 | 3 | 8 => values
+            .chunks(32)
+            .flat_map(|block| quantise_block(block, type_id))
+            .collect(),
+        other => panic!("the seed writer has no encoder for ggml type {other}"),
+    }
+}
+
+fn quantise_block(block: &[f32], type_id: u32) -> Vec<u8> {
+    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let mut out = Vec::new();
+    match type_id {
+        8 => {
+            let d = amax / 127.0;
+            out.extend(f16_bits(d));
+            out.extend(block.iter().map(|v| {
+                let q = if d > 0.0 { (v / d).round() } else { 0.0 };
+                q as i8 as u8
+            }));
+        }
+        2 => {
+            let d = amax / 8.0;
+            out.extend(f16_bits(d));
+            let q = |v: f32| -> u8 {
+                let q = if d > 0.0 { (v / d + 8.5) as i32 } else { 8 };
+                q.clamp(0, 15) as u8
+            };
+            out.extend((0..16).map(|j| q(block[j]) | (q(block[j + 16]) << 4)));
+        }
+        _ => {
+            let min = block.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let d = (max - min) / 15.0;
+            out.extend(f16_bits(d));
+            out.extend(f16_bits(min));
+            let q = |v: f32| -> u8 {
+                let q = if d > 0.0 {
+                    ((v - min) / d + 0.5) as i32
+                } else {
+                    0
+                };
+                q.clamp(0, 15) as u8
+            };
+            out.extend((0..16).map(|j| q(block[j]) | (q(block[j + 16]) << 4)));
+        }
+    }
+    out
+}
+
+/// The GGUF name and storage type of an HF tensor of the tiny Llama.
+fn gguf_name(hf: &str) -> Option<(String, u32)> {
+    if hf == "model.embed_tokens.weight" {
+        return Some(("token_embd.weight".into(), 0));
+    }
+    if hf == "model.norm.weight" {
+        return Some(("output_norm.weight".into(), 0));
+    }
+    if hf == "lm_head.weight" {
+        return Some(("output.weight".into(), 1));
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let (name, type_id) = match part {
+        "input_layernorm.weight" => ("attn_norm", 0),
+        "post_attention_layernorm.weight" => ("ffn_norm", 0),
+        "self_attn.q_proj.weight" => ("attn_q", 8),
+        "self_attn.k_proj.weight" => ("attn_k", 2),
+        "self_attn.v_proj.weight" => ("attn_v", 3),
+        "self_attn.o_proj.weight" => ("attn_output", 1),
+        "mlp.gate_proj.weight" => ("ffn_gate", 8),
+        "mlp.up_proj.weight" => ("ffn_up", 0),
+        "mlp.down_proj.weight" => ("ffn_down", 2),
+        _ => return None,
+    };
+    Some((format!("blk.{layer}.{name}.weight"), type_id))
+}
+
+/// The tiny chat fixture (`dir`: config.json, model.safetensors, tokenizer.json) as GGUF.
+pub fn tiny_gguf(dir: &Path) -> Result<Vec<u8>, String> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    };
+    let config: serde_json::Value =
+        serde_json::from_slice(&read("config.json")?).map_err(|e| e.to_string())?;
+    let number = |key: &str| {
+        config[key]
+            .as_u64()
+            .map(|v| v as u32)
+            .ok_or(format!("config.json has no `{key}`"))
+    };
+    let mut w = Writer::default();
+    w.str("general.architecture", "llama");
+    w.u32("llama.embedding_length", number("hidden_size")?);
+    w.u32("llama.attention.head_count", number("num_attention_heads")?);
+    w.u32(
+        "llama.attention.head_count_kv",
+        number("num_key_value_heads")?,
+    );
+    w.u32("llama.block_count", number("num_hidden_layers")?);
+    w.u32("llama.feed_forward_length", number("intermediate_size")?);
+    w.u32("llama.context_length", number("max_position_embeddings")?);
+    w.f32("llama.rope.freq_base", 10_000.0);
+    w.f32("llama.attention.layer_norm_rms_epsilon", 1e-6);
+
+    // A byte-level BPE vocabulary of the fixture's size: the special tokens, then words in
+    // GPT-2's byte-level spelling (a leading space is `Ġ`), with the merges that build them.
+    let vocab_size = number("vocab_size")? as usize;
+    let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        .map(String::from)
+        .to_vec();
+    let letters = "abcdefghijklmnopqrstuvwxyz.?";
+    tokens.extend(letters.chars().map(String::from));
+    let merges: Vec<String> = ["Ġ b", "Ġb l", "Ġbl u", "Ġblu e", "i s", "Ġ i"]
+        .map(String::from)
+        .to_vec();
+    for m in &merges {
+        tokens.push(m.replace(' ', ""));
+    }
+    tokens.push("Ġ".into());
+    while tokens.len() < vocab_size {
+        tokens.push(format!("<|unused{}|>", tokens.len()));
+    }
+    tokens.truncate(vocab_size);
+    w.str("tokenizer.ggml.model", "gpt2");
+    w.str("tokenizer.ggml.pre", "smollm");
+    let types: Vec<i32> = (0..tokens.len())
+        .map(|i| if i < 3 { 3 } else { 1 })
+        .collect();
+    w.strings("tokenizer.ggml.tokens", &tokens);
+    w.strings("tokenizer.ggml.merges", &merges);
+    w.i32s("tokenizer.ggml.token_type", &types);
+    w.u32("tokenizer.ggml.bos_token_id", 1);
+    w.u32("tokenizer.ggml.eos_token_id", 2);
+    w.u32("tokenizer.ggml.padding_token_id", 2);
+    w.str(
+        "tokenizer.chat_template",
+        "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+    );
+
+    let weights = read("model.safetensors")?;
+    let file = SafeTensors::deserialize(&weights).map_err(|e| e.to_string())?;
+    let mut names: Vec<String> = file.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    for hf in names {
+        let Some((name, type_id)) = gguf_name(&hf) else {
+            return Err(format!("the seed writer does not know tensor `{hf}`"));
+        };
+        let view = file.tensor(&hf).map_err(|e| e.to_string())?;
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        w.tensor(&name, view.shape(), &values, type_id);
+    }
+    Ok(w.bytes())
+}

@@ -1,0 +1,49 @@
+//! `gguf`: a GGUF file as `--model`: header, metadata, tensor directory, dequantisation, the
+//! Llama built from it, its tokenizer and chat template, then one scored completion.
+
+use std::path::PathBuf;
+
+use bapo_model::LoadedModel;
+use burn::tensor::Device;
+
+use super::use_model;
+use crate::gguf_seed::tiny_gguf;
+use crate::{Harness, Input, fixture_dir, scratch_dir};
+
+pub struct GgufTarget {
+    seed: Vec<u8>,
+    path: PathBuf,
+    device: Device,
+}
+
+const FILE: &str = "model.gguf";
+
+impl GgufTarget {
+    pub fn new() -> Result<Self, String> {
+        Ok(GgufTarget {
+            seed: tiny_gguf(&fixture_dir())?,
+            path: scratch_dir("gguf").join(FILE),
+            device: Device::flex(),
+        })
+    }
+}
+
+impl Harness for GgufTarget {
+    fn name(&self) -> &'static str {
+        "gguf"
+    }
+
+    fn seeds(&self) -> Vec<Input> {
+        vec![Input::new(FILE, self.seed.clone())]
+    }
+
+    fn run(&mut self, input: &Input) -> Result<(), String> {
+        super::write(self.path.parent().unwrap_or(&self.path), FILE, &input.bytes)?;
+        let model = LoadedModel::open(&self.path, &self.device).map_err(|e| e.to_string())?;
+        use_model(&model, &self.device)
+    }
+
+    fn input_size(&self, input: &Input) -> usize {
+        input.bytes.len()
+    }
+}

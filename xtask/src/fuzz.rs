@@ -1,0 +1,225 @@
+//! `cargo xtask fuzz [--executions N] [--minutes M] [--target T]… [--seed S]`: every fuzz
+//! target of crates/fuzz (docs/reliability.md) with mutated real inputs, one process per
+//! target and two at a time (the machine's two cores), until each has run N executions
+//! (default 1,000,000) or the time budget M (spread over the targets) is spent. Prints a table
+//! and writes target/fuzz/report.json; fails if any input found a fault or any target ran
+//! fewer than N executions without a time budget set. Inputs that found faults are saved in
+//! target/fuzz/findings/<target>/; copied to crates/fuzz/regressions/ they become tests.
+//! `ci` runs a slice: `--minutes 1.5`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+/// The targets, as `bapo-fuzz` names them (crates/fuzz/src/targets/mod.rs).
+const TARGETS: [&str; 7] = [
+    "gguf",
+    "hf-model",
+    "tokenizer",
+    "jsonl",
+    "config",
+    "anchors",
+    "checkpoint",
+];
+
+/// Processes at once: the machine has two cores.
+const WORKERS: usize = 2;
+
+struct Options {
+    executions: u64,
+    /// Total minutes over all targets, if limited.
+    minutes: Option<f64>,
+    targets: Vec<String>,
+    seed: u64,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut options = Options {
+        executions: 1_000_000,
+        minutes: None,
+        targets: Vec::new(),
+        seed: 0,
+    };
+    let mut it = args.iter();
+    let usage = "usage: cargo xtask fuzz [--executions N] [--minutes M] [--target T]… [--seed S]";
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .with_context(|| format!("{name} needs a value\n{usage}"))
+        };
+        match arg.as_str() {
+            "--executions" => {
+                options.executions = value("--executions")?
+                    .parse()
+                    .context("--executions: a whole number")?
+            }
+            "--minutes" => {
+                options.minutes = Some(value("--minutes")?.parse().context("--minutes: a number")?)
+            }
+            "--seed" => {
+                options.seed = value("--seed")?.parse().context("--seed: a whole number")?
+            }
+            "--target" => {
+                let target = value("--target")?;
+                if !TARGETS.contains(&target.as_str()) {
+                    bail!(
+                        "no fuzz target `{target}`; the targets are {}",
+                        TARGETS.join(", ")
+                    );
+                }
+                options.targets.push(target.clone());
+            }
+            other => bail!("unknown argument `{other}`\n{usage}"),
+        }
+    }
+    if options.targets.is_empty() {
+        options.targets = TARGETS.iter().map(|t| t.to_string()).collect();
+    }
+    Ok(options)
+}
+
+pub fn fuzz(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
+    let options = parse(args)?;
+    // The dev profile (dependencies optimised, our crates at -O1 with overflow checks, which
+    // turn silent wrap-arounds into findings); in CI the tests built most of it already.
+    let build = ["build", "-p", "bapo-fuzz"];
+    eprintln!("$ cargo {}", build.join(" "));
+    let status = Command::new(cargo)
+        .args(build)
+        .current_dir(root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", build.join(" "));
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let binary = target_dir.join("debug").join("bapo-fuzz");
+    let findings = root.join("target/fuzz/findings");
+    // Each target gets an equal share of the two workers' time.
+    let seconds = options.minutes.map_or(86_400.0, |m| {
+        m * 60.0 * WORKERS as f64 / options.targets.len() as f64
+    });
+
+    let started = Instant::now();
+    let mut queue: Vec<&String> = options.targets.iter().rev().collect();
+    let mut running: Vec<(String, Child)> = Vec::new();
+    let mut reports: Vec<Value> = Vec::new();
+    while !queue.is_empty() || !running.is_empty() {
+        while running.len() < WORKERS
+            && let Some(target) = queue.pop()
+        {
+            let child = Command::new(&binary)
+                .args(["--target", target])
+                .args(["--executions", &options.executions.to_string()])
+                .args(["--seconds", &format!("{seconds:.1}")])
+                .args(["--seed", &options.seed.to_string()])
+                .arg("--findings")
+                .arg(&findings)
+                .current_dir(root)
+                .env("CARGO_MANIFEST_DIR", root.join("crates/fuzz"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("running {}", binary.display()))?;
+            eprintln!("fuzzing {target} …");
+            running.push((target.clone(), child));
+        }
+        // Wait for whichever finishes first (polling: two children, seconds to minutes each).
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut index = 0;
+        while index < running.len() {
+            if running[index].1.try_wait()?.is_some() {
+                let (target, child) = running.remove(index);
+                reports.push(collect(&target, child)?);
+            } else {
+                index += 1;
+            }
+        }
+    }
+    let report_path = root.join("target/fuzz/report.json");
+    std::fs::create_dir_all(report_path.parent().unwrap_or(root))?;
+    std::fs::write(&report_path, serde_json::to_string_pretty(&reports)?)?;
+    print_table(&reports);
+    println!(
+        "{:.1} minutes in all; report: {}",
+        started.elapsed().as_secs_f64() / 60.0,
+        report_path.display()
+    );
+
+    let mut problems = Vec::new();
+    for r in &reports {
+        let target = r["target"].as_str().unwrap_or("?");
+        if let Some(findings) = r["findings"].as_array().filter(|f| !f.is_empty()) {
+            for f in findings {
+                problems.push(format!("{target}: {} ({})", f["message"], f["saved"]));
+            }
+        }
+        if r["error"].is_string() {
+            problems.push(format!("{target}: {}", r["error"]));
+        }
+        if let Some(seeds) = r["seeds_refused"].as_array().filter(|s| !s.is_empty()) {
+            problems.push(format!("{target}: seeds refused: {seeds:?}"));
+        }
+        let executions = r["executions"].as_u64().unwrap_or(0);
+        if options.minutes.is_none() && executions < options.executions {
+            problems.push(format!("{target}: only {executions} executions"));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "fuzzing found faults (inputs saved under {}):\n{}",
+            findings.display(),
+            problems.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// The JSON report a finished `bapo-fuzz` printed, or one saying how it ended.
+fn collect(target: &str, mut child: Child) -> Result<Value> {
+    let mut report = None;
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                report = Some(value);
+            }
+        }
+    }
+    let status = child.wait()?;
+    Ok(match report {
+        Some(r) => r,
+        // The allocation and time-limit hooks end the process after saving the input.
+        None => serde_json::json!({
+            "target": target,
+            "error": format!("bapo-fuzz ended without a report ({status}); see its messages above"),
+        }),
+    })
+}
+
+fn print_table(reports: &[Value]) {
+    println!(
+        "| target | executions | seconds | executions/s | accepted | distinct outcomes | largest allocation / bound | faults |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in reports {
+        let executions = r["executions"].as_u64().unwrap_or(0);
+        let seconds = r["seconds"].as_f64().unwrap_or(0.0);
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.1}% | {} | {:.3} | {} |",
+            r["target"].as_str().unwrap_or("?"),
+            executions,
+            seconds,
+            executions as f64 / seconds.max(1e-9),
+            100.0 * r["accepted"].as_u64().unwrap_or(0) as f64 / executions.max(1) as f64,
+            r["distinct_outcomes"].as_u64().unwrap_or(0),
+            r["largest_allocation_of_bound"].as_f64().unwrap_or(0.0),
+            r["findings"].as_array().map_or(1, Vec::len),
+        );
+    }
+}
