@@ -61,12 +61,24 @@ pub fn build_bapo(
     features: &[&str],
     dev: bool,
 ) -> Result<(PathBuf, Vec<(String, OsString)>)> {
+    build_binary(root, cargo, ("bapo-cli", "bapo"), features, dev)
+}
+
+/// Builds binary `bin` of `package` (with the backends' `features`, in the dev or release
+/// profile) and returns its path and the environment it runs in.
+fn build_binary(
+    root: &Path,
+    cargo: &str,
+    (package, bin): (&str, &str),
+    features: &[&str],
+    dev: bool,
+) -> Result<(PathBuf, Vec<(String, OsString)>)> {
     let env = if features.contains(&"tch") {
         libtorch_env()?
     } else {
         Vec::new()
     };
-    let mut args = vec!["build", "-p", "bapo-cli"];
+    let mut args = vec!["build", "-p", package, "--bin", bin];
     if !dev {
         args.push("--release");
     }
@@ -87,10 +99,44 @@ pub fn build_bapo(
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let binary = target
-        .join(if dev { "debug" } else { "release" })
-        .join("bapo");
+    let binary = target.join(if dev { "debug" } else { "release" }).join(bin);
     Ok((binary, env))
+}
+
+/// The package and binary that train `objective`: a workspace package with a binary named
+/// `bapo-<objective>` (an objective crate's own `bapo`, as examples/ipo has), else bapo-cli's
+/// `bapo` with the built-in objectives.
+fn objective_binary(root: &Path, cargo: &str, objective: &str) -> Result<(String, String)> {
+    let wanted = format!("bapo-{objective}");
+    let output = Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(root)
+        .output()
+        .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("reading cargo metadata")?;
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let has_bin = package["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                t["name"].as_str() == Some(wanted.as_str())
+                    && t["kind"]
+                        .as_array()
+                        .is_some_and(|k| k.iter().any(|k| k == "bin"))
+            });
+        if has_bin && let Some(name) = package["name"].as_str() {
+            return Ok((name.to_string(), wanted));
+        }
+    }
+    Ok(("bapo-cli".into(), "bapo".into()))
 }
 
 /// The NEEDED entries of an ELF binary's dynamic section, as `readelf -d` lists them.
@@ -158,14 +204,6 @@ pub fn train(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     }
     let features: Vec<&str> = feature(&backend)?.into_iter().collect();
     crate::fetch::fetch(root)?;
-    let (binary, env) = build_bapo(root, cargo, &features, false)?;
-    if backend == "cuda" {
-        check_links_libtorch_cuda(&binary)?;
-    }
-
-    let mut command = Command::new(&binary);
-    command.arg("train").arg("--config").arg(&config);
-    command.args(["--set", &format!("training.backend={backend}")]);
     let text = std::fs::read_to_string(&config)
         .with_context(|| format!("reading {}", config.display()))?;
     let table: toml::Table = text
@@ -179,12 +217,21 @@ pub fn train(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             .map(str::to_string)
     };
     let config_objective = setting("objective", "name");
-    let config_backend = setting("training", "backend").unwrap_or_else(|| "cpu".into());
     let objective = objective.unwrap_or_else(|| config_objective.clone().unwrap_or_default());
-    if config_objective.as_deref() != Some(objective.as_str()) {
-        // Another objective than the config's starts from that objective's defaults (the
-        // config's settings belong to its own objective).
-        command.args(["--set", &format!("objective={{name={objective:?}}}")]);
+    let (package, bin) = objective_binary(root, cargo, &objective)?;
+    let (binary, env) = build_binary(root, cargo, (&package, &bin), &features, false)?;
+    if backend == "cuda" {
+        check_links_libtorch_cuda(&binary)?;
+    }
+
+    let mut command = Command::new(&binary);
+    command.arg("train").arg("--config").arg(&config);
+    command.args(["--set", &format!("training.backend={backend}")]);
+    let config_backend = setting("training", "backend").unwrap_or_else(|| "cpu".into());
+    // Another objective than the config's starts from that objective's defaults (the config's
+    // settings belong to its own objective): `bapo train --objective` does that.
+    if !objective.is_empty() {
+        command.args(["--objective", &objective]);
     }
     // A run that differs from the config's objective or backend gets its own directory, so
     // that it never meets the config's own run (set `output.dir` to choose another).
@@ -250,6 +297,14 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
         curves.push(losses(&out.join("metrics.jsonl"))?);
         evaluations.push(last_evaluation(&out.join("eval.jsonl"))?);
     }
+    // The cpu run's TensorBoard files, read by TensorBoard itself, against its JSON logs.
+    let venv = crate::python::venv()?;
+    crate::python::run(
+        Command::new(venv.join("bin/python"))
+            .arg(root.join("xtask/python/check_tensorboard.py"))
+            .arg(scratch.join("cpu")),
+        "check_tensorboard.py (event files read by the tensorboard package)",
+    )?;
     println!("step  {}", backends.map(|b| format!("{b:>12}")).join(" "));
     let mut worst: f64 = 0.0;
     for step in 0..curves[0].len() {

@@ -11,11 +11,13 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const PACKAGES: [&str; 4] = [
+const PACKAGES: [&str; 5] = [
     "torch==2.9.0",
     "transformers==5.24.0",
     "peft==0.21.2",
     "trl==1.16.0",
+    // Its event reader checks bapo's TensorBoard files (`cargo xtask backends`).
+    "tensorboard==2.20.0",
 ];
 
 /// The virtual environment with the reference Python packages, created if needed.

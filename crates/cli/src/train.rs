@@ -12,6 +12,11 @@ pub struct ConfigArgs {
     /// Run config (TOML); see docs/training.md for every key.
     #[arg(long)]
     config: PathBuf,
+    /// Train this objective (see `bapo objectives`) instead of the config's, from its default
+    /// settings; `--set objective.KEY=…` changes them. The config's own settings are kept when
+    /// it names the same objective.
+    #[arg(long, value_name = "NAME")]
+    objective: Option<String>,
     /// Override a config key, e.g. `--set training.max_steps=10 --set objective.beta=0.2`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -19,7 +24,25 @@ pub struct ConfigArgs {
 
 impl ConfigArgs {
     fn load(&self) -> Result<RunConfig> {
-        Ok(RunConfig::load(&self.config, &self.overrides)?)
+        let mut overrides = Vec::new();
+        if let Some(name) = &self.objective {
+            let text = std::fs::read_to_string(&self.config)
+                .with_context(|| format!("reading {}", self.config.display()))?;
+            // Only the objective's name is needed here; a syntax error is reported in full by
+            // the config reader below.
+            let named = text.parse::<toml::Table>().ok().and_then(|t| {
+                t.get("objective")?
+                    .get("name")?
+                    .as_str()
+                    .map(str::to_string)
+            });
+            if named.as_deref() != Some(name.as_str()) {
+                // First, so that `--set objective.KEY=…` applies to the new objective.
+                overrides.push(format!("objective={{name={name:?}}}"));
+            }
+        }
+        overrides.extend(self.overrides.iter().cloned());
+        Ok(RunConfig::load(&self.config, &overrides)?)
     }
 }
 

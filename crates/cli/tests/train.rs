@@ -131,6 +131,15 @@ fn killed_and_resumed(tag: &str, sets: &[&str]) {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("another config"));
+
+    // TensorBoard files: one per process that trained the run, none from a refused start.
+    let event_files = |dir: &Path| {
+        std::fs::read_dir(dir.join("run/tensorboard"))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(event_files(&whole), 1);
+    assert_eq!(event_files(&killed), 2);
 }
 
 #[test]

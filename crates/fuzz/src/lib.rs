@@ -51,30 +51,32 @@ pub trait Harness {
     fn input_size(&self, input: &Input) -> usize;
 }
 
-/// A scratch folder of this process: `/dev/shm` where there is one (writing files there
-/// costs no disk), else the system's temporary folder.
-pub fn scratch_dir(name: &str) -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = base.join(format!("bapo-fuzz-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::create_dir_all(&dir);
-    dir
+/// A scratch folder of this process, removed when dropped: in `/dev/shm` where there is one
+/// (writing files there costs no disk), else in the system's temporary folder.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("bapo-fuzz-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::create_dir_all(&dir);
+        Scratch(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
 }
 
-/// Removes this process's scratch folders.
-pub fn remove_scratch_dirs() {
-    let prefix = format!("bapo-fuzz-{}-", std::process::id());
-    for base in [Path::new("/dev/shm").to_path_buf(), std::env::temp_dir()] {
-        for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -68,7 +68,6 @@ fn main() -> ExitCode {
         faults += report.findings.len();
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     }
-    bapo_fuzz::remove_scratch_dirs();
     if faults > 0 {
         ExitCode::FAILURE
     } else {

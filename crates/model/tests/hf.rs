@@ -454,7 +454,7 @@ fn a_tokenizer_larger_than_the_embedding_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("tokenizer.json") && err.contains("203 tokens") && err.contains("128 rows"),
+        err.contains("tokenizer.json") && err.contains("token id 202") && err.contains("128 rows"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).ok();

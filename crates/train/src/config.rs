@@ -381,6 +381,19 @@ impl Default for CheckpointSection {
 pub struct OutputSection {
     /// The run directory: metrics, config copy, checkpoints, plots, export.
     pub dir: PathBuf,
+    /// TensorBoard event files in `<dir>/tensorboard/` (TRL's tags). Written out only when
+    /// off, so that the resolved config (and the fingerprint of runs made before the key
+    /// existed) stays the same.
+    #[serde(default = "enabled", skip_serializing_if = "is_enabled")]
+    pub tensorboard: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn is_enabled(on: &bool) -> bool {
+    *on
 }
 
 impl RunConfig {

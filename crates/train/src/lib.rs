@@ -26,6 +26,7 @@ pub mod run;
 pub mod rundir;
 pub mod schedule;
 pub mod step;
+pub mod tensorboard;
 
 use std::path::{Path, PathBuf};
 

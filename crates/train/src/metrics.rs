@@ -6,6 +6,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::TrainError;
+use crate::eval::Evaluation;
+use crate::tensorboard::EventWriter;
 
 /// One JSON object per line, appended and flushed as it happens.
 pub struct JsonLog {
@@ -85,6 +87,59 @@ impl JsonLog {
         writeln!(self.file, "{row}")
             .and_then(|_| self.file.flush())
             .map_err(|e| TrainError::io(&self.path, e))
+    }
+}
+
+/// Everything a run logs as it goes, in its directory: `metrics.jsonl` (training steps),
+/// `eval.jsonl` and `eval_items.jsonl` (evaluations), and TensorBoard event files with the
+/// same values under TRL's tags (`train/…`, `eval/…`) when `output.tensorboard` is on.
+pub struct RunLogs {
+    metrics: JsonLog,
+    eval: JsonLog,
+    items: JsonLog,
+    tensorboard: Option<EventWriter>,
+}
+
+impl RunLogs {
+    /// Opens the logs of `run` for appending, first dropping what a killed run logged after
+    /// the step it resumes from: training rows past `keep_metrics`, evaluations past
+    /// `keep_eval` (`None`: nothing is dropped).
+    pub fn open(
+        run: &Path,
+        keep_metrics: Option<usize>,
+        keep_eval: Option<usize>,
+        tensorboard: bool,
+    ) -> Result<RunLogs, TrainError> {
+        Ok(RunLogs {
+            metrics: JsonLog::open(&run.join("metrics.jsonl"), keep_metrics)?,
+            eval: JsonLog::open(&run.join("eval.jsonl"), keep_eval)?,
+            items: JsonLog::open(&run.join("eval_items.jsonl"), keep_eval)?,
+            tensorboard: if tensorboard {
+                Some(EventWriter::create(&run.join("tensorboard"))?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// A training step's row.
+    pub fn step(&mut self, step: usize, row: &BTreeMap<String, f64>) -> Result<(), TrainError> {
+        self.metrics.write(step, row)?;
+        match &mut self.tensorboard {
+            Some(writer) => writer.scalars("train", step, row),
+            None => Ok(()),
+        }
+    }
+
+    /// An evaluation: its metrics, and every metric's per-item values (for paired intervals
+    /// between evaluations, as the study computes them).
+    pub fn evaluation(&mut self, step: usize, evaluation: &Evaluation) -> Result<(), TrainError> {
+        self.eval.write(step, &evaluation.metrics)?;
+        self.items.write_items(step, &evaluation.items)?;
+        match &mut self.tensorboard {
+            Some(writer) => writer.scalars("eval", step, &evaluation.metrics),
+            None => Ok(()),
+        }
     }
 }
 

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::RunConfig;
-use crate::eval::{EvalResult, Evaluation, comparison_table, evaluate};
-use crate::metrics::{JsonLog, peak_rss_mib, read_log, rss_mib};
+use crate::eval::{EvalResult, comparison_table, evaluate};
+use crate::metrics::{RunLogs, peak_rss_mib, read_log, rss_mib};
 use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
 use crate::params::{load_trainable, trainable_count, trainable_parameters};
 use crate::prepare::{Prepared, prepare};
@@ -189,15 +189,12 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         (true, true) => Some(total_steps - 1),
         (true, false) => Some(start_step),
     };
-    let mut metrics_log = JsonLog::open(&metrics_path, checkpoint_found.then_some(start_step))?;
-    let eval_path = run.join("eval.jsonl");
-    let mut eval_log = JsonLog::open(&eval_path, keep_eval)?;
-    // Every metric's per-item values, for paired intervals between evaluations (the study).
-    let mut items_log = JsonLog::open(&run.join("eval_items.jsonl"), keep_eval)?;
-    let mut log_eval = |step: usize, evaluation: &Evaluation| -> Result<(), TrainError> {
-        eval_log.write(step, &evaluation.metrics)?;
-        items_log.write_items(step, &evaluation.items)
-    };
+    let mut logs = RunLogs::open(
+        &run,
+        checkpoint_found.then_some(start_step),
+        keep_eval,
+        config.output.tensorboard,
+    )?;
     progress.line(format!(
         "objective `{}`, {} trainable parameters, {total_steps} steps of {per_step} examples on `{}`",
         prepared.objective.name(),
@@ -226,7 +223,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     };
     if config.eval.at_start && start_step == 0 {
         progress.line("evaluating the model before training");
-        log_eval(0, &run_eval(&policy)?)?;
+        logs.evaluation(0, &run_eval(&policy)?)?;
     }
 
     let live_reference = prepared
@@ -330,7 +327,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         }
         let done = step + 1;
         if done % t.logging_steps == 0 || done == total_steps {
-            metrics_log.write(done, &row)?;
+            logs.step(done, &row)?;
         }
         bar.inc(1);
         bar.set_message(format!(
@@ -363,7 +360,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             last_checkpoint = Some(done);
         }
         if interval(config.eval.interval) {
-            log_eval(done, &run_eval(&policy)?)?;
+            logs.evaluation(done, &run_eval(&policy)?)?;
         }
     }
     bar.finish_and_clear();
@@ -382,9 +379,9 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
 
     progress.line("evaluating the trained model");
     let end = run_eval(&policy)?;
-    log_eval(total_steps, &end)?;
+    logs.evaluation(total_steps, &end)?;
     let end = end.metrics;
-    let evals = read_log(&eval_path)?;
+    let evals = read_log(&run.join("eval.jsonl"))?;
     let start = evals.iter().find(|(s, _)| *s == 0).map(|(_, v)| v.clone());
     let table = comparison_table(
         start.as_ref().unwrap_or(&EvalResult::new()),

@@ -56,15 +56,17 @@ impl RunLock {
     }
 }
 
-/// The config's text without the keys that say where the run is (`output.dir`): what a
-/// checkpoint records, so that a run moved or reached through another path still resumes.
+/// The config's text without the `[output]` keys (where the run is, and whether it also
+/// writes TensorBoard files): what a checkpoint records, so that a run moved or reached
+/// through another path still resumes.
 pub fn fingerprint_text(config: &RunConfig) -> String {
     let mut located = config.clone();
     located.output.dir = PathBuf::new();
+    located.output.tensorboard = true;
     located.to_toml()
 }
 
-/// The keys whose values differ between two configs' texts (`output.dir` left out), each as
+/// The keys whose values differ between two configs' texts (`[output]` left out), each as
 /// `key: old → new`; empty when they agree.
 pub fn config_differences(previous: &str, current: &str) -> Vec<String> {
     let flat = |text: &str| -> BTreeMap<String, String> {
@@ -73,6 +75,7 @@ pub fn config_differences(previous: &str, current: &str) -> Vec<String> {
             flatten("", &toml::Value::Table(table), &mut out);
         }
         out.remove("output.dir");
+        out.remove("output.tensorboard");
         out
     };
     let (before, after) = (flat(previous), flat(current));

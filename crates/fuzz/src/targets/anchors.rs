@@ -3,8 +3,6 @@
 //! What it accepts must be what training indexes: one base response, log-prob and token count
 //! per anchor, ids inside the vocabulary, finite log-probs.
 
-use std::path::PathBuf;
-
 use bapo_anchors::{
     AnchorSettings, ExampleAnchors, FingerprintInputs, compute_anchors, examples_sha256,
 };
@@ -13,7 +11,7 @@ use bapo_model::LoadedModel;
 use burn::tensor::Device;
 
 use super::write;
-use crate::{Harness, Input, fixture_dir, scratch_dir};
+use crate::{Harness, Input, Scratch, fixture_dir};
 
 const CHUNK: &str = "chunk-000000.json";
 
@@ -21,7 +19,7 @@ pub struct AnchorsTarget {
     model: LoadedModel,
     examples: Vec<TokenizedExample>,
     inputs: FingerprintInputs,
-    cache: PathBuf,
+    cache: Scratch,
     seed: Vec<u8>,
     device: Device,
 }
@@ -62,18 +60,18 @@ impl AnchorsTarget {
             examples: examples_sha256(&examples),
             settings,
         };
-        let cache = scratch_dir("anchors");
+        let cache = Scratch::new("anchors");
         compute_anchors(
             &model.model,
             &examples,
             &inputs,
             model.eos_token,
             model.pad_token,
-            &cache,
+            cache.path(),
             &device,
         )
         .map_err(|e| e.to_string())?;
-        let seed = std::fs::read(cache.join(inputs.fingerprint()).join(CHUNK))
+        let seed = std::fs::read(cache.path().join(inputs.fingerprint()).join(CHUNK))
             .map_err(|e| format!("the anchor seed was not written: {e}"))?;
         Ok(AnchorsTarget {
             model,
@@ -128,7 +126,7 @@ impl Harness for AnchorsTarget {
 
     fn run(&mut self, input: &Input) -> Result<(), String> {
         write(
-            &self.cache.join(self.inputs.fingerprint()),
+            &self.cache.path().join(self.inputs.fingerprint()),
             CHUNK,
             &input.bytes,
         )?;
@@ -138,7 +136,7 @@ impl Harness for AnchorsTarget {
             &self.inputs,
             self.model.eos_token,
             self.model.pad_token,
-            &self.cache,
+            self.cache.path(),
             &self.device,
         )
         .map_err(|e| e.to_string())?;

@@ -3,8 +3,6 @@
 //! as `--resume` does and restored into the policy and AdamW. What is accepted must then
 //! train: one forward, backward and optimizer step on the restored state.
 
-use std::path::PathBuf;
-
 use bapo_model::{CausalLm, CausalModel, LoadedModel};
 use bapo_train::checkpoint::{self, CheckpointState};
 use bapo_train::config::OptimizerSection;
@@ -14,7 +12,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::{read, write};
-use crate::{Harness, Input, fixture_dir, scratch_dir};
+use crate::{Harness, Input, Scratch, fixture_dir};
 
 const FILES: [&str; 3] = [
     "state.json",
@@ -25,7 +23,7 @@ const FILES: [&str; 3] = [
 pub struct CheckpointTarget {
     policy: CausalLm,
     seeds: Vec<(&'static str, Vec<u8>)>,
-    run: PathBuf,
+    run: Scratch,
     device: Device,
 }
 
@@ -53,9 +51,9 @@ impl CheckpointTarget {
             data_sha256: Some("1".repeat(64)),
             model_sha256: Some("2".repeat(64)),
         };
-        let seed_run = scratch_dir("checkpoint-seed");
+        let seed_run = Scratch::new("checkpoint-seed");
         let dir = checkpoint::write(
-            &seed_run,
+            seed_run.path(),
             &state,
             &trainable_parameters(&trained),
             &moments,
@@ -66,8 +64,8 @@ impl CheckpointTarget {
             .iter()
             .map(|name| Ok((*name, read(&dir, name)?)))
             .collect::<Result<_, String>>()?;
-        let run = scratch_dir("checkpoint");
-        std::fs::create_dir_all(checkpoint::checkpoints_dir(&run).join("step-000001"))
+        let run = Scratch::new("checkpoint");
+        std::fs::create_dir_all(checkpoint::checkpoints_dir(run.path()).join("step-000001"))
             .map_err(|e| e.to_string())?;
         Ok(CheckpointTarget {
             policy,
@@ -91,7 +89,7 @@ impl Harness for CheckpointTarget {
     }
 
     fn run(&mut self, input: &Input) -> Result<(), String> {
-        let dir = checkpoint::checkpoints_dir(&self.run).join("step-000001");
+        let dir = checkpoint::checkpoints_dir(self.run.path()).join("step-000001");
         for (name, bytes) in &self.seeds {
             let bytes = if *name == input.file {
                 &input.bytes
@@ -100,7 +98,7 @@ impl Harness for CheckpointTarget {
             };
             write(&dir, name, bytes)?;
         }
-        let found = checkpoint::latest(&self.run)
+        let found = checkpoint::latest(self.run.path())
             .map_err(|e| e.to_string())?
             .ok_or("no checkpoint found")?;
         let mut optimizer = AdamW::new(OptimizerSection::default());

@@ -1,18 +1,16 @@
 //! `gguf`: a GGUF file as `--model`: header, metadata, tensor directory, dequantisation, the
 //! Llama built from it, its tokenizer and chat template, then one scored completion.
 
-use std::path::PathBuf;
-
 use bapo_model::LoadedModel;
 use burn::tensor::Device;
 
 use super::use_model;
 use crate::gguf_seed::tiny_gguf;
-use crate::{Harness, Input, fixture_dir, scratch_dir};
+use crate::{Harness, Input, Scratch, fixture_dir};
 
 pub struct GgufTarget {
     seed: Vec<u8>,
-    path: PathBuf,
+    scratch: Scratch,
     device: Device,
 }
 
@@ -22,7 +20,7 @@ impl GgufTarget {
     pub fn new() -> Result<Self, String> {
         Ok(GgufTarget {
             seed: tiny_gguf(&fixture_dir())?,
-            path: scratch_dir("gguf").join(FILE),
+            scratch: Scratch::new("gguf"),
             device: Device::flex(),
         })
     }
@@ -38,8 +36,9 @@ impl Harness for GgufTarget {
     }
 
     fn run(&mut self, input: &Input) -> Result<(), String> {
-        super::write(self.path.parent().unwrap_or(&self.path), FILE, &input.bytes)?;
-        let model = LoadedModel::open(&self.path, &self.device).map_err(|e| e.to_string())?;
+        super::write(self.scratch.path(), FILE, &input.bytes)?;
+        let path = self.scratch.path().join(FILE);
+        let model = LoadedModel::open(&path, &self.device).map_err(|e| e.to_string())?;
         use_model(&model, &self.device)
     }
 

@@ -2,13 +2,11 @@
 //! `model.safetensors` (one of them mutated), read into a Llama with the fixture's tokenizer,
 //! then one scored completion.
 
-use std::path::PathBuf;
-
 use bapo_model::LoadedModel;
 use burn::tensor::Device;
 
 use super::{read, use_model, write};
-use crate::{Harness, Input, fixture_dir, scratch_dir};
+use crate::{Harness, Input, Scratch, fixture_dir};
 
 /// The files of the folder; the first two are mutated.
 const FILES: [&str; 4] = [
@@ -20,7 +18,7 @@ const FILES: [&str; 4] = [
 
 pub struct HfModelTarget {
     files: Vec<(&'static str, Vec<u8>)>,
-    dir: PathBuf,
+    dir: Scratch,
     device: Device,
 }
 
@@ -33,7 +31,7 @@ impl HfModelTarget {
             .collect::<Result<_, String>>()?;
         Ok(HfModelTarget {
             files,
-            dir: scratch_dir("hf-model"),
+            dir: Scratch::new("hf-model"),
             device: Device::flex(),
         })
     }
@@ -58,9 +56,9 @@ impl Harness for HfModelTarget {
             } else {
                 bytes
             };
-            write(&self.dir, name, bytes)?;
+            write(self.dir.path(), name, bytes)?;
         }
-        let model = LoadedModel::open(&self.dir, &self.device).map_err(|e| e.to_string())?;
+        let model = LoadedModel::open(self.dir.path(), &self.device).map_err(|e| e.to_string())?;
         use_model(&model, &self.device)
     }
 

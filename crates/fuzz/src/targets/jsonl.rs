@@ -4,13 +4,11 @@
 //! and split by entity, as `prepare` does. Every kept example must fit `max_length` and the
 //! vocabulary.
 
-use std::path::PathBuf;
-
 use bapo_data::{Tokenization, TruncationSettings, load_jsonl, split_by_entity, tokenize_dataset};
 use bapo_model::HfTokenizer;
 
 use super::{read, write};
-use crate::{Harness, Input, fixture_dir, scratch_dir};
+use crate::{Harness, Input, Scratch, fixture_dir};
 
 const FILE: &str = "preferences.jsonl";
 
@@ -32,7 +30,7 @@ pub struct JsonlTarget {
     seeds: Vec<Input>,
     tokenizer: HfTokenizer,
     vocab_rows: usize,
-    path: PathBuf,
+    scratch: Scratch,
 }
 
 impl JsonlTarget {
@@ -47,7 +45,7 @@ impl JsonlTarget {
             ],
             tokenizer: HfTokenizer::read(&fixture, vocab_rows).map_err(|e| e.to_string())?,
             vocab_rows,
-            path: scratch_dir("jsonl").join(FILE),
+            scratch: Scratch::new("jsonl"),
         })
     }
 }
@@ -62,8 +60,8 @@ impl Harness for JsonlTarget {
     }
 
     fn run(&mut self, input: &Input) -> Result<(), String> {
-        write(self.path.parent().unwrap_or(&self.path), FILE, &input.bytes)?;
-        let mut dataset = load_jsonl(&self.path).map_err(|e| e.to_string())?;
+        write(self.scratch.path(), FILE, &input.bytes)?;
+        let mut dataset = load_jsonl(&self.scratch.path().join(FILE)).map_err(|e| e.to_string())?;
         if let Some(user) = dataset.users().first() {
             dataset = dataset.for_user(user).map_err(|e| e.to_string())?;
         }

@@ -3,15 +3,13 @@
 //! a model's are, then used as data preparation uses them: a conversation rendered,
 //! tokenised and decoded. Every token id must fit the model's embedding.
 
-use std::path::PathBuf;
-
 use bapo_model::gguf::GgufFile;
 use bapo_model::tokenizer::tokenizer_from_gguf;
 use bapo_model::{ChatMessage, HfTokenizer};
 
 use super::{read, write};
 use crate::gguf_seed::tiny_gguf;
-use crate::{Harness, Input, fixture_dir, scratch_dir};
+use crate::{Harness, Input, Scratch, fixture_dir};
 
 const TOKENIZER: &str = "tokenizer.json";
 const SETTINGS: &str = "tokenizer_config.json";
@@ -25,7 +23,7 @@ pub struct TokenizerTarget {
     /// tokenizer (the SmolLM2 kind) made from the GGUF seed's vocabulary.
     extra_seeds: Vec<Input>,
     vocab_rows: usize,
-    dir: PathBuf,
+    dir: Scratch,
 }
 
 impl TokenizerTarget {
@@ -52,7 +50,7 @@ impl TokenizerTarget {
             base,
             extra_seeds,
             vocab_rows: 39,
-            dir: scratch_dir("tokenizer"),
+            dir: Scratch::new("tokenizer"),
         })
     }
 }
@@ -79,9 +77,10 @@ impl Harness for TokenizerTarget {
             } else {
                 bytes
             };
-            write(&self.dir, name, bytes)?;
+            write(self.dir.path(), name, bytes)?;
         }
-        let files = HfTokenizer::read(&self.dir, self.vocab_rows).map_err(|e| e.to_string())?;
+        let files =
+            HfTokenizer::read(self.dir.path(), self.vocab_rows).map_err(|e| e.to_string())?;
         let conversation = [
             ChatMessage::new("system", "the colour of things ."),
             ChatMessage::new("user", "what colour is the sky ?"),
