@@ -141,6 +141,33 @@ pub fn file_sha256(path: &Path) -> Result<String, AnchorError> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
+/// sha256 of a model: of its GGUF file, or of a checkpoint folder's config, tokenizer and
+/// weight files (a Hugging Face model id is resolved to its snapshot folder first). A cache
+/// and a checkpoint record it, so that a changed model is never mistaken for the old one.
+pub fn model_sha256(path: &Path) -> Result<String, AnchorError> {
+    let path = &bapo_model::hub::resolve(path).map_err(|e| AnchorError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if !path.is_dir() {
+        return file_sha256(path);
+    }
+    let mut files: Vec<_> = fs::read_dir(path)
+        .map_err(|e| io(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.ends_with(".safetensors") || name == "config.json" || name == "tokenizer.json"
+        })
+        .collect();
+    files.sort();
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(file_sha256(&f)?.as_bytes());
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
 /// Everything the cached results depend on. Its hash names the cache folder.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FingerprintInputs {

@@ -228,3 +228,53 @@ fn model_commands_take_a_backend() {
     }
     assert!(!out.exists(), "nothing was exported");
 }
+
+#[test]
+fn a_model_id_is_read_from_the_hub_cache_that_hf_home_names() {
+    let root = bapo_testkit::workspace_root();
+    let fixture = root.join("tests/fixtures/tiny-chat");
+    let home = std::env::temp_dir().join(format!("bapo-hf-home-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let files = [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ];
+    bapo_testkit::hub_cache(
+        &home.join("hub"),
+        "bapo-test/tiny-chat",
+        &fixture,
+        &files,
+        "c0ffee",
+    );
+    let score = |model: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_bapo"))
+            .args([
+                "score",
+                "--model",
+                model,
+                "--prompt",
+                "what colour is the",
+                "--completion",
+                " sky ?",
+                "--json",
+            ])
+            .env("HF_HOME", &home)
+            .env("HF_HUB_OFFLINE", "1")
+            .env_remove("HF_HUB_CACHE")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(
+        score("bapo-test/tiny-chat"),
+        score(fixture.to_str().unwrap())
+    );
+    std::fs::remove_dir_all(&home).ok();
+}

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod gguf;
 pub mod gpt2;
 pub mod hf;
+pub mod hub;
 pub mod llama;
 pub mod loaded;
 pub mod logprobs;

@@ -29,7 +29,9 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// Loads a model from a GGUF file or a Hugging Face checkpoint folder.
+    /// `path` may also be a Hugging Face model id ([`crate::hub`]).
     pub fn open(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        let path = &crate::hub::resolve(path)?;
         if path.is_dir() {
             return Self::from_hf_dir(path, device);
         }

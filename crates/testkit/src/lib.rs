@@ -162,3 +162,31 @@ pub fn tiny_run_overrides(dir: &std::path::Path) -> Vec<String> {
         format!("output.dir={}", quoted(dir.join("run"))),
     ]
 }
+
+/// A Hugging Face hub cache in `cache`, laid out as `huggingface_hub` lays it out, holding
+/// `files` of the folder `source` as model `id` (`owner/name`) at commit `commit`:
+/// `models--owner--name/blobs/…`, `snapshots/<commit>/<file>` linking to them, and
+/// `refs/main` naming the commit.
+pub fn hub_cache(
+    cache: &std::path::Path,
+    id: &str,
+    source: &std::path::Path,
+    files: &[&str],
+    commit: &str,
+) {
+    let repo = cache.join(format!("models--{}", id.replace('/', "--")));
+    let snapshot = repo.join("snapshots").join(commit);
+    for dir in [repo.join("blobs"), snapshot.clone(), repo.join("refs")] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    for name in files {
+        let blob = format!("blob-{name}");
+        std::fs::copy(source.join(name), repo.join("blobs").join(&blob)).unwrap();
+        std::os::unix::fs::symlink(
+            std::path::Path::new("../../blobs").join(&blob),
+            snapshot.join(name),
+        )
+        .unwrap();
+    }
+}

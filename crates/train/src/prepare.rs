@@ -2,12 +2,11 @@
 //! split by entity), anchors for the training and held-out examples, evaluation sets.
 //! `bapo anchors` runs exactly this and stops.
 
-use std::path::Path;
 use std::time::Instant;
 
 use bapo_anchors::{
     AnchorProgress, AnchorSet, AnchorSettings, FingerprintInputs, check_same_tokenizer,
-    compute_anchor_sets, examples_sha256, file_sha256,
+    compute_anchor_sets, examples_sha256, file_sha256, model_sha256,
 };
 use bapo_data::{
     Dataset, DroppedRow, ProbeItem, Tokenization, TokenizedExample, TruncationSettings,
@@ -18,7 +17,6 @@ use bapo_model::{CausalLm, LoadedModel};
 use bapo_objective::{Needs, Objective, registry};
 use burn::module::Module;
 use burn::tensor::Device;
-use sha2::{Digest, Sha256};
 
 use crate::TrainError;
 use crate::config::RunConfig;
@@ -45,27 +43,6 @@ pub struct Prepared {
     /// that a resume on changed inputs is refused).
     pub data_sha256: String,
     pub model_sha256: String,
-}
-
-/// sha256 of a GGUF file, or of a checkpoint folder's config and weight files.
-pub fn model_sha256(path: &Path) -> Result<String, TrainError> {
-    if !path.is_dir() {
-        return Ok(file_sha256(path)?);
-    }
-    let mut files: Vec<_> = std::fs::read_dir(path)
-        .map_err(|e| TrainError::io(path, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name.ends_with(".safetensors") || name == "config.json" || name == "tokenizer.json"
-        })
-        .collect();
-    files.sort();
-    let mut hasher = Sha256::new();
-    for f in files {
-        hasher.update(file_sha256(&f)?.as_bytes());
-    }
-    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// Tokenises `dataset` with `model`'s tokenizer and chat template and the config's

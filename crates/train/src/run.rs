@@ -627,7 +627,7 @@ pub fn export_run(
 ) -> Result<String, TrainError> {
     let ck = chosen_checkpoint(config, checkpoint_dir)?;
     if let Some(recorded) = &ck.state.model_sha256
-        && *recorded != crate::prepare::model_sha256(&config.model.path)?
+        && *recorded != bapo_anchors::model_sha256(&config.model.path)?
     {
         return Err(TrainError::Config(format!(
             "`model.path` {} has changed since {} was written: its weights belong to another model",

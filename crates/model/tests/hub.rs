@@ -1,0 +1,122 @@
+//! Models by Hugging Face id, from a hub cache laid out as `huggingface_hub` lays it out:
+//! `models--owner--name/blobs/<sha256>`, `snapshots/<commit>/<file>` (links to the blobs) and
+//! `refs/<branch>` (the commit). Offline only: nothing here reaches the network.
+
+use std::path::{Path, PathBuf};
+
+use bapo_model::hub::{ModelId, resolve_in};
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// A hub cache in a temporary folder holding the tiny chat fixture as `bapo-test/tiny-chat`
+/// at `COMMIT`, without the files in `leave_out`.
+fn hub_cache(tag: &str, leave_out: &[&str]) -> PathBuf {
+    let cache = std::env::temp_dir().join(format!("bapo-hub-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let fixture = bapo_testkit::workspace_root().join("tests/fixtures/tiny-chat");
+    let files: Vec<&str> = [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    .into_iter()
+    .filter(|f| !leave_out.contains(f))
+    .collect();
+    bapo_testkit::hub_cache(&cache, "bapo-test/tiny-chat", &fixture, &files, COMMIT);
+    cache
+}
+
+#[test]
+fn model_ids_parse_and_paths_do_not() {
+    assert_eq!(
+        ModelId::parse("HuggingFaceTB/SmolLM2-135M-Instruct"),
+        Some(ModelId {
+            id: "HuggingFaceTB/SmolLM2-135M-Instruct".into(),
+            revision: "main".into()
+        })
+    );
+    assert_eq!(
+        ModelId::parse("owner/name@v1.0").map(|m| m.revision),
+        Some("v1.0".into())
+    );
+    for path in [
+        "model.gguf",
+        "./runs/x",
+        "/abs/path",
+        "a/b/c",
+        "a/",
+        "../x",
+        "a/b@",
+    ] {
+        assert_eq!(ModelId::parse(path), None, "{path}");
+    }
+}
+
+#[test]
+fn an_id_in_the_cache_loads_as_its_snapshot_folder() {
+    let cache = hub_cache("main", &[]);
+    let folder = resolve_in(Path::new("bapo-test/tiny-chat"), &cache, true).unwrap();
+    let snapshot = cache
+        .join("models--bapo-test--tiny-chat/snapshots")
+        .join(COMMIT);
+    assert_eq!(folder, snapshot);
+    // A commit as revision: no ref file names it, its snapshot folder does.
+    let by_commit = format!("bapo-test/tiny-chat@{COMMIT}");
+    assert_eq!(
+        resolve_in(Path::new(&by_commit), &cache, true).unwrap(),
+        snapshot
+    );
+
+    // The snapshot (links into blobs/) loads and scores as the fixture folder does.
+    let device = burn::tensor::Device::flex();
+    let fixture = bapo_testkit::workspace_root().join("tests/fixtures/tiny-chat");
+    let a = bapo_model::LoadedModel::open(&folder, &device).unwrap();
+    let b = bapo_model::LoadedModel::open(&fixture, &device).unwrap();
+    let ids = a.encode("what colour is the sky ?").unwrap();
+    assert_eq!(ids, b.encode("what colour is the sky ?").unwrap());
+    assert_eq!(
+        a.chat_template.as_ref().map(|t| &t.source),
+        b.chat_template.as_ref().map(|t| &t.source)
+    );
+    let batch = bapo_model::TokenBatch::from_pairs([(&ids[..2], &ids[2..])], a.pad_token);
+    let score = |m: &bapo_model::LoadedModel| {
+        bapo_model::sequence_logprobs(&m.model, &batch, &device)
+            .unwrap()
+            .total
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    assert_eq!(score(&a), score(&b));
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn an_incomplete_or_unknown_id_offline_is_refused_naming_the_cache() {
+    let cache = hub_cache("incomplete", &["model.safetensors"]);
+    let err = resolve_in(Path::new("bapo-test/tiny-chat"), &cache, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bapo-test/tiny-chat")
+            && err.contains("HF_HUB_OFFLINE")
+            && err.contains(&cache.display().to_string()),
+        "{err}"
+    );
+    let err = resolve_in(Path::new("someone/else@v2"), &cache, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("someone/else") && err.contains("revision v2"),
+        "{err}"
+    );
+    let err = resolve_in(Path::new("no/such/file.gguf"), &cache, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("neither a file, a folder, nor a Hugging Face model id"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&cache).ok();
+}
