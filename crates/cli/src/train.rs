@@ -115,11 +115,15 @@ pub struct EvalArgs {
     /// A checkpoint folder (default: the newest under the run's `output.dir`).
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// Also write the evaluation into the run's logs at the checkpoint's step (eval.jsonl,
+    /// eval_items.jsonl, TensorBoard), replacing one of the same step.
+    #[arg(long)]
+    write: bool,
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     let config = args.config.load()?;
-    let report = bapo_train::evaluate_run(&config, args.checkpoint.as_deref(), false)
+    let report = bapo_train::evaluate_run(&config, args.checkpoint.as_deref(), false, args.write)
         .with_context(|| format!("evaluating with {}", args.config.config.display()))?;
     println!("{report}");
     Ok(())

@@ -161,14 +161,46 @@ fn anchors_are_cached_and_forced_and_eval_reads_a_checkpoint() {
     let forced = run(&["--force"]);
     assert!(forced.contains("0 chunks reused"), "{forced}");
 
-    let status = bapo("train", &dir, &["training.max_steps=4"])
-        .arg("--quiet")
-        .status()
-        .unwrap();
+    let sets = [
+        "training.max_steps=4",
+        "checkpoint.interval=2",
+        "checkpoint.keep=3",
+    ];
+    let status = bapo("train", &dir, &sets).arg("--quiet").status().unwrap();
     assert!(status.success());
-    let output = bapo("eval", &dir, &["training.max_steps=4"])
-        .output()
-        .unwrap();
+
+    // `eval --write` puts a checkpoint's evaluation into the run's logs at its step, in step
+    // order, in place of one of the same step.
+    let steps = |log: &str| -> Vec<u64> {
+        std::fs::read_to_string(dir.join("run").join(log))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(steps("eval.jsonl"), [0, 4]);
+    let middle = dir.join("run/checkpoints/step-000002");
+    for _ in 0..2 {
+        let output = bapo("eval", &dir, &sets)
+            .arg("--checkpoint")
+            .arg(&middle)
+            .arg("--write")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(steps("eval.jsonl"), [0, 2, 4]);
+        assert_eq!(steps("eval_items.jsonl"), [0, 2, 4]);
+    }
+
+    let output = bapo("eval", &dir, &sets).output().unwrap();
     assert!(
         output.status.success(),
         "{}",

@@ -54,33 +54,12 @@ impl JsonLog {
         step: usize,
         items: &BTreeMap<String, Vec<f64>>,
     ) -> Result<(), TrainError> {
-        let mut object = serde_json::Map::new();
-        object.insert("step".into(), step.into());
-        for (name, values) in items {
-            let values = values
-                .iter()
-                .map(|v| {
-                    serde_json::Number::from_f64(*v)
-                        .map(serde_json::Value::Number)
-                        .unwrap_or(serde_json::Value::Null)
-                })
-                .collect();
-            object.insert(name.clone(), serde_json::Value::Array(values));
-        }
-        self.append(serde_json::Value::Object(object))
+        self.append(items_row(step, items))
     }
 
     /// Appends `values` with `step` first.
     pub fn write(&mut self, step: usize, values: &BTreeMap<String, f64>) -> Result<(), TrainError> {
-        let mut object = serde_json::Map::new();
-        object.insert("step".into(), step.into());
-        for (k, v) in values {
-            let value = serde_json::Number::from_f64(*v)
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null);
-            object.insert(k.clone(), value);
-        }
-        self.append(serde_json::Value::Object(object))
+        self.append(values_row(step, values))
     }
 
     fn append(&mut self, row: serde_json::Value) -> Result<(), TrainError> {
@@ -88,6 +67,91 @@ impl JsonLog {
             .and_then(|_| self.file.flush())
             .map_err(|e| TrainError::io(&self.path, e))
     }
+}
+
+/// A JSON number, or null for NaN and infinities (which JSON cannot hold).
+fn number(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v)
+        .map(serde_json::Value::Number)
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// `{"step": s, "name": v, …}`.
+fn values_row(step: usize, values: &BTreeMap<String, f64>) -> serde_json::Value {
+    let mut object = serde_json::Map::new();
+    object.insert("step".into(), step.into());
+    for (k, v) in values {
+        object.insert(k.clone(), number(*v));
+    }
+    serde_json::Value::Object(object)
+}
+
+/// `{"step": s, "name": [v, …], …}`.
+fn items_row(step: usize, items: &BTreeMap<String, Vec<f64>>) -> serde_json::Value {
+    let mut object = serde_json::Map::new();
+    object.insert("step".into(), step.into());
+    for (name, values) in items {
+        let values = values.iter().map(|v| number(*v)).collect();
+        object.insert(name.clone(), serde_json::Value::Array(values));
+    }
+    serde_json::Value::Object(object)
+}
+
+/// Puts `row` into the JSONL log at `path` in step order, in place of a row of the same step;
+/// the file is rewritten atomically (a temporary file renamed over it).
+fn put_row(path: &Path, row: serde_json::Value) -> Result<(), TrainError> {
+    let step_of = |v: &serde_json::Value| v.get("step").and_then(serde_json::Value::as_u64);
+    let step = step_of(&row);
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(TrainError::io(path, e)),
+    };
+    let mut rows = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| TrainError::io(path, format!("line {}: {e}", n + 1)))?;
+        if step_of(&value) != step {
+            rows.push(value);
+        }
+    }
+    rows.push(row);
+    rows.sort_by_key(|v| step_of(v).unwrap_or(0));
+    let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    let partial = path.with_extension("jsonl.partial");
+    std::fs::write(&partial, body).map_err(|e| TrainError::io(&partial, e))?;
+    std::fs::rename(&partial, path).map_err(|e| TrainError::io(path, e))
+}
+
+/// Writes an evaluation made after the run (`bapo eval --write`) into the run's logs at
+/// `step`: `eval.jsonl` and `eval_items.jsonl` in step order (replacing an evaluation of the
+/// same step), and TensorBoard (a new event file) when `tensorboard`.
+pub fn put_evaluation(
+    run: &Path,
+    step: usize,
+    evaluation: &Evaluation,
+    tensorboard: bool,
+) -> Result<(), TrainError> {
+    put_row(
+        &run.join("eval.jsonl"),
+        values_row(step, &evaluation.metrics),
+    )?;
+    put_row(
+        &run.join("eval_items.jsonl"),
+        items_row(step, &evaluation.items),
+    )?;
+    if tensorboard {
+        EventWriter::create(&run.join("tensorboard"))?.scalars(
+            "eval",
+            step,
+            &evaluation.metrics,
+        )?;
+    }
+    Ok(())
 }
 
 /// Everything a run logs as it goes, in its directory: `metrics.jsonl` (training steps),

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::RunConfig;
 use crate::eval::{EvalResult, comparison_table, evaluate};
-use crate::metrics::{RunLogs, peak_rss_mib, read_log, rss_mib};
+use crate::metrics::{RunLogs, peak_rss_mib, put_evaluation, read_log, rss_mib};
 use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
 use crate::params::{load_trainable, trainable_count, trainable_parameters};
 use crate::prepare::{Prepared, prepare};
@@ -686,13 +686,20 @@ fn write_export(
 }
 
 /// `bapo eval`: the evaluation suite on the newest checkpoint of `config`'s run (or the
-/// checkpoint folder `checkpoint`), next to the model before training.
+/// checkpoint folder `checkpoint`), next to the model before training. With `write`, the
+/// checkpoint's evaluation also goes into the run's logs at its step (`eval.jsonl`,
+/// `eval_items.jsonl`, TensorBoard), with the run locked as a training run locks it.
 pub fn evaluate_run(
     config: &RunConfig,
     checkpoint_dir: Option<&Path>,
     quiet: bool,
+    write: bool,
 ) -> Result<String, TrainError> {
     let progress = Progress { quiet };
+    // Taken first: a run being trained is not evaluated into.
+    let _lock = write
+        .then(|| rundir::RunLock::acquire(&config.output.dir))
+        .transpose()?;
     let prepared = prepare(config, false, &progress)?;
     let ck = chosen_checkpoint(config, checkpoint_dir)?;
     let policy = load_trainable(
@@ -710,18 +717,31 @@ pub fn evaluate_run(
             pad,
             &prepared.device,
         )
-        .map(|e| e.metrics)
     };
     progress.line("evaluating the reference");
     let start = eval(&prepared.reference)?;
     progress.line(format!("evaluating {}", ck.dir.display()));
     let end = eval(&policy.valid())?;
-    Ok(format!(
+    let mut report = format!(
         "checkpoint {} (step {})\n\n{}",
         ck.dir.display(),
         ck.state.step,
-        comparison_table(&start, &end, config.data.user.as_deref())
-    ))
+        comparison_table(&start.metrics, &end.metrics, config.data.user.as_deref())
+    );
+    if write {
+        put_evaluation(
+            &config.output.dir,
+            ck.state.step,
+            &end,
+            config.output.tensorboard,
+        )?;
+        report.push_str(&format!(
+            "\nwritten into {} at step {}",
+            config.output.dir.join("eval.jsonl").display(),
+            ck.state.step
+        ));
+    }
+    Ok(report)
 }
 
 #[cfg(test)]
