@@ -85,7 +85,7 @@ fn an_id_in_the_cache_loads_as_its_snapshot_folder() {
             .unwrap()
             .total
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap()
     };
     assert_eq!(score(&a), score(&b));

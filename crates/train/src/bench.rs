@@ -14,16 +14,16 @@ use std::time::Instant;
 use bapo_data::load_jsonl;
 use bapo_model::{GenerationConfig, LoadedModel, generate};
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use serde::Serialize;
 
 use crate::TrainError;
 use crate::config::RunConfig;
 use crate::metrics::peak_rss_mib;
-use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
+use crate::optimizer::AdamW;
+use crate::optimizer_step::{StepError, StepSetup, optimizer_step};
 use crate::prepare::prepare;
 use crate::progress::Progress;
-use crate::step::{AnchoredExample, micro_batch};
+use crate::step::AnchoredExample;
 
 /// One phase's numbers.
 #[derive(Debug, Clone, Serialize)]
@@ -79,40 +79,39 @@ pub fn bench_train(
     let mut timed = Vec::new();
     let per_step = t.batch_size * t.gradient_accumulation_steps;
     let n = prepared.train.len();
+    let setup = StepSetup {
+        objective: prepared.objective.as_ref(),
+        needs: &prepared.needs,
+        live_reference: None,
+        packing: t.packing(),
+        pad_token: prepared.model.pad_token,
+        device: &prepared.train_device,
+        max_grad_norm: t.max_grad_norm,
+    };
     for step in 0..warmup + steps {
         let started = Instant::now();
-        let mut accumulator = GradientsAccumulator::<bapo_model::CausalLm>::new();
-        let mut step_tokens = 0;
-        for micro in 0..t.gradient_accumulation_steps {
-            let first = step * per_step + micro * t.batch_size;
-            let batch: Vec<&AnchoredExample> = (first..first + t.batch_size)
-                .map(|p| &prepared.train[p % n])
-                .collect();
-            let out = micro_batch(
-                &policy,
-                None,
-                prepared.objective.as_ref(),
-                &prepared.needs,
-                &batch,
-                t.packing(),
-                prepared.model.pad_token,
-                &prepared.train_device,
-            )?;
-            step_tokens += out.tokens;
-            let loss = out.output.losses.sum().div_scalar(per_step as f64);
-            accumulator.accumulate(
-                &policy,
-                GradientsParams::from_grads(loss.backward(), &policy),
-            );
-        }
-        let mut grads = accumulator.grads();
-        let coefficient = clip_coefficient(global_grad_norm(&policy, &grads), t.max_grad_norm);
-        policy = optimizer.step(
-            policy,
-            &mut grads,
-            config.optimizer.learning_rate,
-            coefficient,
-        );
+        let micro_batches: Vec<Vec<&AnchoredExample>> = (0..t.gradient_accumulation_steps)
+            .map(|micro| {
+                let first = step * per_step + micro * t.batch_size;
+                (first..first + t.batch_size)
+                    .map(|p| &prepared.train[p % n])
+                    .collect()
+            })
+            .collect();
+        let lr = config.optimizer.learning_rate;
+        let (next, report) =
+            match optimizer_step(policy, &mut optimizer, &setup, &micro_batches, lr) {
+                Ok(done) => done,
+                Err(StepError::Failed(e)) => return Err(e),
+                Err(StepError::NonFinite { what, .. }) => {
+                    return Err(TrainError::Batch(format!(
+                        "bench step {}: the {what} is not finite",
+                        step + 1
+                    )));
+                }
+            };
+        policy = next;
+        let step_tokens = report.tokens;
         // Wait for the device so the time is the step's, not its launch's.
         let _ = policy.valid();
         prepared.device.sync().ok();

@@ -18,6 +18,7 @@ pub mod config;
 pub mod eval;
 pub mod metrics;
 pub mod optimizer;
+pub mod optimizer_step;
 pub mod params;
 pub mod plots;
 pub mod prepare;

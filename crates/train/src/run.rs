@@ -7,20 +7,20 @@ use std::time::Instant;
 use bapo_data::epoch_order;
 use bapo_model::{CausalLm, LoraSettings, apply_lora, export_peft_adapter};
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::RunConfig;
 use crate::eval::{EvalResult, comparison_table, evaluate};
 use crate::metrics::{RunLogs, peak_rss_mib, put_evaluation, read_log, rss_mib};
-use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
+use crate::optimizer::AdamW;
+use crate::optimizer_step::{StepError, StepReport, StepSetup, optimizer_step};
 use crate::params::{load_trainable, trainable_count, trainable_parameters};
 use crate::prepare::{Prepared, prepare};
 use crate::progress::Progress;
 use crate::rundir::{self, RunLock};
 use crate::schedule::learning_rate;
-use crate::step::{AnchoredExample, micro_batch};
+use crate::step::AnchoredExample;
 use crate::{TrainError, plots};
 
 /// How to run.
@@ -240,6 +240,15 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     let mut losses = Vec::new();
     // A resumed run's last good checkpoint is the one it resumed from.
     let mut last_checkpoint = (start_step > 0).then_some(start_step);
+    let setup = StepSetup {
+        objective: prepared.objective.as_ref(),
+        needs: &prepared.needs,
+        live_reference,
+        packing: t.packing(),
+        pad_token: pad,
+        device: &prepared.train_device,
+        max_grad_norm: t.max_grad_norm,
+    };
     for step in start_step..total_steps {
         let started = Instant::now();
         let lr = learning_rate(
@@ -249,59 +258,34 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             config.schedule.warmup_steps,
             total_steps,
         );
-        let mut accumulator = GradientsAccumulator::<CausalLm>::new();
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-        let mut tokens = 0usize;
-        for micro in 0..t.gradient_accumulation_steps {
-            let first = step * per_step + micro * t.batch_size;
-            let batch: Vec<&AnchoredExample> = (first..first + t.batch_size)
-                .map(|p| &prepared.train[order.index(p)])
-                .collect();
-            let out = micro_batch(
-                &policy,
-                live_reference,
-                prepared.objective.as_ref(),
-                &prepared.needs,
-                &batch,
-                t.packing(),
-                pad,
-                &prepared.train_device,
-            )?;
-            tokens += out.tokens;
-            let per_example = values(&out.output.losses)?;
-            if per_example.iter().any(|v| !v.is_finite()) {
-                return Err(non_finite(
-                    config,
-                    step + 1,
-                    "loss",
-                    &batch,
-                    last_checkpoint,
-                ));
+        let micro_batches: Vec<Vec<&AnchoredExample>> = (0..t.gradient_accumulation_steps)
+            .map(|micro| {
+                let first = step * per_step + micro * t.batch_size;
+                (first..first + t.batch_size)
+                    .map(|p| &prepared.train[order.index(p)])
+                    .collect()
+            })
+            .collect();
+        let (
+            next,
+            StepReport {
+                sums,
+                tokens,
+                grad_norm,
+            },
+        ) = match optimizer_step(policy, &mut optimizer, &setup, &micro_batches, lr) {
+            Ok(done) => done,
+            Err(StepError::Failed(e)) => return Err(e),
+            Err(StepError::NonFinite { what, micro_batch }) => {
+                // The examples at fault: the micro-batch whose loss, or the whole step.
+                let batch = match micro_batch {
+                    Some(i) => micro_batches[i].clone(),
+                    None => micro_batches.concat(),
+                };
+                return Err(non_finite(config, step + 1, what, &batch, last_checkpoint));
             }
-            *sums.entry("loss".into()).or_default() += per_example.iter().sum::<f64>();
-            for (name, metric) in out.output.metrics.iter() {
-                *sums.entry(name.to_string()).or_default() += values(metric)?.iter().sum::<f64>();
-            }
-            let loss = out.output.losses.sum().div_scalar(per_step as f64);
-            let grads = GradientsParams::from_grads(loss.backward(), &policy);
-            accumulator.accumulate(&policy, grads);
-        }
-        let mut grads = accumulator.grads();
-        let grad_norm = global_grad_norm(&policy, &grads);
-        if !grad_norm.is_finite() {
-            let batch: Vec<&AnchoredExample> = (step * per_step..(step + 1) * per_step)
-                .map(|p| &prepared.train[order.index(p)])
-                .collect();
-            return Err(non_finite(
-                config,
-                step + 1,
-                "gradient norm",
-                &batch,
-                last_checkpoint,
-            ));
-        }
-        let coefficient = clip_coefficient(grad_norm, t.max_grad_norm);
-        policy = optimizer.step(policy, &mut grads, lr, coefficient);
+        };
+        policy = next;
 
         let seconds = started.elapsed().as_secs_f64();
         let mut row: BTreeMap<String, f64> = sums
@@ -514,13 +498,6 @@ impl DataOrder {
             .entry(epoch)
             .or_insert_with(|| epoch_order(n, seed, epoch, shuffle))[position % n]
     }
-}
-
-fn values(t: &burn::tensor::Tensor<1>) -> Result<Vec<f64>, TrainError> {
-    t.to_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .map_err(|e| TrainError::Batch(format!("{e:?}")))
 }
 
 fn non_finite(

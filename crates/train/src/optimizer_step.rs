@@ -1,0 +1,126 @@
+//! One optimizer step, the same for a run and for the benchmark: each micro-batch's losses
+//! (checked finite) and their gradients accumulated, the global gradient norm (checked
+//! finite), PyTorch's clipping, then AdamW.
+
+use std::collections::BTreeMap;
+
+use bapo_data::Packing;
+use bapo_model::CausalLm;
+use bapo_objective::{Needs, Objective};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Tensor};
+
+use crate::TrainError;
+use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
+use crate::step::{AnchoredExample, micro_batch};
+
+/// What every step of a run shares.
+pub struct StepSetup<'a> {
+    pub objective: &'a dyn Objective,
+    pub needs: &'a Needs,
+    /// The reference, for objectives that run it live (token-level KL).
+    pub live_reference: Option<&'a CausalLm>,
+    pub packing: Packing,
+    pub pad_token: u32,
+    /// The autodiff device the policy lives on.
+    pub device: &'a Device,
+    pub max_grad_norm: f64,
+}
+
+/// What a step did.
+pub struct StepReport {
+    /// Every metric summed over the step's examples (`loss` included); divide by their number
+    /// for the means a log shows.
+    pub sums: BTreeMap<String, f64>,
+    /// Tokens of its sequences, as TRL counts them.
+    pub tokens: usize,
+    /// The gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// Why a step stopped.
+pub enum StepError {
+    /// A loss of micro-batch `micro_batch`, or (with `None`) the gradient norm, is NaN or
+    /// infinite: the step was not applied.
+    NonFinite {
+        what: &'static str,
+        micro_batch: Option<usize>,
+    },
+    Failed(TrainError),
+}
+
+impl From<TrainError> for StepError {
+    fn from(e: TrainError) -> Self {
+        StepError::Failed(e)
+    }
+}
+
+fn values(t: &Tensor<1>) -> Result<Vec<f64>, TrainError> {
+    t.to_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .map_err(|e| TrainError::Batch(format!("{e:?}")))
+}
+
+/// One optimizer step of `policy` over `micro_batches` at learning rate `lr`. The loss of
+/// each micro-batch is divided by the step's example count, so that accumulation gives the
+/// mean over the step, as TRL does.
+pub fn optimizer_step(
+    policy: CausalLm,
+    optimizer: &mut AdamW,
+    setup: &StepSetup<'_>,
+    micro_batches: &[Vec<&AnchoredExample>],
+    lr: f64,
+) -> Result<(CausalLm, StepReport), StepError> {
+    let examples: usize = micro_batches.iter().map(Vec::len).sum();
+    let mut accumulator = GradientsAccumulator::<CausalLm>::new();
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    let mut tokens = 0;
+    for (index, batch) in micro_batches.iter().enumerate() {
+        let out = micro_batch(
+            &policy,
+            setup.live_reference,
+            setup.objective,
+            setup.needs,
+            batch,
+            setup.packing,
+            setup.pad_token,
+            setup.device,
+        )?;
+        tokens += out.tokens;
+        let per_example = values(&out.output.losses)?;
+        if per_example.iter().any(|v| !v.is_finite()) {
+            return Err(StepError::NonFinite {
+                what: "loss",
+                micro_batch: Some(index),
+            });
+        }
+        *sums.entry("loss".into()).or_default() += per_example.iter().sum::<f64>();
+        for (name, metric) in out.output.metrics.iter() {
+            *sums.entry(name.to_string()).or_default() += values(metric)?.iter().sum::<f64>();
+        }
+        let loss = out.output.losses.sum().div_scalar(examples as f64);
+        accumulator.accumulate(
+            &policy,
+            GradientsParams::from_grads(loss.backward(), &policy),
+        );
+    }
+    let mut grads = accumulator.grads();
+    let grad_norm = global_grad_norm(&policy, &grads);
+    if !grad_norm.is_finite() {
+        return Err(StepError::NonFinite {
+            what: "gradient norm",
+            micro_batch: None,
+        });
+    }
+    let coefficient = clip_coefficient(grad_norm, setup.max_grad_norm);
+    let policy = optimizer.step(policy, &mut grads, lr, coefficient);
+    Ok((
+        policy,
+        StepReport {
+            sums,
+            tokens,
+            grad_norm,
+        },
+    ))
+}
