@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use bapo_model::hf::{HfArchitecture, llama_config_from_hf};
+use bapo_model::{HfArchitecture, LlamaConfig};
 use bapo_model::{Llama, export_hf};
 use burn::tensor::Device;
 use clap::{Args, Subcommand};
@@ -47,7 +47,7 @@ pub fn run(command: ModelCommand) -> Result<()> {
 
 fn init(args: InitArgs) -> Result<()> {
     let config_path = args.like.join("config.json");
-    let (architecture, config) = llama_config_from_hf(&config_path)?;
+    let (architecture, config) = LlamaConfig::from_hf(&config_path)?;
     if !args.like.join("tokenizer.json").exists() {
         bail!(
             "{}: no tokenizer.json; `--like` needs a folder with the model's tokenizer",

@@ -5,6 +5,7 @@
 //! architecture: the device the weights are loaded on is the backend.
 
 pub mod causal;
+pub mod causal_lm;
 pub mod chat;
 pub mod export;
 pub mod generate;
@@ -13,6 +14,7 @@ pub mod gpt2;
 pub mod hf;
 pub mod hub;
 pub mod llama;
+pub mod llama_config;
 pub mod loaded;
 pub mod logprobs;
 pub mod lora;
@@ -20,13 +22,15 @@ pub mod tokenizer;
 
 use std::path::PathBuf;
 
-pub use causal::{CausalLm, CausalModel, KvCache, ModelConfig};
+pub use causal::{CausalModel, KvCache};
+pub use causal_lm::{CausalLm, ModelConfig};
 pub use chat::{ChatMessage, ChatTemplate};
 pub use export::{export_gpt2_hf, export_hf, export_peft_adapter, export_tokenizer};
 pub use generate::{GenerateError, Generation, GenerationConfig, generate};
 pub use gguf::{GgufError, GgufFile};
 pub use gpt2::{Gpt2, Gpt2Config};
-pub use llama::{Llama, LlamaConfig};
+pub use llama::Llama;
+pub use llama_config::{HfArchitecture, LlamaConfig};
 pub use loaded::{HfTokenizer, LoadedModel};
 pub use logprobs::{
     BatchError, PromptGroup, ScoredLogits, SequenceLogprobs, SharedPromptBatch, TokenBatch,

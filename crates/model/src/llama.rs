@@ -18,125 +18,9 @@ use rand::{Rng, SeedableRng};
 use crate::ModelError;
 use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask, masked_attention};
 use crate::gguf::GgufFile;
-use crate::hf::{SafetensorsWeights, llama_config_from_hf};
+use crate::hf::SafetensorsWeights;
+pub use crate::llama_config::LlamaConfig;
 use crate::lora::linear_without_adapter;
-
-/// Shape and numerics of a Llama-family model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlamaConfig {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_layers: usize,
-    pub num_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_dim: usize,
-    pub intermediate_size: usize,
-    pub rope_theta: f64,
-    pub rms_norm_eps: f64,
-    pub tied_embeddings: bool,
-    /// The longest sequence the model was made for (`max_position_embeddings`, GGUF's
-    /// `llama.context_length`), when the file says.
-    pub max_positions: Option<usize>,
-}
-
-impl LlamaConfig {
-    /// Reads the `llama.*` metadata of a GGUF file.
-    pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
-        let arch = file.get_str("general.architecture")?;
-        if arch != "llama" {
-            return Err(ModelError::UnsupportedArchitecture {
-                path: file.path.clone(),
-                architecture: arch.to_string(),
-            });
-        }
-        let key = |k: &str| format!("llama.{k}");
-        let hidden_size = file.get_u64(&key("embedding_length"))? as usize;
-        let num_heads = file.get_u64(&key("attention.head_count"))? as usize;
-        let num_kv_heads = file
-            .get_u64(&key("attention.head_count_kv"))
-            .map_or(num_heads, |v| v as usize);
-        let (vocab_shape, _) = (file.info("token_embd.weight")?.shape(), ());
-        Ok(LlamaConfig {
-            vocab_size: vocab_shape[0],
-            hidden_size,
-            num_layers: file.get_u64(&key("block_count"))? as usize,
-            num_heads,
-            num_kv_heads,
-            head_dim: hidden_size / num_heads.max(1),
-            intermediate_size: file.get_u64(&key("feed_forward_length"))? as usize,
-            rope_theta: file.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0),
-            rms_norm_eps: file.get_f64(&key("attention.layer_norm_rms_epsilon"))?,
-            tied_embeddings: !file.has_tensor("output.weight"),
-            max_positions: file
-                .get_u64(&key("context_length"))
-                .ok()
-                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-        })
-    }
-}
-
-impl LlamaConfig {
-    /// Refuses a shape the model code cannot build, whichever file it came from: a size of
-    /// 0, heads that do not group, an odd head size (RoPE rotates pairs), or a weight with
-    /// more values than can be counted.
-    pub fn check(&self) -> Result<(), String> {
-        let sizes = [
-            ("vocabulary size", self.vocab_size),
-            ("hidden size", self.hidden_size),
-            ("layer count", self.num_layers),
-            ("attention head count", self.num_heads),
-            ("key/value head count", self.num_kv_heads),
-            ("head size", self.head_dim),
-            ("intermediate size", self.intermediate_size),
-        ];
-        if let Some((what, _)) = sizes.iter().find(|(_, n)| *n == 0) {
-            return Err(format!("the {what} is 0"));
-        }
-        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
-            return Err(format!(
-                "{} key/value heads do not divide {} attention heads",
-                self.num_kv_heads, self.num_heads
-            ));
-        }
-        if !self.head_dim.is_multiple_of(2) {
-            return Err(format!(
-                "the head size {} is odd (RoPE rotates pairs of values)",
-                self.head_dim
-            ));
-        }
-        let query_rows = self.num_heads.checked_mul(self.head_dim);
-        let weights = [
-            (
-                "the token embedding",
-                self.vocab_size.checked_mul(self.hidden_size),
-            ),
-            (
-                "a query projection",
-                query_rows.and_then(|r| r.checked_mul(self.hidden_size)),
-            ),
-            (
-                "an MLP projection",
-                self.hidden_size.checked_mul(self.intermediate_size),
-            ),
-        ];
-        if let Some((what, _)) = weights.iter().find(|(_, n)| n.is_none()) {
-            return Err(format!("{what} would have more values than can be counted"));
-        }
-        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
-            return Err(format!(
-                "the RMSNorm epsilon {} must be a positive number",
-                self.rms_norm_eps
-            ));
-        }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(format!(
-                "the RoPE base {} must be a positive number",
-                self.rope_theta
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Grouped-query self-attention.
 #[derive(Module, Debug)]
@@ -435,7 +319,7 @@ impl Llama {
     /// Loads a Hugging Face checkpoint folder (`config.json`, `model.safetensors` or sharded
     /// `model.safetensors.index.json`) of model type `llama` or `qwen2` onto `device`.
     pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, LlamaConfig), ModelError> {
-        let (_, config) = llama_config_from_hf(&dir.join("config.json"))?;
+        let (_, config) = LlamaConfig::from_hf(&dir.join("config.json"))?;
         let weights = SafetensorsWeights::open(dir)?;
         let model = Self::load(
             &WeightLoader {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::ModelError;
-use crate::causal::{CausalLm, ModelConfig};
+use crate::causal_lm::{CausalLm, ModelConfig};
 use crate::chat::ChatTemplate;
 use crate::gguf::GgufFile;
 use crate::llama::Llama;

@@ -81,33 +81,29 @@ pub(crate) fn build_policy(
     Ok(policy)
 }
 
-/// Trains `config`'s run: the library entry point behind `bapo train` (a third party links
-/// its own objective crates and calls this).
-pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, TrainError> {
-    let progress = Progress {
-        quiet: options.quiet,
-    };
-    let run = config.output.dir.clone();
+/// Takes the run directory for this process: locked for the whole run, refused when it
+/// holds a run and `--resume` was not given, or when `--resume` meets another config.
+fn open_run(
+    run: &Path,
+    config_text: &str,
+    options: &TrainOptions,
+    progress: &Progress,
+) -> Result<RunLock, TrainError> {
     if options.resume && !run.exists() {
         progress.line(format!(
             "no run directory {} yet: starting a new run",
             run.display()
         ));
     }
-    // One run per directory, for the whole run (a second one is refused, naming this one).
-    let _lock = RunLock::acquire(&run)?;
-    let config_text = config.to_toml();
-    // What checkpoints record: the config without the run's own location.
-    let config_sha = sha256_hex(&rundir::fingerprint_text(config));
-    let metrics_path = run.join("metrics.jsonl");
-    if metrics_path.exists() && !options.resume {
-        return Err(TrainError::RunExists(run.clone()));
+    let lock = RunLock::acquire(run)?;
+    if run.join("metrics.jsonl").exists() && !options.resume {
+        return Err(TrainError::RunExists(run.to_path_buf()));
     }
     let config_copy = run.join("config.toml");
     if options.resume && config_copy.exists() {
         let previous =
             std::fs::read_to_string(&config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
-        let differences = rundir::config_differences(&previous, &config_text);
+        let differences = rundir::config_differences(&previous, config_text);
         if !differences.is_empty() {
             return Err(TrainError::Config(format!(
                 "{} was made with another config ({}); resume with the same settings or choose another `output.dir`",
@@ -116,10 +112,122 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             )));
         }
     }
+    Ok(lock)
+}
+
+/// `--resume`: the newest checkpoint of the run restored into `policy` and `optimizer`
+/// (refused when it was written with another config or on other inputs, or when the run is
+/// finished), and its step; `None` when there is no checkpoint, after clearing the logs of a
+/// run killed before its first one.
+fn resume(
+    config: &RunConfig,
+    (config_text, config_sha): (&str, &str),
+    policy: CausalLm,
+    optimizer: &mut AdamW,
+    prepared: &Prepared,
+    total_steps: usize,
+    progress: &Progress,
+) -> Result<(CausalLm, Option<usize>), TrainError> {
+    let run = &config.output.dir;
+    let Some(ck) = checkpoint::latest(run)? else {
+        if run.join("metrics.jsonl").exists() {
+            // Killed before its first checkpoint: nothing to resume from, and its logs
+            // would double the steps it redoes.
+            progress.line(format!(
+                "no checkpoint yet in {}: starting from step 0 (its logs are started again)",
+                run.display()
+            ));
+            for log in ["metrics.jsonl", "eval.jsonl", "eval_items.jsonl"] {
+                let path = run.join(log);
+                if path.exists() {
+                    std::fs::remove_file(&path).map_err(|e| TrainError::io(&path, e))?;
+                }
+            }
+        }
+        return Ok((policy, None));
+    };
+    // Runs written before the fingerprint left `output.dir` out recorded the whole config's
+    // hash: accepted when resumed through the same path.
+    let legacy = sha256_hex(config_text);
+    if ck.state.config_sha256 != config_sha && ck.state.config_sha256 != legacy {
+        return Err(TrainError::Config(format!(
+            "{} was written with another config",
+            ck.dir.display()
+        )));
+    }
+    check_inputs_unchanged(config, &ck, prepared)?;
+    let policy = checkpoint::restore(&ck, policy, optimizer, &prepared.device)?;
+    let step = ck.state.step;
+    if step >= total_steps && rundir::is_finished(run) {
+        return Err(TrainError::Config(format!(
+            "{} already finished all {total_steps} steps and its end phase ({}); nothing to resume",
+            run.display(),
+            rundir::FINISHED_FILE
+        )));
+    }
+    progress.line(if step >= total_steps {
+        format!(
+            "all {total_steps} steps were done ({}); finishing the end phase: final evaluation, summary, plots, export",
+            ck.dir.display()
+        )
+    } else {
+        format!("resuming from {} (step {step})", ck.dir.display())
+    });
+    Ok((policy, Some(step)))
+}
+
+/// The metrics row of a step: its metrics' means over the step's `per_step` examples, the
+/// gradient norm, learning rate, epoch, throughput and the process's memory.
+fn step_row(
+    report: StepReport,
+    per_step: usize,
+    lr: f64,
+    epoch: f64,
+    seconds: f64,
+) -> BTreeMap<String, f64> {
+    let mut row: BTreeMap<String, f64> = report
+        .sums
+        .into_iter()
+        .map(|(k, v)| (k, v / per_step as f64))
+        .collect();
+    row.insert("grad_norm".into(), report.grad_norm);
+    row.insert("learning_rate".into(), lr);
+    row.insert("epoch".into(), epoch);
+    row.insert(
+        "tokens_per_second".into(),
+        report.tokens as f64 / seconds.max(1e-9),
+    );
+    if let Some(peak) = peak_rss_mib() {
+        row.insert("peak_rss_mib".into(), peak);
+    }
+    if let Some(now) = rss_mib() {
+        row.insert("rss_mib".into(), now);
+    }
+    row
+}
+
+/// Trains `config`'s run: the library entry point behind `bapo train` (a third party links
+/// its own objective crates and calls this). In order: the run directory ([`open_run`]),
+/// everything before the first step (`prepare`), the resume ([`resume`]), the logs, the steps
+/// (each one [`optimizer_step`], its row, checkpoints and evaluations at their intervals) and
+/// the end phase ([`finish`]). It stays one function, longer than the others, because the
+/// step loop shares a dozen values (policy, optimizer, logs, data order, the last good
+/// checkpoint) with the code around it.
+pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, TrainError> {
+    let progress = Progress {
+        quiet: options.quiet,
+    };
+    let run = config.output.dir.clone();
+    let config_text = config.to_toml();
+    // What checkpoints record: the config without the run's own location.
+    let config_sha = sha256_hex(&rundir::fingerprint_text(config));
+    // One run per directory, for the whole run (a second one is refused, naming this one).
+    let _lock = open_run(&run, &config_text, options, &progress)?;
     let prepared = prepare(config, options.force_anchors, &progress)?;
     for line in &prepared.summary {
         progress.line(line);
     }
+    let config_copy = run.join("config.toml");
     let partial = run.join("config.toml.partial");
     std::fs::write(&partial, &config_text).map_err(|e| TrainError::io(&partial, e))?;
     std::fs::rename(&partial, &config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
@@ -133,52 +241,19 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     let mut start_step = 0;
     let mut checkpoint_found = false;
     if options.resume {
-        match checkpoint::latest(&run)? {
-            Some(ck) => {
-                // Runs written before the fingerprint left `output.dir` out recorded the whole
-                // config's hash: accepted when resumed through the same path.
-                let legacy = sha256_hex(&config_text);
-                if ck.state.config_sha256 != config_sha && ck.state.config_sha256 != legacy {
-                    return Err(TrainError::Config(format!(
-                        "{} was written with another config",
-                        ck.dir.display()
-                    )));
-                }
-                check_inputs_unchanged(config, &ck, &prepared)?;
-                policy = checkpoint::restore(&ck, policy, &mut optimizer, &prepared.device)?;
-                start_step = ck.state.step;
-                checkpoint_found = true;
-                if start_step >= total_steps && rundir::is_finished(&run) {
-                    return Err(TrainError::Config(format!(
-                        "{} already finished all {total_steps} steps and its end phase ({}); nothing to resume",
-                        run.display(),
-                        rundir::FINISHED_FILE
-                    )));
-                }
-                progress.line(if start_step >= total_steps {
-                    format!(
-                        "all {total_steps} steps were done ({}); finishing the end phase: final evaluation, summary, plots, export",
-                        ck.dir.display()
-                    )
-                } else {
-                    format!("resuming from {} (step {start_step})", ck.dir.display())
-                });
-            }
-            None if metrics_path.exists() => {
-                // Killed before its first checkpoint: nothing to resume from, and its logs
-                // would double the steps it redoes.
-                progress.line(format!(
-                    "no checkpoint yet in {}: starting from step 0 (its logs are started again)",
-                    run.display()
-                ));
-                for log in ["metrics.jsonl", "eval.jsonl", "eval_items.jsonl"] {
-                    let path = run.join(log);
-                    if path.exists() {
-                        std::fs::remove_file(&path).map_err(|e| TrainError::io(&path, e))?;
-                    }
-                }
-            }
-            None => {}
+        let resumed = resume(
+            config,
+            (&config_text, &config_sha),
+            policy,
+            &mut optimizer,
+            &prepared,
+            total_steps,
+            &progress,
+        )?;
+        policy = resumed.0;
+        if let Some(step) = resumed.1 {
+            start_step = step;
+            checkpoint_found = true;
         }
     }
     // Logs keep what the checkpoint covers; an end-phase-only resume redoes the final
@@ -266,49 +341,26 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
                     .collect()
             })
             .collect();
-        let (
-            next,
-            StepReport {
-                sums,
-                tokens,
-                grad_norm,
-            },
-        ) = match optimizer_step(policy, &mut optimizer, &setup, &micro_batches, lr) {
-            Ok(done) => done,
-            Err(StepError::Failed(e)) => return Err(e),
-            Err(StepError::NonFinite { what, micro_batch }) => {
-                // The examples at fault: the micro-batch whose loss, or the whole step.
-                let batch = match micro_batch {
-                    Some(i) => micro_batches[i].clone(),
-                    None => micro_batches.concat(),
-                };
-                return Err(non_finite(config, step + 1, what, &batch, last_checkpoint));
-            }
-        };
+        let (next, report) =
+            match optimizer_step(policy, &mut optimizer, &setup, &micro_batches, lr) {
+                Ok(done) => done,
+                Err(StepError::Failed(e)) => return Err(e),
+                Err(StepError::NonFinite { what, micro_batch }) => {
+                    // The examples at fault: the micro-batch whose loss, or the whole step.
+                    let batch = match micro_batch {
+                        Some(i) => micro_batches[i].clone(),
+                        None => micro_batches.concat(),
+                    };
+                    return Err(non_finite(config, step + 1, what, &batch, last_checkpoint));
+                }
+            };
         policy = next;
 
         let seconds = started.elapsed().as_secs_f64();
-        let mut row: BTreeMap<String, f64> = sums
-            .into_iter()
-            .map(|(k, v)| (k, v / per_step as f64))
-            .collect();
+        let (tokens, grad_norm) = (report.tokens, report.grad_norm);
+        let epoch = ((step + 1) * per_step) as f64 / examples as f64;
+        let row = step_row(report, per_step, lr, epoch, seconds);
         losses.push(row["loss"]);
-        row.insert("grad_norm".into(), grad_norm);
-        row.insert("learning_rate".into(), lr);
-        row.insert(
-            "epoch".into(),
-            ((step + 1) * per_step) as f64 / examples as f64,
-        );
-        row.insert(
-            "tokens_per_second".into(),
-            tokens as f64 / seconds.max(1e-9),
-        );
-        if let Some(peak) = peak_rss_mib() {
-            row.insert("peak_rss_mib".into(), peak);
-        }
-        if let Some(now) = rss_mib() {
-            row.insert("rss_mib".into(), now);
-        }
         let done = step + 1;
         if done % t.logging_steps == 0 || done == total_steps {
             logs.step(done, &row)?;
@@ -364,16 +416,38 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     progress.line("evaluating the trained model");
     let end = run_eval(&policy)?;
     logs.evaluation(total_steps, &end)?;
-    let end = end.metrics;
+    let (start, table) = finish(config, &policy, &prepared, &end.metrics, &progress)?;
+    rundir::mark_finished(&run, total_steps)?;
+    Ok(RunSummary {
+        run_dir: run,
+        steps: total_steps,
+        losses,
+        start,
+        end: end.metrics,
+        table,
+    })
+}
+
+/// The end phase after the final evaluation (`end`, already logged): the start-versus-end
+/// table in summary.md, the plots and the export. Returns the evaluation before training
+/// (when there was one) and the table.
+fn finish(
+    config: &RunConfig,
+    policy: &CausalLm,
+    prepared: &Prepared,
+    end: &EvalResult,
+    progress: &Progress,
+) -> Result<(Option<EvalResult>, String), TrainError> {
+    let run = &config.output.dir;
     let evals = read_log(&run.join("eval.jsonl"))?;
     let start = evals.iter().find(|(s, _)| *s == 0).map(|(_, v)| v.clone());
     let table = comparison_table(
         start.as_ref().unwrap_or(&EvalResult::new()),
-        &end,
+        end,
         config.data.user.as_deref(),
     );
-    write_summary(&run, config, &table)?;
-    match plots::write_plots(&run) {
+    write_summary(run, config, &table)?;
+    match plots::write_plots(run) {
         Ok(files) if !files.is_empty() => {
             progress.line(format!("plots: {}", run.join("plots").display()))
         }
@@ -391,20 +465,12 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         }
     }
     if config.checkpoint.export {
-        match export(config, &policy, &prepared.model, &run.join("export")) {
+        match export(config, policy, &prepared.model, &run.join("export")) {
             Ok(what) => progress.line(what),
             Err(e) => progress.line(format!("export skipped: {e}")),
         }
     }
-    rundir::mark_finished(&run, total_steps)?;
-    Ok(RunSummary {
-        run_dir: run,
-        steps: total_steps,
-        losses,
-        start,
-        end,
-        table,
-    })
+    Ok((start, table))
 }
 
 /// Refuses a resume whose data file or model changed since checkpoint `ck` was written (the

@@ -1,0 +1,133 @@
+//! `CausalLm`, the model a checkpoint turns out to be (Llama family or GPT-2), with the
+//! `ModelConfig` of its shape.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::ModelError;
+use crate::causal::{CausalModel, KvCache};
+use crate::gpt2::{Gpt2, Gpt2Config};
+use crate::llama::{Llama, LlamaConfig};
+
+/// The shape of a loaded model, kept with it: export writes it back, and checks read its
+/// limits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    Llama(LlamaConfig),
+    Gpt2(Gpt2Config),
+}
+
+impl ModelConfig {
+    /// Rows of the token embedding.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::Llama(c) => c.vocab_size,
+            ModelConfig::Gpt2(c) => c.vocab_size,
+        }
+    }
+
+    /// The longest sequence the model was made for, when its file says.
+    pub fn max_positions(&self) -> Option<usize> {
+        match self {
+            ModelConfig::Llama(c) => c.max_positions,
+            ModelConfig::Gpt2(c) => Some(c.max_positions),
+        }
+    }
+}
+
+/// A model of any supported architecture.
+#[derive(Module, Debug)]
+pub enum CausalLm {
+    Llama(Llama),
+    Gpt2(Gpt2),
+}
+
+impl CausalLm {
+    /// Loads a Hugging Face checkpoint folder; `config.json`'s `model_type` picks the
+    /// architecture (llama, qwen2, gpt2).
+    pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, ModelConfig), ModelError> {
+        let config = dir.join("config.json");
+        let text = std::fs::read_to_string(&config).map_err(|e| ModelError::Io {
+            path: config.clone(),
+            message: e.to_string(),
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Format {
+                path: config.clone(),
+                message: e.to_string(),
+            })?;
+        if json.get("model_type").and_then(serde_json::Value::as_str) == Some("gpt2") {
+            let (model, config) = Gpt2::from_hf_dir(dir, device)?;
+            Ok((CausalLm::Gpt2(model), ModelConfig::Gpt2(config)))
+        } else {
+            let (model, config) = Llama::from_hf_dir(dir, device)?;
+            Ok((CausalLm::Llama(model), ModelConfig::Llama(config)))
+        }
+    }
+
+    /// Writes this model (LoRA adapters merged) as a transformers checkpoint of `config`'s
+    /// shape.
+    pub fn export_hf(&self, config: &ModelConfig, dir: &Path) -> Result<(), ModelError> {
+        match (self, config) {
+            (CausalLm::Llama(m), ModelConfig::Llama(c)) => crate::export::export_hf(m, c, dir),
+            (CausalLm::Gpt2(m), ModelConfig::Gpt2(c)) => crate::export::export_gpt2_hf(m, c, dir),
+            _ => Err(ModelError::Format {
+                path: dir.to_path_buf(),
+                message: "the model and its config are of different architectures".into(),
+            }),
+        }
+    }
+}
+
+impl CausalLm {
+    /// This model with every LoRA adapter switched off, sharing the base weights.
+    pub fn without_adapters(&self) -> CausalLm {
+        match self {
+            CausalLm::Llama(m) => CausalLm::Llama(m.without_adapters()),
+            CausalLm::Gpt2(m) => CausalLm::Gpt2(m.without_adapters()),
+        }
+    }
+}
+
+impl CausalModel for CausalLm {
+    fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        match self {
+            CausalLm::Llama(m) => m.hidden_states(ids),
+            CausalLm::Gpt2(m) => m.hidden_states(ids),
+        }
+    }
+
+    fn hidden_states_cached(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        match self {
+            CausalLm::Llama(m) => m.hidden_states_cached(ids, positions, mask, cache),
+            CausalLm::Gpt2(m) => m.hidden_states_cached(ids, positions, mask, cache),
+        }
+    }
+
+    fn hidden_states_masked(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: Vec<bool>,
+    ) -> Tensor<3> {
+        match self {
+            CausalLm::Llama(m) => m.hidden_states_masked(ids, positions, mask),
+            CausalLm::Gpt2(m) => m.hidden_states_masked(ids, positions, mask),
+        }
+    }
+
+    fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        match self {
+            CausalLm::Llama(m) => m.logits(hidden),
+            CausalLm::Gpt2(m) => m.logits(hidden),
+        }
+    }
+}
