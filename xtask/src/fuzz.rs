@@ -15,17 +15,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-/// The targets, as `bapo-fuzz` names them (crates/fuzz/src/targets/mod.rs).
-const TARGETS: [&str; 7] = [
-    "gguf",
-    "hf-model",
-    "tokenizer",
-    "jsonl",
-    "config",
-    "anchors",
-    "checkpoint",
-];
-
 /// Processes at once: the machine has two cores.
 const WORKERS: usize = 2;
 
@@ -33,6 +22,7 @@ struct Options {
     executions: u64,
     /// Total minutes over all targets, if limited.
     minutes: Option<f64>,
+    /// Empty: every target.
     targets: Vec<String>,
     seed: u64,
 }
@@ -63,27 +53,15 @@ fn parse(args: &[String]) -> Result<Options> {
             "--seed" => {
                 options.seed = value("--seed")?.parse().context("--seed: a whole number")?
             }
-            "--target" => {
-                let target = value("--target")?;
-                if !TARGETS.contains(&target.as_str()) {
-                    bail!(
-                        "no fuzz target `{target}`; the targets are {}",
-                        TARGETS.join(", ")
-                    );
-                }
-                options.targets.push(target.clone());
-            }
+            "--target" => options.targets.push(value("--target")?.clone()),
             other => bail!("unknown argument `{other}`\n{usage}"),
         }
-    }
-    if options.targets.is_empty() {
-        options.targets = TARGETS.iter().map(|t| t.to_string()).collect();
     }
     Ok(options)
 }
 
 pub fn fuzz(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
-    let options = parse(args)?;
+    let mut options = parse(args)?;
     // The dev profile (dependencies optimised, our crates at -O1 with overflow checks, which
     // turn silent wrap-arounds into findings); in CI the tests built most of it already.
     let build = ["build", "-p", "bapo-fuzz"];
@@ -100,6 +78,24 @@ pub fn fuzz(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let binary = target_dir.join("debug").join("bapo-fuzz");
+    // The targets are the binary's to name (`--list`).
+    let output = Command::new(&binary)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("running {}", binary.display()))?;
+    let known: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if let Some(unknown) = options.targets.iter().find(|t| !known.contains(t)) {
+        bail!(
+            "no fuzz target `{unknown}`; the targets are {}",
+            known.join(", ")
+        );
+    }
+    if options.targets.is_empty() {
+        options.targets = known;
+    }
     let findings = root.join("target/fuzz/findings");
     // Each target gets an equal share of the two workers' time.
     let seconds = options.minutes.map_or(86_400.0, |m| {

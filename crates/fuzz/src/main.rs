@@ -28,6 +28,9 @@ struct Args {
     /// Seed of the mutator.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Print the targets' names, one per line, and stop.
+    #[arg(long)]
+    list: bool,
     /// Where inputs that find faults are saved.
     #[arg(long, default_value = "target/fuzz/findings")]
     findings: PathBuf,
@@ -35,6 +38,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.list {
+        println!("{}", NAMES.join("\n"));
+        return ExitCode::SUCCESS;
+    }
     install_hooks();
     let targets = if args.targets.is_empty() {
         NAMES.iter().map(|s| s.to_string()).collect()

@@ -11,7 +11,7 @@ use bapo_train::params::trainable_parameters;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{read, write};
+use super::FileSet;
 use crate::{Harness, Input, Scratch, fixture_dir};
 
 const FILES: [&str; 3] = [
@@ -22,7 +22,7 @@ const FILES: [&str; 3] = [
 
 pub struct CheckpointTarget {
     policy: CausalLm,
-    seeds: Vec<(&'static str, Vec<u8>)>,
+    seeds: FileSet,
     run: Scratch,
     device: Device,
 }
@@ -60,10 +60,7 @@ impl CheckpointTarget {
             1,
         )
         .map_err(|e| e.to_string())?;
-        let seeds = FILES
-            .iter()
-            .map(|name| Ok((*name, read(&dir, name)?)))
-            .collect::<Result<_, String>>()?;
+        let seeds = FileSet::read(&dir, &FILES)?;
         let run = Scratch::new("checkpoint");
         std::fs::create_dir_all(checkpoint::checkpoints_dir(run.path()).join("step-000001"))
             .map_err(|e| e.to_string())?;
@@ -82,22 +79,12 @@ impl Harness for CheckpointTarget {
     }
 
     fn seeds(&self) -> Vec<Input> {
-        self.seeds
-            .iter()
-            .map(|(name, bytes)| Input::new(name, bytes.clone()))
-            .collect()
+        self.seeds.seeds(&FILES)
     }
 
     fn run(&mut self, input: &Input) -> Result<(), String> {
         let dir = checkpoint::checkpoints_dir(self.run.path()).join("step-000001");
-        for (name, bytes) in &self.seeds {
-            let bytes = if *name == input.file {
-                &input.bytes
-            } else {
-                bytes
-            };
-            write(&dir, name, bytes)?;
-        }
+        self.seeds.write(&dir, input)?;
         let found = checkpoint::latest(self.run.path())
             .map_err(|e| e.to_string())?
             .ok_or("no checkpoint found")?;
@@ -109,15 +96,6 @@ impl Harness for CheckpointTarget {
     }
 
     fn input_size(&self, input: &Input) -> usize {
-        self.seeds
-            .iter()
-            .map(|(name, bytes)| {
-                if *name == input.file {
-                    input.bytes.len()
-                } else {
-                    bytes.len()
-                }
-            })
-            .sum()
+        self.seeds.size(input)
     }
 }

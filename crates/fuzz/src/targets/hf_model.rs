@@ -5,7 +5,7 @@
 use bapo_model::LoadedModel;
 use burn::tensor::Device;
 
-use super::{read, use_model, write};
+use super::{FileSet, use_model};
 use crate::{Harness, Input, Scratch, fixture_dir};
 
 /// The files of the folder; the first two are mutated.
@@ -17,20 +17,15 @@ const FILES: [&str; 4] = [
 ];
 
 pub struct HfModelTarget {
-    files: Vec<(&'static str, Vec<u8>)>,
+    files: FileSet,
     dir: Scratch,
     device: Device,
 }
 
 impl HfModelTarget {
     pub fn new() -> Result<Self, String> {
-        let fixture = fixture_dir();
-        let files = FILES
-            .iter()
-            .map(|name| Ok((*name, read(&fixture, name)?)))
-            .collect::<Result<_, String>>()?;
         Ok(HfModelTarget {
-            files,
+            files: FileSet::read(&fixture_dir(), &FILES)?,
             dir: Scratch::new("hf-model"),
             device: Device::flex(),
         })
@@ -43,35 +38,16 @@ impl Harness for HfModelTarget {
     }
 
     fn seeds(&self) -> Vec<Input> {
-        self.files[..2]
-            .iter()
-            .map(|(name, bytes)| Input::new(name, bytes.clone()))
-            .collect()
+        self.files.seeds(&FILES[..2])
     }
 
     fn run(&mut self, input: &Input) -> Result<(), String> {
-        for (name, bytes) in &self.files {
-            let bytes = if *name == input.file {
-                &input.bytes
-            } else {
-                bytes
-            };
-            write(self.dir.path(), name, bytes)?;
-        }
+        self.files.write(self.dir.path(), input)?;
         let model = LoadedModel::open(self.dir.path(), &self.device).map_err(|e| e.to_string())?;
         use_model(&model, &self.device)
     }
 
     fn input_size(&self, input: &Input) -> usize {
-        self.files
-            .iter()
-            .map(|(name, bytes)| {
-                if *name == input.file {
-                    input.bytes.len()
-                } else {
-                    bytes.len()
-                }
-            })
-            .sum()
+        self.files.size(input)
     }
 }

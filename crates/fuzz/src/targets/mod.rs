@@ -13,7 +13,7 @@ use std::path::Path;
 use bapo_model::{ChatMessage, LoadedModel, TokenBatch, sequence_logprobs};
 use burn::tensor::Device;
 
-use crate::Harness;
+use crate::{Harness, Input};
 
 /// Every target's name, in the order `cargo xtask fuzz` runs them.
 pub const NAMES: [&str; 7] = [
@@ -43,6 +43,57 @@ pub fn by_name(name: &str) -> Result<Box<dyn Harness>, String> {
             ));
         }
     })
+}
+
+/// The files of a target's folder, each with its seed contents: an input replaces one of
+/// them.
+struct FileSet(Vec<(&'static str, Vec<u8>)>);
+
+impl FileSet {
+    /// `names` read from `dir`.
+    fn read(dir: &Path, names: &[&'static str]) -> Result<Self, String> {
+        let files = names
+            .iter()
+            .map(|name| Ok((*name, read(dir, name)?)))
+            .collect::<Result<_, String>>()?;
+        Ok(FileSet(files))
+    }
+
+    /// The seed contents of `names`, as inputs.
+    fn seeds(&self, names: &[&str]) -> Vec<Input> {
+        self.0
+            .iter()
+            .filter(|(name, _)| names.contains(name))
+            .map(|(name, bytes)| Input::new(name, bytes.clone()))
+            .collect()
+    }
+
+    /// Writes every file into `dir`, `input` in place of its file.
+    fn write(&self, dir: &Path, input: &Input) -> Result<(), String> {
+        for (name, bytes) in &self.0 {
+            let bytes = if *name == input.file {
+                &input.bytes
+            } else {
+                bytes
+            };
+            write(dir, name, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of every file, `input` in place of its file.
+    fn size(&self, input: &Input) -> usize {
+        self.0
+            .iter()
+            .map(|(name, bytes)| {
+                if *name == input.file {
+                    input.bytes.len()
+                } else {
+                    bytes.len()
+                }
+            })
+            .sum()
+    }
 }
 
 /// Reads a file of the fixture.

@@ -7,18 +7,19 @@ use bapo_model::gguf::GgufFile;
 use bapo_model::tokenizer::tokenizer_from_gguf;
 use bapo_model::{ChatMessage, HfTokenizer};
 
-use super::{read, write};
+use super::{FileSet, read};
 use crate::gguf_seed::tiny_gguf;
 use crate::{Harness, Input, Scratch, fixture_dir};
 
 const TOKENIZER: &str = "tokenizer.json";
 const SETTINGS: &str = "tokenizer_config.json";
 const TEMPLATE: &str = "chat_template.jinja";
+const FILES: [&str; 3] = [TOKENIZER, SETTINGS, TEMPLATE];
 
 pub struct TokenizerTarget {
     /// The folder as transformers 5 saves it (template in its own file): the files an input
     /// does not replace.
-    base: Vec<(&'static str, Vec<u8>)>,
+    base: FileSet,
     /// Further seeds: the template inside tokenizer_config.json, and a byte-level BPE
     /// tokenizer (the SmolLM2 kind) made from the GGUF seed's vocabulary.
     extra_seeds: Vec<Input>,
@@ -29,10 +30,7 @@ pub struct TokenizerTarget {
 impl TokenizerTarget {
     pub fn new() -> Result<Self, String> {
         let tf5 = fixture_dir().with_file_name("tiny-chat-tf5");
-        let base = [TOKENIZER, SETTINGS, TEMPLATE]
-            .iter()
-            .map(|name| Ok((*name, read(&tf5, name)?)))
-            .collect::<Result<_, String>>()?;
+        let base = FileSet::read(&tf5, &FILES)?;
         let gguf = GgufFile::parse(
             std::path::Path::new("seed.gguf"),
             tiny_gguf(&fixture_dir())?,
@@ -61,24 +59,13 @@ impl Harness for TokenizerTarget {
     }
 
     fn seeds(&self) -> Vec<Input> {
-        let mut seeds: Vec<Input> = self
-            .base
-            .iter()
-            .map(|(name, bytes)| Input::new(name, bytes.clone()))
-            .collect();
+        let mut seeds = self.base.seeds(&FILES);
         seeds.extend(self.extra_seeds.iter().cloned());
         seeds
     }
 
     fn run(&mut self, input: &Input) -> Result<(), String> {
-        for (name, bytes) in &self.base {
-            let bytes = if *name == input.file {
-                &input.bytes
-            } else {
-                bytes
-            };
-            write(self.dir.path(), name, bytes)?;
-        }
+        self.base.write(self.dir.path(), input)?;
         let files =
             HfTokenizer::read(self.dir.path(), self.vocab_rows).map_err(|e| e.to_string())?;
         let conversation = [
@@ -112,15 +99,6 @@ impl Harness for TokenizerTarget {
     }
 
     fn input_size(&self, input: &Input) -> usize {
-        self.base
-            .iter()
-            .map(|(name, bytes)| {
-                if *name == input.file {
-                    input.bytes.len()
-                } else {
-                    bytes.len()
-                }
-            })
-            .sum()
+        self.base.size(input)
     }
 }
