@@ -85,17 +85,9 @@ fn check_lengths(config: &RunConfig, model: &LoadedModel) -> Result<(), TrainErr
     Ok(())
 }
 
-/// Prepares `config`'s run; `force_anchors` recomputes cached anchors.
-pub fn prepare(
-    config: &RunConfig,
-    force_anchors: bool,
-    progress: &Progress,
-) -> Result<Prepared, TrainError> {
-    let t = &config.training;
-    let device = t.backend.device(t.device_index)?;
-    device.seed(t.seed);
-    let train_device = device.clone().autodiff();
-
+/// The objective the config names, built from its `[objective]` table, and what it needs;
+/// refused when the config does not provide it (too few anchors or references).
+fn build_objective(config: &RunConfig) -> Result<(Box<dyn Objective>, Needs), TrainError> {
     let objective = registry::build_from_table(&config.objective)
         .map_err(|e| TrainError::Config(e.to_string()))?;
     let needs = objective.needs();
@@ -113,23 +105,29 @@ pub fn prepare(
         )));
     }
 
-    progress.line(format!(
-        "loading {} on backend `{}`",
-        config.model.path.display(),
-        t.backend
-    ));
-    let model = LoadedModel::open(&config.model.path, &train_device)?;
-    check_lengths(config, &model)?;
-    let reference = model.model.valid();
+    Ok((objective, needs))
+}
 
-    // Data: validate, tokenise, split by entity (the split covers every user, so no entity
-    // seen in training is ever evaluated), then restrict training to the chosen user.
+/// The data of a run, tokenised and split.
+struct DataSplit {
+    /// The training examples (of `data.user` when set).
+    train_rows: Vec<TokenizedExample>,
+    /// Each user's held-out examples (at most `eval.examples_per_user`; "all" without users).
+    held_out: Vec<(String, Vec<TokenizedExample>)>,
+    /// What was dropped and kept, for the run's log.
+    summary: Vec<String>,
+}
+
+/// Reads, validates and tokenises the data, splits it by entity (the split covers every
+/// user, so no entity seen in training is ever evaluated), then restricts training to the
+/// chosen user.
+fn split_data(config: &RunConfig, model: &LoadedModel) -> Result<DataSplit, TrainError> {
     let dataset = load_jsonl(&config.data.path)?;
     let mut summary = Vec::new();
     for (reason, count) in dataset.drop_counts() {
         summary.push(format!("dropped {count} rows: {}", reason.describe()));
     }
-    let (examples, dropped) = tokenize(config, &model, &dataset)?;
+    let (examples, dropped) = tokenize(config, model, &dataset)?;
     let extra = dropped.len() - dataset.dropped.len();
     if extra > 0 {
         summary.push(format!(
@@ -192,47 +190,68 @@ pub fn prepare(
         }
     }
 
-    // Anchors.
-    let a = &config.anchors;
-    let base_responses = if needs.needs_base_responses() {
-        a.num_anchors
-    } else {
-        0
-    };
-    let data_sha = file_sha256(&config.data.path)?;
-    let chat_template = model
-        .chat_template
-        .as_ref()
-        .map(|c| c.source.clone())
-        .unwrap_or_default();
-    let fingerprint =
-        |model_sha: &str, examples: &[TokenizedExample], s: AnchorSettings| FingerprintInputs {
+    Ok(DataSplit {
+        train_rows,
+        held_out: held_out.into_iter().collect(),
+        summary,
+    })
+}
+
+/// How a run computes (or reuses) its anchors: what every set's fingerprint shares, and
+/// where and how the cache is kept (docs/anchors.md).
+struct AnchorJob<'a> {
+    config: &'a RunConfig,
+    data_sha: &'a str,
+    chat_template: String,
+    vocab_size: usize,
+    /// EOS and padding token ids.
+    pads: (u32, u32),
+    /// Recompute cached anchors (`--force-anchors`).
+    force: bool,
+    device: &'a Device,
+    progress: &'a Progress,
+}
+
+impl AnchorJob<'_> {
+    /// Everything the anchors of `examples` depend on, for the reference of hash `model_sha`.
+    fn inputs(
+        &self,
+        model_sha: &str,
+        examples: &[TokenizedExample],
+        settings: AnchorSettings,
+    ) -> FingerprintInputs {
+        let data = &self.config.data;
+        FingerprintInputs {
             model: model_sha.to_string(),
-            data: data_sha.clone(),
-            chat_template: chat_template.clone(),
-            vocab_size: model.vocab_size(),
-            max_length: config.data.max_length,
-            max_prompt_length: config.data.max_prompt_length,
-            user: config.data.user.clone(),
+            data: self.data_sha.to_string(),
+            chat_template: self.chat_template.clone(),
+            vocab_size: self.vocab_size,
+            max_length: data.max_length,
+            max_prompt_length: data.max_prompt_length,
+            user: data.user.clone(),
             examples: examples_sha256(examples),
-            settings: s,
-        };
-    let policy_sha = model_sha256(&config.model.path)?;
-    let pads = (model.eos_token, model.pad_token);
-    // Anchors of several sets with one reference model, in one generation; a line per set.
-    let anchors_for = |reference: &CausalLm,
-                       model_sha: &str,
-                       sets: &[(&[TokenizedExample], usize, String)]|
-     -> Result<Vec<Vec<bapo_anchors::ExampleAnchors>>, TrainError> {
+            settings,
+        }
+    }
+
+    /// The anchors of several sets (examples, anchors per prompt, label) with one reference
+    /// model, in one generation; a line per set.
+    fn run(
+        &self,
+        reference: &CausalLm,
+        model_sha: &str,
+        sets: &[(&[TokenizedExample], usize, String)],
+    ) -> Result<Vec<Vec<bapo_anchors::ExampleAnchors>>, TrainError> {
+        let a = &self.config.anchors;
         let inputs: Vec<FingerprintInputs> = sets
             .iter()
             .map(|(examples, num_anchors, _)| {
-                fingerprint(model_sha, examples, a.settings(*num_anchors))
+                self.inputs(model_sha, examples, a.settings(*num_anchors))
             })
             .collect();
         for i in &inputs {
             let dir = a.cache_dir.join(i.fingerprint());
-            if force_anchors && dir.exists() {
+            if self.force && dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
             }
         }
@@ -242,14 +261,14 @@ pub fn prepare(
             .map(|((examples, _, _), inputs)| AnchorSet { examples, inputs })
             .collect();
         let total = sets.iter().map(|(e, ..)| e.len()).sum::<usize>();
-        let bar = progress.bar(total as u64, "anchors");
+        let bar = self.progress.bar(total as u64, "anchors");
         let start = Instant::now();
         let results = compute_anchor_sets(
             reference,
             &anchor_sets,
-            pads,
+            self.pads,
             &a.cache_dir,
-            &device,
+            self.device,
             &mut |p: AnchorProgress| {
                 bar.set_position(p.done as u64);
                 let seconds = start.elapsed().as_secs_f64().max(1e-9);
@@ -265,7 +284,7 @@ pub fn prepare(
         for ((examples, _, label), ((_, report), inputs)) in
             sets.iter().zip(results.iter().zip(&inputs))
         {
-            progress.line(format!(
+            self.progress.line(format!(
                 "{label}: {} examples, {} chunks reused, {} computed, {} tokens generated → {}",
                 examples.len(),
                 report.reused_chunks,
@@ -275,22 +294,137 @@ pub fn prepare(
             ));
         }
         if generated > 0 {
-            progress.line(format!(
+            self.progress.line(format!(
                 "anchors: {generated} tokens generated in {seconds:.1} s ({:.1} tokens/s)",
                 generated as f64 / seconds.max(1e-9)
             ));
         }
         Ok(results.into_iter().map(|(anchors, _)| anchors).collect())
+    }
+}
+
+/// The forgetting side of the evaluation: the BIG-bench sets (HHH alignment, general
+/// knowledge, misconceptions, facts) and the country-knowledge probe, without any country the
+/// run trains on, each as many items as the config asks for.
+fn add_knowledge_sets(
+    config: &RunConfig,
+    model: &LoadedModel,
+    train: &[AnchoredExample],
+    eval: &mut EvalSets,
+) -> Result<(), TrainError> {
+    let e = &config.eval;
+    if !e.bigbench_dir.as_os_str().is_empty() {
+        let dir = &e.bigbench_dir;
+        if e.hhh_alignment > 0 {
+            let items = load_hhh_alignment(dir)?;
+            let items = spread(&items, e.hhh_alignment);
+            eval.hhh = EvalSets::tokenize_hhh(model, &items)?;
+        }
+        if e.general_knowledge > 0 {
+            let items = spread(
+                &load_multiple_choice(dir, "general_knowledge")?,
+                e.general_knowledge,
+            );
+            eval.general_knowledge =
+                EvalSets::tokenize_choices(model, &items, "general_knowledge")?;
+        }
+        if e.misconceptions > 0 {
+            let items = spread(
+                &load_multiple_choice(dir, "misconceptions")?,
+                e.misconceptions,
+            );
+            eval.misconceptions = EvalSets::tokenize_choices(model, &items, "misconceptions")?;
+        }
+        if e.facts > 0 {
+            let items = load_fact_sample(dir, e.facts, 0)?;
+            eval.facts = EvalSets::tokenize_facts(model, &items)?;
+        }
+    }
+    if !e.knowledge_probe.as_os_str().is_empty() && e.country_facts > 0 {
+        // Never a country the run trains on: the probe measures what training did not touch.
+        let trained: std::collections::BTreeSet<&str> = train
+            .iter()
+            .filter_map(|a| a.tokens.entity.as_deref())
+            .collect();
+        let items: Vec<ProbeItem> = load_knowledge_probe(&e.knowledge_probe)?
+            .into_iter()
+            .filter(|p| !trained.contains(p.entity.as_str()))
+            .collect();
+        let (kinds, items): (Vec<String>, Vec<_>) = spread(&items, e.country_facts)
+            .into_iter()
+            .map(|p| (p.kind, p.item))
+            .unzip();
+        let tokens = EvalSets::tokenize_choices(model, &items, "knowledge probe")?;
+        eval.country_facts = kinds.into_iter().zip(tokens).collect();
+    }
+
+    Ok(())
+}
+
+/// Prepares `config`'s run; `force_anchors` recomputes cached anchors. In order: the device,
+/// the objective ([`build_objective`]), the model, the data ([`split_data`]), the anchors of
+/// the training and held-out examples and of every further reference ([`AnchorJob`]), and the
+/// evaluation sets ([`add_knowledge_sets`]). Longer than 80 lines because those steps pass a
+/// dozen values along (model, device, splits, hashes) that would otherwise travel as one
+/// single-use struct.
+pub fn prepare(
+    config: &RunConfig,
+    force_anchors: bool,
+    progress: &Progress,
+) -> Result<Prepared, TrainError> {
+    let t = &config.training;
+    let device = t.backend.device(t.device_index)?;
+    device.seed(t.seed);
+    let train_device = device.clone().autodiff();
+
+    let (objective, needs) = build_objective(config)?;
+
+    progress.line(format!(
+        "loading {} on backend `{}`",
+        config.model.path.display(),
+        t.backend
+    ));
+    let model = LoadedModel::open(&config.model.path, &train_device)?;
+    check_lengths(config, &model)?;
+    let reference = model.model.valid();
+
+    let DataSplit {
+        train_rows,
+        held_out,
+        summary,
+    } = split_data(config, &model)?;
+
+    // Anchors.
+    let a = &config.anchors;
+    let base_responses = if needs.needs_base_responses() {
+        a.num_anchors
+    } else {
+        0
+    };
+    let data_sha = file_sha256(&config.data.path)?;
+    let policy_sha = model_sha256(&config.model.path)?;
+    let job = AnchorJob {
+        config,
+        data_sha: &data_sha,
+        chat_template: model
+            .chat_template
+            .as_ref()
+            .map(|c| c.source.clone())
+            .unwrap_or_default(),
+        vocab_size: model.vocab_size(),
+        pads: (model.eos_token, model.pad_token),
+        force: force_anchors,
+        device: &device,
+        progress,
     };
 
     // The training examples and every user's held-out examples: one generation.
-    let held_out: Vec<(String, Vec<TokenizedExample>)> = held_out.into_iter().collect();
     let mut sets: Vec<(&[TokenizedExample], usize, String)> =
         vec![(&train_rows, base_responses, "anchors (train)".into())];
     for (user, rows) in &held_out {
         sets.push((rows, 1, format!("anchors (held out, {user})")));
     }
-    let mut results = anchors_for(&reference, &policy_sha, &sets)?;
+    let mut results = job.run(&reference, &policy_sha, &sets)?;
     let primary = results.remove(0);
     let mut per_reference = vec![primary];
     for path in &config.model.references {
@@ -303,7 +437,10 @@ pub fn prepare(
         )?;
         let sha = model_sha256(path)?;
         let label = format!("anchors ({})", path.display());
-        per_reference.push(anchors_for(&other.model, &sha, &[(&train_rows, 0, label)])?.remove(0));
+        per_reference.push(
+            job.run(&other.model, &sha, &[(&train_rows, 0, label)])?
+                .remove(0),
+        );
     }
     let train: Vec<AnchoredExample> = train_rows
         .into_iter()
@@ -327,51 +464,7 @@ pub fn prepare(
                 .collect(),
         );
     }
-    let e = &config.eval;
-    if !e.bigbench_dir.as_os_str().is_empty() {
-        let dir = &e.bigbench_dir;
-        if e.hhh_alignment > 0 {
-            let items = load_hhh_alignment(dir)?;
-            let items = spread(&items, e.hhh_alignment);
-            eval.hhh = EvalSets::tokenize_hhh(&model, &items)?;
-        }
-        if e.general_knowledge > 0 {
-            let items = spread(
-                &load_multiple_choice(dir, "general_knowledge")?,
-                e.general_knowledge,
-            );
-            eval.general_knowledge =
-                EvalSets::tokenize_choices(&model, &items, "general_knowledge")?;
-        }
-        if e.misconceptions > 0 {
-            let items = spread(
-                &load_multiple_choice(dir, "misconceptions")?,
-                e.misconceptions,
-            );
-            eval.misconceptions = EvalSets::tokenize_choices(&model, &items, "misconceptions")?;
-        }
-        if e.facts > 0 {
-            let items = load_fact_sample(dir, e.facts, 0)?;
-            eval.facts = EvalSets::tokenize_facts(&model, &items)?;
-        }
-    }
-    if !e.knowledge_probe.as_os_str().is_empty() && e.country_facts > 0 {
-        // Never a country the run trains on: the probe measures what training did not touch.
-        let trained: std::collections::BTreeSet<&str> = train
-            .iter()
-            .filter_map(|a| a.tokens.entity.as_deref())
-            .collect();
-        let items: Vec<ProbeItem> = load_knowledge_probe(&e.knowledge_probe)?
-            .into_iter()
-            .filter(|p| !trained.contains(p.entity.as_str()))
-            .collect();
-        let (kinds, items): (Vec<String>, Vec<_>) = spread(&items, e.country_facts)
-            .into_iter()
-            .map(|p| (p.kind, p.item))
-            .unzip();
-        let tokens = EvalSets::tokenize_choices(&model, &items, "knowledge probe")?;
-        eval.country_facts = kinds.into_iter().zip(tokens).collect();
-    }
+    add_knowledge_sets(config, &model, &train, &mut eval)?;
 
     Ok(Prepared {
         device,
