@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use bapo_testkit::gguf::{GgufWriter, gguf_string};
 use safetensors::SafeTensors;
 
 const STRING: u32 = 8;
@@ -14,90 +15,56 @@ const U32: u32 = 4;
 const I32: u32 = 5;
 const F32: u32 = 6;
 
-fn string(out: &mut Vec<u8>, s: &str) {
-    out.extend((s.len() as u64).to_le_bytes());
-    out.extend(s.as_bytes());
-}
-
-/// GGUF bytes under construction.
+/// The seed under construction: typed metadata and f32 tensors on top of the testkit's
+/// byte-level writer.
 #[derive(Default)]
-struct Writer {
-    meta: Vec<u8>,
-    entries: u64,
-    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
-}
+struct Writer(GgufWriter);
 
 impl Writer {
-    fn key(&mut self, key: &str, type_id: u32) {
-        string(&mut self.meta, key);
-        self.meta.extend(type_id.to_le_bytes());
-        self.entries += 1;
+    fn entry(&mut self, key: &str, type_id: u32, value: &[u8]) {
+        self.0 = std::mem::take(&mut self.0).meta(key, type_id, value);
     }
 
     fn u32(&mut self, key: &str, value: u32) {
-        self.key(key, U32);
-        self.meta.extend(value.to_le_bytes());
+        self.entry(key, U32, &value.to_le_bytes());
     }
 
     fn f32(&mut self, key: &str, value: f32) {
-        self.key(key, F32);
-        self.meta.extend(value.to_le_bytes());
+        self.entry(key, F32, &value.to_le_bytes());
     }
 
     fn str(&mut self, key: &str, value: &str) {
-        self.key(key, STRING);
-        string(&mut self.meta, value);
+        let mut bytes = Vec::new();
+        gguf_string(&mut bytes, value);
+        self.entry(key, STRING, &bytes);
     }
 
     fn strings(&mut self, key: &str, values: &[String]) {
-        self.key(key, ARRAY);
-        self.meta.extend(STRING.to_le_bytes());
-        self.meta.extend((values.len() as u64).to_le_bytes());
+        let mut bytes = STRING.to_le_bytes().to_vec();
+        bytes.extend((values.len() as u64).to_le_bytes());
         for v in values {
-            string(&mut self.meta, v);
+            gguf_string(&mut bytes, v);
         }
+        self.entry(key, ARRAY, &bytes);
     }
 
     fn i32s(&mut self, key: &str, values: &[i32]) {
-        self.key(key, ARRAY);
-        self.meta.extend(I32.to_le_bytes());
-        self.meta.extend((values.len() as u64).to_le_bytes());
+        let mut bytes = I32.to_le_bytes().to_vec();
+        bytes.extend((values.len() as u64).to_le_bytes());
         for v in values {
-            self.meta.extend(v.to_le_bytes());
+            bytes.extend(v.to_le_bytes());
         }
+        self.entry(key, ARRAY, &bytes);
     }
 
     /// A `[rows, cols]` (or `[cols]`) tensor, stored as `type_id`.
     fn tensor(&mut self, name: &str, shape: &[usize], values: &[f32], type_id: u32) {
-        let dims = shape.iter().rev().map(|&d| d as u64).collect();
-        self.tensors
-            .push((name.to_string(), dims, type_id, encode(values, type_id)));
+        let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+        self.0 = std::mem::take(&mut self.0).tensor(name, &dims, type_id, encode(values, type_id));
     }
 
     fn bytes(&self) -> Vec<u8> {
-        let mut out = b"GGUF".to_vec();
-        out.extend(3u32.to_le_bytes());
-        out.extend((self.tensors.len() as u64).to_le_bytes());
-        out.extend(self.entries.to_le_bytes());
-        out.extend(&self.meta);
-        let mut offset = 0u64;
-        for (name, dims, type_id, data) in &self.tensors {
-            string(&mut out, name);
-            out.extend((dims.len() as u32).to_le_bytes());
-            for d in dims {
-                out.extend(d.to_le_bytes());
-            }
-            out.extend(type_id.to_le_bytes());
-            out.extend(offset.to_le_bytes());
-            offset += (data.len() as u64).div_ceil(32) * 32;
-        }
-        for (_, _, _, data) in &self.tensors {
-            while !out.len().is_multiple_of(32) {
-                out.push(0);
-            }
-            out.extend(data);
-        }
-        out
+        self.0.bytes()
     }
 }
 

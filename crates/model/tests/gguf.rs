@@ -6,72 +6,14 @@ use std::path::Path;
 
 use bapo_model::gguf::{GgmlType, GgufError, GgufFile, MetaValue};
 
-/// Writes GGUF v3 bytes: metadata, then tensors (name, dims innermost-first, type id, data).
-struct Writer {
-    meta: Vec<u8>,
-    n_meta: u64,
-    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+use bapo_testkit::gguf::{GgufWriter as Writer, gguf_string as string};
+
+/// Parses what a writer wrote.
+trait Parse {
+    fn parse(&self) -> Result<GgufFile, GgufError>;
 }
 
-fn string(out: &mut Vec<u8>, s: &str) {
-    out.extend((s.len() as u64).to_le_bytes());
-    out.extend(s.as_bytes());
-}
-
-impl Writer {
-    fn new() -> Self {
-        Writer {
-            meta: Vec::new(),
-            n_meta: 0,
-            tensors: Vec::new(),
-        }
-    }
-
-    fn meta(mut self, key: &str, type_id: u32, value: &[u8]) -> Self {
-        string(&mut self.meta, key);
-        self.meta.extend(type_id.to_le_bytes());
-        self.meta.extend(value);
-        self.n_meta += 1;
-        self
-    }
-
-    fn tensor(mut self, name: &str, dims: &[u64], type_id: u32, data: Vec<u8>) -> Self {
-        self.tensors
-            .push((name.to_string(), dims.to_vec(), type_id, data));
-        self
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let mut out = b"GGUF".to_vec();
-        out.extend(3u32.to_le_bytes());
-        out.extend((self.tensors.len() as u64).to_le_bytes());
-        out.extend(self.n_meta.to_le_bytes());
-        out.extend(&self.meta);
-        let mut offset = 0u64;
-        let mut offsets = Vec::new();
-        for (name, dims, type_id, data) in &self.tensors {
-            string(&mut out, name);
-            out.extend((dims.len() as u32).to_le_bytes());
-            for d in dims {
-                out.extend(d.to_le_bytes());
-            }
-            out.extend(type_id.to_le_bytes());
-            out.extend(offset.to_le_bytes());
-            offsets.push(offset);
-            offset += (data.len() as u64).div_ceil(32) * 32;
-        }
-        while !out.len().is_multiple_of(32) {
-            out.push(0);
-        }
-        for (_, _, _, data) in &self.tensors {
-            out.extend(data);
-            while !out.len().is_multiple_of(32) {
-                out.push(0);
-            }
-        }
-        out
-    }
-
+impl Parse for Writer {
     fn parse(&self) -> Result<GgufFile, GgufError> {
         GgufFile::parse(Path::new("test.gguf"), self.bytes())
     }

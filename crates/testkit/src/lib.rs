@@ -1,5 +1,9 @@
-//! Helpers for bapo's tests (a dev-dependency only): the test device, tensors from plain
-//! numbers in f32 or f64, and central finite differences to check autodiff gradients against.
+//! Helpers for bapo's tests (a dev-dependency, and a dependency of the fuzz targets): the test
+//! device, tensors from plain numbers in f32 or f64, central finite differences to check
+//! autodiff gradients against, GGUF bytes written field by field ([`gguf`]), and a hub cache
+//! laid out by hand ([`hub_cache`]).
+
+pub mod gguf;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
