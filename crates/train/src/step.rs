@@ -71,7 +71,10 @@ fn constant(values: Vec<f32>, examples: usize, per: usize, device: &Device) -> T
     Tensor::from_data(TensorData::new(values, [examples, per]), device)
 }
 
-/// Reference `k`'s log-probs / token counts of `response`, `[B, K]`.
+/// Reference `k`'s log-probs / token counts of `response`, `[B, K]`. Every example has
+/// reference `k`'s results (the caller checks it for `k > 0`; reference 0 is the model the
+/// run starts from, which every example has) and `per` base responses (the anchor cache
+/// refuses a chunk with another count).
 fn reference_values(
     examples: &[&AnchoredExample],
     k: usize,
@@ -82,7 +85,7 @@ fn reference_values(
     examples
         .iter()
         .flat_map(|e| {
-            let a = &e.anchors[k.min(e.anchors.len() - 1)];
+            let a = &e.anchors[k];
             let row: Vec<f32> = match (response, counts) {
                 (Response::Chosen, false) => vec![a.chosen_logp],
                 (Response::Rejected, false) => vec![a.rejected_logp],
