@@ -66,7 +66,7 @@ pub fn build_bapo(
 
 /// Builds binary `bin` of `package` (with the backends' `features`, in the dev or release
 /// profile) and returns its path and the environment it runs in.
-fn build_binary(
+pub fn build_binary(
     root: &Path,
     cargo: &str,
     (package, bin): (&str, &str),

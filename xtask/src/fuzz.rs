@@ -8,7 +8,7 @@
 //! `ci` runs a slice: `--minutes 1.5`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
@@ -64,20 +64,8 @@ pub fn fuzz(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let mut options = parse(args)?;
     // The dev profile (dependencies optimised, our crates at -O1 with overflow checks, which
     // turn silent wrap-arounds into findings); in CI the tests built most of it already.
-    let build = ["build", "-p", "bapo-fuzz"];
-    eprintln!("$ cargo {}", build.join(" "));
-    let status = Command::new(cargo)
-        .args(build)
-        .current_dir(root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("`cargo {}` failed ({status})", build.join(" "));
-    }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let binary = target_dir.join("debug").join("bapo-fuzz");
+    let (binary, _) =
+        crate::backends::build_binary(root, cargo, ("bapo-fuzz", "bapo-fuzz"), &[], true)?;
     // The targets are the binary's to name (`--list`).
     let output = Command::new(&binary)
         .arg("--list")

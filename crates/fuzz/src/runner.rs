@@ -95,6 +95,8 @@ pub struct Report {
 struct Current {
     target: String,
     input: Input,
+    /// Bytes of every file the target reads for `input` (what the bound is computed from).
+    size: usize,
     crash_dir: PathBuf,
 }
 
@@ -136,9 +138,9 @@ fn oversize(size: usize) {
     let current = CURRENT.lock().map(|mut c| c.take()).ok().flatten();
     if let Some(c) = current {
         let message = format!(
-            "a single allocation of {size} bytes for an input of {} bytes (bound {})",
-            c.input.bytes.len(),
-            allocation_bound(c.input.bytes.len())
+            "a single allocation of {size} bytes for inputs of {} bytes (bound {})",
+            c.size,
+            allocation_bound(c.size)
         );
         let dir = save_finding(
             &c.crash_dir,
@@ -224,6 +226,7 @@ pub fn execute(
         *current = Some(Current {
             target: harness.name().to_string(),
             input: input.clone(),
+            size,
             crash_dir: crash_dir.to_path_buf(),
         });
     }

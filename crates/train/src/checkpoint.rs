@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
 use crate::optimizer::AdamW;
-use crate::params::{load_trainable, trainable_parameters};
+use crate::params::{load_trainable, trainable_sizes};
 
 /// `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,14 +199,13 @@ pub fn restore<M: Module>(
         )
         .map_err(fail)?;
     // The next step adds each moment to its parameter's gradient: they must have its size.
-    let parameters = trainable_parameters(&module);
+    let sizes = trainable_sizes(&module);
     for (path, moments) in &optimizer.state {
-        let Some(values) = parameters.get(path) else {
+        let Some(&n) = sizes.get(path) else {
             return Err(fail(format!(
                 "optimizer state for `{path}`, which is not a trainable parameter"
             )));
         };
-        let n = values.shape().iter().product::<usize>();
         for (what, m) in [
             ("exp_avg", &moments.exp_avg),
             ("exp_avg_sq", &moments.exp_avg_sq),

@@ -9,12 +9,24 @@ use burn::tensor::{Tensor, TensorData};
 
 /// The trainable (gradient-carrying) parameters of `module`, by path, as f32 data.
 pub fn trainable_parameters<M: Module>(module: &M) -> BTreeMap<String, TensorData> {
+    collect(module, true).found
+}
+
+/// The number of values of each trainable parameter of `module`, by path (shapes only: no
+/// data is copied).
+pub fn trainable_sizes<M: Module>(module: &M) -> BTreeMap<String, usize> {
+    collect(module, false).sizes
+}
+
+fn collect<M: Module>(module: &M, copy_data: bool) -> Collector {
     let mut collector = Collector {
         path: Vec::new(),
+        copy_data,
         found: BTreeMap::new(),
+        sizes: BTreeMap::new(),
     };
     module.visit(&mut collector);
-    collector.found
+    collector
 }
 
 /// Number of trainable scalars in `module` (shapes only: no data is copied).
@@ -35,7 +47,10 @@ pub fn trainable_count<M: Module>(module: &M) -> usize {
 
 struct Collector {
     path: Vec<String>,
+    /// Whether to copy each parameter's values into `found`, or only note its size.
+    copy_data: bool,
     found: BTreeMap<String, TensorData>,
+    sizes: BTreeMap<String, usize>,
 }
 
 impl ModuleVisitor for Collector {
@@ -50,8 +65,12 @@ impl ModuleVisitor for Collector {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
         if value.is_require_grad() {
-            self.found
-                .insert(self.path.join("."), value.into_data().convert::<f32>());
+            let path = self.path.join(".");
+            self.sizes
+                .insert(path.clone(), value.dims().iter().product::<usize>());
+            if self.copy_data {
+                self.found.insert(path, value.into_data().convert::<f32>());
+            }
         }
     }
 }
