@@ -96,11 +96,17 @@ pub fn build_binary(
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let binary = target.join(if dev { "debug" } else { "release" }).join(bin);
+    let binary = target_dir(root)
+        .join(if dev { "debug" } else { "release" })
+        .join(bin);
     Ok((binary, env))
+}
+
+/// Where cargo puts what it builds: `$CARGO_TARGET_DIR`, else the workspace's target/.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
 }
 
 /// The package and binary that train `objective`: a workspace package with a binary named
@@ -270,6 +276,12 @@ fn describe(command: &Command) -> String {
 /// shared by several responses), within 1e-4 relative.
 pub fn check(root: &Path, cargo: &str) -> Result<()> {
     let (binary, env) = build_bapo(root, cargo, &["tch", "wgpu"], true)?;
+    check_binary(root, &binary, &env)
+}
+
+/// The cross-backend check with `binary`, a bapo built with both features (`ci` passes the one
+/// its test build made), run in `env`.
+pub fn check_binary(root: &Path, binary: &Path, env: &[(String, OsString)]) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("bapo-backends-{}", std::process::id()));
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)?;
@@ -282,7 +294,7 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
         // BAPO with its default anchor (the smooth Huber-ised hinge), as configs/tiny.toml
         // sets it: the project's headline objective on every backend. One anchor cache for
         // all: the check is about the training step.
-        let mut command = tiny_run(root, &binary, &env, backend, &out, &scratch.join("anchors"));
+        let mut command = tiny_run(root, binary, env, backend, &out, &scratch.join("anchors"));
         command.args([
             "--set",
             "training.max_steps=4",
@@ -348,8 +360,8 @@ pub fn check(root: &Path, cargo: &str) -> Result<()> {
             format!(" ({})", worst_eval.1)
         }
     );
-    check_score_across_backends(root, &binary, &env, &backends)?;
-    check_gpu_backends_refuse_or_run(root, &binary, &env, &scratch)?;
+    check_score_across_backends(root, binary, env, &backends)?;
+    check_gpu_backends_refuse_or_run(root, binary, env, &scratch)?;
     std::fs::remove_dir_all(&scratch).ok();
     if curves.iter().any(|c| c.len() != curves[0].len()) || worst > 1e-4 {
         bail!("the backends disagree: largest loss difference {worst:.2e} > 1e-4");

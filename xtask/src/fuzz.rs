@@ -7,6 +7,7 @@
 //! target/fuzz/findings/<target>/; copied to crates/fuzz/regressions/ they become tests.
 //! `ci` runs a slice: `--minutes 1.5`.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -61,14 +62,27 @@ fn parse(args: &[String]) -> Result<Options> {
 }
 
 pub fn fuzz(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
-    let mut options = parse(args)?;
+    parse(args)?;
     // The dev profile (dependencies optimised, our crates at -O1 with overflow checks, which
-    // turn silent wrap-arounds into findings); in CI the tests built most of it already.
-    let (binary, _) =
+    // turn silent wrap-arounds into findings).
+    let (binary, env) =
         crate::backends::build_binary(root, cargo, ("bapo-fuzz", "bapo-fuzz"), &[], true)?;
+    run_targets(root, &binary, &env, args)
+}
+
+/// Fuzzes with `binary`, a built bapo-fuzz (`ci` passes the one its test build made), run in
+/// `env`.
+pub fn run_targets(
+    root: &Path,
+    binary: &Path,
+    env: &[(String, OsString)],
+    args: &[String],
+) -> Result<()> {
+    let mut options = parse(args)?;
     // The targets are the binary's to name (`--list`).
-    let output = Command::new(&binary)
+    let output = Command::new(binary)
         .arg("--list")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .with_context(|| format!("running {}", binary.display()))?;
     let known: Vec<String> = String::from_utf8_lossy(&output.stdout)
@@ -98,7 +112,7 @@ pub fn fuzz(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         while running.len() < WORKERS
             && let Some(target) = queue.pop()
         {
-            let child = Command::new(&binary)
+            let child = Command::new(binary)
                 .args(["--target", target])
                 .args(["--executions", &options.executions.to_string()])
                 .args(["--seconds", &format!("{seconds:.1}")])
@@ -106,6 +120,7 @@ pub fn fuzz(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
                 .arg("--findings")
                 .arg(&findings)
                 .current_dir(root)
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .env("CARGO_MANIFEST_DIR", root.join("crates/fuzz"))
                 .stdout(Stdio::piped())
                 .spawn()

@@ -6,6 +6,7 @@
 //! (allocator and caches warmed up) to the last step. Part of `ci` (under a minute);
 //! docs/reliability.md records its result.
 
+use std::ffi::OsString;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -15,9 +16,10 @@ use crate::backends;
 /// The largest growth allowed from step `FROM` to the last step.
 const MAX_GROWTH: f64 = 0.05;
 const FROM: u64 = 200;
+pub const DEFAULT_STEPS: u64 = 2000;
 
 pub fn long_run(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
-    let mut steps: u64 = 2000;
+    let mut steps: u64 = DEFAULT_STEPS;
     let mut backend = "cpu".to_string();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -42,13 +44,25 @@ pub fn long_run(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         );
     }
     let features: Vec<&str> = backends::feature(&backend)?.into_iter().collect();
-    // The dev profile (optimised, see Cargo.toml): in CI it is the binary the tests built.
+    // The dev profile (optimised, see Cargo.toml), as in CI, which runs the tests' binary.
     let (binary, env) = backends::build_bapo(root, cargo, &features, true)?;
+    run_steps(root, &binary, &env, &backend, steps)
+}
+
+/// The long run with `binary`, a built bapo (`ci` passes the one its test build made), run in
+/// `env`.
+pub fn run_steps(
+    root: &Path,
+    binary: &Path,
+    env: &[(String, OsString)],
+    backend: &str,
+    steps: u64,
+) -> Result<()> {
     let out = std::env::temp_dir().join(format!("bapo-long-run-{}", std::process::id()));
     if out.exists() {
         std::fs::remove_dir_all(&out)?;
     }
-    let mut command = backends::tiny_run(root, &binary, &env, &backend, &out, &out.join("anchors"));
+    let mut command = backends::tiny_run(root, binary, env, backend, &out, &out.join("anchors"));
     command.args(["--set", &format!("training.max_steps={steps}")]);
     eprintln!("$ bapo train --config configs/tiny.toml --set training.max_steps={steps} …");
     let started = std::time::Instant::now();

@@ -18,6 +18,7 @@ mod anchor_forms;
 mod backends;
 mod bench;
 mod changes;
+mod ci;
 mod data;
 mod fetch;
 mod fuzz;
@@ -27,10 +28,7 @@ mod mutations;
 mod python;
 mod study;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 fn main() -> std::process::ExitCode {
     // Print the error chain without a backtrace: the failing step's own output says the rest.
@@ -46,7 +44,7 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("ci") => ci(),
+        Some("ci") => ci::ci(&workspace_root(), &cargo_program()),
         Some("fetch") => fetch::fetch(&workspace_root()),
         Some("data") => data::data(&workspace_root()),
         Some("check-exports") => python::check_exports(&workspace_root(), &cargo_program()),
@@ -118,117 +116,6 @@ tasks:
   mutations [FILTER]
          the planted bugs of tests/planted-mutations.toml, each of which its invariant test
          must catch (those whose invariant contains FILTER)";
-
-fn ci() -> Result<()> {
-    fetch::fetch(&workspace_root())?;
-    if cfg!(target_os = "linux") && cfg!(target_arch = "x86_64") {
-        backends::ensure_system_packages(&backends::CHECK_PACKAGES)?;
-    }
-    // The venv (a ~3 GB download on a fresh machine) is made while clippy compiles: the one
-    // waits on the network, the other on the CPU.
-    // Its pip is always waited for, also when a check fails, so that it is never cut off
-    // halfway through an install.
-    let venv = std::thread::spawn(python::venv);
-    let checks = cargo(&["fmt", "--all", "--check"]).and_then(|()| {
-        cargo(&[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ])
-    });
-    let venv = venv
-        .join()
-        .map_err(|_| anyhow::anyhow!("making the venv panicked"))?;
-    checks?;
-    venv?;
-    python::check_exports(&workspace_root(), &cargo_program())?;
-    test_workspace()?;
-    fuzz::fuzz(
-        &workspace_root(),
-        &cargo_program(),
-        &["--minutes".into(), "1.5".into()],
-    )?;
-    long_run::long_run(&workspace_root(), &cargo_program(), &[])?;
-    backends::check(&workspace_root(), &cargo_program())
-}
-
-/// `cargo test --workspace --no-fail-fast`, echoing its output, then one closing line with the
-/// totals over every test binary (cargo prints one `test result:` line per binary, the last of
-/// which is often a crate's empty doc-test run).
-fn test_workspace() -> Result<()> {
-    let args = ["test", "--workspace", "--no-fail-fast"];
-    eprintln!("$ cargo {}", args.join(" "));
-    let mut child = Command::new(cargo_program())
-        .args(args)
-        .current_dir(workspace_root())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("could not run cargo test")?;
-    let mut totals = TestTotals::default();
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let line = line.context("reading cargo test output")?;
-            println!("{line}");
-            totals.add(&line);
-        }
-    }
-    let status = child.wait().context("waiting for cargo test")?;
-    println!("{} passed, {} failed", totals.passed, totals.failed);
-    if !status.success() || totals.failed > 0 {
-        bail!("tests failed ({status})");
-    }
-    if totals.passed == 0 {
-        bail!("no test ran");
-    }
-    Ok(())
-}
-
-/// Sums of cargo's `test result: ok. N passed; M failed; …` lines.
-#[derive(Default)]
-struct TestTotals {
-    passed: u64,
-    failed: u64,
-}
-
-impl TestTotals {
-    fn add(&mut self, line: &str) {
-        let Some(rest) = line.strip_prefix("test result: ") else {
-            return;
-        };
-        for part in rest.split(';') {
-            let mut words = part.split_whitespace().rev();
-            let (Some(label), Some(count)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let Ok(count) = count.parse::<u64>() else {
-                continue;
-            };
-            match label {
-                "passed" => self.passed += count,
-                "failed" => self.failed += count,
-                _ => {}
-            }
-        }
-    }
-}
-
-/// Runs `cargo ARGS` in the workspace root, streaming its output; fails if it fails.
-fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = cargo_program();
-    eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
-        .current_dir(workspace_root())
-        .status()
-        .with_context(|| format!("could not run `{cargo}`"))?;
-    if !status.success() {
-        bail!("`cargo {}` failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
 
 /// The cargo that runs this xtask (so the same toolchain builds everything).
 fn cargo_program() -> String {

@@ -82,7 +82,7 @@ pub fn ensure_venv(dir: &Path, packages: &[&str]) -> Result<()> {
 }
 
 pub fn check_exports(root: &Path, cargo: &str) -> Result<()> {
-    let venv = venv()?;
+    venv()?;
     let out = std::env::temp_dir().join(format!("bapo-export-check-{}", std::process::id()));
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
@@ -98,16 +98,22 @@ pub fn check_exports(root: &Path, cargo: &str) -> Result<()> {
             .current_dir(root),
         "cargo test -p bapo-model --test export",
     )?;
+    check_export_files(root, &out)?;
+    std::fs::remove_dir_all(&out).ok();
+    Ok(())
+}
+
+/// check_export.py on the files the export tests kept in `out` (`BAPO_KEEP_EXPORT`).
+pub fn check_export_files(root: &Path, out: &Path) -> Result<()> {
+    let venv = venv()?;
     let script = root.join("crates/model/tests/fixtures/hf/check_export.py");
     run(
         Command::new(venv.join("bin/python"))
             .arg(&script)
-            .arg(&out)
+            .arg(out)
             .current_dir(root),
         "check_export.py (exports read by transformers and peft)",
-    )?;
-    std::fs::remove_dir_all(&out).ok();
-    Ok(())
+    )
 }
 
 /// Runs `command`; fails, naming `what`, when it cannot start or does not succeed.

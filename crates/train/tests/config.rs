@@ -200,11 +200,15 @@ fn objective_settings_are_checked_by_the_registry() {
 #[test]
 fn a_backend_that_is_not_compiled_in_names_its_feature_and_xtask_command() {
     for backend in Backend::ALL {
-        let result = backend.device(0);
-        if backend.compiled_in() {
+        if backend.feature().is_none() {
             continue;
         }
-        let message = result.unwrap_err().to_string();
+        // CI's build has every backend: there the refusal's words are checked as made.
+        let message = if backend.compiled_in() {
+            backend.not_compiled_in().to_string()
+        } else {
+            backend.device(0).unwrap_err().to_string()
+        };
         assert_names(
             &message,
             &[
