@@ -227,3 +227,25 @@ fn load(path: &Path) -> Result<Vec<Mutation>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every planted bug still finds its line once: a refactor that moves or rewrites the
+    /// line leaves a planted bug that can no longer be planted, found here rather than on the
+    /// next `cargo xtask mutations`.
+    #[test]
+    fn every_planted_bug_finds_its_line_once() {
+        let root = crate::workspace_root();
+        let all = super::load(&root.join("tests/planted-mutations.toml")).unwrap();
+        assert!(all.len() > 50, "{} planted bugs", all.len());
+        let stale: Vec<String> = all
+            .iter()
+            .filter(|m| {
+                let text = std::fs::read_to_string(root.join(&m.file)).unwrap_or_default();
+                text.matches(&m.find).count() != 1
+            })
+            .map(|m| format!("{} ({})", m.invariant, m.file.display()))
+            .collect();
+        assert!(stale.is_empty(), "stale planted bugs: {stale:#?}");
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bapo_anchors::{AnchorSettings, FingerprintInputs, compute_anchors};
+use bapo_anchors::{AnchorSettings, Decoding, FingerprintInputs, compute_anchors};
 use bapo_data::{Tokenization, TokenizedExample, TruncationSettings, load_jsonl, tokenize_dataset};
 use bapo_model::{LoadedModel, TokenBatch, sequence_logprobs};
 use burn::tensor::Device;
@@ -79,8 +79,7 @@ fn anchors_are_generated_cached_invalidated_and_resumed() {
             &loaded.model,
             &examples,
             inputs,
-            loaded.eos_token,
-            loaded.pad_token,
+            Decoding::new(loaded.eos_token, loaded.pad_token),
             dir,
             &device,
         )
@@ -191,8 +190,7 @@ fn greedy_base_responses_do_not_depend_on_the_batch_size() {
             &loaded.model,
             &examples,
             &inputs("d", settings),
-            loaded.eos_token,
-            loaded.pad_token,
+            Decoding::new(loaded.eos_token, loaded.pad_token),
             &dir,
             &device,
         )

@@ -1,7 +1,7 @@
 //! A base response supplied in the data (`base`) is used as that example's anchor (and scored
 //! by the reference); examples without one get the reference's own answer.
 
-use bapo_anchors::{AnchorSettings, FingerprintInputs, compute_anchors, examples_sha256};
+use bapo_anchors::{AnchorSettings, Decoding, FingerprintInputs, compute_anchors, examples_sha256};
 use bapo_data::TokenizedExample;
 use bapo_model::{LoadedModel, TokenBatch, sequence_logprobs};
 use burn::tensor::Device;
@@ -47,8 +47,7 @@ fn a_supplied_base_response_is_the_anchor() {
         &model.model,
         &examples,
         &inputs,
-        model.eos_token,
-        model.pad_token,
+        Decoding::new(model.eos_token, model.pad_token),
         &cache,
         &device,
     )
@@ -92,7 +91,7 @@ fn a_supplied_base_response_is_the_anchor() {
             edited,
             "line 2 holds token id 999999, outside the vocabulary",
         ),
-        (short, "line 1 has counts that do not match"),
+        (short, "line 1 has 0 base log-probs for 1 base responses"),
         (text, "chunk-000000.json: corrupt cache chunk"),
     ] {
         std::fs::write(&chunk, bad.to_string()).unwrap();
@@ -100,8 +99,7 @@ fn a_supplied_base_response_is_the_anchor() {
             &model.model,
             &examples,
             &inputs,
-            model.eos_token,
-            model.pad_token,
+            Decoding::new(model.eos_token, model.pad_token),
             &cache,
             &device,
         )

@@ -26,10 +26,10 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     let config = RunConfig::load(&args.config, &args.overrides)?;
     let result = match args.phase.as_str() {
-        "train" => bapo_train::bench::bench_train(&config, 1, args.steps)?,
-        "generate" => bapo_train::bench::bench_generate(&config, args.steps)?,
-        "eval" => bapo_train::bench::bench_eval(&config, args.steps)?,
-        "anchors" => bapo_train::bench::bench_anchors(&config)?,
+        "train" => bapo_train::bench_train(&config, 1, args.steps)?,
+        "generate" => bapo_train::bench_generate(&config, args.steps)?,
+        "eval" => bapo_train::bench_eval(&config, args.steps)?,
+        "anchors" => bapo_train::bench_anchors(&config)?,
         other => bail!("unknown phase `{other}`: train, generate, eval or anchors"),
     };
     println!("{}", serde_json::to_string(&result)?);

@@ -1,9 +1,33 @@
 //! `--backend` and `--device-index` for the commands that run a model outside a run config
-//! (`score`, `generate`, `export`); a run config says the same in `[training]`.
+//! (`score`, `generate`, `export`); a run config says the same in `[training]`. `--model` with
+//! them for the commands that load one model and run it.
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use bapo_model::LoadedModel;
 use bapo_train::Backend;
 use burn::tensor::Device;
+
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// The model: a GGUF file, a Hugging Face checkpoint folder, or a Hugging Face model id
+    /// (`owner/name[@revision]`).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+impl ModelArgs {
+    /// The model loaded on the device asked for, and that device.
+    pub fn open(&self) -> Result<(LoadedModel, Device)> {
+        let device = self.device.device()?;
+        let loaded = LoadedModel::open(&self.model, &device)
+            .with_context(|| format!("loading {}", self.model.display()))?;
+        Ok((loaded, device))
+    }
+}
 
 #[derive(clap::Args)]
 pub struct DeviceArgs {

@@ -1,18 +1,14 @@
 //! `bapo generate`: a model's continuation of a prompt, streamed as it is produced.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bapo_model::{ChatMessage, GenerationConfig, LoadedModel, generate};
+use bapo_model::{ChatMessage, GenerationConfig, Sampling, generate};
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// The model: a GGUF file or a Hugging Face checkpoint folder.
-    #[arg(long)]
-    model: PathBuf,
     #[command(flatten)]
-    device: crate::device_args::DeviceArgs,
+    model: crate::device_args::ModelArgs,
     /// The prompt.
     #[arg(long)]
     prompt: String,
@@ -22,27 +18,19 @@ pub struct GenerateArgs {
     /// Upper bound on new tokens.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
-    /// 0 is greedy decoding.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f64,
-    /// Sample among the k most likely tokens only (0: no limit).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    /// Nucleus sampling threshold in (0, 1].
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f64,
-    /// Sampler seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// `--temperature`, `--top-k`, `--top-p`, `--seed`: greedy by default.
+    #[command(flatten)]
+    sampling: Sampling,
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let device = args.device.device()?;
-    let loaded = LoadedModel::open(&args.model, &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let (loaded, device) = args.model.open()?;
     let text = if args.chat {
         let template = loaded.chat_template.as_ref().with_context(|| {
-            format!("{} has no chat template; drop --chat", args.model.display())
+            format!(
+                "{} has no chat template; drop --chat",
+                args.model.model.display()
+            )
         })?;
         template.render(&[ChatMessage::new("user", &args.prompt)], true)?
     } else {
@@ -56,10 +44,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     )?;
     let config = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
+        sampling: args.sampling,
         stop_tokens: vec![loaded.eos_token],
         pad_token: loaded.pad_token,
         max_batch: 1,

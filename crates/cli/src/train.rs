@@ -97,12 +97,12 @@ pub fn anchors(args: AnchorArgs) -> Result<()> {
     for line in &prepared.summary {
         println!("{line}");
     }
-    let base: usize = prepared.train.iter().map(|e| e.anchors[0].base.len()).sum();
+    let base: usize = prepared.train.iter().map(|e| e.base.len()).sum();
     println!(
         "{} training examples with {} base responses and reference log-probs from {} reference(s); cache {}",
         prepared.train.len(),
         base,
-        prepared.train.first().map_or(0, |e| e.anchors.len()),
+        prepared.train.first().map_or(0, |e| e.reference_count()),
         config.anchors.cache_dir.display()
     );
     Ok(())

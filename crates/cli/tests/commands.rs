@@ -208,7 +208,13 @@ fn model_commands_take_a_backend() {
     let out = std::env::temp_dir().join(format!("bapo-export-backend-{}", std::process::id()));
     for args in [
         vec!["score", "--prompt", "the sky is", "--completion", " blue"],
-        vec!["generate", "--prompt", "the sky is"],
+        vec![
+            "generate",
+            "--prompt",
+            "the sky is",
+            "--max-new-tokens",
+            "4",
+        ],
         vec!["export", "--out", out.to_str().unwrap()],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_bapo"))

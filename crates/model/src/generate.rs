@@ -15,19 +15,62 @@ use rand::{Rng, SeedableRng};
 
 use crate::causal::{CausalModel, KvCache};
 
-/// How to pick tokens.
+/// How the next token is picked. The one definition of these knobs: generation, the anchor
+/// settings, a run config's `[anchors]` and `bapo generate`'s flags all use it. The default
+/// is greedy decoding.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[serde(default)]
+pub struct Sampling {
+    /// 0 means greedy (argmax); otherwise logits are divided by it before sampling.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
+    pub temperature: f64,
+    /// Keep only the k most likely tokens (0 = no limit).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p, in (0, 1] (1 = no limit).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1.0))]
+    pub top_p: f64,
+    /// Seed of the sampler.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl Sampling {
+    /// Refuses a temperature that is negative or not finite, and a `top_p` outside (0, 1].
+    pub fn check(&self) -> Result<(), GenerateError> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(GenerateError::Temperature(self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(GenerateError::TopP(self.top_p));
+        }
+        Ok(())
+    }
+
+    /// Whether it always picks the most likely token.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+}
+
+/// How to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationConfig {
     /// Upper bound on generated tokens per prompt.
     pub max_new_tokens: usize,
-    /// 0 means greedy (argmax); otherwise logits are divided by it before sampling.
-    pub temperature: f64,
-    /// Keep only the k most likely tokens (0 = no limit).
-    pub top_k: usize,
-    /// Keep the smallest set of tokens whose probability reaches p (1 = no limit).
-    pub top_p: f64,
-    /// Seed of the sampler.
-    pub seed: u64,
+    pub sampling: Sampling,
     /// Tokens that end a sequence (they are included in the output).
     pub stop_tokens: Vec<u32>,
     /// Token used to pad prompts.
@@ -41,10 +84,7 @@ impl Default for GenerationConfig {
     fn default() -> Self {
         GenerationConfig {
             max_new_tokens: 128,
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 0,
+            sampling: Sampling::default(),
             stop_tokens: Vec::new(),
             pad_token: 0,
             max_batch: 64,
@@ -128,12 +168,7 @@ impl<'a, M: CausalModel + ?Sized> Generation<'a, M> {
         if let Some(i) = prompts.iter().position(Vec::is_empty) {
             return Err(GenerateError::EmptyPrompt(i));
         }
-        if !config.temperature.is_finite() || config.temperature < 0.0 {
-            return Err(GenerateError::Temperature(config.temperature));
-        }
-        if !(config.top_p > 0.0 && config.top_p <= 1.0) {
-            return Err(GenerateError::TopP(config.top_p));
-        }
+        config.sampling.check()?;
         Ok(Generation {
             model,
             prompts,
@@ -181,7 +216,7 @@ impl<'a, M: CausalModel + ?Sized> Generation<'a, M> {
         for (row, slot) in self.slots.iter_mut().enumerate() {
             let token = pick(
                 &values[row * vocab..(row + 1) * vocab],
-                &self.config,
+                &self.config.sampling,
                 &mut slot.rng,
             );
             slot.output.push(token);
@@ -275,7 +310,7 @@ impl<'a, M: CausalModel + ?Sized> Generation<'a, M> {
                 pad,
                 rng: StdRng::seed_from_u64(match &self.row_seeds {
                     Some(seeds) => row_seed(seeds.get(prompt).copied().unwrap_or_default(), 0),
-                    None => row_seed(self.config.seed, prompt),
+                    None => row_seed(self.config.sampling.seed, prompt),
                 }),
             });
         }
@@ -328,7 +363,7 @@ fn row_seed(seed: u64, index: usize) -> u64 {
 }
 
 /// Chooses a token from one row of logits.
-fn pick(logits: &[f32], config: &GenerationConfig, rng: &mut StdRng) -> u32 {
+fn pick(logits: &[f32], sampling: &Sampling, rng: &mut StdRng) -> u32 {
     let argmax = || {
         logits
             .iter()
@@ -336,28 +371,28 @@ fn pick(logits: &[f32], config: &GenerationConfig, rng: &mut StdRng) -> u32 {
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map_or(0, |(i, _)| i as u32)
     };
-    if config.temperature == 0.0 {
+    if sampling.is_greedy() {
         return argmax();
     }
     // Candidates sorted by logit, cut by top-k, turned into probabilities, cut by top-p.
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    if config.top_k > 0 {
-        order.truncate(config.top_k);
+    if sampling.top_k > 0 {
+        order.truncate(sampling.top_k);
     }
     let max = f64::from(logits[order[0]]);
     let mut weights: Vec<f64> = order
         .iter()
-        .map(|&i| ((f64::from(logits[i]) - max) / config.temperature).exp())
+        .map(|&i| ((f64::from(logits[i]) - max) / sampling.temperature).exp())
         .collect();
     let total: f64 = weights.iter().sum();
-    if config.top_p < 1.0 {
+    if sampling.top_p < 1.0 {
         let mut cumulative = 0.0;
         let keep = weights
             .iter()
             .position(|w| {
                 cumulative += w / total;
-                cumulative >= config.top_p
+                cumulative >= sampling.top_p
             })
             .map_or(weights.len(), |i| i + 1);
         weights.truncate(keep);

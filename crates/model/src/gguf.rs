@@ -311,6 +311,112 @@ impl<'a> Cursor<'a> {
             }
         })
     }
+
+    /// Reads the magic, version, tensor count and metadata count, refusing a file that is not
+    /// GGUF v3.
+    fn header(&mut self) -> Result<Header, GgufError> {
+        let magic = self.array::<4>("magic")?;
+        if &magic != b"GGUF" {
+            return Err(GgufError::BadMagic {
+                path: self.path.to_path_buf(),
+                magic,
+            });
+        }
+        let version = self.u32("version")?;
+        if version != 3 {
+            return Err(GgufError::UnsupportedVersion {
+                path: self.path.to_path_buf(),
+                version,
+            });
+        }
+        // Each tensor info and key/value takes at least 8 bytes.
+        let n_tensors = self.len("tensor count", 8)?;
+        let n_metadata = self.len("metadata count", 8)?;
+        Ok(Header {
+            version,
+            n_tensors,
+            n_metadata,
+        })
+    }
+
+    /// Reads `n` typed metadata key/values.
+    fn metadata(&mut self, n: usize) -> Result<BTreeMap<String, MetaValue>, GgufError> {
+        let mut metadata = BTreeMap::new();
+        for _ in 0..n {
+            let key = self.string("metadata key")?;
+            let type_id = self.u32(&key)?;
+            let value = self.value(type_id, &key)?;
+            metadata.insert(key, value);
+        }
+        Ok(metadata)
+    }
+
+    /// Reads the `n` entries of the tensor directory.
+    fn tensor_infos(&mut self, n: usize) -> Result<Vec<TensorInfo>, GgufError> {
+        let mut tensors = Vec::with_capacity(n);
+        for _ in 0..n {
+            tensors.push(self.tensor_info()?);
+        }
+        Ok(tensors)
+    }
+
+    /// Reads one tensor directory entry, refusing more than 4 dimensions or more values than
+    /// can be counted.
+    fn tensor_info(&mut self) -> Result<TensorInfo, GgufError> {
+        let name = self.string("tensor name")?;
+        let n_dims = self.u32(&name)? as usize;
+        if n_dims > 4 {
+            return Err(GgufError::Corrupt {
+                path: self.path.to_path_buf(),
+                offset: self.pos,
+                what: format!("tensor `{name}` has {n_dims} dimensions (at most 4)"),
+            });
+        }
+        let mut dims = Vec::with_capacity(n_dims);
+        for _ in 0..n_dims {
+            dims.push(self.u64(&name)?);
+        }
+        // `TensorInfo::len` multiplies them: refused here when that overflows.
+        if dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+            .is_none()
+        {
+            return Err(GgufError::Corrupt {
+                path: self.path.to_path_buf(),
+                offset: self.pos,
+                what: format!(
+                    "tensor `{name}` has dimensions {dims:?}, more values than can be counted"
+                ),
+            });
+        }
+        let ggml_type = GgmlType::from_id(self.u32(&name)?);
+        let offset = self.u64(&name)?;
+        Ok(TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+        })
+    }
+}
+
+/// What a GGUF file's header says: its version and how many entries follow.
+struct Header {
+    version: u32,
+    n_tensors: usize,
+    n_metadata: usize,
+}
+
+/// Where tensor data starts: `end_of_directory` rounded up to `general.alignment` (32 if
+/// unset, 1 if 0).
+fn data_start(metadata: &BTreeMap<String, MetaValue>, end_of_directory: usize) -> usize {
+    let alignment = metadata
+        .get("general.alignment")
+        .and_then(MetaValue::as_u64)
+        .unwrap_or(32)
+        .max(1) as usize;
+    end_of_directory.div_ceil(alignment) * alignment
 }
 
 impl GgufFile {
@@ -331,80 +437,13 @@ impl GgufFile {
             bytes: &bytes,
             pos: 0,
         };
-        let magic = c.array::<4>("magic")?;
-        if &magic != b"GGUF" {
-            return Err(GgufError::BadMagic {
-                path: path.to_path_buf(),
-                magic,
-            });
-        }
-        let version = c.u32("version")?;
-        if version != 3 {
-            return Err(GgufError::UnsupportedVersion {
-                path: path.to_path_buf(),
-                version,
-            });
-        }
-        // Each tensor info and key/value takes at least 8 bytes.
-        let n_tensors = c.len("tensor count", 8)?;
-        let n_metadata = c.len("metadata count", 8)?;
-
-        let mut metadata = BTreeMap::new();
-        for _ in 0..n_metadata {
-            let key = c.string("metadata key")?;
-            let type_id = c.u32(&key)?;
-            let value = c.value(type_id, &key)?;
-            metadata.insert(key, value);
-        }
-
-        let mut tensors = Vec::with_capacity(n_tensors);
-        for _ in 0..n_tensors {
-            let name = c.string("tensor name")?;
-            let n_dims = c.u32(&name)? as usize;
-            if n_dims > 4 {
-                return Err(GgufError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset: c.pos,
-                    what: format!("tensor `{name}` has {n_dims} dimensions (at most 4)"),
-                });
-            }
-            let mut dims = Vec::with_capacity(n_dims);
-            for _ in 0..n_dims {
-                dims.push(c.u64(&name)?);
-            }
-            // `TensorInfo::len` multiplies them: refused here when that overflows.
-            if dims
-                .iter()
-                .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
-                .is_none()
-            {
-                return Err(GgufError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset: c.pos,
-                    what: format!(
-                        "tensor `{name}` has dimensions {dims:?}, more values than can be counted"
-                    ),
-                });
-            }
-            let ggml_type = GgmlType::from_id(c.u32(&name)?);
-            let offset = c.u64(&name)?;
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                ggml_type,
-                offset,
-            });
-        }
-
-        let alignment = metadata
-            .get("general.alignment")
-            .and_then(MetaValue::as_u64)
-            .unwrap_or(32)
-            .max(1) as usize;
-        let data_start = c.pos.div_ceil(alignment) * alignment;
+        let header = c.header()?;
+        let metadata = c.metadata(header.n_metadata)?;
+        let tensors = c.tensor_infos(header.n_tensors)?;
+        let data_start = data_start(&metadata, c.pos);
         Ok(GgufFile {
             path: path.to_path_buf(),
-            version,
+            version: header.version,
             metadata,
             tensors,
             bytes,

@@ -166,77 +166,109 @@ impl Gpt2 {
         } else {
             ""
         };
-        let load = |name: &str, shape: &[usize]| -> Result<Vec<f32>, ModelError> {
-            let name = format!("{prefix}{name}");
-            let (found, values) = weights.tensor_f32(&name)?;
-            if found != shape {
-                return Err(ModelError::Shape {
-                    path: dir.to_path_buf(),
-                    tensor: name,
-                    expected: shape.to_vec(),
-                    found,
-                });
-            }
-            Ok(values)
+        let loader = Gpt2Loader {
+            dir,
+            weights: &weights,
+            prefix,
+            config: &c,
+            device,
         };
-        let matrix = |name: &str, shape: [usize; 2]| -> Result<Tensor<2>, ModelError> {
-            Ok(Tensor::from_data(
-                TensorData::new(load(name, &shape)?, shape),
-                device,
-            ))
-        };
-        let vector = |name: &str, len: usize| -> Result<Tensor<1>, ModelError> {
-            Ok(Tensor::from_data(
-                TensorData::new(load(name, &[len])?, [len]),
-                device,
-            ))
-        };
-        // Conv1D: weight `[in, out]`, bias `[out]`.
-        let linear = |name: &str, inputs: usize, outputs: usize| -> Result<Linear, ModelError> {
-            Ok(Linear {
-                weight: Param::from_tensor(matrix(&format!("{name}.weight"), [inputs, outputs])?),
-                bias: Some(Param::from_tensor(vector(
-                    &format!("{name}.bias"),
-                    outputs,
-                )?)),
-            })
-        };
-        let layer_norm = |name: &str| -> Result<LayerNorm, ModelError> {
-            let mut norm = LayerNormConfig::new(c.hidden_size)
-                .with_epsilon(c.layer_norm_eps)
-                .init(device);
-            norm.gamma = Param::from_tensor(vector(&format!("{name}.weight"), c.hidden_size)?);
-            norm.beta = Some(Param::from_tensor(vector(
-                &format!("{name}.bias"),
-                c.hidden_size,
-            )?));
-            Ok(norm)
-        };
-        let d = c.hidden_size;
         let blocks = (0..c.num_layers)
-            .map(|i| {
-                Ok(Gpt2Block {
-                    ln_1: layer_norm(&format!("h.{i}.ln_1"))?,
-                    c_attn: linear(&format!("h.{i}.attn.c_attn"), d, 3 * d)?,
-                    attn_proj: linear(&format!("h.{i}.attn.c_proj"), d, d)?,
-                    ln_2: layer_norm(&format!("h.{i}.ln_2"))?,
-                    c_fc: linear(&format!("h.{i}.mlp.c_fc"), d, c.inner_size)?,
-                    mlp_proj: linear(&format!("h.{i}.mlp.c_proj"), c.inner_size, d)?,
-                    num_heads: c.num_heads,
-                })
-            })
+            .map(|i| loader.block(i))
             .collect::<Result<Vec<_>, ModelError>>()?;
+        let d = c.hidden_size;
         let model = Gpt2 {
             wte: Embedding {
-                weight: Param::from_tensor(matrix("wte.weight", [c.vocab_size, d])?),
+                weight: Param::from_tensor(loader.matrix("wte.weight", [c.vocab_size, d])?),
             },
             wpe: Embedding {
-                weight: Param::from_tensor(matrix("wpe.weight", [c.max_positions, d])?),
+                weight: Param::from_tensor(loader.matrix("wpe.weight", [c.max_positions, d])?),
             },
             blocks,
-            ln_f: layer_norm("ln_f")?,
+            ln_f: loader.layer_norm("ln_f")?,
         };
         Ok((model, c))
+    }
+}
+
+/// Reads a GPT-2 checkpoint's tensors by name into Burn modules, checking each one's shape.
+struct Gpt2Loader<'a> {
+    dir: &'a Path,
+    weights: &'a SafetensorsWeights,
+    /// `transformer.` or nothing, put before every tensor name.
+    prefix: &'a str,
+    config: &'a Gpt2Config,
+    device: &'a Device,
+}
+
+impl Gpt2Loader<'_> {
+    /// The values of tensor `name`, refused unless its shape is `shape`.
+    fn load(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let name = format!("{}{name}", self.prefix);
+        let (found, values) = self.weights.tensor_f32(&name)?;
+        if found != shape {
+            return Err(ModelError::Shape {
+                path: self.dir.to_path_buf(),
+                tensor: name,
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        Ok(values)
+    }
+
+    /// A 2-D tensor of the given shape.
+    fn matrix(&self, name: &str, shape: [usize; 2]) -> Result<Tensor<2>, ModelError> {
+        Ok(Tensor::from_data(
+            TensorData::new(self.load(name, &shape)?, shape),
+            self.device,
+        ))
+    }
+
+    /// A 1-D tensor of the given length.
+    fn vector(&self, name: &str, len: usize) -> Result<Tensor<1>, ModelError> {
+        Ok(Tensor::from_data(
+            TensorData::new(self.load(name, &[len])?, [len]),
+            self.device,
+        ))
+    }
+
+    /// A Conv1D projection: weight `[in, out]`, bias `[out]`.
+    fn linear(&self, name: &str, inputs: usize, outputs: usize) -> Result<Linear, ModelError> {
+        Ok(Linear {
+            weight: Param::from_tensor(self.matrix(&format!("{name}.weight"), [inputs, outputs])?),
+            bias: Some(Param::from_tensor(
+                self.vector(&format!("{name}.bias"), outputs)?,
+            )),
+        })
+    }
+
+    /// A LayerNorm over the hidden size, with its weight and bias.
+    fn layer_norm(&self, name: &str) -> Result<LayerNorm, ModelError> {
+        let c = self.config;
+        let mut norm = LayerNormConfig::new(c.hidden_size)
+            .with_epsilon(c.layer_norm_eps)
+            .init(self.device);
+        norm.gamma = Param::from_tensor(self.vector(&format!("{name}.weight"), c.hidden_size)?);
+        norm.beta = Some(Param::from_tensor(
+            self.vector(&format!("{name}.bias"), c.hidden_size)?,
+        ));
+        Ok(norm)
+    }
+
+    /// Block `i` (`h.{i}.*`).
+    fn block(&self, i: usize) -> Result<Gpt2Block, ModelError> {
+        let c = self.config;
+        let d = c.hidden_size;
+        Ok(Gpt2Block {
+            ln_1: self.layer_norm(&format!("h.{i}.ln_1"))?,
+            c_attn: self.linear(&format!("h.{i}.attn.c_attn"), d, 3 * d)?,
+            attn_proj: self.linear(&format!("h.{i}.attn.c_proj"), d, d)?,
+            ln_2: self.layer_norm(&format!("h.{i}.ln_2"))?,
+            c_fc: self.linear(&format!("h.{i}.mlp.c_fc"), d, c.inner_size)?,
+            mlp_proj: self.linear(&format!("h.{i}.mlp.c_proj"), c.inner_size, d)?,
+            num_heads: c.num_heads,
+        })
     }
 }
 

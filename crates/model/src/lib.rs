@@ -26,7 +26,7 @@ pub use causal::{CausalModel, KvCache};
 pub use causal_lm::{CausalLm, ModelConfig};
 pub use chat::{ChatMessage, ChatTemplate};
 pub use export::{export_gpt2_hf, export_hf, export_peft_adapter, export_tokenizer};
-pub use generate::{GenerateError, Generation, GenerationConfig, generate};
+pub use generate::{GenerateError, Generation, GenerationConfig, Sampling, generate};
 pub use gguf::{GgufError, GgufFile};
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use llama::Llama;

@@ -136,40 +136,110 @@ pub enum HfArchitecture {
 impl LlamaConfig {
     /// Reads a Llama-family `config.json` (`model_type` llama or qwen2).
     pub fn from_hf(path: &Path) -> Result<(HfArchitecture, LlamaConfig), ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
-        let json: Value =
-            serde_json::from_str(&text).map_err(|e| format_error(path, e.to_string()))?;
-        let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
-        let architecture = match model_type {
-            "llama" => HfArchitecture::Llama,
-            "qwen2" => HfArchitecture::Qwen2,
-            other => {
-                return Err(ModelError::UnsupportedArchitecture {
-                    path: path.to_path_buf(),
-                    architecture: other.to_string(),
-                });
-            }
+        let json = read_config_json(path)?;
+        let hf = HfJson { path, json: &json };
+        let architecture = hf.architecture()?;
+        check_supported(path, &json, architecture)?;
+        let (hidden_size, num_heads) = hf.hidden_size_and_heads()?;
+        let rope_theta = hf.rope_theta()?;
+        let rms_norm_eps = hf.positive_number("rms_norm_eps", 1e-6)?;
+        hf.check_rope_theta(rope_theta)?;
+        let tied_embeddings = hf.tied_embeddings()?;
+        let num_kv_heads = hf.num_kv_heads(num_heads)?;
+        let config = LlamaConfig {
+            vocab_size: hf.int("vocab_size")?,
+            hidden_size,
+            num_layers: hf.int("num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim: hf.int("head_dim").unwrap_or(hidden_size / num_heads.max(1)),
+            intermediate_size: hf.int("intermediate_size")?,
+            rope_theta,
+            rms_norm_eps,
+            tied_embeddings,
+            max_positions: hf.max_positions()?,
         };
-        let int = |key: &str| -> Result<usize, ModelError> {
-            json.get(key)
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
+        Ok((architecture, config))
+    }
+}
+
+/// Reads and parses a `config.json` file.
+fn read_config_json(path: &Path) -> Result<Value, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    serde_json::from_str(&text).map_err(|e| format_error(path, e.to_string()))
+}
+
+/// A parsed `config.json` and its path, read key by key with errors that name the file.
+struct HfJson<'a> {
+    path: &'a Path,
+    json: &'a Value,
+}
+
+impl HfJson<'_> {
+    /// The family named by `model_type`, refusing any other than llama and qwen2.
+    fn architecture(&self) -> Result<HfArchitecture, ModelError> {
+        let model_type = self
+            .json
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match model_type {
+            "llama" => Ok(HfArchitecture::Llama),
+            "qwen2" => Ok(HfArchitecture::Qwen2),
+            other => Err(ModelError::UnsupportedArchitecture {
+                path: self.path.to_path_buf(),
+                architecture: other.to_string(),
+            }),
+        }
+    }
+
+    /// A required non-negative integer.
+    fn int(&self, key: &str) -> Result<usize, ModelError> {
+        self.json
+            .get(key)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| {
+                format_error(
+                    self.path,
+                    format!("`{key}` is missing or not a non-negative integer"),
+                )
+            })
+    }
+
+    /// An optional positive number, `default` when absent or null.
+    fn positive_number(&self, key: &str, default: f64) -> Result<f64, ModelError> {
+        match self.json.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite() && *x > 0.0)
                 .ok_or_else(|| {
                     format_error(
-                        path,
-                        format!("`{key}` is missing or not a non-negative integer"),
+                        self.path,
+                        format!("`{key}` = {v} must be a positive number"),
                     )
-                })
-        };
-        check_supported(path, &json, architecture)?;
-        let hidden_size = int("hidden_size")?;
-        let num_heads = int("num_attention_heads")?;
+                }),
+        }
+    }
+
+    /// `hidden_size` and `num_attention_heads`, refusing 0 for either.
+    fn hidden_size_and_heads(&self) -> Result<(usize, usize), ModelError> {
+        let hidden_size = self.int("hidden_size")?;
+        let num_heads = self.int("num_attention_heads")?;
         if num_heads == 0 || hidden_size == 0 {
             return Err(format_error(
-                path,
+                self.path,
                 "`num_attention_heads` and `hidden_size` must be at least 1",
             ));
         }
+        Ok((hidden_size, num_heads))
+    }
+
+    /// The RoPE base (10 000 by default, not yet range-checked), refusing a `rope_type`
+    /// other than default.
+    fn rope_theta(&self) -> Result<f64, ModelError> {
+        let json = self.json;
         // transformers 5 moved `rope_theta` into `rope_parameters`.
         let rope_theta = json
             .get("rope_theta")
@@ -186,77 +256,68 @@ impl LlamaConfig {
             && kind != "default"
         {
             return Err(format_error(
-                path,
+                self.path,
                 format!("rope_type `{kind}` is not supported (default is)"),
             ));
         }
-        let number = |key: &str, default: f64| -> Result<f64, ModelError> {
-            match json.get(key) {
-                None | Some(Value::Null) => Ok(default),
-                Some(v) => v
-                    .as_f64()
-                    .filter(|x| x.is_finite() && *x > 0.0)
-                    .ok_or_else(|| {
-                        format_error(path, format!("`{key}` = {v} must be a positive number"))
-                    }),
-            }
-        };
-        let rms_norm_eps = number("rms_norm_eps", 1e-6)?;
+        Ok(rope_theta)
+    }
+
+    /// Refuses a RoPE base that is not a positive number.
+    fn check_rope_theta(&self, rope_theta: f64) -> Result<(), ModelError> {
         if !(rope_theta.is_finite() && rope_theta > 0.0) {
             return Err(format_error(
-                path,
+                self.path,
                 format!("`rope_theta` = {rope_theta} must be a positive number"),
             ));
         }
-        let tied_embeddings = match json.get("tie_word_embeddings") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(format_error(
-                    path,
-                    format!("`tie_word_embeddings` = {other} must be true or false"),
-                ));
-            }
-        };
-        let num_kv_heads = int("num_key_value_heads").unwrap_or(num_heads);
-        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+        Ok(())
+    }
+
+    /// `tie_word_embeddings`: false when absent or null, else it must be a boolean.
+    fn tied_embeddings(&self) -> Result<bool, ModelError> {
+        match self.json.get("tie_word_embeddings") {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(format_error(
+                self.path,
+                format!("`tie_word_embeddings` = {other} must be true or false"),
+            )),
+        }
+    }
+
+    /// `num_key_value_heads` (`num_heads` by default), which must divide `num_heads`.
+    fn num_kv_heads(&self, num_heads: usize) -> Result<usize, ModelError> {
+        let num_kv_heads = self.int("num_key_value_heads").unwrap_or(num_heads);
+        if num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
             return Err(format_error(
-                path,
+                self.path,
                 format!(
                     "`num_key_value_heads` = {num_kv_heads} must divide `num_attention_heads` = {num_heads}"
                 ),
             ));
         }
-        let config = LlamaConfig {
-        vocab_size: int("vocab_size")?,
-        hidden_size,
-        num_layers: int("num_hidden_layers")?,
-        num_heads,
-        num_kv_heads,
-        head_dim: int("head_dim").unwrap_or(hidden_size / num_heads.max(1)),
-        intermediate_size: int("intermediate_size")?,
-        rope_theta,
-        rms_norm_eps,
-        tied_embeddings,
-        max_positions: match json.get("max_position_embeddings") {
-            None => None,
-            Some(value) => Some(
-                value
-                    .as_u64()
-                    .filter(|&n| n > 0)
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| {
-                        format_error(
-                            path,
-                            format!(
-                                "`max_position_embeddings` is {value}, not a positive whole number"
-                            ),
-                        )
-                    })?,
-            ),
-        },
-    };
-        Ok((architecture, config))
+        Ok(num_kv_heads)
+    }
+
+    /// `max_position_embeddings` if present, which must then be a positive whole number.
+    fn max_positions(&self) -> Result<Option<usize>, ModelError> {
+        match self.json.get("max_position_embeddings") {
+            None => Ok(None),
+            Some(value) => value
+                .as_u64()
+                .filter(|&n| n > 0)
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    format_error(
+                        self.path,
+                        format!(
+                            "`max_position_embeddings` is {value}, not a positive whole number"
+                        ),
+                    )
+                }),
+        }
     }
 }
 

@@ -175,86 +175,109 @@ struct SharedLayout {
     longest: usize,
 }
 
+/// Lays `batch` out as one padded row per group (see [`SharedPromptBatch`]).
 fn shared_layout(batch: &SharedPromptBatch) -> Result<SharedLayout, BatchError> {
     if batch.is_empty() {
         return Err(BatchError::Empty);
     }
-    let tokens = batch
-        .groups
-        .iter()
-        .map(PromptGroup::row_len)
-        .max()
-        .unwrap_or(0);
-    let longest = batch
-        .groups
-        .iter()
-        .flat_map(|g| g.completions.iter().map(Vec::len))
-        .max()
-        .unwrap_or(0);
-    let groups = batch.groups.len();
-    let mut layout = SharedLayout {
-        ids: Vec::with_capacity(groups * tokens),
-        positions: Vec::with_capacity(groups),
-        mask: Vec::with_capacity(groups * tokens * tokens),
-        tokens,
-        predictors: Vec::new(),
-        targets: Vec::new(),
-        sequence: Vec::new(),
-        slots: Vec::new(),
-        longest,
-    };
+    let mut layout = SharedLayout::with_capacity_for(batch);
     let mut next_sequence = 0;
     for (g, group) in batch.groups.iter().enumerate() {
+        layout.push_group(g, group, batch.pad_id, &mut next_sequence)?;
+    }
+    Ok(layout)
+}
+
+impl SharedLayout {
+    /// An empty layout sized for `batch`: rows as long as its longest group, per-token output
+    /// as wide as its longest completion.
+    fn with_capacity_for(batch: &SharedPromptBatch) -> SharedLayout {
+        let tokens = batch
+            .groups
+            .iter()
+            .map(PromptGroup::row_len)
+            .max()
+            .unwrap_or(0);
+        let longest = batch
+            .groups
+            .iter()
+            .flat_map(|g| g.completions.iter().map(Vec::len))
+            .max()
+            .unwrap_or(0);
+        let groups = batch.groups.len();
+        SharedLayout {
+            ids: Vec::with_capacity(groups * tokens),
+            positions: Vec::with_capacity(groups),
+            mask: Vec::with_capacity(groups * tokens * tokens),
+            tokens,
+            predictors: Vec::new(),
+            targets: Vec::new(),
+            sequence: Vec::new(),
+            slots: Vec::new(),
+            longest,
+        }
+    }
+
+    /// Appends group `g` as one padded row, numbering its completions from `next_sequence`
+    /// (advanced past them).
+    fn push_group(
+        &mut self,
+        g: usize,
+        group: &PromptGroup,
+        pad_id: u32,
+        next_sequence: &mut usize,
+    ) -> Result<(), BatchError> {
         let p = group.prompt.len();
         if p == 0 && group.completions.iter().any(|c| !c.is_empty()) {
             return Err(BatchError::FirstTokenScored {
-                index: next_sequence,
+                index: *next_sequence,
             });
         }
         // Segment of every token: 0 the prompt, j + 1 completion j, None padding.
         let mut segment = vec![Some(0); p];
         let mut positions: Vec<usize> = (0..p).collect();
-        layout
-            .ids
-            .extend(group.prompt.iter().map(|&t| i64::from(t)));
+        self.ids.extend(group.prompt.iter().map(|&t| i64::from(t)));
         for (j, completion) in group.completions.iter().enumerate() {
             let start = segment.len();
             for (i, &token) in completion.iter().enumerate() {
                 // Token i is predicted by the one before it: the prompt's last token for
                 // the first, which every completion shares.
                 let predictor = if i == 0 { p - 1 } else { start + i - 1 };
-                layout.predictors.push((g * tokens + predictor) as i64);
-                layout.targets.push(token);
-                layout.sequence.push(next_sequence);
-                layout.slots.push(next_sequence * longest + i);
+                self.predictors.push((g * self.tokens + predictor) as i64);
+                self.targets.push(token);
+                self.sequence.push(*next_sequence);
+                self.slots.push(*next_sequence * self.longest + i);
             }
-            layout.ids.extend(completion.iter().map(|&t| i64::from(t)));
+            self.ids.extend(completion.iter().map(|&t| i64::from(t)));
             segment.extend(std::iter::repeat_n(Some(j + 1), completion.len()));
             positions.extend(p..p + completion.len());
-            next_sequence += 1;
+            *next_sequence += 1;
         }
         let real = segment.len();
-        layout
-            .ids
-            .extend(std::iter::repeat_n(i64::from(batch.pad_id), tokens - real));
-        segment.resize(tokens, None);
-        positions.resize(tokens, 0);
-        for (q, query) in segment.iter().enumerate() {
-            layout
-                .mask
-                .extend(segment.iter().enumerate().map(|(k, key)| {
-                    let visible = match (query, key) {
-                        // A pad attends to itself only, which keeps its (unused) row finite.
-                        (None, _) => k == q,
-                        (Some(_), None) => false,
-                        (Some(sq), Some(sk)) => k <= q && (*sk == 0 || sk == sq),
-                    };
-                    !visible
-                }));
-        }
-        layout.positions.push(positions);
+        self.ids
+            .extend(std::iter::repeat_n(i64::from(pad_id), self.tokens - real));
+        segment.resize(self.tokens, None);
+        positions.resize(self.tokens, 0);
+        self.push_mask(&segment);
+        self.positions.push(positions);
+        Ok(())
     }
-    Ok(layout)
+
+    /// Appends one row's `[tokens, tokens]` mask from its tokens' segments: causal within the
+    /// prompt and each completion, every completion also seeing the prompt.
+    fn push_mask(&mut self, segment: &[Option<usize>]) {
+        for (q, query) in segment.iter().enumerate() {
+            self.mask.extend(segment.iter().enumerate().map(|(k, key)| {
+                let visible = match (query, key) {
+                    // A pad attends to itself only, which keeps its (unused) row finite.
+                    (None, _) => k == q,
+                    (Some(_), None) => false,
+                    (Some(sq), Some(sk)) => k <= q && (*sk == 0 || sk == sq),
+                };
+                !visible
+            }));
+        }
+    }
 }
 
 /// Runs `model` over `batch` with shared prompts and the LM head over the scored positions

@@ -10,8 +10,9 @@ use burn::module::{Module, ModuleMapper, Param, ParamGroup};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 
-/// Which projections get adapters, and their shape.
-#[derive(Debug, Clone, PartialEq)]
+/// Which projections get adapters, and their shape (a run config's `[lora]` holds them).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LoraSettings {
     /// Rank r of the factors.
     pub rank: usize,

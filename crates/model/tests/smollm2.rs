@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use bapo_model::{
     BatchError, CausalModel, ChatMessage, ChatTemplate, GenerationConfig, GgufFile, Llama,
-    LlamaConfig, TokenBatch, generate, sequence_logprobs, tokenizer_from_gguf,
+    LlamaConfig, Sampling, TokenBatch, generate, sequence_logprobs, tokenizer_from_gguf,
 };
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
@@ -349,10 +349,12 @@ fn seeded_sampling_is_reproducible() {
     let prompt = vec![vec![504u32, 3575, 282, 4649, 314]];
     let sampled = |seed: u64, top_k: usize| {
         let config = GenerationConfig {
-            temperature: 1.0,
-            top_k,
-            top_p: 0.9,
-            seed,
+            sampling: Sampling {
+                temperature: 1.0,
+                top_k,
+                top_p: 0.9,
+                seed,
+            },
             ..greedy(8)
         };
         generate(&model, &prompt, &config, &device, |_, _| {}).unwrap()
@@ -371,7 +373,10 @@ fn seeded_sampling_is_reproducible() {
         "different seeds give different samples"
     );
     let bad = GenerationConfig {
-        top_p: 0.0,
+        sampling: Sampling {
+            top_p: 0.0,
+            ..Sampling::default()
+        },
         ..greedy(1)
     };
     assert!(generate(&model, &prompt, &bad, &device, |_, _| {}).is_err());

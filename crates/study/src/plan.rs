@@ -233,133 +233,48 @@ impl StudyConfig {
 
     /// The grid to run: the full one, or `[quick]`'s.
     pub fn plan(&self, quick: bool) -> Plan {
-        let (dir, seeds, main_settings, other_users, curve_interval) = if quick {
-            (
-                &self.quick.dir,
-                &self.quick.seeds,
-                self.quick.settings.clone(),
-                &self.quick.heterogeneity_users,
-                self.quick.curve_interval,
-            )
-        } else {
-            (
-                &self.dir,
-                &self.seeds,
-                self.settings.iter().map(|s| s.name.clone()).collect(),
-                &self.heterogeneity.users,
-                self.curve_interval,
-            )
-        };
-        let mut shared: Vec<String> = vec![format!("training.backend={:?}", self.backend)];
-        shared.extend(overrides(&self.set));
-        if quick {
-            shared.extend(overrides(&self.quick.set));
-        }
-        let run_dir = |name: &str| dir.join(name);
+        let scope = self.scope(quick);
         let mut cells = Vec::new();
 
         // Reference models: trained with their own overrides only.
+        let references: Vec<&ReferenceModel> = self
+            .references
+            .iter()
+            .filter(|r| self.is_wanted(r, &scope.main_settings))
+            .collect();
         let mut reference_exports = BTreeMap::new();
-        let wanted = |r: &ReferenceModel| {
-            self.settings
-                .iter()
-                .filter(|s| main_settings.contains(&s.name))
-                .any(|s| s.references.contains(&r.name))
-        };
-        for r in self.references.iter().filter(|r| wanted(r)) {
-            let run = run_dir(&r.name);
-            let mut o = vec![format!("training.backend={:?}", self.backend)];
-            o.extend(overrides(&r.set));
-            o.push(format!("output.dir={:?}", path_text(&run)));
-            let objective = r
-                .set
-                .get("objective")
-                .and_then(|v| v.as_table())
-                .and_then(objective_name)
-                .unwrap_or_default();
-            let user = r
-                .set
-                .get("data.user")
-                .and_then(toml::Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            reference_exports.insert(r.name.clone(), run.join("export"));
-            cells.push(Cell {
-                grid: Grid::Reference,
-                setting: r.name.clone(),
-                objective,
-                user,
-                seed: 0,
-                dir: run,
-                overrides: o,
-            });
+        for r in &references {
+            let cell = self.reference_cell(r, scope.dir);
+            reference_exports.insert(r.name.clone(), cell.dir.join("export"));
+            cells.push(cell);
         }
 
-        let setting = |name: &str| self.settings.iter().find(|s| s.name == name);
-        let mut cell = |grid: Grid, s: &Setting, user: &str, seed: u64, curve: bool| {
-            let run = run_dir(&format!("{}-{user}-seed{seed}", s.name));
-            let mut o = shared.clone();
-            o.push(format!("objective={}", inline(&s.objective)));
-            o.push(format!("data.user={user:?}"));
-            o.push(format!("training.seed={seed}"));
-            if !s.references.is_empty() {
-                let paths: Vec<String> = s
-                    .references
-                    .iter()
-                    .map(|r| format!("{:?}", path_text(&reference_exports[r])))
-                    .collect();
-                o.push(format!("model.references=[{}]", paths.join(", ")));
-            }
-            if curve && curve_interval > 0 {
-                o.push(format!("eval.interval={curve_interval}"));
-            }
-            o.push(format!("output.dir={:?}", path_text(&run)));
-            cells.push(Cell {
-                grid,
-                setting: s.name.clone(),
-                objective: objective_name(&s.objective).unwrap_or_default(),
-                user: user.to_string(),
-                seed,
-                dir: run,
-                overrides: o,
-            });
+        let maker = CellMaker {
+            dir: scope.dir,
+            shared: self.shared_overrides(quick),
+            reference_exports,
+            curve_interval: scope.curve_interval,
         };
-        for name in &main_settings {
-            let Some(s) = setting(name) else { continue };
-            for (i, seed) in seeds.iter().enumerate() {
-                cell(Grid::Main, s, &self.user, *seed, i == 0);
-            }
-        }
-        let het_seeds = if quick {
-            &self.quick.seeds
-        } else {
-            &self.heterogeneity.seeds
-        };
+        cells.extend(self.main_cells(&scope, &maker));
         let het_settings: Vec<String> = self
             .heterogeneity
             .settings
             .iter()
-            .filter(|s| main_settings.contains(s))
+            .filter(|s| scope.main_settings.contains(s))
             .cloned()
             .collect();
-        for user in other_users.iter().filter(|u| **u != self.user) {
-            for name in &het_settings {
-                let Some(s) = setting(name) else { continue };
-                for seed in het_seeds {
-                    cell(Grid::Heterogeneity, s, user, *seed, false);
-                }
-            }
-        }
+        cells.extend(self.heterogeneity_cells(&scope, &maker, &het_settings));
         Plan {
             base: self.base.clone(),
-            dir: dir.clone(),
+            dir: scope.dir.to_path_buf(),
             backend: self.backend.clone(),
             user: self.user.clone(),
-            seeds: seeds.clone(),
+            seeds: scope.seeds.to_vec(),
             cells,
-            settings: main_settings
+            settings: scope
+                .main_settings
                 .iter()
-                .filter_map(|n| setting(n))
+                .filter_map(|n| self.setting(n))
                 .map(|s| {
                     (
                         s.name.clone(),
@@ -367,13 +282,183 @@ impl StudyConfig {
                     )
                 })
                 .collect(),
-            references: self
-                .references
+            references: references
                 .iter()
-                .filter(|r| wanted(r))
                 .map(|r| (r.name.clone(), r.why.clone()))
                 .collect(),
             heterogeneity_settings: het_settings,
+        }
+    }
+
+    /// The values the grid is drawn from: the full grid's, or `[quick]`'s.
+    fn scope(&self, quick: bool) -> Scope<'_> {
+        if quick {
+            Scope {
+                dir: &self.quick.dir,
+                seeds: &self.quick.seeds,
+                main_settings: self.quick.settings.clone(),
+                other_users: &self.quick.heterogeneity_users,
+                curve_interval: self.quick.curve_interval,
+                het_seeds: &self.quick.seeds,
+            }
+        } else {
+            Scope {
+                dir: &self.dir,
+                seeds: &self.seeds,
+                main_settings: self.settings.iter().map(|s| s.name.clone()).collect(),
+                other_users: &self.heterogeneity.users,
+                curve_interval: self.curve_interval,
+                het_seeds: &self.heterogeneity.seeds,
+            }
+        }
+    }
+
+    /// The overrides every cell of the grids starts with: the backend, the shared `set`, then
+    /// (quick) `[quick]`'s `set`.
+    fn shared_overrides(&self, quick: bool) -> Vec<String> {
+        let mut shared: Vec<String> = vec![format!("training.backend={:?}", self.backend)];
+        shared.extend(overrides(&self.set));
+        if quick {
+            shared.extend(overrides(&self.quick.set));
+        }
+        shared
+    }
+
+    /// The setting named `name`.
+    fn setting(&self, name: &str) -> Option<&Setting> {
+        self.settings.iter().find(|s| s.name == name)
+    }
+
+    /// Whether reference model `r` is needed: a setting of the main grid reads it.
+    fn is_wanted(&self, r: &ReferenceModel, main_settings: &[String]) -> bool {
+        self.settings
+            .iter()
+            .filter(|s| main_settings.contains(&s.name))
+            .any(|s| s.references.contains(&r.name))
+    }
+
+    /// The training run of reference model `r` in `<dir>/<name>`: the backend and its own
+    /// overrides only (not the shared ones).
+    fn reference_cell(&self, r: &ReferenceModel, dir: &Path) -> Cell {
+        let run = dir.join(&r.name);
+        let mut o = vec![format!("training.backend={:?}", self.backend)];
+        o.extend(overrides(&r.set));
+        o.push(format!("output.dir={:?}", path_text(&run)));
+        let objective = r
+            .set
+            .get("objective")
+            .and_then(|v| v.as_table())
+            .and_then(objective_name)
+            .unwrap_or_default();
+        let user = r
+            .set
+            .get("data.user")
+            .and_then(toml::Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Cell {
+            grid: Grid::Reference,
+            setting: r.name.clone(),
+            objective,
+            user,
+            seed: 0,
+            dir: run,
+            overrides: o,
+        }
+    }
+
+    /// The main grid: every setting on the trained user, every seed; the first seed's runs
+    /// also evaluate along the way (the probe curves).
+    fn main_cells(&self, scope: &Scope, maker: &CellMaker) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for name in &scope.main_settings {
+            let Some(s) = self.setting(name) else {
+                continue;
+            };
+            for (i, seed) in scope.seeds.iter().enumerate() {
+                cells.push(maker.cell(Grid::Main, s, &self.user, *seed, i == 0));
+            }
+        }
+        cells
+    }
+
+    /// The heterogeneity grid: `het_settings` on every other user (the trained user is not
+    /// repeated), every heterogeneity seed.
+    fn heterogeneity_cells(
+        &self,
+        scope: &Scope,
+        maker: &CellMaker,
+        het_settings: &[String],
+    ) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for user in scope.other_users.iter().filter(|u| **u != self.user) {
+            for name in het_settings {
+                let Some(s) = self.setting(name) else {
+                    continue;
+                };
+                for seed in scope.het_seeds {
+                    cells.push(maker.cell(Grid::Heterogeneity, s, user, *seed, false));
+                }
+            }
+        }
+        cells
+    }
+}
+
+/// What [`StudyConfig::plan`] draws from: the full grid's values or `[quick]`'s.
+struct Scope<'c> {
+    dir: &'c Path,
+    seeds: &'c [u64],
+    /// The settings of the main grid, in order.
+    main_settings: Vec<String>,
+    /// The heterogeneity grid's users.
+    other_users: &'c [String],
+    curve_interval: usize,
+    /// The heterogeneity grid's seeds.
+    het_seeds: &'c [u64],
+}
+
+/// Makes the cells of the main and heterogeneity grids.
+struct CellMaker<'c> {
+    /// Where the run directories go.
+    dir: &'c Path,
+    /// The overrides every cell starts with.
+    shared: Vec<String>,
+    /// Each reference model's export, by name.
+    reference_exports: BTreeMap<String, PathBuf>,
+    /// The first seed's evaluation interval (0: none).
+    curve_interval: usize,
+}
+
+impl CellMaker<'_> {
+    /// The run of setting `s` on `user` with `seed`, in `<dir>/<setting>-<user>-seed<k>`;
+    /// `curve`: it also evaluates every `curve_interval` steps.
+    fn cell(&self, grid: Grid, s: &Setting, user: &str, seed: u64, curve: bool) -> Cell {
+        let run = self.dir.join(format!("{}-{user}-seed{seed}", s.name));
+        let mut o = self.shared.clone();
+        o.push(format!("objective={}", inline(&s.objective)));
+        o.push(format!("data.user={user:?}"));
+        o.push(format!("training.seed={seed}"));
+        if !s.references.is_empty() {
+            let paths: Vec<String> = s
+                .references
+                .iter()
+                .map(|r| format!("{:?}", path_text(&self.reference_exports[r])))
+                .collect();
+            o.push(format!("model.references=[{}]", paths.join(", ")));
+        }
+        if curve && self.curve_interval > 0 {
+            o.push(format!("eval.interval={}", self.curve_interval));
+        }
+        o.push(format!("output.dir={:?}", path_text(&run)));
+        Cell {
+            grid,
+            setting: s.name.clone(),
+            objective: objective_name(&s.objective).unwrap_or_default(),
+            user: user.to_string(),
+            seed,
+            dir: run,
+            overrides: o,
         }
     }
 }

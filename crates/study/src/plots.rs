@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::intervals::Interval;
@@ -203,6 +204,12 @@ fn bounds(values: impl Iterator<Item = (f64, f64)>) -> (f64, f64) {
     (low - pad, high + pad)
 }
 
+/// A chart of both axes' f64 ranges on a PNG.
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws `points` with their error bars on `area`; `connect`: joins each setting's points with
+/// a line and names each point by its user, else names the points in the legend.
 fn scatter(
     area: &DrawingArea<BitMapBackend, Shift>,
     x_label: &str,
@@ -210,6 +217,36 @@ fn scatter(
     points: &[Point],
     connect: bool,
 ) -> Result2 {
+    let mut chart = scatter_chart(area, x_label, y_label, points)?;
+    let shade = shades(
+        points
+            .iter()
+            .map(|p| (p.group.as_str(), setting_of(&p.label))),
+    );
+    if connect {
+        join_settings(&mut chart, points, &shade)?;
+    }
+    for (p, s) in points.iter().zip(&shade) {
+        draw_point(&mut chart, p, colour(&p.group, *s), connect)?;
+    }
+    {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 13))
+            .draw()?;
+    }
+    Ok(())
+}
+
+/// The chart of a scatter panel, with its mesh and zero lines drawn.
+fn scatter_chart<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    x_label: &str,
+    y_label: &str,
+    points: &[Point],
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
     // The y axis shows "no change" (0); the x axis only what the points span.
     let x = bounds(points.iter().map(|p| (p.x.low, p.x.high)));
     let y = bounds(
@@ -234,70 +271,62 @@ fn scatter(
     if x.0 < 0.0 && x.1 > 0.0 {
         chart.draw_series(LineSeries::new([(0.0, y.0), (0.0, y.1)], BLACK.mix(0.3)))?;
     }
-    let shade = shades(
-        points
+    Ok(chart)
+}
+
+/// Joins each setting's points (in order) by a line in the colour of its first point, named
+/// in the legend by the setting.
+fn join_settings(chart: &mut Chart, points: &[Point], shade: &[usize]) -> Result2 {
+    let mut groups: Vec<&str> = Vec::new();
+    for p in points {
+        let name = setting_of(&p.label);
+        if !groups.contains(&name) {
+            groups.push(name);
+        }
+    }
+    for name in groups {
+        let members: Vec<(usize, &Point)> = points
             .iter()
-            .map(|p| (p.group.as_str(), setting_of(&p.label))),
-    );
-    if connect {
-        let mut groups: Vec<&str> = Vec::new();
-        for p in points {
-            let name = setting_of(&p.label);
-            if !groups.contains(&name) {
-                groups.push(name);
-            }
-        }
-        for name in groups {
-            let members: Vec<(usize, &Point)> = points
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| setting_of(&p.label) == name)
-                .collect();
-            let c = colour(&members[0].1.group, shade[members[0].0]);
-            chart
-                .draw_series(LineSeries::new(
-                    members.iter().map(|(_, p)| (p.x.estimate, p.y.estimate)),
-                    c.stroke_width(2),
-                ))?
-                .label(name)
-                .legend(move |(lx, ly)| {
-                    PathElement::new([(lx, ly), (lx + 18, ly)], c.stroke_width(2))
-                });
-        }
-    }
-    for (p, s) in points.iter().zip(&shade) {
-        let c = colour(&p.group, *s);
-        chart.draw_series([
-            PathElement::new(
-                [(p.x.low, p.y.estimate), (p.x.high, p.y.estimate)],
-                c.stroke_width(1),
-            ),
-            PathElement::new(
-                [(p.x.estimate, p.y.low), (p.x.estimate, p.y.high)],
-                c.stroke_width(1),
-            ),
-        ])?;
-        let dot = chart.draw_series([Circle::new((p.x.estimate, p.y.estimate), 5, c.filled())])?;
-        if connect {
-            // Joined points are named by the user beside them; the line's legend names
-            // the setting.
-            let text = p.label.split(": ").nth(1).unwrap_or(&p.label).to_string();
-            chart.draw_series([EmptyElement::at((p.x.estimate, p.y.estimate))
-                + Text::new(text, (7, -16), ("sans-serif", 13).into_font().color(&c))])?;
-        } else {
-            // Points that cluster are told apart by the legend, not by text on top of each
-            // other.
-            dot.label(p.label.clone())
-                .legend(move |(lx, ly)| Circle::new((lx + 8, ly), 5, c.filled()));
-        }
-    }
-    {
+            .enumerate()
+            .filter(|(_, p)| setting_of(&p.label) == name)
+            .collect();
+        let c = colour(&members[0].1.group, shade[members[0].0]);
         chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 13))
-            .draw()?;
+            .draw_series(LineSeries::new(
+                members.iter().map(|(_, p)| (p.x.estimate, p.y.estimate)),
+                c.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(lx, ly)| PathElement::new([(lx, ly), (lx + 18, ly)], c.stroke_width(2)));
+    }
+    Ok(())
+}
+
+/// Draws one point in colour `c` with its error bars, named by its user beside it (`joined`)
+/// or in the legend.
+fn draw_point(chart: &mut Chart, p: &Point, c: RGBColor, joined: bool) -> Result2 {
+    chart.draw_series([
+        PathElement::new(
+            [(p.x.low, p.y.estimate), (p.x.high, p.y.estimate)],
+            c.stroke_width(1),
+        ),
+        PathElement::new(
+            [(p.x.estimate, p.y.low), (p.x.estimate, p.y.high)],
+            c.stroke_width(1),
+        ),
+    ])?;
+    let dot = chart.draw_series([Circle::new((p.x.estimate, p.y.estimate), 5, c.filled())])?;
+    if joined {
+        // Joined points are named by the user beside them; the line's legend names
+        // the setting.
+        let text = p.label.split(": ").nth(1).unwrap_or(&p.label).to_string();
+        chart.draw_series([EmptyElement::at((p.x.estimate, p.y.estimate))
+            + Text::new(text, (7, -16), ("sans-serif", 13).into_font().color(&c))])?;
+    } else {
+        // Points that cluster are told apart by the legend, not by text on top of each
+        // other.
+        dot.label(p.label.clone())
+            .legend(move |(lx, ly)| Circle::new((lx + 8, ly), 5, c.filled()));
     }
     Ok(())
 }

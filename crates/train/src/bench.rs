@@ -12,18 +12,18 @@
 use std::time::Instant;
 
 use bapo_data::load_jsonl;
-use bapo_model::{GenerationConfig, LoadedModel, generate};
+use bapo_model::{GenerationConfig, LoadedModel, Sampling, generate};
 use burn::module::Module;
 use serde::Serialize;
 
 use crate::TrainError;
 use crate::config::RunConfig;
+use crate::example::AnchoredExample;
 use crate::metrics::peak_rss_mib;
 use crate::optimizer::AdamW;
 use crate::optimizer_step::{StepError, StepSetup, optimizer_step};
 use crate::prepare::prepare;
 use crate::progress::Progress;
-use crate::step::AnchoredExample;
 
 /// One phase's numbers.
 #[derive(Debug, Clone, Serialize)]
@@ -104,10 +104,10 @@ pub fn bench_train(
                 Ok(done) => done,
                 Err(StepError::Failed(e)) => return Err(e),
                 Err(StepError::NonFinite { what, .. }) => {
-                    return Err(TrainError::Batch(format!(
-                        "bench step {}: the {what} is not finite",
-                        step + 1
-                    )));
+                    return Err(TrainError::BenchNonFinite {
+                        step: step + 1,
+                        what,
+                    });
                 }
             };
         policy = next;
@@ -148,8 +148,7 @@ pub fn bench_eval(config: &RunConfig, steps: usize) -> Result<BenchResult, Train
             crate::step::preference_batch(&batch, 0, t.packing(), prepared.model.pad_token)?;
         let totals = batch
             .input
-            .scored_logits(&model, &prepared.device)
-            .map_err(|e| TrainError::Batch(e.to_string()))?
+            .scored_logits(&model, &prepared.device)?
             .logprobs(&prepared.device)
             .total;
         let _ = totals.into_data();
@@ -173,7 +172,7 @@ pub fn bench_anchors(config: &RunConfig) -> Result<BenchResult, TrainError> {
     let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(&cache).ok();
     let prepared = prepared?;
-    let generated = |e: &AnchoredExample| e.anchors[0].base_tokens.iter().sum::<usize>();
+    let generated = |e: &AnchoredExample| e.base.iter().map(Vec::len).sum::<usize>();
     let tokens = prepared.train.iter().map(generated).sum::<usize>()
         + prepared
             .eval
@@ -201,13 +200,10 @@ pub fn bench_generate(config: &RunConfig, batches: usize) -> Result<BenchResult,
         None => dataset,
     };
     let (examples, _) = crate::prepare::tokenize(config, &model, &dataset)?;
-    let size = config.anchors.chunk_size;
+    let size = config.anchors.settings.chunk_size;
     let generation = GenerationConfig {
-        max_new_tokens: config.anchors.max_new_tokens,
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 1.0,
-        seed: 0,
+        max_new_tokens: config.anchors.settings.max_new_tokens,
+        sampling: Sampling::default(),
         stop_tokens: Vec::new(),
         pad_token: model.pad_token,
         max_batch: size,
@@ -218,8 +214,7 @@ pub fn bench_generate(config: &RunConfig, batches: usize) -> Result<BenchResult,
             .map(|i| examples[(batch * size + i) % examples.len()].prompt.clone())
             .collect();
         let started = Instant::now();
-        let generated = generate(&model.model, &prompts, &generation, &device, |_, _| {})
-            .map_err(|e| TrainError::Batch(e.to_string()))?;
+        let generated = generate(&model.model, &prompts, &generation, &device, |_, _| {})?;
         if batch > 0 {
             let tokens = generated.iter().map(Vec::len).sum::<usize>();
             timed.push((started.elapsed().as_secs_f64(), tokens));

@@ -17,7 +17,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainError;
-use crate::optimizer::AdamW;
+use crate::optimizer::{AdamW, OptimizerStateError};
 use crate::params::{load_trainable, trainable_sizes};
 
 /// `state.json`.
@@ -43,6 +43,17 @@ pub struct Checkpoint {
     pub state: CheckpointState,
     pub parameters: BTreeMap<String, TensorData>,
     pub optimizer: BTreeMap<String, TensorData>,
+}
+
+impl Checkpoint {
+    /// Its trainable values put into `module`: every one must name a parameter of `module`
+    /// with the same shape.
+    pub fn load_parameters<M: Module>(&self, module: M) -> Result<M, TrainError> {
+        load_trainable(module, &self.parameters).map_err(|source| TrainError::Parameters {
+            checkpoint: self.dir.clone(),
+            source,
+        })
+    }
 }
 
 const PARAMETERS: &str = "trainable.safetensors";
@@ -75,25 +86,23 @@ fn encode(tensors: &BTreeMap<String, TensorData>, path: &Path) -> Result<Vec<u8>
         .map(|(name, shape, data)| {
             TensorView::new(Dtype::F32, shape.clone(), data)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))
+                .map_err(|e| TrainError::safetensors(path, e))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    safetensors::serialize(views, None)
-        .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))
+    safetensors::serialize(views, None).map_err(|e| TrainError::safetensors(path, e))
 }
 
 fn decode(path: &Path) -> Result<BTreeMap<String, TensorData>, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| TrainError::safetensors(path, e))?;
     let mut out = BTreeMap::new();
     for (name, view) in file.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(TrainError::Checkpoint(format!(
-                "{}: tensor `{name}` is {:?}, expected F32",
-                path.display(),
-                view.dtype()
-            )));
+            return Err(TrainError::NotF32 {
+                path: path.to_path_buf(),
+                name,
+                dtype: view.dtype(),
+            });
         }
         let values: Vec<f32> = view
             .data()
@@ -124,7 +133,8 @@ pub fn write(
         (OPTIMIZER, encode(optimizer, &partial.join(OPTIMIZER))?),
         (
             STATE,
-            serde_json::to_vec_pretty(state).map_err(|e| TrainError::Checkpoint(e.to_string()))?,
+            serde_json::to_vec_pretty(state)
+                .map_err(|e| TrainError::json(&partial.join(STATE), e))?,
         ),
     ];
     for (name, bytes) in files {
@@ -171,8 +181,8 @@ fn complete_steps(run: &Path) -> Result<Vec<usize>, TrainError> {
 pub fn read(dir: &Path) -> Result<Checkpoint, TrainError> {
     let state_path = dir.join(STATE);
     let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
-    let state: CheckpointState = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", state_path.display())))?;
+    let state: CheckpointState =
+        serde_json::from_str(&text).map_err(|e| TrainError::json(&state_path, e))?;
     Ok(Checkpoint {
         dir: dir.to_path_buf(),
         state,
@@ -189,8 +199,11 @@ pub fn restore<M: Module>(
     optimizer: &mut AdamW,
     device: &Device,
 ) -> Result<M, TrainError> {
-    let fail = |e: String| TrainError::Checkpoint(format!("{}: {e}", checkpoint.dir.display()));
-    let module = load_trainable(module, &checkpoint.parameters).map_err(|e| fail(e.to_string()))?;
+    let fail = |source: OptimizerStateError| TrainError::OptimizerState {
+        checkpoint: checkpoint.dir.clone(),
+        source,
+    };
+    let module = checkpoint.load_parameters(module)?;
     optimizer
         .load_state(
             &checkpoint.optimizer,
@@ -201,20 +214,20 @@ pub fn restore<M: Module>(
     // The next step adds each moment to its parameter's gradient: they must have its size.
     let sizes = trainable_sizes(&module);
     for (path, moments) in &optimizer.state {
-        let Some(&n) = sizes.get(path) else {
-            return Err(fail(format!(
-                "optimizer state for `{path}`, which is not a trainable parameter"
-            )));
+        let Some(&expected) = sizes.get(path) else {
+            return Err(fail(OptimizerStateError::NotTrainable(path.clone())));
         };
-        for (what, m) in [
+        for (moment, m) in [
             ("exp_avg", &moments.exp_avg),
             ("exp_avg_sq", &moments.exp_avg_sq),
         ] {
-            if m.dims()[0] != n {
-                return Err(fail(format!(
-                    "optimizer state `{path}.{what}` has {} values for a parameter of {n}",
-                    m.dims()[0]
-                )));
+            if m.dims()[0] != expected {
+                return Err(fail(OptimizerStateError::Size {
+                    path: path.clone(),
+                    moment,
+                    len: m.dims()[0],
+                    expected,
+                }));
             }
         }
     }

@@ -100,21 +100,17 @@ impl Default for DataSection {
     }
 }
 
-/// `[anchors]`: base responses of the reference and its cached log-probs (docs/anchors.md).
+/// `[anchors]`: base responses of the reference and its cached log-probs (docs/anchors.md):
+/// the anchor crate's own settings (the sampling knobs among them), and how fast and where the
+/// cache is made. Its keys are flat in the file; unknown ones are refused by
+/// [`check_flattened_sections`], as serde cannot through `flatten`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct AnchorSection {
-    pub max_new_tokens: usize,
-    /// 0 is greedy.
-    pub temperature: f64,
-    pub top_k: usize,
-    pub top_p: f64,
-    pub seed: u64,
-    /// Base responses per prompt, for objectives that use them (BAPO's `num_anchors` must
-    /// match).
-    pub num_anchors: usize,
-    /// Examples per cache chunk.
-    pub chunk_size: usize,
+    /// `num_anchors` is the base responses per prompt at least: an objective that uses more
+    /// gets its own count.
+    #[serde(flatten)]
+    pub settings: bapo_anchors::AnchorSettings,
     /// Rows the reference decodes together (continuous batching); a speed setting, not part
     /// of the cache fingerprint.
     pub decode_batch: usize,
@@ -124,16 +120,9 @@ pub struct AnchorSection {
 impl Default for AnchorSection {
     /// The anchor crate's defaults (greedy, 128 new tokens, one anchor, chunks of 16).
     fn default() -> Self {
-        let d = bapo_anchors::AnchorSettings::default();
         AnchorSection {
-            max_new_tokens: d.max_new_tokens,
-            temperature: d.temperature,
-            top_k: d.top_k,
-            top_p: d.top_p,
-            seed: d.seed,
-            num_anchors: d.num_anchors,
-            chunk_size: d.chunk_size,
-            decode_batch: d.decode_batch,
+            settings: bapo_anchors::AnchorSettings::default(),
+            decode_batch: bapo_model::GenerationConfig::default().max_batch,
             cache_dir: PathBuf::from(".cache/anchors"),
         }
     }
@@ -144,14 +133,8 @@ impl AnchorSection {
     /// reference log-probs only).
     pub fn settings(&self, num_anchors: usize) -> bapo_anchors::AnchorSettings {
         bapo_anchors::AnchorSettings {
-            max_new_tokens: self.max_new_tokens,
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            seed: self.seed,
             num_anchors,
-            chunk_size: self.chunk_size,
-            decode_batch: self.decode_batch,
+            ..self.settings.clone()
         }
     }
 }
@@ -271,25 +254,23 @@ impl Default for ScheduleSection {
     }
 }
 
-/// `[lora]`: adapters (PEFT's convention) or, with `enabled = false`, full fine-tuning.
+/// `[lora]`: adapters (PEFT's convention) or, with `enabled = false`, full fine-tuning. Its
+/// keys are flat in the file, as `[anchors]`'s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct LoraSection {
     pub enabled: bool,
-    pub rank: usize,
-    pub alpha: f64,
-    /// Regular expression over parameter paths such as `layers.3.attention.q_proj.weight`.
-    pub target: String,
+    /// Rank, α and the target pattern (a regular expression over parameter paths such as
+    /// `layers.3.attention.q_proj.weight`).
+    #[serde(flatten)]
+    pub settings: bapo_model::LoraSettings,
 }
 
 impl Default for LoraSection {
     fn default() -> Self {
-        let d = bapo_model::LoraSettings::default();
         LoraSection {
             enabled: true,
-            rank: d.rank,
-            alpha: d.alpha,
-            target: d.target,
+            settings: bapo_model::LoraSettings::default(),
         }
     }
 }
@@ -422,19 +403,9 @@ impl RunConfig {
         for arg in overrides {
             apply_override(&mut table, arg)?;
         }
+        check_flattened_sections(&table, source_name)?;
         let config: RunConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-                let key = e.path().to_string();
-                ConfigError::Key {
-                    source_name: source_name.to_string(),
-                    key: if key == "." {
-                        "(top level)".into()
-                    } else {
-                        key
-                    },
-                    message: plain_serde_message(e.into_inner().message()),
-                }
-            })?;
+            .map_err(|e| key_error(source_name, "", e))?;
         config.validate(source_name)?;
         Ok(config)
     }
@@ -444,147 +415,240 @@ impl RunConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// Every value in its range, named by its key when not.
     fn validate(&self, source_name: &str) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| ConfigError::Key {
-            source_name: source_name.to_string(),
-            key: key.to_string(),
-            message,
-        };
-        let positive = |key: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(bad(key, format!("{v} must be a finite number > 0")))
-            }
-        };
-        let at_least_one = |key: &str, v: usize| {
-            if v >= 1 {
-                Ok(())
-            } else {
-                Err(bad(key, "0 must be at least 1".into()))
-            }
-        };
-        if self.model.path.as_os_str().is_empty() {
-            return Err(bad(
-                "model.path",
-                "missing: a GGUF file or HF folder".into(),
-            ));
-        }
-        if self.data.path.as_os_str().is_empty() {
-            return Err(bad("data.path", "missing: a JSONL preference file".into()));
-        }
-        // LoRA's settings are checked here, before any model is loaded.
-        if self.lora.enabled {
-            let settings = bapo_model::LoraSettings {
-                rank: self.lora.rank,
-                alpha: self.lora.alpha,
-                target: self.lora.target.clone(),
-            };
-            if let Err(e) = settings.check() {
-                let key = match e {
-                    bapo_model::LoraError::Rank => "lora.rank",
-                    bapo_model::LoraError::Alpha(_) => "lora.alpha",
-                    bapo_model::LoraError::Target { .. } => "lora.target",
-                };
-                return Err(bad(key, e.to_string()));
-            }
-        }
-        if !(self.data.test_fraction >= 0.0 && self.data.test_fraction < 1.0) {
-            return Err(bad(
-                "data.test_fraction",
-                format!("{} must be in [0, 1)", self.data.test_fraction),
-            ));
-        }
-        at_least_one("data.max_length", self.data.max_length)?;
-        if let Some(p) = self.data.max_prompt_length
-            && (p == 0 || p >= self.data.max_length)
-        {
-            return Err(bad(
-                "data.max_prompt_length",
-                format!(
-                    "{p} must be in [1, data.max_length = {})",
-                    self.data.max_length
-                ),
-            ));
-        }
-        if self.data.max_train_examples == Some(0) {
-            return Err(bad(
-                "data.max_train_examples",
-                "0 must be at least 1".into(),
-            ));
-        }
+        let check = Checker { source_name };
+        check.paths(self)?;
+        check.data(&self.data)?;
         if !self.objective.contains_key("name") {
-            return Err(bad(
+            return Err(check.bad(
                 "objective.name",
                 "missing: which objective to train (see `bapo objectives`)".into(),
             ));
         }
-        at_least_one("anchors.chunk_size", self.anchors.chunk_size)?;
-        at_least_one("anchors.decode_batch", self.anchors.decode_batch)?;
-        at_least_one("anchors.max_new_tokens", self.anchors.max_new_tokens)?;
-        at_least_one("anchors.num_anchors", self.anchors.num_anchors)?;
-        if !(self.anchors.temperature.is_finite() && self.anchors.temperature >= 0.0) {
-            return Err(bad(
-                "anchors.temperature",
-                format!("{} must be >= 0 (0 is greedy)", self.anchors.temperature),
+        check.anchors(&self.anchors)?;
+        check.training(&self.training)?;
+        check.optimizer(&self.optimizer)?;
+        check.lora(&self.lora)?;
+        check.at_least_one("eval.batch_size", self.eval.batch_size)?;
+        check.at_least_one("eval.batch_tokens", self.eval.batch_tokens)?;
+        check.at_least_one("checkpoint.keep", self.checkpoint.keep)
+    }
+}
+
+/// The range checks of [`RunConfig::validate`], each error naming the file and the key.
+struct Checker<'a> {
+    source_name: &'a str,
+}
+
+impl Checker<'_> {
+    fn bad(&self, key: &str, message: String) -> ConfigError {
+        ConfigError::Key {
+            source_name: self.source_name.to_string(),
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    fn positive(&self, key: &str, v: f64) -> Result<(), ConfigError> {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(self.bad(key, format!("{v} must be a finite number > 0")))
+        }
+    }
+
+    fn at_least_one(&self, key: &str, v: usize) -> Result<(), ConfigError> {
+        if v >= 1 {
+            Ok(())
+        } else {
+            Err(self.bad(key, "0 must be at least 1".into()))
+        }
+    }
+
+    /// The paths a run cannot do without.
+    fn paths(&self, config: &RunConfig) -> Result<(), ConfigError> {
+        if config.model.path.as_os_str().is_empty() {
+            return Err(self.bad("model.path", "missing: a GGUF file or HF folder".into()));
+        }
+        if config.data.path.as_os_str().is_empty() {
+            return Err(self.bad("data.path", "missing: a JSONL preference file".into()));
+        }
+        if config.output.dir.as_os_str().is_empty() {
+            return Err(self.bad("output.dir", "missing: where the run is written".into()));
+        }
+        Ok(())
+    }
+
+    fn data(&self, data: &DataSection) -> Result<(), ConfigError> {
+        if !(data.test_fraction >= 0.0 && data.test_fraction < 1.0) {
+            return Err(self.bad(
+                "data.test_fraction",
+                format!("{} must be in [0, 1)", data.test_fraction),
             ));
         }
-        if !(self.anchors.top_p > 0.0 && self.anchors.top_p <= 1.0) {
-            return Err(bad(
-                "anchors.top_p",
-                format!("{} must be in (0, 1]", self.anchors.top_p),
+        self.at_least_one("data.max_length", data.max_length)?;
+        if let Some(p) = data.max_prompt_length
+            && (p == 0 || p >= data.max_length)
+        {
+            return Err(self.bad(
+                "data.max_prompt_length",
+                format!("{p} must be in [1, data.max_length = {})", data.max_length),
             ));
         }
-        at_least_one("training.batch_size", self.training.batch_size)?;
-        at_least_one(
+        if data.max_train_examples == Some(0) {
+            return Err(self.bad("data.max_train_examples", "0 must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    fn anchors(&self, anchors: &AnchorSection) -> Result<(), ConfigError> {
+        let s = &anchors.settings;
+        self.at_least_one("anchors.chunk_size", s.chunk_size)?;
+        self.at_least_one("anchors.decode_batch", anchors.decode_batch)?;
+        self.at_least_one("anchors.max_new_tokens", s.max_new_tokens)?;
+        self.at_least_one("anchors.num_anchors", s.num_anchors)?;
+        s.sampling.check().map_err(|e| {
+            let key = match e {
+                bapo_model::GenerateError::TopP(_) => "anchors.top_p",
+                _ => "anchors.temperature",
+            };
+            self.bad(key, e.to_string())
+        })
+    }
+
+    fn training(&self, t: &TrainingSection) -> Result<(), ConfigError> {
+        self.at_least_one("training.batch_size", t.batch_size)?;
+        self.at_least_one(
             "training.gradient_accumulation_steps",
-            self.training.gradient_accumulation_steps,
+            t.gradient_accumulation_steps,
         )?;
-        if !(self.training.max_grad_norm.is_finite() && self.training.max_grad_norm >= 0.0) {
-            return Err(bad(
+        if !(t.max_grad_norm.is_finite() && t.max_grad_norm >= 0.0) {
+            return Err(self.bad(
                 "training.max_grad_norm",
-                format!(
-                    "{} must be >= 0 (0: no clipping)",
-                    self.training.max_grad_norm
-                ),
+                format!("{} must be >= 0 (0: no clipping)", t.max_grad_norm),
             ));
         }
-        if self.training.max_steps == Some(0) {
-            return Err(bad("training.max_steps", "0 must be at least 1".into()));
+        if t.max_steps == Some(0) {
+            return Err(self.bad("training.max_steps", "0 must be at least 1".into()));
         }
-        at_least_one("training.epochs", self.training.epochs)?;
-        at_least_one("training.logging_steps", self.training.logging_steps)?;
-        positive("optimizer.learning_rate", self.optimizer.learning_rate)?;
-        for (key, v) in [
-            ("optimizer.beta1", self.optimizer.beta1),
-            ("optimizer.beta2", self.optimizer.beta2),
-        ] {
+        self.at_least_one("training.epochs", t.epochs)?;
+        self.at_least_one("training.logging_steps", t.logging_steps)
+    }
+
+    fn optimizer(&self, o: &OptimizerSection) -> Result<(), ConfigError> {
+        self.positive("optimizer.learning_rate", o.learning_rate)?;
+        for (key, v) in [("optimizer.beta1", o.beta1), ("optimizer.beta2", o.beta2)] {
             if !(0.0..1.0).contains(&v) {
-                return Err(bad(key, format!("{v} must be in [0, 1)")));
+                return Err(self.bad(key, format!("{v} must be in [0, 1)")));
             }
         }
-        positive("optimizer.eps", self.optimizer.eps)?;
-        if !(self.optimizer.weight_decay.is_finite() && self.optimizer.weight_decay >= 0.0) {
-            return Err(bad(
+        self.positive("optimizer.eps", o.eps)?;
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err(self.bad(
                 "optimizer.weight_decay",
-                format!("{} must be >= 0", self.optimizer.weight_decay),
-            ));
-        }
-        if self.lora.enabled {
-            at_least_one("lora.rank", self.lora.rank)?;
-            positive("lora.alpha", self.lora.alpha)?;
-        }
-        at_least_one("eval.batch_size", self.eval.batch_size)?;
-        at_least_one("eval.batch_tokens", self.eval.batch_tokens)?;
-        at_least_one("checkpoint.keep", self.checkpoint.keep)?;
-        if self.output.dir.as_os_str().is_empty() {
-            return Err(bad(
-                "output.dir",
-                "missing: where the run is written".into(),
+                format!("{} must be >= 0", o.weight_decay),
             ));
         }
         Ok(())
     }
+
+    /// LoRA's settings, checked before any model is loaded.
+    fn lora(&self, lora: &LoraSection) -> Result<(), ConfigError> {
+        if !lora.enabled {
+            return Ok(());
+        }
+        lora.settings.check().map(|_| ()).map_err(|e| {
+            let key = match e {
+                bapo_model::LoraError::Rank => "lora.rank",
+                bapo_model::LoraError::Alpha(_) => "lora.alpha",
+                bapo_model::LoraError::Target { .. } => "lora.target",
+            };
+            self.bad(key, e.to_string())
+        })
+    }
+}
+
+/// serde's error at `path` (under `prefix`, the section a part was read from), as the
+/// config's error: the key, and serde's words without Rust type names.
+fn key_error(
+    source_name: &str,
+    prefix: &str,
+    e: serde_path_to_error::Error<toml::de::Error>,
+) -> ConfigError {
+    let path = e.path().to_string();
+    let key = match (prefix, path.as_str()) {
+        ("", ".") => "(top level)".to_string(),
+        ("", _) => path,
+        (_, ".") => prefix.to_string(),
+        _ => format!("{prefix}.{path}"),
+    };
+    ConfigError::Key {
+        source_name: source_name.to_string(),
+        key,
+        message: plain_serde_message(e.into_inner().message()),
+    }
+}
+
+/// `[anchors]` and `[lora]` flatten the library's settings types into their keys, and
+/// through `#[serde(flatten)]` serde neither refuses an unknown key nor names the key of a
+/// value of the wrong type. Both are done here, before the config is read: each section's
+/// keys against those its default writes out (it writes every field), then each flattened
+/// part read on its own, innermost first.
+fn check_flattened_sections(table: &toml::Table, source_name: &str) -> Result<(), ConfigError> {
+    if let Some(anchors) = table.get("anchors") {
+        check_known_keys("anchors", anchors, &AnchorSection::default(), source_name)?;
+        read_part::<bapo_model::Sampling>("anchors", anchors, source_name)?;
+        read_part::<bapo_anchors::AnchorSettings>("anchors", anchors, source_name)?;
+    }
+    if let Some(lora) = table.get("lora") {
+        check_known_keys("lora", lora, &LoraSection::default(), source_name)?;
+        read_part::<bapo_model::LoraSettings>("lora", lora, source_name)?;
+    }
+    Ok(())
+}
+
+/// Refuses a key of `section` (when it is a table) that `default` does not write.
+fn check_known_keys<T: Serialize>(
+    section: &str,
+    value: &toml::Value,
+    default: &T,
+    source_name: &str,
+) -> Result<(), ConfigError> {
+    let (toml::Value::Table(given), Ok(toml::Value::Table(known))) =
+        (value, toml::Value::try_from(default))
+    else {
+        return Ok(());
+    };
+    match given.keys().find(|k| !known.contains_key(*k)) {
+        None => Ok(()),
+        Some(unknown) => Err(ConfigError::Key {
+            source_name: source_name.to_string(),
+            key: format!("{section}.{unknown}"),
+            message: format!(
+                "unknown field `{unknown}`, expected one of {}",
+                known
+                    .keys()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// Reads the part `T` of `section` alone, for an error that names its key.
+fn read_part<T: serde::de::DeserializeOwned>(
+    section: &str,
+    value: &toml::Value,
+    source_name: &str,
+) -> Result<(), ConfigError> {
+    if !value.is_table() {
+        return Ok(());
+    }
+    serde_path_to_error::deserialize::<_, T>(value.clone())
+        .map(|_| ())
+        .map_err(|e| key_error(source_name, section, e))
 }
 
 /// Sets `key` (dotted) to `value` in `table`.

@@ -21,7 +21,8 @@ use bapo_objective::KlDirection;
 use burn::tensor::Device;
 
 use crate::TrainError;
-use crate::step::{AnchoredExample, preference_batch, token_kl};
+use crate::example::AnchoredExample;
+use crate::step::{preference_batch, token_kl};
 
 /// The evaluation sets, tokenised once.
 #[derive(Debug, Clone, Default)]
@@ -53,9 +54,10 @@ pub struct ChoiceTokens {
 
 /// Token ids of `text`, or an error naming the set.
 fn encode(model: &LoadedModel, text: &str, what: &str) -> Result<Vec<u32>, TrainError> {
-    model
-        .encode(text)
-        .map_err(|e| TrainError::Eval(format!("{what}: {e}")))
+    model.encode(text).map_err(|source| TrainError::EvalText {
+        set: what.to_string(),
+        source,
+    })
 }
 
 /// Prompt and completion of log-likelihood scoring: the completion starts with a space, the
@@ -82,7 +84,7 @@ impl EvalSets {
             .flatten()
             .map(|e| {
                 let t = &e.tokens;
-                let base = &e.anchors[0].base[0][..];
+                let base = e.base.first().map_or(&[][..], Vec::as_slice);
                 rows(&t.prompt, &[&t.chosen, &t.rejected, base, base])
             })
             .sum();
@@ -189,7 +191,7 @@ fn to_f64(t: burn::tensor::Tensor<1>) -> Result<Vec<f64>, TrainError> {
     t.into_data()
         .convert::<f64>()
         .try_to_vec::<f64>()
-        .map_err(|e| TrainError::Eval(format!("{e:?}")))
+        .map_err(TrainError::TensorData)
 }
 
 /// Summed log-probs of every completion of every group after the group's prompt, the prompt
@@ -211,12 +213,8 @@ fn score_groups(
             groups: indices.iter().map(|&i| groups[i].clone()).collect(),
             pad_id,
         };
-        let mut totals = to_f64(
-            shared_sequence_logprobs(model, &chunk, device)
-                .map_err(|e| TrainError::Eval(e.to_string()))?
-                .total,
-        )?
-        .into_iter();
+        let mut totals =
+            to_f64(shared_sequence_logprobs(model, &chunk, device)?.total)?.into_iter();
         for &i in &indices {
             out[i] = totals.by_ref().take(groups[i].completions.len()).collect();
         }
@@ -240,16 +238,14 @@ fn score_preferences(
         .iter()
         .map(|e| {
             let t = &e.tokens;
-            t.prompt.len() + t.chosen.len() + t.rejected.len() + e.anchors[0].base[0].len()
+            let base = e.base.first().map_or(0, Vec::len);
+            t.prompt.len() + t.chosen.len() + t.rejected.len() + base
         })
         .collect();
     for indices in length_batches(&lengths, batch) {
         let chunk: Vec<&AnchoredExample> = indices.iter().map(|&i| &examples[i]).collect();
         let batch = preference_batch(&chunk, 1, Packing::SharedPrompt, pad_id)?;
-        let scored = batch
-            .input
-            .scored_logits(policy, device)
-            .map_err(|e| TrainError::Eval(e.to_string()))?;
+        let scored = batch.input.scored_logits(policy, device)?;
         let totals = to_f64(scored.logprobs(device).total)?;
         let base = [Slot::Base(0)];
         let kl = to_f64(token_kl(
@@ -324,16 +320,69 @@ pub fn evaluate(
     pad_id: u32,
     device: &Device,
 ) -> Result<Evaluation, TrainError> {
+    let on = Scoring {
+        policy,
+        batch,
+        pad_id,
+        device,
+    };
     let mut items = ItemScores::new();
     for (user, examples) in &sets.preferences {
-        if examples.is_empty() {
-            continue;
+        if !examples.is_empty() {
+            on.preferences(reference, user, examples, &mut items)?;
         }
-        let scores = score_preferences(policy, reference, examples, batch, pad_id, device)?;
+    }
+    if !sets.hhh.is_empty() {
+        items.insert("knowledge/hhh_alignment".into(), on.hhh(&sets.hhh)?);
+    }
+    for (name, set) in [
+        ("knowledge/general_knowledge", &sets.general_knowledge),
+        ("knowledge/misconceptions", &sets.misconceptions),
+    ] {
+        if !set.is_empty() {
+            let correct = on.choose(set)?;
+            items.insert(name.into(), correct.into_iter().map(indicator).collect());
+        }
+    }
+    if !sets.country_facts.is_empty() {
+        on.country_facts(&sets.country_facts, &mut items)?;
+    }
+    if !sets.facts.is_empty() {
+        items.insert("knowledge/facts_logp".into(), on.facts(&sets.facts)?);
+    }
+    Ok(Evaluation::from_items(items))
+}
+
+/// The policy an evaluation scores, with how it batches.
+struct Scoring<'a> {
+    policy: &'a CausalLm,
+    batch: BatchLimits,
+    pad_id: u32,
+    device: &'a Device,
+}
+
+impl Scoring<'_> {
+    /// A user's held-out preferences: accuracy and margin against the reference, the
+    /// reference's own margin, and the drift and KL on the reference's answer.
+    fn preferences(
+        &self,
+        reference: &CausalLm,
+        user: &str,
+        examples: &[AnchoredExample],
+        items: &mut ItemScores,
+    ) -> Result<(), TrainError> {
+        let scores = score_preferences(
+            self.policy,
+            reference,
+            examples,
+            self.batch,
+            self.pad_id,
+            self.device,
+        )?;
         for (e, score) in examples.iter().zip(&scores) {
-            let a = &e.anchors[0];
-            let chosen = score.chosen - f64::from(a.chosen_logp);
-            let rejected = score.rejected - f64::from(a.rejected_logp);
+            let r = &e.reference;
+            let chosen = score.chosen - f64::from(r.chosen);
+            let rejected = score.rejected - f64::from(r.rejected);
             // A margin within rounding of 0 is a tie, not a win: before training the policy
             // is the reference, and its log-probs differ from the cached ones only by float
             // noise (other batch shapes), which must not count as preference accuracy.
@@ -347,47 +396,48 @@ pub fn evaluate(
             // heterogeneity): the reference's own log-prob margin, the same at every step.
             push(
                 format!("pref/{user}/reference_margin"),
-                f64::from(a.chosen_logp) - f64::from(a.rejected_logp),
+                f64::from(r.chosen) - f64::from(r.rejected),
             );
-            // The reference's own answers: drift of their log-prob, and the KL on them.
-            push(
-                "anchor/drift".into(),
-                score.base - f64::from(a.base_logps[0]),
-            );
-            push("kl/heldout".into(), score.base_kl);
+            // The reference's own answer (the one scored): drift of its log-prob, and the KL
+            // on it.
+            if let Some(&base) = r.base.first() {
+                push("anchor/drift".into(), score.base - f64::from(base));
+                push("kl/heldout".into(), score.base_kl);
+            }
         }
+        Ok(())
     }
 
-    if !sets.hhh.is_empty() {
-        let groups: Vec<PromptGroup> = sets
-            .hhh
+    /// Per HHH item, whether the better answer is the more likely.
+    fn hhh(&self, set: &[PairTokens]) -> Result<Vec<f64>, TrainError> {
+        let groups: Vec<PromptGroup> = set
             .iter()
             .map(|(p, a, b)| PromptGroup {
                 prompt: p.clone(),
                 completions: vec![a.clone(), b.clone()],
             })
             .collect();
-        let scores = score_groups(policy, &groups, batch, pad_id, device)?;
-        items.insert(
-            "knowledge/hhh_alignment".into(),
-            scores.iter().map(|s| indicator(s[0] > s[1])).collect(),
-        );
+        let scores = score_groups(self.policy, &groups, self.batch, self.pad_id, self.device)?;
+        Ok(scores.iter().map(|s| indicator(s[0] > s[1])).collect())
     }
-    for (name, set) in [
-        ("knowledge/general_knowledge", &sets.general_knowledge),
-        ("knowledge/misconceptions", &sets.misconceptions),
-    ] {
-        if set.is_empty() {
-            continue;
-        }
-        let correct = choose(policy, set, batch, pad_id, device)?;
-        items.insert(name.into(), correct.into_iter().map(indicator).collect());
+
+    /// Per multiple-choice item, whether its correct choice is the most likely.
+    fn choose<'a>(
+        &self,
+        set: impl IntoIterator<Item = &'a ChoiceTokens>,
+    ) -> Result<Vec<bool>, TrainError> {
+        choose(self.policy, set, self.batch, self.pad_id, self.device)
     }
-    if !sets.country_facts.is_empty() {
-        let set = sets.country_facts.iter().map(|(_, item)| item);
-        let correct = choose(policy, set, batch, pad_id, device)?;
-        // In all, and per kind (capital, subregion, border).
-        for ((kind, _), ok) in sets.country_facts.iter().zip(&correct) {
+
+    /// The country-knowledge probe: accuracy in all, and per kind (capital, subregion,
+    /// border).
+    fn country_facts(
+        &self,
+        set: &[(String, ChoiceTokens)],
+        items: &mut ItemScores,
+    ) -> Result<(), TrainError> {
+        let correct = self.choose(set.iter().map(|(_, item)| item))?;
+        for ((kind, _), ok) in set.iter().zip(&correct) {
             for name in [
                 "knowledge/country_facts".to_string(),
                 format!("knowledge/country_{kind}"),
@@ -395,27 +445,25 @@ pub fn evaluate(
                 items.entry(name).or_default().push(indicator(*ok));
             }
         }
+        Ok(())
     }
-    if !sets.facts.is_empty() {
-        let groups: Vec<PromptGroup> = sets
-            .facts
+
+    /// Per fact, the log-prob of its target per target token.
+    fn facts(&self, set: &[CompletionTokens]) -> Result<Vec<f64>, TrainError> {
+        let groups: Vec<PromptGroup> = set
             .iter()
             .map(|(p, t)| PromptGroup {
                 prompt: p.clone(),
                 completions: vec![t.clone()],
             })
             .collect();
-        let scores = score_groups(policy, &groups, batch, pad_id, device)?;
-        items.insert(
-            "knowledge/facts_logp".into(),
-            scores
-                .iter()
-                .zip(&sets.facts)
-                .map(|(logp, (_, target))| logp[0] / target.len().max(1) as f64)
-                .collect(),
-        );
+        let scores = score_groups(self.policy, &groups, self.batch, self.pad_id, self.device)?;
+        Ok(scores
+            .iter()
+            .zip(set)
+            .map(|(logp, (_, target))| logp[0] / target.len().max(1) as f64)
+            .collect())
     }
-    Ok(Evaluation::from_items(items))
 }
 
 /// For every multiple-choice item, whether the policy finds its correct choice the most

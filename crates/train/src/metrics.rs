@@ -215,8 +215,8 @@ pub fn read_log(path: &Path) -> Result<Vec<LogRow>, TrainError> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
     let mut rows = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))?;
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| TrainError::json(path, e))?;
         let Some(object) = value.as_object() else {
             continue;
         };

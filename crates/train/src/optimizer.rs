@@ -14,6 +14,27 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::OptimizerSection;
 
+/// Why saved optimizer state cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptimizerStateError {
+    #[error(
+        "optimizer step count {step} of `{path}` is more than a run makes (at most {})",
+        i32::MAX
+    )]
+    StepCount { path: String, step: u64 },
+    #[error("optimizer state `{0}` is missing")]
+    Missing(String),
+    #[error("optimizer state for `{0}`, which is not a trainable parameter")]
+    NotTrainable(String),
+    #[error("optimizer state `{path}.{moment}` has {len} values for a parameter of {expected}")]
+    Size {
+        path: String,
+        moment: &'static str,
+        len: usize,
+        expected: usize,
+    },
+}
+
 /// First and second moments of one parameter, flattened, and its step count.
 #[derive(Debug, Clone)]
 pub struct Moments {
@@ -80,15 +101,15 @@ impl AdamW {
         tensors: &BTreeMap<String, TensorData>,
         steps: &BTreeMap<String, u64>,
         device: &Device,
-    ) -> Result<(), String> {
+    ) -> Result<(), OptimizerStateError> {
         self.state.clear();
         for (path, &step) in steps {
             // The bias corrections raise β to the step as an i32.
             if step > i32::MAX as u64 {
-                return Err(format!(
-                    "optimizer step count {step} of `{path}` is more than a run makes (at most {})",
-                    i32::MAX
-                ));
+                return Err(OptimizerStateError::StepCount {
+                    path: path.clone(),
+                    step,
+                });
             }
             let get = |suffix: &str| {
                 let key = format!("{path}.{suffix}");
@@ -98,7 +119,7 @@ impl AdamW {
                         let n = d.shape().iter().product::<usize>();
                         Tensor::<1>::from_data(d.clone(), device).reshape([n])
                     })
-                    .ok_or(format!("optimizer state `{key}` is missing"))
+                    .ok_or(OptimizerStateError::Missing(key))
             };
             self.state.insert(
                 path.clone(),

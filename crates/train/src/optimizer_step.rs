@@ -11,8 +11,9 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor};
 
 use crate::TrainError;
+use crate::example::AnchoredExample;
 use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
-use crate::step::{AnchoredExample, micro_batch};
+use crate::step::micro_batch;
 
 /// What every step of a run shares.
 pub struct StepSetup<'a> {
@@ -59,7 +60,7 @@ fn values(t: &Tensor<1>) -> Result<Vec<f64>, TrainError> {
     t.to_data()
         .convert::<f64>()
         .try_to_vec::<f64>()
-        .map_err(|e| TrainError::Batch(format!("{e:?}")))
+        .map_err(TrainError::TensorData)
 }
 
 /// One optimizer step of `policy` over `micro_batches` at learning rate `lr`. The loss of

@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use bapo_anchors::{
-    AnchorProgress, AnchorSet, AnchorSettings, FingerprintInputs, check_same_tokenizer,
-    compute_anchor_sets, examples_sha256, file_sha256, model_sha256,
+    AnchorProgress, AnchorSet, AnchorSettings, Decoding, FingerprintInputs, Reference,
+    check_same_tokenizer, compute_anchor_sets, examples_sha256, file_sha256, model_sha256,
 };
 use bapo_data::{
     Dataset, DroppedRow, ProbeItem, Tokenization, TokenizedExample, TruncationSettings,
@@ -21,8 +21,8 @@ use burn::tensor::Device;
 use crate::TrainError;
 use crate::config::RunConfig;
 use crate::eval::EvalSets;
+use crate::example::AnchoredExample;
 use crate::progress::Progress;
-use crate::step::AnchoredExample;
 
 /// A run, ready to train.
 pub struct Prepared {
@@ -75,7 +75,7 @@ fn check_lengths(config: &RunConfig, model: &LoadedModel) -> Result<(), TrainErr
     let generated = data
         .max_prompt_length
         .unwrap_or(data.max_length)
-        .saturating_add(config.anchors.max_new_tokens);
+        .saturating_add(config.anchors.settings.max_new_tokens);
     let what = if data.max_prompt_length.is_some() {
         "data.max_prompt_length + anchors.max_new_tokens"
     } else {
@@ -88,21 +88,13 @@ fn check_lengths(config: &RunConfig, model: &LoadedModel) -> Result<(), TrainErr
 /// The objective the config names, built from its `[objective]` table, and what it needs;
 /// refused when the config does not provide it (too few anchors or references).
 fn build_objective(config: &RunConfig) -> Result<(Box<dyn Objective>, Needs), TrainError> {
-    let objective = registry::build_from_table(&config.objective)
-        .map_err(|e| TrainError::Config(e.to_string()))?;
+    let objective = registry::build_from_table(&config.objective)?;
     let needs = objective.needs();
-    if needs.needs_base_responses() && config.anchors.num_anchors < needs.anchors_per_prompt {
-        return Err(TrainError::Config(format!(
-            "`anchors.num_anchors` = {} but the objective uses {} base responses per prompt",
-            config.anchors.num_anchors, needs.anchors_per_prompt
-        )));
-    }
     if needs.num_references() > 1 + config.model.references.len() {
-        return Err(TrainError::Config(format!(
-            "the objective needs {} references, but `model.references` lists {} beyond the policy",
-            needs.num_references(),
-            config.model.references.len()
-        )));
+        return Err(TrainError::TooFewReferences {
+            needed: needs.num_references(),
+            listed: config.model.references.len(),
+        });
     }
 
     Ok((objective, needs))
@@ -140,9 +132,7 @@ fn split_data(config: &RunConfig, model: &LoadedModel) -> Result<DataSplit, Trai
         None => train_rows,
         Some(user) => {
             if !examples.iter().any(|e| e.user.as_deref() == Some(user)) {
-                return Err(TrainError::Config(no_rows_left(
-                    config, user, &dataset, &dropped,
-                )));
+                return Err(no_rows_left(config, user, &dataset, &dropped));
             }
             train_rows
                 .into_iter()
@@ -154,10 +144,7 @@ fn split_data(config: &RunConfig, model: &LoadedModel) -> Result<DataSplit, Trai
         train_rows.truncate(max);
     }
     if train_rows.is_empty() {
-        return Err(TrainError::Config(format!(
-            "no training examples left in {} after the user selection and split",
-            config.data.path.display()
-        )));
+        return Err(TrainError::NoTrainingExamples(config.data.path.clone()));
     }
     let identical = train_rows.iter().filter(|e| e.chosen == e.rejected).count();
     if identical == train_rows.len() {
@@ -204,8 +191,8 @@ struct AnchorJob<'a> {
     data_sha: &'a str,
     chat_template: String,
     vocab_size: usize,
-    /// EOS and padding token ids.
-    pads: (u32, u32),
+    /// The reference's EOS and padding tokens, and rows decoded together.
+    decoding: Decoding,
     /// Recompute cached anchors (`--force-anchors`).
     force: bool,
     device: &'a Device,
@@ -263,12 +250,15 @@ impl AnchorJob<'_> {
         let total = sets.iter().map(|(e, ..)| e.len()).sum::<usize>();
         let bar = self.progress.bar(total as u64, "anchors");
         let start = Instant::now();
+        let reference = Reference {
+            model: reference,
+            decoding: self.decoding,
+            device: self.device,
+        };
         let results = compute_anchor_sets(
-            reference,
+            &reference,
             &anchor_sets,
-            self.pads,
             &a.cache_dir,
-            self.device,
             &mut |p: AnchorProgress| {
                 bar.set_position(p.done as u64);
                 let seconds = start.elapsed().as_secs_f64().max(1e-9);
@@ -391,13 +381,15 @@ pub fn prepare(
     let DataSplit {
         train_rows,
         held_out,
-        summary,
+        mut summary,
     } = split_data(config, &model)?;
 
     // Anchors.
     let a = &config.anchors;
+    // The objective's count, or more where `anchors.num_anchors` asks for more (a cache
+    // shared with a run that uses more).
     let base_responses = if needs.needs_base_responses() {
-        a.num_anchors
+        a.settings.num_anchors.max(needs.anchors_per_prompt)
     } else {
         0
     };
@@ -412,7 +404,11 @@ pub fn prepare(
             .map(|c| c.source.clone())
             .unwrap_or_default(),
         vocab_size: model.vocab_size(),
-        pads: (model.eos_token, model.pad_token),
+        decoding: Decoding {
+            eos_token: model.eos_token,
+            pad_token: model.pad_token,
+            batch: config.anchors.decode_batch,
+        },
         force: force_anchors,
         device: &device,
         progress,
@@ -426,8 +422,16 @@ pub fn prepare(
     }
     let mut results = job.run(&reference, &policy_sha, &sets)?;
     let primary = results.remove(0);
-    let mut per_reference = vec![primary];
-    for path in &config.model.references {
+    // Only the references the objective uses are loaded and scored.
+    let used = needs.num_references().saturating_sub(1);
+    let listed = config.model.references.len();
+    if listed > used {
+        summary.push(format!(
+            "`model.references` lists {listed} model(s); the objective uses {used}: the rest are not loaded"
+        ));
+    }
+    let mut further = Vec::new();
+    for path in config.model.references.iter().take(used) {
         let other = LoadedModel::open(path, &device)?;
         check_lengths(config, &other)?;
         check_same_tokenizer(
@@ -437,7 +441,7 @@ pub fn prepare(
         )?;
         let sha = model_sha256(path)?;
         let label = format!("anchors ({})", path.display());
-        per_reference.push(
+        further.push(
             job.run(&other.model, &sha, &[(&train_rows, 0, label)])?
                 .remove(0),
         );
@@ -445,9 +449,9 @@ pub fn prepare(
     let train: Vec<AnchoredExample> = train_rows
         .into_iter()
         .enumerate()
-        .map(|(i, tokens)| AnchoredExample {
-            tokens,
-            anchors: per_reference.iter().map(|r| r[i].clone()).collect(),
+        .zip(primary)
+        .map(|((i, tokens), reference)| {
+            AnchoredExample::new(tokens, reference, further.iter().map(|r| &r[i]))
         })
         .collect();
 
@@ -457,10 +461,7 @@ pub fn prepare(
             user,
             rows.into_iter()
                 .zip(anchors)
-                .map(|(tokens, a)| AnchoredExample {
-                    tokens,
-                    anchors: vec![a],
-                })
+                .map(|(tokens, a)| AnchoredExample::new(tokens, a, []))
                 .collect(),
         );
     }
@@ -488,27 +489,23 @@ fn no_rows_left(
     user: &str,
     dataset: &Dataset,
     dropped: &[DroppedRow],
-) -> String {
-    let path = config.data.path.display();
+) -> TrainError {
     let mut reasons: std::collections::BTreeMap<&'static str, usize> = Default::default();
     for d in dropped.iter().filter(|d| d.user.as_deref() == Some(user)) {
         *reasons.entry(d.reason.describe()).or_default() += 1;
     }
     if reasons.is_empty() {
-        return format!(
-            "`data.user` = {user:?} has no rows in {path} (users: {})",
-            dataset.users().join(", ")
-        );
+        return TrainError::UnknownUser {
+            user: user.to_string(),
+            path: config.data.path.clone(),
+            users: dataset.users().iter().map(|u| u.to_string()).collect(),
+        };
     }
-    let total: usize = reasons.values().sum();
-    let why: Vec<String> = reasons
-        .into_iter()
-        .map(|(reason, count)| format!("{count} for {reason}"))
-        .collect();
-    format!(
-        "all {total} rows of `data.user` = {user:?} in {path} were dropped: {} (see docs/data-format.md; `data.max_length` and `data.max_prompt_length` set the length budget)",
-        why.join(", ")
-    )
+    TrainError::UserRowsDropped {
+        user: user.to_string(),
+        path: config.data.path.clone(),
+        dropped: reasons,
+    }
 }
 
 /// `count` items spread evenly over `items` (every category of a task file is represented,

@@ -5,22 +5,22 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bapo_data::epoch_order;
-use bapo_model::{CausalLm, LoraSettings, apply_lora, export_peft_adapter};
+use bapo_model::{CausalLm, apply_lora, export_peft_adapter};
 use burn::module::Module;
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::RunConfig;
 use crate::eval::{EvalResult, comparison_table, evaluate};
+use crate::example::AnchoredExample;
 use crate::metrics::{RunLogs, peak_rss_mib, put_evaluation, read_log, rss_mib};
 use crate::optimizer::AdamW;
 use crate::optimizer_step::{StepError, StepReport, StepSetup, optimizer_step};
-use crate::params::{load_trainable, trainable_count, trainable_parameters};
+use crate::params::{trainable_count, trainable_parameters};
 use crate::prepare::{Prepared, prepare};
 use crate::progress::Progress;
 use crate::rundir::{self, RunLock};
 use crate::schedule::learning_rate;
-use crate::step::AnchoredExample;
 use crate::{TrainError, plots};
 
 /// How to run.
@@ -63,20 +63,13 @@ pub(crate) fn build_policy(
         return Ok(policy);
     }
     device.seed(config.training.seed);
-    let settings = LoraSettings {
-        rank: config.lora.rank,
-        alpha: config.lora.alpha,
-        target: config.lora.target.clone(),
-    };
+    let settings = &config.lora.settings;
     let policy = match policy {
-        CausalLm::Llama(m) => CausalLm::Llama(apply_lora(m, &settings)?),
-        CausalLm::Gpt2(m) => CausalLm::Gpt2(apply_lora(m, &settings)?),
+        CausalLm::Llama(m) => CausalLm::Llama(apply_lora(m, settings)?),
+        CausalLm::Gpt2(m) => CausalLm::Gpt2(apply_lora(m, settings)?),
     };
     if trainable_count(&policy) == 0 {
-        return Err(TrainError::Config(format!(
-            "`lora.target` = {:?} matches no weight of the model",
-            config.lora.target
-        )));
+        return Err(TrainError::LoraMatchesNothing(settings.target.clone()));
     }
     Ok(policy)
 }
@@ -105,11 +98,10 @@ fn open_run(
             std::fs::read_to_string(&config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
         let differences = rundir::config_differences(&previous, config_text);
         if !differences.is_empty() {
-            return Err(TrainError::Config(format!(
-                "{} was made with another config ({}); resume with the same settings or choose another `output.dir`",
-                config_copy.display(),
-                differences.join("; ")
-            )));
+            return Err(TrainError::ResumeWithAnotherConfig {
+                config: config_copy,
+                differences,
+            });
         }
     }
     Ok(lock)
@@ -150,20 +142,16 @@ fn resume(
     // hash: accepted when resumed through the same path.
     let legacy = sha256_hex(config_text);
     if ck.state.config_sha256 != config_sha && ck.state.config_sha256 != legacy {
-        return Err(TrainError::Config(format!(
-            "{} was written with another config",
-            ck.dir.display()
-        )));
+        return Err(TrainError::CheckpointOfAnotherConfig(ck.dir));
     }
     check_inputs_unchanged(config, &ck, prepared)?;
     let policy = checkpoint::restore(&ck, policy, optimizer, &prepared.device)?;
     let step = ck.state.step;
     if step >= total_steps && rundir::is_finished(run) {
-        return Err(TrainError::Config(format!(
-            "{} already finished all {total_steps} steps and its end phase ({}); nothing to resume",
-            run.display(),
-            rundir::FINISHED_FILE
-        )));
+        return Err(TrainError::AlreadyFinished {
+            run: run.to_path_buf(),
+            total_steps,
+        });
     }
     progress.line(if step >= total_steps {
         format!(
@@ -498,13 +486,13 @@ fn check_inputs_unchanged(
         if let Some(recorded) = recorded
             && recorded != now
         {
-            return Err(TrainError::Config(format!(
-                "`{key}` {} has changed since {} was written (sha256 {} then, {} now); resume needs the same file, or start a new run",
-                path.display(),
-                ck.dir.display(),
-                short(recorded),
-                short(now)
-            )));
+            return Err(TrainError::InputChanged {
+                key,
+                path: path.to_path_buf(),
+                checkpoint: ck.dir.clone(),
+                then: short(recorded),
+                now: short(now),
+            });
         }
     }
     Ok(())
@@ -519,11 +507,9 @@ fn step_counts(
     let per_step = t
         .batch_size
         .checked_mul(t.gradient_accumulation_steps)
-        .ok_or_else(|| {
-            TrainError::Config(format!(
-                "`training.batch_size` × `training.gradient_accumulation_steps` ({} × {}) is too large",
-                t.batch_size, t.gradient_accumulation_steps
-            ))
+        .ok_or(TrainError::BatchTooLarge {
+            batch_size: t.batch_size,
+            accumulation: t.gradient_accumulation_steps,
         })?;
     let total = match t.max_steps {
         Some(steps) => steps,
@@ -531,19 +517,18 @@ fn step_counts(
             .epochs
             .checked_mul(examples)
             .map(|n| n.div_ceil(per_step))
-            .ok_or_else(|| {
-                TrainError::Config(format!(
-                    "`training.epochs` = {}: {} epochs of {examples} examples is more steps than can be counted",
-                    t.epochs, t.epochs
-                ))
+            .ok_or(TrainError::TooManyEpochs {
+                epochs: t.epochs,
+                examples,
             })?,
     };
     // The data cursor addresses every example position of the run.
-    total.checked_mul(per_step).ok_or_else(|| {
-        TrainError::Config(format!(
-            "{total} steps of {per_step} examples is more example positions than can be counted; lower `training.max_steps` or `training.epochs`"
-        ))
-    })?;
+    total
+        .checked_mul(per_step)
+        .ok_or(TrainError::TooManyPositions {
+            steps: total,
+            per_step,
+        })?;
     Ok((per_step, total))
 }
 
@@ -640,10 +625,7 @@ fn export(
     dir: &Path,
 ) -> Result<String, TrainError> {
     if dir.exists() {
-        return Err(TrainError::Export(format!(
-            "{} already exists; refusing to overwrite it",
-            dir.display()
-        )));
+        return Err(TrainError::ExportExists(dir.to_path_buf()));
     }
     // Written beside its place and renamed when complete: a killed or failed export leaves no
     // half-written folder where a complete one is expected.
@@ -672,21 +654,16 @@ pub fn export_run(
     if let Some(recorded) = &ck.state.model_sha256
         && *recorded != bapo_anchors::model_sha256(&config.model.path)?
     {
-        return Err(TrainError::Config(format!(
-            "`model.path` {} has changed since {} was written: its weights belong to another model",
-            config.model.path.display(),
-            ck.dir.display()
-        )));
+        return Err(TrainError::ModelChanged {
+            path: config.model.path.clone(),
+            checkpoint: ck.dir,
+        });
     }
     let t = &config.training;
     // Trainable parameters exist on the autodiff device only, as in training.
     let device = t.backend.device(t.device_index)?.autodiff();
     let loaded = bapo_model::LoadedModel::open(&config.model.path, &device)?;
-    let policy = load_trainable(
-        build_policy(config, &loaded.model, &device)?,
-        &ck.parameters,
-    )
-    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
+    let policy = ck.load_parameters(build_policy(config, &loaded.model, &device)?)?;
     export(config, &policy, &loaded, out)
 }
 
@@ -698,10 +675,7 @@ fn chosen_checkpoint(
     match checkpoint_dir {
         Some(dir) => checkpoint::read(dir),
         None => checkpoint::latest(&config.output.dir)?.ok_or_else(|| {
-            TrainError::Checkpoint(format!(
-                "no checkpoint under {}",
-                checkpoint::checkpoints_dir(&config.output.dir).display()
-            ))
+            TrainError::NoCheckpoint(checkpoint::checkpoints_dir(&config.output.dir))
         }),
     }
 }
@@ -716,9 +690,7 @@ fn write_export(
     let policy = policy.valid();
     if config.lora.enabled {
         let CausalLm::Llama(model) = &policy else {
-            return Err(TrainError::Export(
-                "a PEFT adapter is exported for the Llama family only".into(),
-            ));
+            return Err(TrainError::AdapterNeedsLlama);
         };
         export_peft_adapter(model, &config.model.path.display().to_string(), dir)?;
         return Ok("PEFT adapter");
@@ -745,11 +717,11 @@ pub fn evaluate_run(
         .transpose()?;
     let prepared = prepare(config, false, &progress)?;
     let ck = chosen_checkpoint(config, checkpoint_dir)?;
-    let policy = load_trainable(
-        build_policy(config, &prepared.model.model, &prepared.train_device)?,
-        &ck.parameters,
-    )
-    .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.dir.display())))?;
+    let policy = ck.load_parameters(build_policy(
+        config,
+        &prepared.model.model,
+        &prepared.train_device,
+    )?)?;
     let pad = prepared.model.pad_token;
     let eval = |m: &CausalLm| {
         evaluate(

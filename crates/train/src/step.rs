@@ -5,8 +5,6 @@
 //! Reference log-probs come from the anchor cache; the reference model runs live only for
 //! token-level quantities (KL-DPO's `TokenKl`), without autodiff.
 
-use bapo_anchors::ExampleAnchors;
-use bapo_data::TokenizedExample;
 use bapo_data::{ExampleResponses, Packing, PreferenceBatch, ScoringInput, Slot};
 use bapo_model::{CausalLm, ScoredLogits};
 use bapo_objective::kl::packed_sequence_kl;
@@ -14,13 +12,7 @@ use bapo_objective::{Needs, Objective, ObjectiveOutput, Quantities, Quantity, Re
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::TrainError;
-
-/// A training example with its anchors: `anchors[k]` is reference `k`'s.
-#[derive(Debug, Clone)]
-pub struct AnchoredExample {
-    pub tokens: TokenizedExample,
-    pub anchors: Vec<ExampleAnchors>,
-}
+use crate::example::AnchoredExample;
 
 /// What the objective computed on a micro-batch.
 pub struct MicroBatchOutput {
@@ -52,13 +44,13 @@ pub fn preference_batch(
             prompt: &e.tokens.prompt,
             chosen: &e.tokens.chosen,
             rejected: &e.tokens.rejected,
-            base: &e.anchors[0].base,
+            base: &e.base,
         }),
         base_per_example,
         packing,
         pad_id,
     )
-    .map_err(|e| TrainError::Batch(e.to_string()))
+    .map_err(TrainError::from)
 }
 
 /// `[B·K]` values in anchor-major order → `[B, K]`.
@@ -71,31 +63,39 @@ fn constant(values: Vec<f32>, examples: usize, per: usize, device: &Device) -> T
     Tensor::from_data(TensorData::new(values, [examples, per]), device)
 }
 
-/// Reference `k`'s log-probs / token counts of `response`, `[B, K]`. Every example has
-/// reference `k`'s results (the caller checks it for `k > 0`; reference 0 is the model the
-/// run starts from, which every example has) and `per` base responses (the anchor cache
-/// refuses a chunk with another count).
-fn reference_values(
+/// Reference `k`'s log-probs of `response`, `[B, K]` example-major; `None` when an example
+/// lacks them (reference `k` is not configured, or it has no base log-probs: only the
+/// reference the run starts from scores the base responses).
+fn reference_logps(
     examples: &[&AnchoredExample],
     k: usize,
     response: Response,
     per: usize,
-    counts: bool,
-) -> Vec<f32> {
+) -> Option<Vec<f32>> {
+    let mut values = Vec::with_capacity(examples.len() * per);
+    for e in examples {
+        let r = e.reference(k)?;
+        match response {
+            Response::Chosen => values.push(r.chosen),
+            Response::Rejected => values.push(r.rejected),
+            Response::Base => values.extend_from_slice(r.base.get(..per)?),
+        }
+    }
+    Some(values)
+}
+
+/// Token counts of `response`, `[B, K]` example-major.
+fn token_counts(examples: &[&AnchoredExample], response: Response, per: usize) -> Vec<f32> {
     examples
         .iter()
-        .flat_map(|e| {
-            let a = &e.anchors[k];
-            let row: Vec<f32> = match (response, counts) {
-                (Response::Chosen, false) => vec![a.chosen_logp],
-                (Response::Rejected, false) => vec![a.rejected_logp],
-                (Response::Base, false) => a.base_logps[..per].to_vec(),
-                (Response::Chosen, true) => vec![e.tokens.chosen.len() as f32],
-                (Response::Rejected, true) => vec![e.tokens.rejected.len() as f32],
-                (Response::Base, true) => a.base_tokens[..per].iter().map(|&n| n as f32).collect(),
-            };
-            row
+        .flat_map(|e| -> Vec<usize> {
+            match response {
+                Response::Chosen => vec![e.tokens.chosen.len()],
+                Response::Rejected => vec![e.tokens.rejected.len()],
+                Response::Base => e.base.iter().take(per).map(Vec::len).collect(),
+            }
         })
+        .map(|n| n as f32)
         .collect()
 }
 
@@ -120,10 +120,7 @@ pub fn micro_batch(
     };
     let batch = preference_batch(examples, base_per_example, packing, pad_id)?;
     let tokens = batch.sequence_tokens();
-    let scored = batch
-        .input
-        .scored_logits(policy, device)
-        .map_err(|e| TrainError::Batch(e.to_string()))?;
+    let scored = batch.input.scored_logits(policy, device)?;
     let totals = scored.logprobs(device).total;
 
     let mut quantities = Quantities::new();
@@ -131,9 +128,7 @@ pub fn micro_batch(
         let response = q.response();
         let per = match response {
             Response::Base if base_per_example == 0 => {
-                return Err(TrainError::Objective(format!(
-                    "the objective needs the {q}, which this loop cannot provide"
-                )));
+                return Err(TrainError::UnsupportedQuantity(q));
             }
             Response::Base => base_per_example,
             _ => 1,
@@ -145,26 +140,21 @@ pub fn micro_batch(
                 per_example(totals.clone().select(0, rows), b, per)
             }
             Quantity::ReferenceLogp { reference: k, .. } => {
-                if examples.iter().any(|e| e.anchors.len() <= k) {
-                    return Err(TrainError::Objective(format!(
-                        "the objective needs reference {k}, but only {} reference(s) are configured \
-                         (`model.references` lists the extra ones)",
-                        examples[0].anchors.len()
-                    )));
+                if let Some(e) = examples.iter().find(|e| e.reference(k).is_none()) {
+                    return Err(TrainError::MissingReference {
+                        index: k,
+                        configured: e.reference_count(),
+                    });
                 }
-                let values = reference_values(examples, k, response, per, false);
+                let values = reference_logps(examples, k, response, per)
+                    .ok_or(TrainError::UnsupportedQuantity(q))?;
                 constant(values, b, per, device)
             }
-            Quantity::TokenCount(_) => constant(
-                reference_values(examples, 0, response, per, true),
-                b,
-                per,
-                device,
-            ),
+            Quantity::TokenCount(_) => {
+                constant(token_counts(examples, response, per), b, per, device)
+            }
             Quantity::TokenKl { direction, .. } => {
-                let reference = reference.ok_or_else(|| {
-                    TrainError::Objective("token-level KL needs the live reference".into())
-                })?;
+                let reference = reference.ok_or_else(|| TrainError::NoLiveReference)?;
                 let kl = token_kl(
                     &scored,
                     &batch.sequences(&slots),
@@ -178,9 +168,7 @@ pub fn micro_batch(
         };
         quantities.insert(q, value);
     }
-    let output = objective
-        .compute(&quantities)
-        .map_err(|e| TrainError::Objective(e.to_string()))?;
+    let output = objective.compute(&quantities)?;
     Ok(MicroBatchOutput { output, tokens })
 }
 
@@ -220,18 +208,14 @@ pub fn token_kl(
     }
     // The reference runs on the plain device; its logits enter the graph as a constant.
     let plain = device.clone().inner();
-    let reference_scored = reference_input
-        .scored_logits(reference, &plain)
-        .map_err(|e| TrainError::Batch(e.to_string()))?;
+    let reference_scored = reference_input.scored_logits(reference, &plain)?;
     let owners: Vec<usize> = rows.iter().map(|&(p, _)| p).collect();
     if reference_scored.sequence != owners {
-        return Err(TrainError::Batch(
-            "the reference scored other tokens than the policy".into(),
-        ));
+        return Err(TrainError::ReferenceMismatch);
     }
     let reference_logits = reference_scored
         .logits
-        .ok_or_else(|| TrainError::Batch("reference scored nothing".into()))?;
+        .ok_or(TrainError::ReferenceMismatch)?;
     let reference_logits = Tensor::<2>::from_inner(reference_logits);
     let policy_rows: Vec<usize> = rows.iter().map(|&(_, r)| r).collect();
     let policy_logits = logits.clone().select(0, index_tensor(&policy_rows, device));
@@ -242,4 +226,67 @@ pub fn token_kl(
         count,
         direction,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use bapo_data::TokenizedExample;
+    use bapo_objective::Response;
+
+    use super::{reference_logps, token_counts};
+    use crate::example::{AnchoredExample, ReferenceLogps};
+
+    /// An example with `chosen` and `rejected` of 3 and 5 tokens, base responses of the given
+    /// lengths, and references whose log-probs are numbered from `first`.
+    fn example(first: f32, base_lengths: &[usize]) -> AnchoredExample {
+        let logps = |start: f32, base: usize| ReferenceLogps {
+            chosen: start,
+            rejected: start + 1.0,
+            base: (0..base).map(|i| start + 2.0 + i as f32).collect(),
+        };
+        AnchoredExample {
+            tokens: TokenizedExample {
+                prompt: vec![1, 2],
+                chosen: vec![3; 3],
+                rejected: vec![4; 5],
+                base: None,
+                user: None,
+                entity: None,
+                line: 1,
+            },
+            base: base_lengths.iter().map(|&n| vec![5; n]).collect(),
+            reference: logps(first, base_lengths.len()),
+            // A further reference scores chosen and rejected only.
+            further_references: vec![logps(first + 100.0, 0)],
+        }
+    }
+
+    #[test]
+    fn reference_values_are_example_major_and_a_missing_one_is_none() {
+        let (a, b) = (example(0.0, &[4, 6]), example(10.0, &[7, 8]));
+        let examples = [&a, &b];
+        assert_eq!(
+            reference_logps(&examples, 0, Response::Base, 2),
+            Some(vec![2.0, 3.0, 12.0, 13.0])
+        );
+        assert_eq!(
+            reference_logps(&examples, 1, Response::Rejected, 1),
+            Some(vec![101.0, 111.0])
+        );
+        // The further reference has no base log-probs, and there is no third reference.
+        assert_eq!(reference_logps(&examples, 1, Response::Base, 1), None);
+        assert_eq!(reference_logps(&examples, 2, Response::Chosen, 1), None);
+    }
+
+    #[test]
+    fn token_counts_are_the_responses_lengths() {
+        let (a, b) = (example(0.0, &[4, 6]), example(10.0, &[7, 8]));
+        let examples = [&a, &b];
+        assert_eq!(token_counts(&examples, Response::Chosen, 1), [3.0, 3.0]);
+        assert_eq!(token_counts(&examples, Response::Rejected, 1), [5.0, 5.0]);
+        assert_eq!(
+            token_counts(&examples, Response::Base, 2),
+            [4.0, 6.0, 7.0, 8.0]
+        );
+    }
 }

@@ -94,11 +94,6 @@ impl EventWriter {
         Ok(writer)
     }
 
-    /// The file written to.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Every finite value of `values` as a scalar at `step`, tagged `<prefix>/<name>` (TRL's
     /// tags: `train/loss`, `eval/…`).
     pub fn scalars(

@@ -119,6 +119,58 @@ fn wrong_types_and_values_name_the_key() {
     }
 }
 
+/// `[anchors]` and `[lora]` flatten the library's own settings types (the sampling knobs
+/// among them): their unknown keys are refused and their bad values named as every other
+/// key's, and the resolved config still writes them flat, as runs made before did.
+#[test]
+fn flattened_sections_refuse_unknown_keys_and_name_bad_values() {
+    for (set, parts) in [
+        (
+            "anchors.tempreature=0.5",
+            &["anchors.tempreature", "unknown field", "`temperature`"][..],
+        ),
+        (
+            "anchors.temperature=\"hot\"",
+            &["anchors.temperature", "invalid type"],
+        ),
+        ("anchors.temperature=-1.0", &["anchors.temperature", "-1"]),
+        ("anchors.top_p=0.0", &["anchors.top_p"]),
+        (
+            "anchors.chunk_size=2.5",
+            &["anchors.chunk_size", "invalid type"],
+        ),
+        (
+            "anchors.decode_batch=\"x\"",
+            &["anchors.decode_batch", "invalid type"],
+        ),
+        ("lora.rnak=4", &["lora.rnak", "unknown field", "`rank`"]),
+        ("lora.rank=\"two\"", &["lora.rank", "invalid type"]),
+    ] {
+        assert_names(&error_of("", "", &[set]), parts);
+    }
+
+    let config = RunConfig::from_toml(
+        &base(),
+        "tiny.toml",
+        &["anchors.temperature=0.5".into(), "lora.rank=4".into()],
+    )
+    .unwrap();
+    assert_eq!(config.anchors.settings.sampling.temperature, 0.5);
+    assert_eq!(config.lora.settings.rank, 4);
+    let written = config.to_toml();
+    let table: toml::Table = written.parse().unwrap();
+    assert_eq!(
+        table["anchors"]["temperature"].as_float(),
+        Some(0.5),
+        "{written}"
+    );
+    assert_eq!(table["lora"]["rank"].as_integer(), Some(4), "{written}");
+    assert_eq!(
+        RunConfig::from_toml(&written, "written", &[]).unwrap(),
+        config
+    );
+}
+
 #[test]
 fn overrides_set_values_and_bad_ones_are_named() {
     let config = RunConfig::from_toml(
@@ -335,4 +387,53 @@ fn lengths_past_the_models_positions_are_refused_by_name() {
     // Exactly the model's positions is allowed.
     let set = ["data.max_prompt_length=32", "anchors.max_new_tokens=96"];
     bapo_train::prepare(&tiny_config(&dir, &set), false, &progress).unwrap();
+}
+
+/// The objective's count of base responses decides how many are generated: BAPO with
+/// `num_anchors = 2` needs no `[anchors]` change; `anchors.num_anchors` only asks for more.
+#[test]
+fn the_objective_decides_how_many_base_responses_are_generated() {
+    let dir = scratch("needs-anchors");
+    let progress = bapo_train::Progress { quiet: true };
+    let base_responses = |sets: &[&str]| {
+        let prepared = bapo_train::prepare(&tiny_config(&dir, sets), false, &progress).unwrap();
+        assert!(
+            prepared
+                .train
+                .iter()
+                .all(|e| e.reference.base.len() == e.base.len())
+        );
+        prepared.train[0].base.len()
+    };
+    assert_eq!(base_responses(&[]), 1);
+    assert_eq!(base_responses(&["objective.num_anchors=2"]), 2);
+    assert_eq!(
+        base_responses(&["objective.num_anchors=2", "anchors.num_anchors=3"]),
+        3
+    );
+}
+
+/// References the objective does not use are neither loaded nor scored, and the summary says
+/// so: BAPO compares with the model it starts from only.
+#[test]
+fn references_the_objective_does_not_use_are_not_loaded() {
+    let dir = scratch("unused-references");
+    let progress = bapo_train::Progress { quiet: true };
+    let listed = format!(
+        "model.references=[{:?}]",
+        root()
+            .join("tests/fixtures/tiny-chat")
+            .display()
+            .to_string()
+    );
+    let prepared = bapo_train::prepare(&tiny_config(&dir, &[&listed]), false, &progress).unwrap();
+    assert!(prepared.train.iter().all(|e| e.reference_count() == 1));
+    assert!(
+        prepared
+            .summary
+            .iter()
+            .any(|line| line.contains("`model.references` lists 1 model(s); the objective uses 0")),
+        "{:?}",
+        prepared.summary
+    );
 }

@@ -10,7 +10,7 @@ use bapo_objective::{
     ConfigError, Needs, Objective, ObjectiveConfig, ObjectiveError, ObjectiveOutput,
     ObjectivePlugin, Quantities, Quantity, Response,
 };
-use bapo_train::metrics::read_log;
+use bapo_train::read_log;
 use bapo_train::{TrainError, TrainOptions, train};
 use common::{scratch, tiny_config};
 use serde::{Deserialize, Serialize};

@@ -2,7 +2,7 @@
 //! `bapo_train::train`: nothing in the workspace knows about IPO.
 
 use bapo_example_ipo as _;
-use bapo_train::metrics::read_log;
+use bapo_train::read_log;
 use bapo_train::{RunConfig, TrainOptions, train};
 
 #[test]

@@ -4,7 +4,7 @@
 //! per anchor, ids inside the vocabulary, finite log-probs.
 
 use bapo_anchors::{
-    AnchorSettings, ExampleAnchors, FingerprintInputs, compute_anchors, examples_sha256,
+    AnchorSettings, Decoding, ExampleAnchors, FingerprintInputs, compute_anchors, examples_sha256,
 };
 use bapo_data::{Tokenization, TokenizedExample, TruncationSettings, load_jsonl, tokenize_dataset};
 use bapo_model::LoadedModel;
@@ -44,10 +44,12 @@ impl AnchorsTarget {
         examples.truncate(3);
         let settings = AnchorSettings {
             max_new_tokens: 4,
-            temperature: 1.0,
+            sampling: bapo_model::Sampling {
+                temperature: 1.0,
+                ..Default::default()
+            },
             num_anchors: 2,
             chunk_size: examples.len(),
-            ..AnchorSettings::default()
         };
         let inputs = FingerprintInputs {
             model: "tiny-chat".into(),
@@ -65,8 +67,7 @@ impl AnchorsTarget {
             &model.model,
             &examples,
             &inputs,
-            model.eos_token,
-            model.pad_token,
+            Decoding::new(model.eos_token, model.pad_token),
             cache.path(),
             &device,
         )
@@ -89,14 +90,11 @@ impl AnchorsTarget {
         assert_eq!(anchors.len(), self.examples.len(), "one entry per example");
         for a in anchors {
             assert!(
-                a.base.len() == wanted
-                    && a.base_logps.len() == wanted
-                    && a.base_tokens.len() == wanted,
-                "line {}: {} base responses, {} log-probs, {} counts accepted for {wanted} anchors",
+                a.base.len() == wanted && a.base_logps.len() == wanted,
+                "line {}: {} base responses, {} log-probs accepted for {wanted} anchors",
                 a.line,
                 a.base.len(),
-                a.base_logps.len(),
-                a.base_tokens.len()
+                a.base_logps.len()
             );
             for id in a.base.iter().flatten() {
                 assert!(
@@ -134,8 +132,7 @@ impl Harness for AnchorsTarget {
             &self.model.model,
             &self.examples,
             &self.inputs,
-            self.model.eos_token,
-            self.model.pad_token,
+            Decoding::new(self.model.eos_token, self.model.pad_token),
             self.cache.path(),
             &self.device,
         )

@@ -7,7 +7,7 @@ use bapo_model::{CausalLm, CausalModel, LoadedModel};
 use bapo_train::checkpoint::{self, CheckpointState};
 use bapo_train::config::OptimizerSection;
 use bapo_train::optimizer::AdamW;
-use bapo_train::params::trainable_parameters;
+use bapo_train::trainable_parameters;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 

@@ -192,9 +192,12 @@ struct SettingResult {
     objective: String,
     seeds: usize,
     columns: Vec<Option<Pooled>>,
-    /// Versus DPO: (personalisation, retention, second retention) differences.
-    versus_dpo: Option<(Pooled, Pooled, Option<Pooled>)>,
+    /// Versus DPO (None for DPO itself, or without a common seed).
+    versus_dpo: Option<VersusDpo>,
 }
+
+/// A setting against DPO: (personalisation, retention, second retention) differences.
+type VersusDpo = (Pooled, Pooled, Option<Pooled>);
 
 /// A heterogeneity setting's runs on one user.
 struct OnUser {
@@ -222,50 +225,55 @@ struct Study<'a> {
     slopes: BTreeMap<String, Interval>,
 }
 
+/// The finished runs of `setting` on `user` (of `grid` only, if given), in the plan's order.
+fn finished_runs<'l>(
+    loaded: &'l [Loaded<'l>],
+    setting: &str,
+    user: &str,
+    grid: Option<Grid>,
+) -> Vec<&'l Loaded<'l>> {
+    loaded
+        .iter()
+        .filter(|l| l.cell.setting == setting && l.cell.user == user)
+        .filter(|l| grid.is_none_or(|g| l.cell.grid == g))
+        .filter(|l| l.items.is_some())
+        .collect()
+}
+
+/// Each run's per-item changes of `metric` (runs without it left out).
+fn changes(runs: &[&Loaded], metric: &str) -> Vec<Vec<f64>> {
+    runs.iter().filter_map(|l| l.changes(metric)).collect()
+}
+
 impl<'a> Study<'a> {
     fn new(plan: &'a Plan, loaded: &'a [Loaded<'a>]) -> Study<'a> {
-        let runs = |setting: &str, user: &str, grid: Option<Grid>| -> Vec<&Loaded> {
-            loaded
-                .iter()
-                .filter(|l| l.cell.setting == setting && l.cell.user == user)
-                .filter(|l| grid.is_none_or(|g| l.cell.grid == g))
-                .filter(|l| l.items.is_some())
-                .collect()
-        };
-        let changes = |runs: &[&Loaded], metric: &str| -> Vec<Vec<f64>> {
-            runs.iter().filter_map(|l| l.changes(metric)).collect()
-        };
-        let dpo_runs = runs("dpo", &plan.user, Some(Grid::Main));
+        let settings = Self::setting_results(plan, loaded);
+        let users = Self::user_results(plan, loaded);
+        let slopes = Self::heterogeneity_slopes(plan, &users);
+        Study {
+            plan,
+            loaded,
+            settings,
+            users,
+            slopes,
+        }
+    }
+
+    /// Every setting of the main grid, pooled on every column and compared with DPO.
+    fn setting_results(plan: &Plan, loaded: &[Loaded]) -> Vec<SettingResult> {
+        let dpo_runs = finished_runs(loaded, "dpo", &plan.user, Some(Grid::Main));
         let mut settings = Vec::new();
         for (name, objective) in &plan.settings {
-            let these = runs(name, &plan.user, Some(Grid::Main));
+            let these = finished_runs(loaded, name, &plan.user, Some(Grid::Main));
             let columns = COLUMNS
                 .iter()
                 .enumerate()
                 .map(|(i, (metric, ..))| pool(&changes(&these, metric), i as u64))
                 .collect();
-            // Runs of both settings with the same seed, for paired differences.
-            let paired: Vec<(&Loaded, &Loaded)> = these
-                .iter()
-                .filter_map(|l| {
-                    dpo_runs
-                        .iter()
-                        .find(|d| d.cell.seed == l.cell.seed)
-                        .map(|d| (*d, *l))
-                })
-                .collect();
-            let versus = |metric: &str, seed: u64| {
-                let a: Vec<&Loaded> = paired.iter().map(|p| p.0).collect();
-                let b: Vec<&Loaded> = paired.iter().map(|p| p.1).collect();
-                difference(&changes(&a, metric), &changes(&b, metric), seed)
-            };
-            let versus_dpo = if name == "dpo" || paired.is_empty() {
+            let versus_dpo = if name == "dpo" {
                 None
             } else {
-                match (versus(PERSONALISATION, 11), versus(RETENTION, 12)) {
-                    (Some(p), Some(r)) => Some((p, r, versus(SECOND_RETENTION, 13))),
-                    _ => None,
-                }
+                Self::versus_dpo(&dpo_runs, &these)
             };
             settings.push(SettingResult {
                 name: name.clone(),
@@ -275,7 +283,41 @@ impl<'a> Study<'a> {
                 versus_dpo,
             });
         }
+        settings
+    }
 
+    /// `these` runs minus DPO's, on the runs with a common seed: the (personalisation,
+    /// retention, second retention) differences; None without a common seed or without
+    /// either of the first two.
+    fn versus_dpo(dpo_runs: &[&Loaded], these: &[&Loaded]) -> Option<VersusDpo> {
+        // Runs of both settings with the same seed, for paired differences.
+        let paired: Vec<(&Loaded, &Loaded)> = these
+            .iter()
+            .filter_map(|l| {
+                dpo_runs
+                    .iter()
+                    .find(|d| d.cell.seed == l.cell.seed)
+                    .map(|d| (*d, *l))
+            })
+            .collect();
+        if paired.is_empty() {
+            return None;
+        }
+        let versus = |metric: &str, seed: u64| {
+            let a: Vec<&Loaded> = paired.iter().map(|p| p.0).collect();
+            let b: Vec<&Loaded> = paired.iter().map(|p| p.1).collect();
+            difference(&changes(&a, metric), &changes(&b, metric), seed)
+        };
+        match (versus(PERSONALISATION, 11), versus(RETENTION, 12)) {
+            (Some(p), Some(r)) => Some((p, r, versus(SECOND_RETENTION, 13))),
+            _ => None,
+        }
+    }
+
+    /// The trained user and the heterogeneity grid's users, in order of first appearance,
+    /// each with its heterogeneity and its runs per heterogeneity setting; a user without
+    /// the reference's margin is left out.
+    fn user_results(plan: &Plan, loaded: &[Loaded]) -> Vec<UserResult> {
         let mut users_list = vec![plan.user.clone()];
         for l in loaded.iter().filter(|l| l.cell.grid == Grid::Heterogeneity) {
             if !users_list.contains(&l.cell.user) {
@@ -289,42 +331,14 @@ impl<'a> Study<'a> {
             .collect();
         let mut users = Vec::new();
         for user in &users_list {
-            let any = loaded.iter().find(|l| {
-                l.cell.user == *user && l.cell.grid != Grid::Reference && l.items.is_some()
-            });
-            let Some(reference) = any.and_then(|l| {
-                l.items
-                    .as_ref()?
-                    .at(0, &format!("pref/{user}/reference_margin"))
-                    .map(<[f64]>::to_vec)
-            }) else {
-                continue;
-            };
-            let negated: Vec<f64> = reference.iter().map(|m| -m).collect();
-            let zeros = vec![0.0; negated.len()];
-            let Ok(heterogeneity) =
-                crate::paired_bootstrap(&zeros, &negated, results::RESAMPLES, 0.95, 21)
-            else {
+            let Some(heterogeneity) = Self::heterogeneity_of(loaded, user) else {
                 continue;
             };
             let mut by_setting = BTreeMap::new();
             for setting in &plan.heterogeneity_settings {
-                // The heterogeneity grid's seeds on every user, the trained user included.
-                let these: Vec<&Loaded> = runs(setting, user, None)
-                    .into_iter()
-                    .filter(|l| het_seeds.is_empty() || het_seeds.contains(&l.cell.seed))
-                    .collect();
-                let retention = changes(&these, RETENTION);
-                let pooled_items = results::per_item_mean(&retention)
-                    .map(|(items, _)| items)
-                    .unwrap_or_default();
                 by_setting.insert(
                     setting.clone(),
-                    OnUser {
-                        personalisation: pool(&changes(&these, PERSONALISATION), 31),
-                        retention: pool(&retention, 32),
-                        retention_items: pooled_items,
-                    },
+                    Self::on_user(loaded, setting, user, &het_seeds),
                 );
             }
             users.push(UserResult {
@@ -333,6 +347,49 @@ impl<'a> Study<'a> {
                 by_setting,
             });
         }
+        users
+    }
+
+    /// `user`'s heterogeneity: −(the reference's mean margin on the user's held-out pairs,
+    /// read at step 0 of any finished run on the user), with a bootstrap interval over the
+    /// pairs; None without such a run or margin.
+    fn heterogeneity_of(loaded: &[Loaded], user: &str) -> Option<Interval> {
+        let any = loaded
+            .iter()
+            .find(|l| l.cell.user == *user && l.cell.grid != Grid::Reference && l.items.is_some());
+        let reference = any.and_then(|l| {
+            l.items
+                .as_ref()?
+                .at(0, &format!("pref/{user}/reference_margin"))
+                .map(<[f64]>::to_vec)
+        })?;
+        let negated: Vec<f64> = reference.iter().map(|m| -m).collect();
+        let zeros = vec![0.0; negated.len()];
+        crate::paired_bootstrap(&zeros, &negated, results::RESAMPLES, 0.95, 21).ok()
+    }
+
+    /// `setting`'s runs on `user`, pooled: its personalisation, its retention and the
+    /// retention's per-item changes averaged over seeds.
+    fn on_user(loaded: &[Loaded], setting: &str, user: &str, het_seeds: &[u64]) -> OnUser {
+        // The heterogeneity grid's seeds on every user, the trained user included.
+        let these: Vec<&Loaded> = finished_runs(loaded, setting, user, None)
+            .into_iter()
+            .filter(|l| het_seeds.is_empty() || het_seeds.contains(&l.cell.seed))
+            .collect();
+        let retention = changes(&these, RETENTION);
+        let pooled_items = results::per_item_mean(&retention)
+            .map(|(items, _)| items)
+            .unwrap_or_default();
+        OnUser {
+            personalisation: pool(&changes(&these, PERSONALISATION), 31),
+            retention: pool(&retention, 32),
+            retention_items: pooled_items,
+        }
+    }
+
+    /// Per heterogeneity setting on two or more users: the slope of its retention change on
+    /// the users' heterogeneity, with its interval (items resampled within each user).
+    fn heterogeneity_slopes(plan: &Plan, users: &[UserResult]) -> BTreeMap<String, Interval> {
         let mut slopes = BTreeMap::new();
         for setting in &plan.heterogeneity_settings {
             let points: Vec<(f64, Vec<f64>)> = users
@@ -350,13 +407,7 @@ impl<'a> Study<'a> {
                 }
             }
         }
-        Study {
-            plan,
-            loaded,
-            settings,
-            users,
-            slopes,
-        }
+        slopes
     }
 
     fn setting(&self, name: &str) -> Option<&SettingResult> {

@@ -1,0 +1,75 @@
+//! The cache's files: one JSON chunk per `chunk_size` examples, written under a temporary
+//! name and renamed, and checked against what it should hold when read back.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bapo_data::TokenizedExample;
+
+use crate::{AnchorError, ExampleAnchors, FingerprintInputs, io};
+
+pub(crate) fn chunk_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("chunk-{index:06}.json"))
+}
+
+/// A cached chunk, checked against the examples it should hold, the anchors per example and
+/// the vocabulary its `inputs` name: an edited or damaged file is refused here, never handed
+/// to the model or to training (which indexes every anchor it expects).
+pub(crate) fn read_chunk(
+    path: &Path,
+    chunk: &[TokenizedExample],
+    inputs: &FingerprintInputs,
+) -> Result<Vec<ExampleAnchors>, AnchorError> {
+    let vocab_size = inputs.vocab_size;
+    let num_anchors = inputs.settings.num_anchors;
+    let corrupt = |message: String| AnchorError::Corrupt {
+        path: path.to_path_buf(),
+        message: format!("{message}; delete the file (or pass --force-anchors) to recompute it"),
+    };
+    let text = fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let anchors: Vec<ExampleAnchors> =
+        serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    if anchors.len() != chunk.len() || anchors.iter().zip(chunk).any(|(a, e)| a.line != e.line) {
+        return Err(corrupt("does not match the examples it should hold".into()));
+    }
+    for (a, e) in anchors.iter().zip(chunk) {
+        let line = e.line;
+        if let Some(id) = a
+            .base
+            .iter()
+            .flatten()
+            .find(|&&id| id as usize >= vocab_size)
+        {
+            return Err(corrupt(format!(
+                "the base response of line {line} holds token id {id}, outside the vocabulary of {vocab_size}"
+            )));
+        }
+        if a.base.len() != num_anchors {
+            return Err(corrupt(format!(
+                "the entry of line {line} has {} base responses, not the {num_anchors} of its settings",
+                a.base.len()
+            )));
+        }
+        if a.base_logps.len() != a.base.len() {
+            return Err(corrupt(format!(
+                "the entry of line {line} has {} base log-probs for {} base responses",
+                a.base_logps.len(),
+                a.base.len()
+            )));
+        }
+        let logps = [a.chosen_logp, a.rejected_logp];
+        if logps.iter().chain(&a.base_logps).any(|v| !v.is_finite()) {
+            return Err(corrupt(format!(
+                "the entry of line {line} has a log-prob that is not a finite number"
+            )));
+        }
+    }
+    Ok(anchors)
+}
+
+/// Writes to `path.partial`, then renames: a reader never sees half a file.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), AnchorError> {
+    let partial = path.with_extension("partial");
+    fs::write(&partial, bytes).map_err(|e| io(&partial, e))?;
+    fs::rename(&partial, path).map_err(|e| io(path, e))
+}

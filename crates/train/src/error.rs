@@ -1,0 +1,236 @@
+//! [`TrainError`]: everything that stops a run, prepare, evaluation or export. The errors of
+//! the crates below (model, data, anchors, objective) are kept whole, with their own words.
+//! Messages name the file, key, step or data lines at fault.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bapo_objective::Quantity;
+
+use crate::backend::BackendError;
+use crate::config::ConfigError;
+use crate::optimizer::OptimizerStateError;
+use crate::params::ParameterError;
+use crate::rundir::FINISHED_FILE;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    // What the crates below refused.
+    #[error(transparent)]
+    ConfigFile(#[from] ConfigError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Model(#[from] bapo_model::ModelError),
+    #[error(transparent)]
+    Lora(#[from] bapo_model::LoraError),
+    #[error("generation: {0}")]
+    Generate(#[from] bapo_model::GenerateError),
+    #[error("batch: {0}")]
+    Batch(#[from] bapo_model::BatchError),
+    #[error(transparent)]
+    Data(#[from] bapo_data::DataError),
+    #[error(transparent)]
+    Anchors(#[from] bapo_anchors::AnchorError),
+    #[error("`[objective]`: {0}")]
+    ObjectiveConfig(#[from] bapo_objective::ConfigError),
+    #[error("objective: {0}")]
+    Objective(#[from] bapo_objective::ObjectiveError),
+    #[error("reading a tensor back: {0:?}")]
+    TensorData(burn::tensor::DataError),
+    #[error("{}: {message}", .path.display())]
+    Io { path: PathBuf, message: String },
+
+    // The config against the objective, the model and the data.
+    #[error(
+        "the objective needs {needed} references, but `model.references` lists {listed} beyond the policy"
+    )]
+    TooFewReferences { needed: usize, listed: usize },
+    #[error("`data.user` = {user:?} has no rows in {} (users: {})", .path.display(), .users.join(", "))]
+    UnknownUser {
+        user: String,
+        path: PathBuf,
+        users: Vec<String>,
+    },
+    #[error(
+        "all {} rows of `data.user` = {user:?} in {} were dropped: {} (see docs/data-format.md; `data.max_length` and `data.max_prompt_length` set the length budget)",
+        .dropped.values().sum::<usize>(),
+        .path.display(),
+        counts(.dropped)
+    )]
+    UserRowsDropped {
+        user: String,
+        path: PathBuf,
+        /// How many rows each reason dropped.
+        dropped: BTreeMap<&'static str, usize>,
+    },
+    #[error("no training examples left in {} after the user selection and split", .0.display())]
+    NoTrainingExamples(PathBuf),
+    #[error("`lora.target` = {0:?} matches no weight of the model")]
+    LoraMatchesNothing(String),
+    #[error(
+        "`training.batch_size` × `training.gradient_accumulation_steps` ({batch_size} × {accumulation}) is too large"
+    )]
+    BatchTooLarge {
+        batch_size: usize,
+        accumulation: usize,
+    },
+    #[error(
+        "`training.epochs` = {epochs}: {epochs} epochs of {examples} examples is more steps than can be counted"
+    )]
+    TooManyEpochs { epochs: usize, examples: usize },
+    #[error(
+        "{steps} steps of {per_step} examples is more example positions than can be counted; lower `training.max_steps` or `training.epochs`"
+    )]
+    TooManyPositions { steps: usize, per_step: usize },
+
+    // The run directory and resuming.
+    #[error(
+        "{} already holds a run (metrics.jsonl): pass --resume to continue it, or choose another `output.dir`; nothing was overwritten",
+        .0.display()
+    )]
+    RunExists(PathBuf),
+    #[error(
+        "{} is in use by another bapo run (pid {holder}); wait for it or choose another `output.dir`; nothing was touched",
+        .run.display()
+    )]
+    Locked { run: PathBuf, holder: String },
+    #[error(
+        "{} was made with another config ({}); resume with the same settings or choose another `output.dir`",
+        .config.display(),
+        .differences.join("; ")
+    )]
+    ResumeWithAnotherConfig {
+        config: PathBuf,
+        differences: Vec<String>,
+    },
+    #[error("{} was written with another config", .0.display())]
+    CheckpointOfAnotherConfig(PathBuf),
+    #[error(
+        "{} already finished all {total_steps} steps and its end phase ({FINISHED_FILE}); nothing to resume",
+        .run.display()
+    )]
+    AlreadyFinished { run: PathBuf, total_steps: usize },
+    #[error(
+        "`{key}` {} has changed since {} was written (sha256 {then} then, {now} now); resume needs the same file, or start a new run",
+        .path.display(),
+        .checkpoint.display()
+    )]
+    InputChanged {
+        key: &'static str,
+        path: PathBuf,
+        checkpoint: PathBuf,
+        /// Short forms of the two hashes.
+        then: String,
+        now: String,
+    },
+    #[error(
+        "`model.path` {} has changed since {} was written: its weights belong to another model",
+        .path.display(),
+        .checkpoint.display()
+    )]
+    ModelChanged { path: PathBuf, checkpoint: PathBuf },
+
+    // Checkpoint files.
+    #[error("no checkpoint under {}", .0.display())]
+    NoCheckpoint(PathBuf),
+    #[error("{}: {source}", .path.display())]
+    Safetensors {
+        path: PathBuf,
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    #[error("{}: tensor `{name}` is {dtype:?}, expected F32", .path.display())]
+    NotF32 {
+        path: PathBuf,
+        name: String,
+        dtype: safetensors::Dtype,
+    },
+    #[error("{}: {source}", .path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("checkpoint {}: {source}", .checkpoint.display())]
+    Parameters {
+        checkpoint: PathBuf,
+        #[source]
+        source: ParameterError,
+    },
+    #[error("checkpoint {}: {source}", .checkpoint.display())]
+    OptimizerState {
+        checkpoint: PathBuf,
+        #[source]
+        source: OptimizerStateError,
+    },
+
+    // The step.
+    #[error("objective: the objective needs the {0}, which this loop cannot provide")]
+    UnsupportedQuantity(Quantity),
+    #[error(
+        "objective: the objective needs reference {index}, but only {configured} reference(s) are configured (`model.references` lists the extra ones)"
+    )]
+    MissingReference { index: usize, configured: usize },
+    #[error("objective: token-level KL needs the live reference")]
+    NoLiveReference,
+    #[error("batch: the reference scored other tokens than the policy")]
+    ReferenceMismatch,
+    #[error(
+        "step {step}: the {what} is not finite (NaN or infinite) on the batch of {data} lines {lines:?}; training stopped, {}",
+        match checkpoint { Some(c) => format!("the last good checkpoint is {}", c.display()), None => "no checkpoint was written yet".to_string() }
+    )]
+    NonFinite {
+        step: usize,
+        what: String,
+        data: PathBuf,
+        lines: Vec<usize>,
+        checkpoint: Option<PathBuf>,
+    },
+    #[error("bench step {step}: the {what} is not finite")]
+    BenchNonFinite { step: usize, what: &'static str },
+
+    // Evaluation and export.
+    #[error("evaluation: {set}: {source}")]
+    EvalText {
+        set: String,
+        #[source]
+        source: bapo_model::ModelError,
+    },
+    #[error("export: {} already exists; refusing to overwrite it", .0.display())]
+    ExportExists(PathBuf),
+    #[error("export: a PEFT adapter is exported for the Llama family only")]
+    AdapterNeedsLlama,
+}
+
+impl TrainError {
+    pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
+        TrainError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn json(path: &Path, source: serde_json::Error) -> TrainError {
+        TrainError::Json {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn safetensors(path: &Path, source: safetensors::SafeTensorError) -> TrainError {
+        TrainError::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// `3 for <reason>, 1 for <reason>`.
+fn counts(dropped: &BTreeMap<&'static str, usize>) -> String {
+    dropped
+        .iter()
+        .map(|(reason, count)| format!("{count} for {reason}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
