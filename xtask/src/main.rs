@@ -1,8 +1,6 @@
 //! `cargo xtask <task>`: project automation that needs more than one cargo call.
 //!
-//! - `ci`: what CI runs (and the README's test command): fetch the assets, formatting check,
-//!   clippy with warnings as errors, exports checked by transformers/peft, the whole
-//!   workspace's tests.
+//! - `ci`: what CI runs (and the README's test command), with Burn compiled once (`ci.rs`).
 //! - `check-exports`: see `python.rs`.
 //! - `fetch`: the real assets, verified by sha256, into the git-ignored asset cache.
 //! - `data`: the generated personalised dataset.
@@ -112,7 +110,7 @@ tasks:
          fails it (docs/reliability.md)
   long-run [--steps N] [--backend B]
          the tiny run for N steps (default 2000): resident memory every 100 steps, and a
-         failure if it grew by more than 5% from step 200 to the end (docs/reliability.md)
+         failure if it grew by more than 1 MiB from step 200 to the end (docs/reliability.md)
   mutations [FILTER]
          the planted bugs of tests/planted-mutations.toml, each of which its invariant test
          must catch (those whose invariant contains FILTER)";
