@@ -8,8 +8,9 @@
 //!   is).
 //!
 //! libtorch comes from PyPI's `torch==2.9.0` in the project's venv (created when missing):
-//! torch-sys builds against it with `LIBTORCH_USE_PYTORCH=1` and the venv's python first on
-//! `PATH`, and the binary finds `libtorch*.so` through `LD_LIBRARY_PATH`.
+//! torch-sys builds against it with `LIBTORCH_USE_PYTORCH` set (to the venv's torch folder)
+//! and the venv's python first on `PATH`, and the binary finds `libtorch*.so` through
+//! `LD_LIBRARY_PATH`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -44,7 +45,10 @@ pub fn libtorch_env() -> Result<Vec<(String, OsString)>> {
         value
     };
     Ok(vec![
-        ("LIBTORCH_USE_PYTORCH".into(), "1".into()),
+        // torch-sys only asks whether the variable is set, and reruns its build script when
+        // its value changes: the venv's torch folder as the value makes another venv (BAPO_VENV)
+        // rebuild it, where "1" kept linking against the first venv's libraries, even deleted.
+        ("LIBTORCH_USE_PYTORCH".into(), torch.clone().into()),
         ("PATH".into(), join(venv.join("bin").into(), "PATH")),
         (
             "LD_LIBRARY_PATH".into(),
