@@ -110,7 +110,8 @@ tasks:
          fails it (docs/reliability.md)
   long-run [--steps N] [--backend B]
          the tiny run for N steps (default 2000): resident memory every 100 steps, and a
-         failure if it grew by more than 1 MiB from step 200 to the end (docs/reliability.md)
+         failure if it grew by more than 1 MiB per 2,000 steps from step 200 to the end
+         (docs/reliability.md)
   mutations [FILTER]
          the planted bugs of tests/planted-mutations.toml, each of which its invariant test
          must catch (those whose invariant contains FILTER)";

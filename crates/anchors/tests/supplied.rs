@@ -77,7 +77,7 @@ fn a_supplied_base_response_is_the_anchor() {
     assert!((anchors[0].base_logps[0] - expected).abs() < 1e-4);
 
     // A cache chunk edited by hand is refused by name before the model sees it: a token id
-    // outside the vocabulary, counts that do not match, a log-prob that is not a number.
+    // outside the vocabulary, base log-probs missing, a log-prob that is not a number.
     let chunk = cache.join(inputs.fingerprint()).join("chunk-000000.json");
     let good = std::fs::read_to_string(&chunk).unwrap();
     let mut edited: serde_json::Value = serde_json::from_str(&good).unwrap();

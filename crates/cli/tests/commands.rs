@@ -203,7 +203,8 @@ fn a_prompt_past_the_models_positions_is_refused() {
 /// run on `tch-cpu`; in the default build that backend is refused, named with its feature.
 #[test]
 fn model_commands_take_a_backend() {
-    let compiled_in = cfg!(feature = "tch");
+    // Whether the binary has it: bapo-train's feature, however it was turned on.
+    let compiled_in = bapo_train::Backend::TchCpu.compiled_in();
     let model = workspace().join("tests/fixtures/tiny-chat");
     let out = std::env::temp_dir().join(format!("bapo-export-backend-{}", std::process::id()));
     for args in [

@@ -191,6 +191,8 @@ pub enum TrainError {
     BenchNonFinite { step: usize, what: &'static str },
 
     // Evaluation and export.
+    #[error("evaluation: {0}")]
+    EvalBatch(#[source] bapo_model::BatchError),
     #[error("evaluation: {set}: {source}")]
     EvalText {
         set: String,

@@ -213,8 +213,12 @@ fn score_groups(
             groups: indices.iter().map(|&i| groups[i].clone()).collect(),
             pad_id,
         };
-        let mut totals =
-            to_f64(shared_sequence_logprobs(model, &chunk, device)?.total)?.into_iter();
+        let mut totals = to_f64(
+            shared_sequence_logprobs(model, &chunk, device)
+                .map_err(TrainError::EvalBatch)?
+                .total,
+        )?
+        .into_iter();
         for &i in &indices {
             out[i] = totals.by_ref().take(groups[i].completions.len()).collect();
         }
@@ -245,7 +249,10 @@ fn score_preferences(
     for indices in length_batches(&lengths, batch) {
         let chunk: Vec<&AnchoredExample> = indices.iter().map(|&i| &examples[i]).collect();
         let batch = preference_batch(&chunk, 1, Packing::SharedPrompt, pad_id)?;
-        let scored = batch.input.scored_logits(policy, device)?;
+        let scored = batch
+            .input
+            .scored_logits(policy, device)
+            .map_err(TrainError::EvalBatch)?;
         let totals = to_f64(scored.logprobs(device).total)?;
         let base = [Slot::Base(0)];
         let kl = to_f64(token_kl(
