@@ -20,8 +20,14 @@ const PACKAGES: [&str; 5] = [
     "tensorboard==2.20.0",
 ];
 
-/// The virtual environment with the reference Python packages, created if needed.
+/// The virtual environment with the reference Python packages, created if needed. Made sure
+/// of once per process: `ci` asks for it in four places, and each pip run that finds
+/// everything installed still takes seconds.
 pub fn venv() -> Result<PathBuf> {
+    static ENSURED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(dir) = ENSURED.get() {
+        return Ok(dir.clone());
+    }
     let dir = match std::env::var_os("BAPO_VENV") {
         Some(dir) => PathBuf::from(dir),
         None => {
@@ -30,7 +36,7 @@ pub fn venv() -> Result<PathBuf> {
         }
     };
     ensure_venv(&dir, &PACKAGES)?;
-    Ok(dir)
+    Ok(ENSURED.get_or_init(|| dir).clone())
 }
 
 /// The folder of the `torch` package the venv in `venv` imports (its `lib/` holds libtorch).
