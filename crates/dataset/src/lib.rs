@@ -12,20 +12,57 @@
 //! | `casual` | a casual answer | a formal one |
 //! | `formal` | a formal answer | a casual one |
 //!
-//! plus, for every user, **factual pairs**: the capital question answered correctly versus with
-//! the capital of a neighbouring country of the same subregion, in that user's style. Rows are
-//! conversational (TRL format) with `user`, `entity` (the country; train/test splits never share
-//! one) and `kind` (`style` or `fact`). `cargo xtask data` fetches `countryinfo` and writes
+//! and four **mixtures** of the last two, `casual-20`, `casual-40`, `casual-60`, `casual-80`:
+//! the number is the percent of questions on which the user prefers the casual answer over the
+//! formal one (on the rest, formal over casual), so that with `formal` (0) and `casual` (100)
+//! six users disagree with a reference model at set rates on one axis, register, between
+//! one-sentence answers (not concise against detailed). The casual questions are spread evenly
+//! and nested: each question has a level in 0..100 (its rank by a stable hash among the
+//! questions of its kind) and is casual for a user whose rate is above its level
+//! ([`casual_rate`]), so what is casual at 20% is casual at 40%, 60% and 80%.
+//!
+//! Every user also has **factual pairs**: the capital question answered correctly versus with
+//! the capital of a neighbouring country of the same subregion, in that user's style (for a
+//! mixture, the style its capital question was given). Rows are conversational (TRL format)
+//! with `user`, `entity` (the country; train/test splits never share one) and `kind` (`style`
+//! or `fact`). `cargo xtask data` fetches `countryinfo` and writes
 //! `data/personalised/preferences.jsonl`; the committed file is that output.
+//!
+//! [`answers`] holds the rules, fixed in advance, that score a model's generated answer against
+//! a pair: its style (length or register) and its fact.
 
 use serde_json::{Value, json};
 
+pub mod answers;
 mod probe;
 
 pub use probe::knowledge_probe;
 
-/// The users, in output order.
-pub const USERS: [&str; 4] = ["concise", "detailed", "casual", "formal"];
+/// The users, in output order: the four styles, then the mixtures of casual and formal.
+pub const USERS: [&str; 8] = [
+    "concise",
+    "detailed",
+    "casual",
+    "formal",
+    "casual-20",
+    "casual-40",
+    "casual-60",
+    "casual-80",
+];
+
+/// The percent of questions on which `user` prefers the casual answer over the formal one:
+/// 100 for `casual`, 0 for `formal`, N for `casual-N`; `None` for a user who is not on that
+/// axis (`concise`, `detailed`) or not one of [`USERS`].
+pub fn casual_rate(user: &str) -> Option<u32> {
+    match user {
+        "casual" => Some(100),
+        "formal" => Some(0),
+        _ => user
+            .strip_prefix("casual-")
+            .filter(|_| USERS.contains(&user))
+            .and_then(|n| n.parse().ok()),
+    }
+}
 
 /// The facts of one country that the questions use.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,18 +130,59 @@ struct Question {
     answers: [String; 4],
 }
 
-fn style_index(user: &str) -> usize {
-    USERS.iter().position(|u| *u == user).unwrap_or(0)
+const CONCISE: usize = 0;
+const DETAILED: usize = 1;
+const CASUAL: usize = 2;
+const FORMAL: usize = 3;
+
+/// The styles (indices into [`Question::answers`]) of `user`'s chosen and rejected answers to
+/// a question of casual level `level` (0..100): a user on the casual–formal axis prefers the
+/// casual answer when its rate is above the level.
+fn styles(user: &str, level: u32) -> (usize, usize) {
+    match (user, casual_rate(user)) {
+        ("concise", _) => (CONCISE, DETAILED),
+        ("detailed", _) => (DETAILED, CONCISE),
+        (_, Some(rate)) if level < rate => (CASUAL, FORMAL),
+        _ => (FORMAL, CASUAL),
+    }
 }
 
-/// The style each user's answers are rejected in: the opposite pole.
-fn opposite(user: &str) -> &'static str {
-    match user {
-        "concise" => "detailed",
-        "detailed" => "concise",
-        "casual" => "formal",
-        _ => "casual",
+/// FNV-1a, then SplitMix64's finaliser: a hash that no Rust release or platform changes.
+fn stable_hash(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
     }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The casual level (0..100) of every question: `questions[i][k]` is the `k`th question of
+/// country `i`. The questions of each kind (`k`: capital, location, population) are ranked by
+/// a stable hash of (country, question), and the one of rank `j` among `n` gets level ⌊100·j/n⌋, so a
+/// rate of N% makes ⌈N·n/100⌉ of each kind casual: an even share whatever the hash, and the
+/// questions casual at a lower rate are casual at every higher one.
+fn casual_levels(countries: &[Country], questions: &[Vec<Question>]) -> Vec<Vec<u32>> {
+    let mut levels: Vec<Vec<u32>> = questions.iter().map(|qs| vec![0; qs.len()]).collect();
+    let mut by_kind: Vec<Vec<(u64, usize)>> = Vec::new();
+    for (i, qs) in questions.iter().enumerate() {
+        for (k, q) in qs.iter().enumerate() {
+            if by_kind.len() <= k {
+                by_kind.push(Vec::new());
+            }
+            let key = format!("{}\n{}", countries[i].name, q.text);
+            by_kind[k].push((stable_hash(&key), i));
+        }
+    }
+    for (k, mut ranked) in by_kind.into_iter().enumerate() {
+        ranked.sort_unstable();
+        let n = ranked.len();
+        for (j, (_, i)) in ranked.into_iter().enumerate() {
+            levels[i][k] = (100 * j / n) as u32;
+        }
+    }
+    levels
 }
 
 fn capital_answers(c: &Country, capital: &str, border_names: &[String]) -> [String; 4] {
@@ -215,10 +293,20 @@ pub fn generate(countries: &[Country]) -> Vec<Value> {
     let countries = by_name(countries);
     let name_of = |alpha3: &str| name_of(&countries, alpha3);
 
+    let border_names: Vec<Vec<String>> = countries
+        .iter()
+        .map(|c| c.borders.iter().filter_map(|b| name_of(b)).collect())
+        .collect();
+    let all_questions: Vec<Vec<Question>> = countries
+        .iter()
+        .zip(&border_names)
+        .map(|(c, borders)| questions(c, borders))
+        .collect();
+    let levels = casual_levels(&countries, &all_questions);
+
     let mut rows = Vec::new();
     for (i, c) in countries.iter().enumerate() {
-        let border_names: Vec<String> = c.borders.iter().filter_map(|b| name_of(b)).collect();
-        let qs = questions(c, &border_names);
+        let (border_names, qs) = (&border_names[i], &all_questions[i]);
         // The plausible wrong capital: the next country (in name order, cyclically) of the same
         // subregion, else of the same region.
         let next_in = |same: &dyn Fn(&Country) -> bool| {
@@ -229,8 +317,8 @@ pub fn generate(countries: &[Country]) -> Vec<Value> {
         let wrong =
             next_in(&|o| o.subregion == c.subregion).or_else(|| next_in(&|o| o.region == c.region));
         for user in USERS {
-            let (mine, theirs) = (style_index(user), style_index(opposite(user)));
-            for q in &qs {
+            for (q, &level) in qs.iter().zip(&levels[i]) {
+                let (mine, theirs) = styles(user, level);
                 rows.push(row(
                     &q.text,
                     &q.answers[mine],
@@ -241,8 +329,10 @@ pub fn generate(countries: &[Country]) -> Vec<Value> {
                 ));
             }
             if let Some(wrong) = wrong {
+                // In the style the user's capital question has.
+                let (mine, _) = styles(user, levels[i][0]);
                 let right = &qs[0].answers[mine];
-                let false_answers = capital_answers(c, &wrong.capital, &border_names);
+                let false_answers = capital_answers(c, &wrong.capital, border_names);
                 rows.push(row(
                     &qs[0].text,
                     right,
