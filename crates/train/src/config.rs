@@ -285,6 +285,9 @@ pub struct EvalSection {
     pub at_start: bool,
     /// Held-out preference examples per user.
     pub examples_per_user: usize,
+    /// The users whose held-out pairs are evaluated (empty: every user; the trained user is
+    /// always evaluated).
+    pub users: Vec<String>,
     /// The BIG-bench task folder (`cargo xtask fetch` puts it there); empty skips knowledge.
     pub bigbench_dir: PathBuf,
     /// Items of each knowledge set (0 skips the set).
@@ -297,6 +300,10 @@ pub struct EvalSection {
     /// Probe items to score, spread over the file, none about a country the run trains on
     /// (0 skips the probe).
     pub country_facts: usize,
+    /// The policy answers every held-out prompt (greedy, at most this many new tokens) and
+    /// fixed rules score the answers' style and fact (`answer/…`, docs/evaluation.md); 0
+    /// skips it.
+    pub answer_tokens: usize,
     /// Prompts per evaluation forward, each with all its responses (a preference example's
     /// chosen, rejected and base response; a question's choices) after it, computed once.
     pub batch_size: usize,
@@ -321,6 +328,7 @@ impl Default for EvalSection {
             interval: 0,
             at_start: true,
             examples_per_user: 32,
+            users: Vec::new(),
             bigbench_dir: PathBuf::from(".cache/assets/bigbench"),
             hhh_alignment: 64,
             general_knowledge: 70,
@@ -328,6 +336,7 @@ impl Default for EvalSection {
             facts: 64,
             knowledge_probe: PathBuf::from("data/personalised/knowledge.jsonl"),
             country_facts: 300,
+            answer_tokens: 0,
             batch_size: 16,
             batch_tokens: 2048,
         }

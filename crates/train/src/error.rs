@@ -52,6 +52,12 @@ pub enum TrainError {
         path: PathBuf,
         users: Vec<String>,
     },
+    #[error("`eval.users` names {user:?}, who has no rows in {} (users: {})", .path.display(), .users.join(", "))]
+    UnknownEvalUser {
+        user: String,
+        path: PathBuf,
+        users: Vec<String>,
+    },
     #[error(
         "all {} rows of `data.user` = {user:?} in {} were dropped: {} (see docs/data-format.md; `data.max_length` and `data.max_prompt_length` set the length budget)",
         .dropped.values().sum::<usize>(),

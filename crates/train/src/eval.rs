@@ -8,7 +8,16 @@
 //! - **KL**: mean per-token KL(policy ‖ reference) over those base responses;
 //! - **knowledge** (BIG-bench, log-likelihood scoring): `hhh_alignment` accuracy (preferred
 //!   response more likely), `general_knowledge` and `misconceptions` multiple-choice accuracy,
-//!   and the mean per-token log-prob of `qa_wikidata` fact completions.
+//!   and the mean per-token log-prob of `qa_wikidata` fact completions;
+//! - **multiple choice twice**: every multiple-choice set (the country probe included) is
+//!   scored by the summed log-prob of each choice (lm-eval's `acc`) and by the log-prob per
+//!   character (lm-eval's `acc_norm`, the `…_norm` metrics): when training lowers every token's
+//!   log-prob, the summed score drifts toward the shortest choice whatever the knowledge;
+//! - **generated answers** ([`crate::answers`]): the policy answers held-out prompts and fixed
+//!   rules score the answer's style and fact.
+//!
+//! Each item's cluster (the entity it is about), chance level and flags go to
+//! [`ItemLabels`], written once per run (`eval_item_labels.json`) for the study's intervals.
 //!
 //! Everything runs without autodiff on the plain device.
 
@@ -37,6 +46,32 @@ pub struct EvalSets {
     pub facts: Vec<CompletionTokens>,
     /// The country-knowledge probe: (kind, item), none about a trained country.
     pub country_facts: Vec<(String, ChoiceTokens)>,
+    /// Held-out prompts the policy answers, and the rules that score the answers.
+    pub answers: Option<crate::answers::AnswerSet>,
+    /// What each metric's items are (cluster, chance, flags), in item order.
+    pub labels: ItemLabels,
+}
+
+/// Per metric, what its items are: the same at every evaluation of a run.
+pub type ItemLabels = BTreeMap<String, MetricLabels>;
+
+/// What one metric's items are, in item order (empty vectors: not known).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MetricLabels {
+    /// The cluster of each item (the entity it is about): items of one cluster are
+    /// correlated, and the study resamples clusters, not items.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster: Vec<String>,
+    /// The chance level of each item (1 / its number of choices).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chance: Vec<f64>,
+    /// Whether each item's answer occurs in the trained user's training text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<bool>,
+    /// Whether a chooser that only looks at length (the choice of fewest characters) is
+    /// right on each item: the score a length bias alone would reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shortest_correct: Vec<bool>,
 }
 
 /// A (prompt, preferred, dispreferred) item as token ids.
@@ -49,7 +84,23 @@ pub type CompletionTokens = (Vec<u32>, Vec<u32>);
 pub struct ChoiceTokens {
     pub prompt: Vec<u32>,
     pub choices: Vec<Vec<u32>>,
+    /// Each choice's length in characters, as scored (leading space included): the divisor
+    /// of lm-eval's `acc_norm`.
+    pub choice_chars: Vec<usize>,
     pub correct: usize,
+}
+
+impl ChoiceTokens {
+    /// Whether the choice of fewest characters (the first of equals) is the correct one.
+    pub fn shortest_is_correct(&self) -> bool {
+        let shortest = self
+            .choice_chars
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, chars)| **chars)
+            .map(|(i, _)| i);
+        shortest == Some(self.correct)
+    }
 }
 
 /// Token ids of `text`, or an error naming the set.
@@ -134,6 +185,11 @@ impl EvalSets {
                         .iter()
                         .map(|c| encode(model, &continuation(c), what))
                         .collect::<Result<_, _>>()?,
+                    choice_chars: i
+                        .choices
+                        .iter()
+                        .map(|c| continuation(c).chars().count())
+                        .collect(),
                     correct: i.correct,
                 })
             })
@@ -347,8 +403,15 @@ pub fn evaluate(
         ("knowledge/misconceptions", &sets.misconceptions),
     ] {
         if !set.is_empty() {
-            let correct = on.choose(set)?;
-            items.insert(name.into(), correct.into_iter().map(indicator).collect());
+            let chosen = on.choose(set)?;
+            items.insert(
+                name.into(),
+                chosen.iter().map(|c| indicator(c.summed)).collect(),
+            );
+            items.insert(
+                format!("{name}_norm"),
+                chosen.iter().map(|c| indicator(c.per_char)).collect(),
+            );
         }
     }
     if !sets.country_facts.is_empty() {
@@ -356,6 +419,9 @@ pub fn evaluate(
     }
     if !sets.facts.is_empty() {
         items.insert("knowledge/facts_logp".into(), on.facts(&sets.facts)?);
+    }
+    if let Some(answers) = &sets.answers {
+        answers.evaluate(policy, device, &mut items)?;
     }
     Ok(Evaluation::from_items(items))
 }
@@ -432,7 +498,7 @@ impl Scoring<'_> {
     fn choose<'a>(
         &self,
         set: impl IntoIterator<Item = &'a ChoiceTokens>,
-    ) -> Result<Vec<bool>, TrainError> {
+    ) -> Result<Vec<Choice>, TrainError> {
         choose(self.policy, set, self.batch, self.pad_id, self.device)
     }
 
@@ -443,13 +509,20 @@ impl Scoring<'_> {
         set: &[(String, ChoiceTokens)],
         items: &mut ItemScores,
     ) -> Result<(), TrainError> {
-        let correct = self.choose(set.iter().map(|(_, item)| item))?;
-        for ((kind, _), ok) in set.iter().zip(&correct) {
+        let chosen = self.choose(set.iter().map(|(_, item)| item))?;
+        for ((kind, _), choice) in set.iter().zip(&chosen) {
             for name in [
                 "knowledge/country_facts".to_string(),
                 format!("knowledge/country_{kind}"),
             ] {
-                items.entry(name).or_default().push(indicator(*ok));
+                items
+                    .entry(format!("{name}_norm"))
+                    .or_default()
+                    .push(indicator(choice.per_char));
+                items
+                    .entry(name)
+                    .or_default()
+                    .push(indicator(choice.summed));
             }
         }
         Ok(())
@@ -473,15 +546,39 @@ impl Scoring<'_> {
     }
 }
 
+/// Whether a multiple-choice item's correct choice wins, by the two rules lm-eval reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// By the summed log-prob of each choice (`acc`): favours short choices once training
+    /// lowers every token's log-prob.
+    pub summed: bool,
+    /// By the log-prob per character of each choice (`acc_norm`).
+    pub per_char: bool,
+}
+
+/// Which choice the summed and the per-character log-probs pick, from each choice's summed
+/// log-prob and length in characters: whether each is `correct`.
+pub fn pick(logps: &[f64], chars: &[usize], correct: usize) -> Choice {
+    let argmax = |score: &dyn Fn(usize) -> f64| {
+        (0..logps.len())
+            .max_by(|&a, &b| score(a).total_cmp(&score(b)))
+            .is_some_and(|best| best == correct)
+    };
+    Choice {
+        summed: argmax(&|i| logps[i]),
+        per_char: argmax(&|i| logps[i] / chars[i].max(1) as f64),
+    }
+}
+
 /// For every multiple-choice item, whether the policy finds its correct choice the most
-/// likely (every choice after one shared question).
+/// likely, summed and per character (every choice after one shared question).
 fn choose<'a>(
     policy: &CausalLm,
     items: impl IntoIterator<Item = &'a ChoiceTokens>,
     batch: BatchLimits,
     pad_id: u32,
     device: &Device,
-) -> Result<Vec<bool>, TrainError> {
+) -> Result<Vec<Choice>, TrainError> {
     let items: Vec<&ChoiceTokens> = items.into_iter().collect();
     let groups: Vec<PromptGroup> = items
         .iter()
@@ -494,14 +591,7 @@ fn choose<'a>(
     Ok(items
         .iter()
         .zip(&scores)
-        .map(|(item, own)| {
-            let best = own
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i);
-            best == Some(item.correct)
-        })
+        .map(|(item, own)| pick(own, &item.choice_chars, item.correct))
         .collect())
 }
 
@@ -539,4 +629,46 @@ pub fn comparison_table(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long right answer and a short wrong one, after training lowered every token: the
+    /// summed log-prob picks the short one, the per-character one the right one.
+    #[test]
+    fn per_character_choice_undoes_the_length_bias() {
+        // Right: 20 characters at −0.5 each; wrong: 5 characters at −0.8 each.
+        let chosen = pick(&[-10.0, -4.0], &[20, 5], 0);
+        assert_eq!(
+            chosen,
+            Choice {
+                summed: false,
+                per_char: true
+            }
+        );
+        // Equal lengths: both rules agree.
+        assert_eq!(
+            pick(&[-3.0, -4.0], &[6, 6], 0),
+            Choice {
+                summed: true,
+                per_char: true
+            }
+        );
+    }
+
+    #[test]
+    fn the_shortest_choice_is_found_by_characters() {
+        let item = |chars: Vec<usize>, correct| ChoiceTokens {
+            prompt: vec![1],
+            choices: vec![vec![2]; chars.len()],
+            choice_chars: chars,
+            correct,
+        };
+        assert!(item(vec![9, 4, 7], 1).shortest_is_correct());
+        assert!(!item(vec![9, 4, 7], 2).shortest_is_correct());
+        // The first of equals.
+        assert!(item(vec![4, 4], 0).shortest_is_correct());
+    }
 }

@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod optimizer;
 
+mod answers;
 mod backend;
 mod bench;
 mod error;

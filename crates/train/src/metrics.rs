@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::TrainError;
-use crate::eval::Evaluation;
+use crate::eval::{Evaluation, ItemLabels};
 use crate::tensorboard::EventWriter;
 
 /// One JSON object per line, appended and flushed as it happens.
@@ -125,6 +125,19 @@ fn put_row(path: &Path, row: serde_json::Value) -> Result<(), TrainError> {
     let partial = path.with_extension("jsonl.partial");
     std::fs::write(&partial, body).map_err(|e| TrainError::io(&partial, e))?;
     std::fs::rename(&partial, path).map_err(|e| TrainError::io(path, e))
+}
+
+/// The file of a run's item labels: what each evaluation item is (its cluster, chance level,
+/// flags), the same at every evaluation of the run.
+pub const ITEM_LABELS_FILE: &str = "eval_item_labels.json";
+
+/// Writes `labels` to the run's [`ITEM_LABELS_FILE`] (whole, then renamed into place).
+pub fn write_item_labels(run: &Path, labels: &ItemLabels) -> Result<(), TrainError> {
+    let path = run.join(ITEM_LABELS_FILE);
+    let text = serde_json::to_string(labels).map_err(|e| TrainError::json(&path, e))?;
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, text + "\n").map_err(|e| TrainError::io(&partial, e))?;
+    std::fs::rename(&partial, &path).map_err(|e| TrainError::io(&path, e))
 }
 
 /// Writes an evaluation made after the run (`bapo eval --write`) into the run's logs at

@@ -126,6 +126,14 @@ fn split_data(config: &RunConfig, model: &LoadedModel) -> Result<DataSplit, Trai
             "dropped {extra} rows: prompt alone over the length budget"
         ));
     }
+    let users = dataset.users();
+    if let Some(unknown) = config.eval.users.iter().find(|u| !users.contains(u)) {
+        return Err(TrainError::UnknownEvalUser {
+            user: unknown.clone(),
+            path: config.data.path.clone(),
+            users,
+        });
+    }
     let (train_rows, test_rows) =
         split_by_entity(&examples, config.data.test_fraction, config.data.split_seed);
     let mut train_rows: Vec<TokenizedExample> = match &config.data.user {
@@ -165,12 +173,20 @@ fn split_data(config: &RunConfig, model: &LoadedModel) -> Result<DataSplit, Trai
         test_rows.len()
     ));
 
-    // Held out: the first `examples_per_user` of each user (all rows under "all" if the data
-    // has no users).
+    // Held out: the first `examples_per_user` of each evaluated user (all rows under "all" if
+    // the data has no users).
     let mut held_out: std::collections::BTreeMap<String, Vec<TokenizedExample>> =
         Default::default();
+    let wanted = |user: &str| {
+        config.eval.users.is_empty()
+            || config.eval.users.iter().any(|u| u == user)
+            || config.data.user.as_deref() == Some(user)
+    };
     for e in test_rows {
         let user = e.user.clone().unwrap_or_else(|| "all".into());
+        if !wanted(&user) {
+            continue;
+        }
         let rows = held_out.entry(user).or_default();
         if rows.len() < config.eval.examples_per_user {
             rows.push(e);
@@ -295,7 +311,7 @@ impl AnchorJob<'_> {
 
 /// The forgetting side of the evaluation: the BIG-bench sets (HHH alignment, general
 /// knowledge, misconceptions, facts) and the country-knowledge probe, without any country the
-/// run trains on, each as many items as the config asks for.
+/// run trains on, each as many items as the config asks for, with their items' labels.
 fn add_knowledge_sets(
     config: &RunConfig,
     model: &LoadedModel,
@@ -309,21 +325,26 @@ fn add_knowledge_sets(
             let items = load_hhh_alignment(dir)?;
             let items = spread(&items, e.hhh_alignment);
             eval.hhh = EvalSets::tokenize_hhh(model, &items)?;
+            eval.labels
+                .entry("knowledge/hhh_alignment".into())
+                .or_default()
+                .chance = vec![0.5; eval.hhh.len()];
         }
-        if e.general_knowledge > 0 {
-            let items = spread(
-                &load_multiple_choice(dir, "general_knowledge")?,
-                e.general_knowledge,
-            );
-            eval.general_knowledge =
-                EvalSets::tokenize_choices(model, &items, "general_knowledge")?;
-        }
-        if e.misconceptions > 0 {
-            let items = spread(
-                &load_multiple_choice(dir, "misconceptions")?,
-                e.misconceptions,
-            );
-            eval.misconceptions = EvalSets::tokenize_choices(model, &items, "misconceptions")?;
+        for (name, count) in [
+            ("general_knowledge", e.general_knowledge),
+            ("misconceptions", e.misconceptions),
+        ] {
+            if count == 0 {
+                continue;
+            }
+            let items = spread(&load_multiple_choice(dir, name)?, count);
+            let tokens = EvalSets::tokenize_choices(model, &items, name)?;
+            let metric = format!("knowledge/{name}");
+            add_choice_labels(&mut eval.labels, &metric, &tokens, &[], &[]);
+            match name {
+                "general_knowledge" => eval.general_knowledge = tokens,
+                _ => eval.misconceptions = tokens,
+            }
         }
         if e.facts > 0 {
             let items = load_fact_sample(dir, e.facts, 0)?;
@@ -331,24 +352,124 @@ fn add_knowledge_sets(
         }
     }
     if !e.knowledge_probe.as_os_str().is_empty() && e.country_facts > 0 {
-        // Never a country the run trains on: the probe measures what training did not touch.
-        let trained: std::collections::BTreeSet<&str> = train
-            .iter()
-            .filter_map(|a| a.tokens.entity.as_deref())
-            .collect();
-        let items: Vec<ProbeItem> = load_knowledge_probe(&e.knowledge_probe)?
-            .into_iter()
-            .filter(|p| !trained.contains(p.entity.as_str()))
-            .collect();
-        let (kinds, items): (Vec<String>, Vec<_>) = spread(&items, e.country_facts)
-            .into_iter()
-            .map(|p| (p.kind, p.item))
-            .unzip();
-        let tokens = EvalSets::tokenize_choices(model, &items, "knowledge probe")?;
-        eval.country_facts = kinds.into_iter().zip(tokens).collect();
+        add_country_probe(config, model, train, eval)?;
     }
-
     Ok(())
+}
+
+/// The country-knowledge probe: `eval.country_facts` items spread over the file, never about a
+/// country the run trains on, each labelled with its country (its cluster) and whether its
+/// answer occurs in the training text anyway (a neighbour or a subregion named in a trained
+/// country's answer).
+fn add_country_probe(
+    config: &RunConfig,
+    model: &LoadedModel,
+    train: &[AnchoredExample],
+    eval: &mut EvalSets,
+) -> Result<(), TrainError> {
+    let trained: std::collections::BTreeSet<&str> = train
+        .iter()
+        .filter_map(|a| a.tokens.entity.as_deref())
+        .collect();
+    let items: Vec<ProbeItem> = load_knowledge_probe(&config.eval.knowledge_probe)?
+        .into_iter()
+        .filter(|p| !trained.contains(p.entity.as_str()))
+        .collect();
+    let items = spread(&items, config.eval.country_facts);
+    let training_text = training_text(model, train)?;
+    let seen: Vec<bool> = items
+        .iter()
+        .map(|p| {
+            p.item
+                .choices
+                .get(p.item.correct)
+                .is_some_and(|answer| occurs_as_words(&training_text, answer))
+        })
+        .collect();
+    let clusters: Vec<String> = items.iter().map(|p| p.entity.clone()).collect();
+    let choices: Vec<_> = items.iter().map(|p| p.item.clone()).collect();
+    let tokens = EvalSets::tokenize_choices(model, &choices, "knowledge probe")?;
+    add_choice_labels(
+        &mut eval.labels,
+        "knowledge/country_facts",
+        &tokens,
+        &clusters,
+        &seen,
+    );
+    let kinds: std::collections::BTreeSet<&str> = items.iter().map(|p| p.kind.as_str()).collect();
+    for kind in kinds {
+        let of_kind: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].kind == kind)
+            .collect();
+        let pick = |i: &usize| tokens[*i].clone();
+        add_choice_labels(
+            &mut eval.labels,
+            &format!("knowledge/country_{kind}"),
+            &of_kind.iter().map(pick).collect::<Vec<_>>(),
+            &of_kind
+                .iter()
+                .map(|&i| clusters[i].clone())
+                .collect::<Vec<_>>(),
+            &of_kind.iter().map(|&i| seen[i]).collect::<Vec<_>>(),
+        );
+    }
+    eval.country_facts = items.into_iter().map(|p| p.kind).zip(tokens).collect();
+    Ok(())
+}
+
+/// The labels of a multiple-choice set's items, for `metric` and its per-character twin
+/// (`…_norm`): chance (1 / choices), whether the shortest choice is right, and, where given,
+/// clusters and whether the answer was seen in training.
+fn add_choice_labels(
+    labels: &mut crate::eval::ItemLabels,
+    metric: &str,
+    items: &[crate::eval::ChoiceTokens],
+    clusters: &[String],
+    seen: &[bool],
+) {
+    let these = crate::eval::MetricLabels {
+        cluster: clusters.to_vec(),
+        chance: items
+            .iter()
+            .map(|i| 1.0 / i.choices.len().max(1) as f64)
+            .collect(),
+        seen: seen.to_vec(),
+        shortest_correct: items.iter().map(|i| i.shortest_is_correct()).collect(),
+    };
+    labels.insert(format!("{metric}_norm"), these.clone());
+    labels.insert(metric.to_string(), these);
+}
+
+/// The training examples' prompts and responses as text, one example per line.
+fn training_text(model: &LoadedModel, train: &[AnchoredExample]) -> Result<String, TrainError> {
+    let mut text = String::new();
+    for a in train {
+        let t = &a.tokens;
+        for part in [&t.prompt, &t.chosen, &t.rejected] {
+            let decoded = model.decode(part).map_err(|source| TrainError::EvalText {
+                set: "training text".into(),
+                source,
+            })?;
+            text.push_str(&decoded);
+            text.push('\n');
+        }
+    }
+    Ok(text)
+}
+
+/// Whether `needle` occurs in `haystack` as whole words (not inside a longer word: "Niger" is
+/// not in "Nigeria").
+pub(crate) fn occurs_as_words(haystack: &str, needle: &str) -> bool {
+    let needle = needle.trim();
+    if needle.is_empty() {
+        return false;
+    }
+    let is_word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    haystack.match_indices(needle).any(|(start, _)| {
+        let before = haystack[..start].chars().next_back();
+        let after = haystack[start + needle.len()..].chars().next();
+        !is_word(before) && !is_word(after)
+    })
 }
 
 /// Prepares `config`'s run; `force_anchors` recomputes cached anchors. In order: the device,
@@ -465,6 +586,17 @@ pub fn prepare(
                 .collect(),
         );
     }
+    add_preference_labels(&mut eval);
+    if config.eval.answer_tokens > 0 {
+        let (answers, labels) = crate::answers::AnswerSet::new(
+            &eval.preferences,
+            &model.tokenizer,
+            config.eval.answer_tokens,
+            (model.eos_token, model.pad_token),
+        )?;
+        eval.labels.extend(labels);
+        eval.answers = Some(answers);
+    }
     add_knowledge_sets(config, &model, &train, &mut eval)?;
 
     Ok(Prepared {
@@ -480,6 +612,34 @@ pub fn prepare(
         data_sha256: data_sha,
         model_sha256: policy_sha,
     })
+}
+
+/// Each held-out preference item's entity as its cluster: a user's pairs about one country
+/// are correlated (the same facts in other questions).
+fn add_preference_labels(eval: &mut EvalSets) {
+    for (user, examples) in &eval.preferences {
+        let clusters: Vec<String> = examples
+            .iter()
+            .map(|e| e.tokens.entity.clone().unwrap_or_default())
+            .collect();
+        for metric in ["accuracy", "margin", "reference_margin"] {
+            eval.labels
+                .entry(format!("pref/{user}/{metric}"))
+                .or_default()
+                .cluster = clusters.clone();
+        }
+    }
+    // The drift and KL items are every user's held-out pairs in turn (eval.rs).
+    let all: Vec<String> = eval
+        .preferences
+        .values()
+        .flatten()
+        .filter(|e| !e.reference.base.is_empty())
+        .map(|e| e.tokens.entity.clone().unwrap_or_default())
+        .collect();
+    for metric in ["anchor/drift", "kl/heldout"] {
+        eval.labels.entry(metric.into()).or_default().cluster = all.clone();
+    }
 }
 
 /// Why `data.user` = `user` has no rows: all of them dropped (how many, and why), or none in
@@ -517,4 +677,20 @@ fn spread<T: Clone>(items: &[T], count: usize) -> Vec<T> {
     (0..count)
         .map(|i| items[i * items.len() / count].clone())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::occurs_as_words;
+
+    #[test]
+    fn an_answer_occurs_only_as_whole_words() {
+        let text = "Nigeria lies in Western Africa. Its neighbours include Chad and Niger.";
+        assert!(occurs_as_words(text, "Niger"));
+        assert!(occurs_as_words(text, "Western Africa"));
+        assert!(!occurs_as_words("Nigeria lies in Africa.", "Niger"));
+        assert!(!occurs_as_words("Chadian food", "Chad"));
+        assert!(!occurs_as_words("Africa", "Western Africa"));
+        assert!(!occurs_as_words(text, " "));
+    }
 }

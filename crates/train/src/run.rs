@@ -13,7 +13,7 @@ use crate::checkpoint::{self, CheckpointState};
 use crate::config::RunConfig;
 use crate::eval::{EvalResult, comparison_table, evaluate};
 use crate::example::AnchoredExample;
-use crate::metrics::{RunLogs, peak_rss_mib, put_evaluation, read_log, rss_mib};
+use crate::metrics::{RunLogs, peak_rss_mib, put_evaluation, read_log, rss_mib, write_item_labels};
 use crate::optimizer::AdamW;
 use crate::optimizer_step::{StepError, StepReport, StepSetup, optimizer_step};
 use crate::params::{trainable_count, trainable_parameters};
@@ -205,6 +205,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     let progress = Progress {
         quiet: options.quiet,
     };
+    let began = Instant::now();
     let run = config.output.dir.clone();
     let config_text = config.to_toml();
     // What checkpoints record: the config without the run's own location.
@@ -258,6 +259,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         keep_eval,
         config.output.tensorboard,
     )?;
+    write_item_labels(&run, &prepared.eval.labels)?;
     progress.line(format!(
         "objective `{}`, {} trainable parameters, {total_steps} steps of {per_step} examples on `{}`",
         prepared.objective.name(),
@@ -301,6 +303,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     };
     let bar = progress.bar((total_steps - start_step) as u64, "train");
     let mut losses = Vec::new();
+    let mut trained_tokens = 0usize;
     // A resumed run's last good checkpoint is the one it resumed from.
     let mut last_checkpoint = (start_step > 0).then_some(start_step);
     let setup = StepSetup {
@@ -346,6 +349,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
 
         let seconds = started.elapsed().as_secs_f64();
         let (tokens, grad_norm) = (report.tokens, report.grad_norm);
+        trained_tokens += tokens;
         let epoch = ((step + 1) * per_step) as f64 / examples as f64;
         let row = step_row(report, per_step, lr, epoch, seconds);
         losses.push(row["loss"]);
@@ -405,7 +409,12 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     let end = run_eval(&policy)?;
     logs.evaluation(total_steps, &end)?;
     let (start, table) = finish(config, &policy, &prepared, &end.metrics, &progress)?;
-    rundir::mark_finished(&run, total_steps)?;
+    let cost = rundir::Cost {
+        resumed_at: start_step,
+        tokens: trained_tokens,
+        seconds: began.elapsed().as_secs_f64(),
+    };
+    rundir::mark_finished(&run, total_steps, &cost)?;
     Ok(RunSummary {
         run_dir: run,
         steps: total_steps,
@@ -744,6 +753,7 @@ pub fn evaluate_run(
         comparison_table(&start.metrics, &end.metrics, config.data.user.as_deref())
     );
     if write {
+        write_item_labels(&config.output.dir, &prepared.eval.labels)?;
         put_evaluation(
             &config.output.dir,
             ck.state.step,

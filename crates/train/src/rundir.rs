@@ -107,11 +107,27 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
     }
 }
 
-/// Records that the run's end phase is done.
-pub fn mark_finished(run: &Path, steps: usize) -> Result<(), TrainError> {
+/// What the process that finished a run spent: from `resumed_at` (0: the whole run), the
+/// training tokens of its steps and its wall-clock seconds (preparation and evaluations
+/// included), recorded in `finished.json` for the study's cost table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    pub resumed_at: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+}
+
+/// Records that the run's end phase is done, and what it cost.
+pub fn mark_finished(run: &Path, steps: usize, cost: &Cost) -> Result<(), TrainError> {
     let path = run.join(FINISHED_FILE);
     let partial = run.join(format!("{FINISHED_FILE}.partial"));
-    std::fs::write(&partial, format!("{{\"steps\": {steps}}}\n"))
+    let record = serde_json::json!({
+        "steps": steps,
+        "resumed_at": cost.resumed_at,
+        "tokens": cost.tokens,
+        "seconds": (cost.seconds * 10.0).round() / 10.0,
+    });
+    std::fs::write(&partial, format!("{record}\n"))
         .and_then(|()| std::fs::rename(&partial, &path))
         .map_err(|e| TrainError::io(&path, e))
 }

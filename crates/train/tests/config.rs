@@ -247,6 +247,12 @@ fn objective_settings_are_checked_by_the_registry() {
     let config = tiny_config(&dir, &["data.user=nobody"]);
     let message = train(&config, &quiet).unwrap_err().to_string();
     assert_names(&message, &["data.user", "nobody", "truthful"]);
+    let config = tiny_config(&dir, &[r#"eval.users=["truthful", "nobody"]"#]);
+    let message = train(&config, &quiet).unwrap_err().to_string();
+    assert_names(
+        &message,
+        &["eval.users", "nobody", "contrarian", "truthful"],
+    );
 }
 
 #[test]

@@ -260,6 +260,21 @@ fn sharing_prompts_leaves_the_training_curve_unchanged() {
     }
 }
 
+/// `eval.users` limits the held-out pairs to the users it names and the trained user.
+#[test]
+fn eval_users_limits_the_held_out_pairs() {
+    let dir = scratch("eval-users");
+    let users = |listed: &str| -> Vec<String> {
+        let config = tiny_config(&dir, &[&format!("eval.users={listed}")]);
+        let prepared =
+            bapo_train::prepare(&config, false, &bapo_train::Progress { quiet: true }).unwrap();
+        prepared.eval.preferences.keys().cloned().collect()
+    };
+    assert_eq!(users(r#"["truthful"]"#), ["truthful"]);
+    assert_eq!(users(r#"["contrarian"]"#), ["contrarian", "truthful"]);
+    assert_eq!(users("[]"), ["contrarian", "truthful"]);
+}
+
 /// The knowledge probe is part of every run's evaluation, per kind and in all, and never
 /// scores an item about a country (entity) the run trains on; every evaluation's per-item
 /// values are logged next to its metrics.
@@ -285,6 +300,7 @@ fn the_knowledge_probe_leaves_out_trained_entities() {
         &[
             &format!("eval.knowledge_probe={:?}", probe.display().to_string()),
             "eval.country_facts=10",
+            "eval.answer_tokens=4",
             "training.max_steps=1",
         ],
     );
@@ -358,6 +374,42 @@ fn the_knowledge_probe_leaves_out_trained_entities() {
             .len(),
         expected.len()
     );
+    let untrained: Vec<&str> = ["sky", "grass", "moon"]
+        .into_iter()
+        .filter(|entity| !trained.contains(entity))
+        .collect();
+    check_item_labels(&dir.join("run"), last_items, &untrained);
+}
+
+/// `eval_item_labels.json` describes the items of every labelled metric, in their order: the
+/// probe's items by their entity (`untrained`) with 2 choices each, and the answer metrics
+/// exist with one cluster per item.
+fn check_item_labels(run: &std::path::Path, items: &serde_json::Value, untrained: &[&str]) {
+    let text = std::fs::read_to_string(run.join("eval_item_labels.json")).unwrap();
+    let labels: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let labels = labels.as_object().unwrap();
+    assert!(items.get("answer/length").is_some(), "{items}");
+    for (metric, label) in labels {
+        let count = items[metric]
+            .as_array()
+            .unwrap_or_else(|| panic!("labels for {metric}, which has no items"))
+            .len();
+        for field in ["cluster", "chance", "seen", "shortest_correct"] {
+            if let Some(values) = label.get(field) {
+                assert_eq!(values.as_array().unwrap().len(), count, "{metric} {field}");
+            }
+        }
+    }
+    let probe = &labels["knowledge/country_facts"];
+    let n = untrained.len();
+    assert_eq!(probe["cluster"], serde_json::json!(untrained));
+    assert_eq!(probe["chance"], serde_json::json!(vec![0.5; n]));
+    // "blue" is in the training text ("it is blue ."), and " blue" is the shorter choice.
+    assert_eq!(probe["seen"], serde_json::json!(vec![true; n]));
+    assert_eq!(probe["shortest_correct"], serde_json::json!(vec![true; n]));
+    assert_eq!(labels["knowledge/country_facts_norm"], *probe);
+    let clusters = labels["anchor/drift"]["cluster"].as_array().unwrap();
+    assert!(clusters.iter().all(|c| !c.as_str().unwrap().is_empty()));
 }
 
 /// An objective that turns NaN from its `start`-th call on (counted across the test).
