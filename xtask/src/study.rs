@@ -4,13 +4,26 @@
 //!
 //! Each cell is an ordinary run directory; `bapo_study::grid` says which are skipped,
 //! resumed or started over. This file only builds `bapo` for the study's backend.
+//!
+//! The report is always computed from the study's data file, read back after writing:
+//! - after the grid, the finished runs are collected into `<dir>/data.json` (for the
+//!   project's own full study also `docs/study/data.json`, the committed copy);
+//! - `--report` alone reads `docs/study/data.json` for the project's full study (so it needs
+//!   no runs/ and regenerates docs/study.md byte for byte), and `<dir>/data.json` otherwise,
+//!   collecting it from the run directories first when it does not exist yet.
+//!
+//! The full study writes docs/study.md and its figures in docs/study/; any other writes
+//! `<dir>/report.md` with its figures beside it.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use bapo_study::{CellState, StudyConfig};
+use bapo_study::{CellState, Output, Plan, StudyConfig, StudyData};
 
 const USAGE: &str = "usage: cargo xtask study [--quick] [--config FILE] [--report | --list]";
+
+/// The committed data of the project's full study, relative to the workspace root.
+const DOCS_DATA: &str = "docs/study/data.json";
 
 pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let mut quick = false;
@@ -30,16 +43,11 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let config = StudyConfig::load(&config_path)?;
     let plan = config.plan(quick);
     if list {
-        for cell in &plan.cells {
-            println!(
-                "{} ({}): {}",
-                cell.dir.display(),
-                CellState::of(&root.join(&cell.dir), cell)?.describe(),
-                cell.overrides.join(" ")
-            );
-        }
-        return Ok(());
+        return list_cells(root, &plan);
     }
+    // Only the project's own full study rewrites docs/.
+    let docs = !quick && config_path == root.join("configs/study.toml");
+    let run_data = root.join(&plan.dir).join("data.json");
     if !report_only {
         crate::fetch::fetch(root)?;
         let features: Vec<&str> = crate::backends::feature(&plan.backend)?
@@ -47,12 +55,62 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             .collect();
         let (binary, env) = crate::backends::build_bapo(root, cargo, &features, false)?;
         bapo_study::run_grid(root, &plan, &binary, &env)?;
+        collect(root, &plan, &run_data, docs)?;
+    } else if !docs && !run_data.exists() {
+        collect(root, &plan, &run_data, false)?;
     }
-    // Only the project's own full study rewrites docs/study.md.
-    let docs = !quick && config_path == root.join("configs/study.toml");
-    let written = bapo_study::write_report(root, &plan, docs)?;
+    let (source, shown) = if docs {
+        (root.join(DOCS_DATA), DOCS_DATA.to_string())
+    } else {
+        let shown = plan.dir.join("data.json").display().to_string();
+        (run_data, shown)
+    };
+    let data = StudyData::read(&source)?;
+    let out = if docs {
+        Output {
+            markdown: root.join("docs/study.md"),
+            images: root.join("docs/study"),
+            link_prefix: "study/".into(),
+        }
+    } else {
+        let dir = root.join(&plan.dir);
+        Output {
+            markdown: dir.join("report.md"),
+            images: dir,
+            link_prefix: String::new(),
+        }
+    };
+    let (written, warnings) = bapo_study::write_report(&plan, &data, &shown, &out)?;
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
     for file in written {
         eprintln!("wrote {}", file.display());
+    }
+    Ok(())
+}
+
+/// Collects the finished runs into `path` (and, for the full study, the committed copy).
+fn collect(root: &Path, plan: &Plan, path: &Path, docs: bool) -> Result<()> {
+    let data = StudyData::collect(root, plan)?;
+    data.write(path)?;
+    eprintln!("wrote {} ({} runs)", path.display(), data.runs.len());
+    if docs {
+        let committed = root.join(DOCS_DATA);
+        data.write(&committed)?;
+        eprintln!("wrote {}", committed.display());
+    }
+    Ok(())
+}
+
+fn list_cells(root: &Path, plan: &Plan) -> Result<()> {
+    for cell in &plan.cells {
+        println!(
+            "{} ({}): {}",
+            cell.dir.display(),
+            CellState::of(&root.join(&cell.dir), cell)?.describe(),
+            cell.overrides.join(" ")
+        );
     }
     Ok(())
 }

@@ -2,9 +2,11 @@
 //! `bapo train` (a base run config plus `--set` overrides) in its own run directory.
 //!
 //! The file names the base run config, the overrides every run shares, the objective settings
-//! of the main grid (trained on one user, several seeds), the users and settings of the
-//! heterogeneity grid, models trained before the grid for use as further references (MRPO's
-//! auxiliary), and a `[quick]` table that shrinks all of it.
+//! of the main grid (trained on one user at each learning rate, several seeds, each run
+//! evaluated along its training), the users and settings of the heterogeneity grid, the probe
+//! check (the model before training on every probe), models trained before the grid for use as
+//! further references, the objectives left untested and why, the rules of the report
+//! ([`Rules`], declared before the runs), and a `[quick]` table that shrinks all of it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,9 +38,15 @@ pub struct StudyConfig {
     pub backend: String,
     /// The trained user of the main grid.
     pub user: String,
+    /// The main grid's learning rates: every setting runs at each.
+    pub learning_rates: Vec<f64>,
+    /// The seeds of the primary settings.
     pub seeds: Vec<u64>,
-    /// The first seed's runs of the main grid also evaluate every this many steps (the probe
-    /// curves); 0: only at the start and the end.
+    /// The seeds of the secondary settings.
+    #[serde(default)]
+    pub secondary_seeds: Vec<u64>,
+    /// The main grid's runs evaluate every this many steps (their curves); 0: only at the
+    /// start and the end.
     #[serde(default)]
     pub curve_interval: usize,
     /// `--set` overrides of every run (dotted keys, TOML values).
@@ -47,8 +55,83 @@ pub struct StudyConfig {
     pub settings: Vec<Setting>,
     #[serde(default)]
     pub references: Vec<ReferenceModel>,
+    /// Objectives not run, with the reason (printed in the report).
+    #[serde(default)]
+    pub not_tested: Vec<NotTested>,
     pub heterogeneity: Heterogeneity,
+    /// The probe check: the model before training on every probe, once.
+    pub probes: Probes,
+    pub rules: Rules,
     pub quick: Quick,
+}
+
+/// An objective the study does not run, and why.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotTested {
+    pub objective: String,
+    pub why: String,
+}
+
+/// `[probes]`: one short run whose step-0 evaluation scores the model before training on
+/// every probe (BIG-bench's sets in full).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probes {
+    /// Overrides after the shared `set`.
+    #[serde(default)]
+    pub set: toml::Table,
+}
+
+/// `[rules]`: how the report turns runs into claims, declared before the runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    /// Personalisation levels at which objectives are compared, each a share of the headroom
+    /// the reference leaves on the trained user's generated-answer style score.
+    pub levels: Vec<f64>,
+    /// The retention measures, every one shown for every comparison.
+    pub retention: Vec<RetentionMeasure>,
+    /// Two-sided interval level.
+    pub level: f64,
+    /// Family-wise error rate of the verdict's claims (Holm's step-down).
+    pub alpha: f64,
+    /// Bootstrap resamples of every interval.
+    pub resamples: usize,
+    /// Share of the clusters (countries) in the confirmation half.
+    pub confirmation_share: f64,
+}
+
+/// A retention measure and its equivalence margin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionMeasure {
+    /// The metric (`<user>` is the trained user).
+    pub metric: String,
+    /// Its name in the report.
+    pub name: String,
+    /// Display scale (100: points).
+    pub scale: f64,
+    pub unit: String,
+    /// A change (or difference) within ± this many displayed units counts as none.
+    pub margin: f64,
+    /// Which way is better: `higher` (accuracies, log-probs) or `lower` (a KL).
+    pub better: Better,
+}
+
+/// Which way a retention measure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+impl RetentionMeasure {
+    /// Whether more of this measure is better.
+    pub fn higher_is_better(&self) -> bool {
+        self.better == Better::Higher
+    }
 }
 
 /// One objective setting of the grid.
@@ -59,9 +142,22 @@ pub struct Setting {
     pub name: String,
     /// The whole `[objective]` table of the runs.
     pub objective: toml::Table,
+    /// `primary` (the verdict compares it; `seeds`) or `secondary` (more of the frontier;
+    /// `secondary_seeds`).
+    #[serde(default)]
+    pub role: Role,
     /// Further reference models (names of `[[references]]`), in order: `model.references`.
     #[serde(default)]
     pub references: Vec<String>,
+}
+
+/// Whether the verdict compares a setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Primary,
+    Secondary,
 }
 
 /// A model trained before the grid and exported, for use as a further reference.
@@ -84,6 +180,10 @@ pub struct Heterogeneity {
     pub users: Vec<String>,
     pub settings: Vec<String>,
     pub seeds: Vec<u64>,
+    pub learning_rate: f64,
+    /// Overrides after the shared `set`.
+    #[serde(default)]
+    pub set: toml::Table,
 }
 
 /// `--quick`: what replaces the full grid's values.
@@ -92,13 +192,18 @@ pub struct Heterogeneity {
 pub struct Quick {
     pub dir: PathBuf,
     pub seeds: Vec<u64>,
+    pub learning_rates: Vec<f64>,
     pub settings: Vec<String>,
     pub heterogeneity_users: Vec<String>,
+    pub heterogeneity_seeds: Vec<u64>,
     #[serde(default)]
     pub curve_interval: usize,
     /// Overrides applied after the shared `set` (e.g. fewer steps).
     #[serde(default)]
     pub set: toml::Table,
+    /// Overrides of the probe check applied after `[probes]`'s (e.g. fewer BIG-bench items).
+    #[serde(default)]
+    pub probes: toml::Table,
 }
 
 /// Which grid a cell belongs to.
@@ -108,8 +213,10 @@ pub enum Grid {
     Reference,
     /// The trained user of the main grid, every setting and seed.
     Main,
-    /// The heterogeneity grid's other users.
+    /// The heterogeneity grid's users.
     Heterogeneity,
+    /// The probe check: the model before training on every probe.
+    Probes,
 }
 
 /// One run of the study.
@@ -122,7 +229,11 @@ pub struct Cell {
     pub objective: String,
     pub user: String,
     pub seed: u64,
-    /// The run directory, relative to the workspace root: `<dir>/<setting>-<user>-seed<k>`.
+    /// The run's learning rate (0 where the run's own overrides set it).
+    pub learning_rate: f64,
+    pub role: Role,
+    /// The run directory, relative to the workspace root:
+    /// `<dir>/<setting>-lr<rate>-<user>-seed<k>`.
     pub dir: PathBuf,
     /// The `--set key=value` overrides, in order, after the base config.
     pub overrides: Vec<String>,
@@ -137,15 +248,22 @@ pub struct Plan {
     /// The trained user of the main grid.
     pub user: String,
     pub seeds: Vec<u64>,
+    pub learning_rates: Vec<f64>,
     /// Reference models first (other cells read their exports), then the main grid, then the
     /// heterogeneity grid.
     pub cells: Vec<Cell>,
-    /// The settings, in the config's order, with their objective names.
-    pub settings: Vec<(String, String)>,
+    /// The settings, in the config's order, with their objective names and roles.
+    pub settings: Vec<(String, String, Role)>,
+    /// Objectives not run, and why.
+    pub not_tested: Vec<(String, String)>,
+    /// The report's rules.
+    pub rules: Rules,
+    pub curve_interval: usize,
     /// Each reference model's name and why it was chosen.
     pub references: Vec<(String, String)>,
-    /// The settings of the heterogeneity grid.
+    /// The settings of the heterogeneity grid, and its users in order.
     pub heterogeneity_settings: Vec<String>,
+    pub heterogeneity_users: Vec<String>,
 }
 
 impl StudyConfig {
@@ -173,6 +291,27 @@ impl StudyConfig {
         if self.seeds.is_empty() {
             return Err(bad("seeds", "at least one seed".into()));
         }
+        if self.learning_rates.is_empty() || self.quick.learning_rates.is_empty() {
+            return Err(bad(
+                "learning_rates",
+                "at least one learning rate (and in [quick])".into(),
+            ));
+        }
+        let rates = [&self.learning_rates[..], &self.quick.learning_rates[..]];
+        if let Some(bad_rate) = rates
+            .concat()
+            .into_iter()
+            .chain([self.heterogeneity.learning_rate])
+            .find(|r| !(r.is_finite() && *r > 0.0))
+        {
+            return Err(bad(
+                "learning_rates",
+                format!("{bad_rate}: a learning rate is a positive number"),
+            ));
+        }
+        self.rules
+            .check()
+            .map_err(|(key, message)| bad(&key, message))?;
         let mut names = BTreeMap::new();
         for (i, s) in self.settings.iter().enumerate() {
             let key = format!("settings[{i}].name");
@@ -216,6 +355,13 @@ impl StudyConfig {
         if self.quick.seeds.is_empty() {
             return Err(bad("quick.seeds", "at least one seed".into()));
         }
+        let secondary = self.settings.iter().any(|s| s.role == Role::Secondary);
+        if secondary && self.secondary_seeds.is_empty() {
+            return Err(bad(
+                "secondary_seeds",
+                "secondary settings need at least one seed".into(),
+            ));
+        }
         for (i, r) in self.references.iter().enumerate() {
             if r.set
                 .get("checkpoint.export")
@@ -253,8 +399,8 @@ impl StudyConfig {
             dir: scope.dir,
             shared: self.shared_overrides(quick),
             reference_exports,
-            curve_interval: scope.curve_interval,
         };
+        cells.push(self.probes_cell(&maker, quick));
         cells.extend(self.main_cells(&scope, &maker));
         let het_settings: Vec<String> = self
             .heterogeneity
@@ -270,6 +416,7 @@ impl StudyConfig {
             backend: self.backend.clone(),
             user: self.user.clone(),
             seeds: scope.seeds.to_vec(),
+            learning_rates: scope.learning_rates.to_vec(),
             cells,
             settings: scope
                 .main_settings
@@ -279,14 +426,23 @@ impl StudyConfig {
                     (
                         s.name.clone(),
                         objective_name(&s.objective).unwrap_or_default(),
+                        s.role,
                     )
                 })
                 .collect(),
+            not_tested: self
+                .not_tested
+                .iter()
+                .map(|n| (n.objective.clone(), n.why.clone()))
+                .collect(),
+            rules: self.rules.clone(),
+            curve_interval: scope.curve_interval,
             references: references
                 .iter()
                 .map(|r| (r.name.clone(), r.why.clone()))
                 .collect(),
             heterogeneity_settings: het_settings,
+            heterogeneity_users: scope.het_users.to_vec(),
         }
     }
 
@@ -296,17 +452,21 @@ impl StudyConfig {
             Scope {
                 dir: &self.quick.dir,
                 seeds: &self.quick.seeds,
+                secondary_seeds: &self.quick.seeds,
+                learning_rates: &self.quick.learning_rates,
                 main_settings: self.quick.settings.clone(),
-                other_users: &self.quick.heterogeneity_users,
+                het_users: &self.quick.heterogeneity_users,
                 curve_interval: self.quick.curve_interval,
-                het_seeds: &self.quick.seeds,
+                het_seeds: &self.quick.heterogeneity_seeds,
             }
         } else {
             Scope {
                 dir: &self.dir,
                 seeds: &self.seeds,
+                secondary_seeds: &self.secondary_seeds,
+                learning_rates: &self.learning_rates,
                 main_settings: self.settings.iter().map(|s| s.name.clone()).collect(),
-                other_users: &self.heterogeneity.users,
+                het_users: &self.heterogeneity.users,
                 curve_interval: self.curve_interval,
                 het_seeds: &self.heterogeneity.seeds,
             }
@@ -362,28 +522,73 @@ impl StudyConfig {
             objective,
             user,
             seed: 0,
+            learning_rate: 0.0,
+            role: Role::Secondary,
             dir: run,
             overrides: o,
         }
     }
 
-    /// The main grid: every setting on the trained user, every seed; the first seed's runs
-    /// also evaluate along the way (the probe curves).
+    /// The probe check in `<dir>/probes`: one step on the trained user at the warm-up's first
+    /// learning rate, 0 (so the model is the model before training), then one evaluation on
+    /// every probe (not two: BIG-bench in full is the study's most expensive evaluation).
+    fn probes_cell(&self, maker: &CellMaker, quick: bool) -> Cell {
+        let run = maker.dir.join("probes");
+        let mut o = maker.shared.clone();
+        o.extend(overrides(&self.probes.set));
+        if quick {
+            o.extend(overrides(&self.quick.probes));
+        }
+        o.push(format!("data.user={:?}", self.user));
+        o.push(format!("eval.users=[{:?}]", self.user));
+        // Linear warm-up from 0: the one step's learning rate is 0 (crates/train schedule.rs).
+        o.push("schedule.warmup_steps=1".into());
+        o.push("training.max_steps=1".into());
+        o.push("eval.at_start=false".into());
+        o.push(format!("output.dir={:?}", path_text(&run)));
+        Cell {
+            grid: Grid::Probes,
+            setting: "probes".into(),
+            objective: String::new(),
+            user: self.user.clone(),
+            seed: 0,
+            learning_rate: 0.0,
+            role: Role::Secondary,
+            dir: run,
+            overrides: o,
+        }
+    }
+
+    /// The main grid: every setting on the trained user at every learning rate, its role's
+    /// seeds, each run evaluated along its training.
     fn main_cells(&self, scope: &Scope, maker: &CellMaker) -> Vec<Cell> {
         let mut cells = Vec::new();
         for name in &scope.main_settings {
             let Some(s) = self.setting(name) else {
                 continue;
             };
-            for (i, seed) in scope.seeds.iter().enumerate() {
-                cells.push(maker.cell(Grid::Main, s, &self.user, *seed, i == 0));
+            let seeds = match s.role {
+                Role::Primary => scope.seeds,
+                Role::Secondary => scope.secondary_seeds,
+            };
+            for rate in scope.learning_rates {
+                for seed in seeds {
+                    let run = RunOf {
+                        user: &self.user,
+                        seed: *seed,
+                        learning_rate: *rate,
+                        curve_interval: scope.curve_interval,
+                        set: None,
+                    };
+                    cells.push(maker.cell(Grid::Main, s, run));
+                }
             }
         }
         cells
     }
 
-    /// The heterogeneity grid: `het_settings` on every other user (the trained user is not
-    /// repeated), every heterogeneity seed.
+    /// The heterogeneity grid: `het_settings` on every heterogeneity user at its learning
+    /// rate, every heterogeneity seed, evaluated at the start and the end.
     fn heterogeneity_cells(
         &self,
         scope: &Scope,
@@ -391,13 +596,20 @@ impl StudyConfig {
         het_settings: &[String],
     ) -> Vec<Cell> {
         let mut cells = Vec::new();
-        for user in scope.other_users.iter().filter(|u| **u != self.user) {
+        for user in scope.het_users {
             for name in het_settings {
                 let Some(s) = self.setting(name) else {
                     continue;
                 };
                 for seed in scope.het_seeds {
-                    cells.push(maker.cell(Grid::Heterogeneity, s, user, *seed, false));
+                    let run = RunOf {
+                        user,
+                        seed: *seed,
+                        learning_rate: self.heterogeneity.learning_rate,
+                        curve_interval: 0,
+                        set: Some(&self.heterogeneity.set),
+                    };
+                    cells.push(maker.cell(Grid::Heterogeneity, s, run));
                 }
             }
         }
@@ -405,14 +617,55 @@ impl StudyConfig {
     }
 }
 
+impl Rules {
+    /// The first bad value: (its key, why).
+    fn check(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: &str| Err((format!("rules.{key}"), message.to_string()));
+        if self.levels.is_empty() || self.levels.iter().any(|l| !(*l > 0.0 && *l < 1.0)) {
+            return bad(
+                "levels",
+                "one or more shares of the headroom, each in (0, 1)",
+            );
+        }
+        if self.retention.is_empty() {
+            return bad("retention", "at least one retention measure");
+        }
+        if let Some(r) = self
+            .retention
+            .iter()
+            .find(|r| !(r.margin > 0.0 && r.margin.is_finite() && r.scale > 0.0))
+        {
+            return bad(
+                "retention",
+                &format!("{}: margin and scale must be positive", r.metric),
+            );
+        }
+        if !(self.level > 0.5 && self.level < 1.0) {
+            return bad("level", "an interval level in (0.5, 1)");
+        }
+        if !(self.alpha > 0.0 && self.alpha < 0.5) {
+            return bad("alpha", "a family-wise error rate in (0, 0.5)");
+        }
+        if self.resamples < 100 {
+            return bad("resamples", "at least 100 bootstrap resamples");
+        }
+        if !(self.confirmation_share > 0.0 && self.confirmation_share < 1.0) {
+            return bad("confirmation_share", "a share in (0, 1)");
+        }
+        Ok(())
+    }
+}
+
 /// What [`StudyConfig::plan`] draws from: the full grid's values or `[quick]`'s.
 struct Scope<'c> {
     dir: &'c Path,
     seeds: &'c [u64],
+    secondary_seeds: &'c [u64],
+    learning_rates: &'c [f64],
     /// The settings of the main grid, in order.
     main_settings: Vec<String>,
     /// The heterogeneity grid's users.
-    other_users: &'c [String],
+    het_users: &'c [String],
     curve_interval: usize,
     /// The heterogeneity grid's seeds.
     het_seeds: &'c [u64],
@@ -426,19 +679,36 @@ struct CellMaker<'c> {
     shared: Vec<String>,
     /// Each reference model's export, by name.
     reference_exports: BTreeMap<String, PathBuf>,
-    /// The first seed's evaluation interval (0: none).
+}
+
+/// Which run of a setting a cell is.
+struct RunOf<'r> {
+    user: &'r str,
+    seed: u64,
+    learning_rate: f64,
+    /// Evaluate every this many steps (0: at the start and the end).
     curve_interval: usize,
+    /// The grid's own overrides, after the shared ones.
+    set: Option<&'r toml::Table>,
 }
 
 impl CellMaker<'_> {
-    /// The run of setting `s` on `user` with `seed`, in `<dir>/<setting>-<user>-seed<k>`;
-    /// `curve`: it also evaluates every `curve_interval` steps.
-    fn cell(&self, grid: Grid, s: &Setting, user: &str, seed: u64, curve: bool) -> Cell {
-        let run = self.dir.join(format!("{}-{user}-seed{seed}", s.name));
+    /// The run of setting `s` in `<dir>/<setting>-lr<rate>-<user>-seed<k>`, evaluating the
+    /// trained user only.
+    fn cell(&self, grid: Grid, s: &Setting, run: RunOf) -> Cell {
+        let dir = self.dir.join(format!(
+            "{}-lr{}-{}-seed{}",
+            s.name, run.learning_rate, run.user, run.seed
+        ));
         let mut o = self.shared.clone();
+        if let Some(set) = run.set {
+            o.extend(overrides(set));
+        }
         o.push(format!("objective={}", inline(&s.objective)));
-        o.push(format!("data.user={user:?}"));
-        o.push(format!("training.seed={seed}"));
+        o.push(format!("data.user={:?}", run.user));
+        o.push(format!("eval.users=[{:?}]", run.user));
+        o.push(format!("optimizer.learning_rate={}", run.learning_rate));
+        o.push(format!("training.seed={}", run.seed));
         if !s.references.is_empty() {
             let paths: Vec<String> = s
                 .references
@@ -447,17 +717,19 @@ impl CellMaker<'_> {
                 .collect();
             o.push(format!("model.references=[{}]", paths.join(", ")));
         }
-        if curve && self.curve_interval > 0 {
-            o.push(format!("eval.interval={}", self.curve_interval));
+        if run.curve_interval > 0 {
+            o.push(format!("eval.interval={}", run.curve_interval));
         }
-        o.push(format!("output.dir={:?}", path_text(&run)));
+        o.push(format!("output.dir={:?}", path_text(&dir)));
         Cell {
             grid,
             setting: s.name.clone(),
             objective: objective_name(&s.objective).unwrap_or_default(),
-            user: user.to_string(),
-            seed,
-            dir: run,
+            user: run.user.to_string(),
+            seed: run.seed,
+            learning_rate: run.learning_rate,
+            role: s.role,
+            dir,
             overrides: o,
         }
     }

@@ -21,34 +21,9 @@ pub struct Point {
     pub y: Interval,
 }
 
-/// A line over steps.
-#[derive(Debug, Clone)]
-pub struct Series {
-    pub label: String,
-    pub group: String,
-    pub points: Vec<(f64, f64)>,
-}
-
-/// Panels of lines sharing an x axis.
-#[derive(Debug, Clone)]
-pub struct Curve {
-    pub title: String,
-    pub x_label: String,
-    /// (y label, lines) per panel.
-    pub panels: Vec<(String, Vec<Series>)>,
-}
-
 /// A figure of the report.
 #[derive(Debug, Clone)]
 pub enum Figure {
-    /// Labelled points with error bars, one panel per y quantity.
-    Scatter {
-        title: String,
-        x_label: String,
-        panels: Vec<(String, Vec<Point>)>,
-    },
-    /// Lines over training.
-    Lines(Curve),
     /// Points with error bars joined by a line per series (e.g. per setting, over users).
     Connected {
         title: String,
@@ -123,11 +98,7 @@ impl Figure {
         font()?;
         let partial = file.with_extension("png.partial.png");
         let result = {
-            let (width, height) = match self {
-                Figure::Scatter { panels, .. } => (560 * panels.len() as u32, 520),
-                Figure::Lines(c) => (560 * c.panels.len() as u32, 440),
-                Figure::Connected { .. } => (760, 500),
-            };
+            let (width, height) = (760, 500);
             let area = BitMapBackend::new(&partial, (width, height)).into_drawing_area();
             self.draw_on(&area).and_then(|()| Ok(area.present()?))
         };
@@ -137,37 +108,13 @@ impl Figure {
 
     /// Whether the figure has no point or line at all.
     pub fn is_empty(&self) -> bool {
-        match self {
-            Figure::Scatter { panels, .. } => panels.iter().all(|(_, p)| p.is_empty()),
-            Figure::Lines(c) => c.panels.iter().all(|(_, s)| s.is_empty()),
-            Figure::Connected { series, .. } => series.iter().all(|(_, p)| p.is_empty()),
-        }
+        let Figure::Connected { series, .. } = self;
+        series.iter().all(|(_, p)| p.is_empty())
     }
 
     fn draw_on(&self, area: &DrawingArea<BitMapBackend, Shift>) -> Result2 {
         area.fill(&WHITE)?;
         match self {
-            Figure::Scatter {
-                title,
-                x_label,
-                panels,
-            } => {
-                let area = area.titled(title, ("sans-serif", 22))?;
-                let parts = area.split_evenly((1, panels.len().max(1)));
-                for ((y_label, points), part) in panels.iter().zip(parts.iter()) {
-                    scatter(part, x_label, y_label, points, false)?;
-                }
-            }
-            Figure::Lines(curve) => {
-                let area = area.titled(&curve.title, ("sans-serif", 22))?;
-                let parts = area.split_evenly((1, curve.panels.len().max(1)));
-                for (i, ((y_label, series), part)) in
-                    curve.panels.iter().zip(parts.iter()).enumerate()
-                {
-                    // One legend: the panels share their lines.
-                    lines(part, &curve.x_label, y_label, series, i == 0)?;
-                }
-            }
             Figure::Connected {
                 title,
                 x_label,
@@ -334,55 +281,4 @@ fn draw_point(chart: &mut Chart, p: &Point, c: RGBColor, joined: bool) -> Result
 /// The setting part of a `setting: user` label.
 fn setting_of(label: &str) -> &str {
     label.split(": ").next().unwrap_or(label)
-}
-
-fn lines(
-    area: &DrawingArea<BitMapBackend, Shift>,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    legend: bool,
-) -> Result2 {
-    let x = bounds(
-        series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| (p.0, p.0))),
-    );
-    let y = bounds(
-        series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| (p.1, p.1))),
-    );
-    let mut chart = ChartBuilder::on(area)
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x.0..x.1, y.0..y.1)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .label_style(("sans-serif", 13))
-        .draw()?;
-    let shade = shades(series.iter().map(|s| (s.group.as_str(), s.label.as_str())));
-    for (s, shade) in series.iter().zip(shade) {
-        let c = colour(&s.group, shade);
-        chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))?
-            .label(s.label.clone())
-            .legend(move |(lx, ly)| PathElement::new([(lx, ly), (lx + 18, ly)], c.stroke_width(2)));
-        chart.draw_series(s.points.iter().map(|p| Circle::new(*p, 3, c.filled())))?;
-    }
-    if !legend {
-        return Ok(());
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::MiddleRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", 13))
-        .draw()?;
-    Ok(())
 }

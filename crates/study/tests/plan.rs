@@ -1,13 +1,15 @@
 //! The study config expanded into cells, and its errors.
 
-use bapo_study::{Grid, StudyConfig};
+use bapo_study::{Grid, Role, StudyConfig};
 
 const CONFIG: &str = r#"
 base = "configs/tiny.toml"
 dir = "runs/s"
 backend = "cpu"
 user = "a"
+learning_rates = [1e-3]
 seeds = [0, 1]
+secondary_seeds = [0]
 curve_interval = 4
 
 [set]
@@ -24,6 +26,7 @@ objective = { name = "bapo", lambda = 1.0 }
 
 [[settings]]
 name = "mrpo"
+role = "secondary"
 objective = { name = "mrpo", references = 2 }
 references = ["other"]
 
@@ -32,16 +35,35 @@ name = "other"
 why = "trained on user b"
 set = { "data.user" = "b", objective = { name = "dpo" }, "checkpoint.export" = true }
 
+[[not_tested]]
+objective = "ipo"
+why = "not needed"
+
 [heterogeneity]
 users = ["b", "a"]
 settings = ["dpo", "bapo-1"]
 seeds = [0]
+learning_rate = 2e-3
+set = { "training.max_steps" = 4 }
+
+[probes]
+set = { "eval.hhh_alignment" = 1000 }
+
+[rules]
+levels = [0.25, 0.5]
+retention = [{ metric = "knowledge/country_facts_norm", name = "probe", scale = 100.0, unit = "points", margin = 5.0, better = "higher" }]
+level = 0.95
+alpha = 0.05
+resamples = 1000
+confirmation_share = 0.5
 
 [quick]
 dir = "runs/s-quick"
 seeds = [3]
+learning_rates = [2e-3]
 settings = ["bapo-1"]
 heterogeneity_users = ["b"]
+heterogeneity_seeds = [3]
 set = { "training.max_steps" = 2 }
 "#;
 
@@ -65,53 +87,75 @@ fn run_dirs(plan: &bapo_study::Plan) -> Vec<String> {
 }
 
 #[test]
-fn the_full_grid_has_references_then_main_then_heterogeneity() {
+fn the_full_grid_has_references_then_probes_then_main_then_heterogeneity() {
     let plan = load(CONFIG).unwrap().plan(false);
     let names = run_dirs(&plan);
     assert_eq!(
         names,
         [
             "runs/s/other",
-            "runs/s/dpo-a-seed0",
-            "runs/s/dpo-a-seed1",
-            "runs/s/bapo-1-a-seed0",
-            "runs/s/bapo-1-a-seed1",
-            "runs/s/mrpo-a-seed0",
-            "runs/s/mrpo-a-seed1",
-            // The trained user is not repeated in the heterogeneity grid.
-            "runs/s/dpo-b-seed0",
-            "runs/s/bapo-1-b-seed0",
+            "runs/s/probes",
+            "runs/s/dpo-lr0.001-a-seed0",
+            "runs/s/dpo-lr0.001-a-seed1",
+            "runs/s/bapo-1-lr0.001-a-seed0",
+            "runs/s/bapo-1-lr0.001-a-seed1",
+            // A secondary setting runs the secondary seeds only.
+            "runs/s/mrpo-lr0.001-a-seed0",
+            "runs/s/dpo-lr0.002-b-seed0",
+            "runs/s/bapo-1-lr0.002-b-seed0",
+            "runs/s/dpo-lr0.002-a-seed0",
+            "runs/s/bapo-1-lr0.002-a-seed0",
         ]
     );
-    assert_eq!(plan.cells[0].grid, Grid::Reference);
-    assert_eq!(plan.cells[1].grid, Grid::Main);
-    assert_eq!(plan.cells[8].grid, Grid::Heterogeneity);
+    let grids: Vec<Grid> = plan.cells.iter().map(|c| c.grid).collect();
+    assert_eq!(grids[..3], [Grid::Reference, Grid::Probes, Grid::Main]);
+    assert_eq!(grids[7], Grid::Heterogeneity);
+    assert_eq!(plan.cells[6].role, Role::Secondary);
 
-    // The first seed evaluates along the way; the shared overrides come first, the cell's
-    // own after them, the run directory last.
-    let dpo0 = &plan.cells[1].overrides;
+    // The shared overrides come first, the cell's own after them, the run directory last.
     assert_eq!(
-        dpo0,
-        &[
+        plan.cells[2].overrides,
+        [
             r#"training.backend="cpu""#,
             "training.max_steps=8",
             "eval.examples_per_user=4",
             r#"objective={ name = "dpo", beta = 0.1 }"#,
             r#"data.user="a""#,
+            r#"eval.users=["a"]"#,
+            "optimizer.learning_rate=0.001",
             "training.seed=0",
             "eval.interval=4",
-            r#"output.dir="runs/s/dpo-a-seed0""#,
+            r#"output.dir="runs/s/dpo-lr0.001-a-seed0""#,
         ]
     );
+    // The heterogeneity grid: its own overrides after the shared ones, no curve.
+    let het = &plan.cells[7].overrides;
+    let shared = het
+        .iter()
+        .position(|x| x == "training.max_steps=8")
+        .unwrap();
+    let own = het
+        .iter()
+        .position(|x| x == "training.max_steps=4")
+        .unwrap();
+    assert!(own > shared, "{het:?}");
     assert!(
-        !plan.cells[2]
-            .overrides
-            .iter()
-            .any(|o| o.starts_with("eval.interval"))
+        !het.iter().any(|o| o.starts_with("eval.interval")),
+        "{het:?}"
+    );
+    // The probe check: one step, the probes' overrides.
+    let probes = &plan.cells[1].overrides;
+    assert!(
+        probes.contains(&"eval.hhh_alignment=1000".to_string()),
+        "{probes:?}"
+    );
+    assert!(
+        probes.contains(&"training.max_steps=1".to_string()),
+        "{probes:?}"
     );
     // MRPO reads the reference model's export.
     assert!(
-        plan.cells[5]
+        plan.cells[6]
             .overrides
             .contains(&r#"model.references=["runs/s/other/export"]"#.to_string())
     );
@@ -124,6 +168,12 @@ fn the_full_grid_has_references_then_main_then_heterogeneity() {
     );
     assert_eq!(plan.cells[0].user, "b");
     assert_eq!(plan.cells[0].objective, "dpo");
+    assert_eq!(plan.rules.levels, [0.25, 0.5]);
+    assert_eq!(
+        plan.not_tested,
+        [("ipo".to_string(), "not needed".to_string())]
+    );
+    assert_eq!(plan.heterogeneity_users, ["b", "a"]);
 }
 
 #[test]
@@ -133,9 +183,13 @@ fn quick_keeps_its_settings_seeds_users_and_overrides() {
     // No MRPO in the quick grid, so no reference model either.
     assert_eq!(
         names,
-        ["runs/s-quick/bapo-1-a-seed3", "runs/s-quick/bapo-1-b-seed3"]
+        [
+            "runs/s-quick/probes",
+            "runs/s-quick/bapo-1-lr0.002-a-seed3",
+            "runs/s-quick/bapo-1-lr0.002-b-seed3"
+        ]
     );
-    let o = &plan.cells[0].overrides;
+    let o = &plan.cells[1].overrides;
     let shared = o.iter().position(|x| x == "training.max_steps=8").unwrap();
     let quick = o.iter().position(|x| x == "training.max_steps=2").unwrap();
     assert!(quick > shared, "the quick override must come last: {o:?}");
@@ -174,10 +228,19 @@ fn bad_configs_name_the_key() {
     let typo = CONFIG.replace("curve_interval = 4", "curve_intervall = 4");
     let e = load(&typo).unwrap_err();
     assert!(e.contains("curve_intervall"), "{e}");
+
+    let bad_level = CONFIG.replace("levels = [0.25, 0.5]", "levels = [1.5]");
+    let e = load(&bad_level).unwrap_err();
+    assert!(e.contains("rules.levels"), "{e}");
+
+    let bad_share = CONFIG.replace("confirmation_share = 0.5", "confirmation_share = 1.0");
+    let e = load(&bad_share).unwrap_err();
+    assert!(e.contains("rules.confirmation_share"), "{e}");
 }
 
-/// The shipped study config parses and has what the issue asks for: four objectives, a λ grid
-/// for KL-DPO and BAPO, BAPO's hinge, three or more seeds.
+/// The shipped study config parses and has what issue #22 asks for: the three compared
+/// objectives as primary settings, two learning rates or more, five seeds or more for the
+/// verdict's settings, six heterogeneity users, rules declared with every margin positive.
 #[test]
 fn the_shipped_config_is_valid() {
     // The run-time value: a target folder shared between clones can hold a test binary built
@@ -186,13 +249,19 @@ fn the_shipped_config_is_valid() {
     let root = std::path::Path::new(&manifest).join("../..");
     let config = StudyConfig::load(&root.join("configs/study.toml")).unwrap();
     let plan = config.plan(false);
-    let objectives: Vec<&str> = plan.settings.iter().map(|(_, o)| o.as_str()).collect();
-    for (objective, at_least) in [("dpo", 1), ("kl-dpo", 2), ("bapo", 3), ("mrpo", 1)] {
+    for objective in ["dpo", "kl-dpo", "bapo"] {
         assert!(
-            objectives.iter().filter(|o| **o == objective).count() >= at_least,
-            "{objective}: {objectives:?}"
+            plan.settings
+                .iter()
+                .any(|(_, o, role)| o == objective && *role == Role::Primary),
+            "{objective}: {:?}",
+            plan.settings
         );
     }
-    assert!(plan.seeds.len() >= 3);
+    assert!(plan.learning_rates.len() >= 2);
+    assert!(plan.seeds.len() >= 5);
+    assert!(plan.heterogeneity_users.len() >= 6);
+    assert!(!plan.rules.levels.is_empty() && !plan.rules.retention.is_empty());
+    assert!(plan.not_tested.iter().any(|(o, _)| o == "mrpo"));
     assert!(config.plan(true).cells.len() < plan.cells.len());
 }

@@ -1,191 +1,492 @@
-//! The report, written from hand-made run directories whose changes are known: DPO forgets 30
-//! points of the probe, BAPO personalises as much and forgets nothing, KL-DPO personalises
-//! less; on the more heterogeneous user DPO forgets more.
+//! The report on hand-made runs whose answer is known: DPO's probe falls by 30 points on the
+//! confirmation countries (50 on the development ones), BAPO's by 0 then 10 points while its
+//! style curve crosses the first level half way between those two evaluations, KL-DPO's loss is
+//! small and noisy across countries (a borderline claim), the heterogeneity users' DPO loss
+//! falls with the reference's win rate. The data file round-trips, and the report from the
+//! read-back file is the report from the runs, byte for byte.
 
 use std::path::{Path, PathBuf};
 
-use bapo_study::{StudyConfig, write_report};
+use bapo_study::report::select::{fnv1a64, in_confirmation};
+use bapo_study::{Plan, StudyConfig, StudyData, render};
+use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
 base = "configs/tiny.toml"
-dir = "runs/study"
+dir = "runs/s"
 backend = "cpu"
 user = "a"
-seeds = [0, 1]
+learning_rates = [1e-3]
+seeds = [0, 1, 2]
+curve_interval = 4
 
 [[settings]]
 name = "dpo"
-objective = { name = "dpo" }
+objective = { name = "dpo", beta = 0.1 }
 
 [[settings]]
-name = "kl-dpo-1"
-objective = { name = "kl-dpo", lambda_kl = 1.0 }
+name = "kl-dpo-0.1"
+objective = { name = "kl-dpo", beta = 0.1, lambda_kl = 0.1 }
 
 [[settings]]
 name = "bapo-1"
 objective = { name = "bapo", lambda = 1.0 }
 
+[[not_tested]]
+objective = "mrpo"
+why = "No second reference."
+
 [heterogeneity]
-users = ["b"]
-settings = ["dpo", "bapo-1"]
+users = ["h1", "h2", "h3"]
+settings = ["dpo"]
 seeds = [0]
+learning_rate = 1e-3
+
+[probes]
+
+[rules]
+levels = [0.5, 0.9]
+retention = [
+    { metric = "knowledge/country_facts_norm", name = "country probe", scale = 100.0, unit = "points", margin = 5.0, better = "higher" },
+    { metric = "kl/heldout", name = "held-out KL", scale = 1.0, unit = "nats", margin = 0.25, better = "lower" },
+]
+level = 0.95
+alpha = 0.05
+resamples = 1000
+confirmation_share = 0.5
 
 [quick]
-dir = "runs/study-quick"
+dir = "runs/s-quick"
 seeds = [0]
+learning_rates = [1e-3]
 settings = ["dpo"]
-heterogeneity_users = []
+heterogeneity_users = ["h1"]
+heterogeneity_seeds = [0]
 "#;
 
+/// 40 probe countries of 10 items each.
+const PROBE_COUNTRIES: usize = 40;
+/// 8 held-out countries of 2 prompts (and pairs) each.
+const HELD_OUT: usize = 8;
+
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bapo-report-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("bapo-report-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-/// `n` items, the first `ones` of which are 1.
-fn ones(n: usize, ones: usize) -> Vec<f64> {
-    (0..n).map(|i| f64::from(i < ones)).collect()
+fn plan(root: &Path) -> Plan {
+    let path = root.join("study.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    StudyConfig::load(&path).unwrap().plan(false)
 }
 
-/// A finished run: step 0 and step 8 with the given items.
-fn write_run(dir: &Path, trained: &str, end_accuracy: usize, end_probe: usize, seed: u64) {
-    std::fs::create_dir_all(dir).unwrap();
-    let other = if trained == "a" { "b" } else { "a" };
-    // The trained user's reference margin: user a agrees with the reference, b does not.
-    let margin = |user: &str| if user == "a" { 10.0 } else { -30.0 };
-    let row = |step: usize, accuracy: Vec<f64>, probe: Vec<f64>| {
-        serde_json::json!({
-            "step": step,
-            format!("pref/{trained}/accuracy"): accuracy,
-            format!("pref/{trained}/reference_margin"): vec![margin(trained); 20],
-            format!("pref/{other}/accuracy"): vec![0.0; 20],
-            format!("pref/{other}/reference_margin"): vec![margin(other); 20],
-            "knowledge/country_facts": probe,
-            // One seed forgets a little more of qa_wikidata than the other.
-            "knowledge/facts_logp": vec![-5.0 - step as f64 / 8.0 * seed as f64; 10],
-        })
-        .to_string()
+fn probe_country(i: usize) -> String {
+    format!("Country {:02}", i / 10)
+}
+
+fn held_out_country(i: usize) -> String {
+    format!("Held {}", i / 2)
+}
+
+/// The probe items of one run at one step: each country's first `correct(country)` of its
+/// 10 items right.
+fn probe_items(correct: impl Fn(&str) -> usize) -> Vec<f64> {
+    (0..PROBE_COUNTRIES * 10)
+        .map(|i| f64::from(u8::from(i % 10 < correct(&probe_country(i)))))
+        .collect()
+}
+
+/// What one main-grid run holds at step index t (0, 1, 2 for steps 0, 4, 8).
+fn main_row(setting: &str, seed: u64, t: usize) -> Value {
+    // Items kept right of each country's 6 (of 10), at steps 0, 4, 8.
+    let probe = |c: &str| -> usize {
+        match setting {
+            "dpo" if in_confirmation(c, 0.5) => [6, 4, 3][t],
+            "dpo" => [6, 2, 1][t],
+            "bapo-1" => [6, 6, 5][t],
+            // KL-DPO: three items lost in about a seventh of the countries.
+            _ if fnv1a64(c).is_multiple_of(7) => [6, 5, 3][t],
+            _ => 6,
+        }
     };
-    let text = format!(
-        "{}\n{}\n",
-        row(0, vec![0.0; 20], ones(100, 60)),
-        row(8, ones(20, end_accuracy), ones(100, end_probe))
-    );
-    std::fs::write(dir.join("eval_items.jsonl"), text).unwrap();
-    std::fs::write(dir.join("summary.md"), "# Run summary\n").unwrap();
+    let style = match (setting, t) {
+        (_, 0) => 0.2,
+        ("dpo", 1) => 0.6,
+        ("dpo", _) => 1.0,
+        ("bapo-1", 1) => 0.4,
+        ("bapo-1", _) => 0.8,
+        (_, 1) => 0.5,
+        (_, _) => 0.9,
+    };
+    let kl = match setting {
+        "dpo" => t as f64,
+        "bapo-1" => 0.01 * t as f64,
+        _ => 0.25 * t as f64,
+    };
+    let margin = if t == 0 { 0.0 } else { 2.0 + seed as f64 };
+    json!({
+        "step": 4 * t,
+        "knowledge/country_facts_norm": probe_items(probe),
+        "kl/heldout": vec![kl; HELD_OUT * 2],
+        "answer/a/style": vec![style; HELD_OUT * 2],
+        "pref/a/margin": vec![margin; HELD_OUT * 2],
+        "pref/a/reference_margin": vec![-1.0; HELD_OUT * 2],
+        "answer/length": vec![30.0; HELD_OUT * 2],
+    })
 }
 
-fn report(root: &Path) -> String {
-    let config_path = root.join("study.toml");
-    std::fs::write(&config_path, CONFIG).unwrap();
-    let plan = StudyConfig::load(&config_path).unwrap().plan(false);
+fn labels(user: &str) -> Value {
+    let probe: Vec<String> = (0..PROBE_COUNTRIES * 10).map(probe_country).collect();
+    let held: Vec<String> = (0..HELD_OUT * 2).map(held_out_country).collect();
+    json!({
+        "knowledge/country_facts_norm": {"cluster": probe},
+        "kl/heldout": {"cluster": held},
+        format!("answer/{user}/style"): {"cluster": held},
+        format!("pref/{user}/margin"): {"cluster": held},
+        format!("pref/{user}/reference_margin"): {"cluster": held},
+    })
+}
+
+fn write_run(dir: &Path, rows: &[Value], labels: &Value) {
+    std::fs::create_dir_all(dir).unwrap();
+    let lines: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(dir.join("eval_items.jsonl"), lines).unwrap();
+    std::fs::write(dir.join("eval_item_labels.json"), labels.to_string()).unwrap();
+    std::fs::write(
+        dir.join("finished.json"),
+        r#"{"steps": 8, "tokens": 12000, "seconds": 61.5}"#,
+    )
+    .unwrap();
+}
+
+/// A heterogeneity run of user `h{k}`: the reference wins k of the 4 pairs of every pair
+/// cluster, DPO loses 50 − 10k points on every probe country.
+fn heterogeneity_rows(user: &str) -> Vec<Value> {
+    let k: usize = user[1..].parse().unwrap();
+    let margins: Vec<f64> = (0..32)
+        .map(|i| if i % 4 < k { 1.0 } else { -1.0 })
+        .collect();
+    let lost = 5 - k;
+    (0..2)
+        .map(|t| {
+            let mut row = json!({
+                "step": 8 * t,
+                "knowledge/country_facts_norm": probe_items(|_| if t == 0 { 6 } else { 6 - lost }),
+                "kl/heldout": vec![0.0; 32],
+            });
+            row[format!("pref/{user}/reference_margin")] = json!(margins);
+            row
+        })
+        .collect()
+}
+
+fn heterogeneity_labels(user: &str) -> Value {
+    let probe: Vec<String> = (0..PROBE_COUNTRIES * 10).map(probe_country).collect();
+    let pairs: Vec<String> = (0..32).map(|i| format!("Pair {}", i / 4)).collect();
+    json!({
+        "knowledge/country_facts_norm": {"cluster": probe},
+        "kl/heldout": {"cluster": pairs},
+        format!("pref/{user}/reference_margin"): {"cluster": pairs},
+    })
+}
+
+fn probe_rows() -> (Vec<Value>, Value) {
+    let country = probe_items(|_| 7);
+    let general: Vec<f64> = (0..40).map(|i| f64::from(u8::from(i % 5 == 0))).collect();
+    let row = |step: usize| {
+        json!({
+            "step": step,
+            "knowledge/country_facts": country,
+            "knowledge/country_facts_norm": country,
+            "knowledge/general_knowledge": general,
+        })
+    };
+    let probe: Vec<String> = (0..PROBE_COUNTRIES * 10).map(probe_country).collect();
+    let chance = vec![0.25; PROBE_COUNTRIES * 10];
+    let shortest: Vec<bool> = (0..PROBE_COUNTRIES * 10).map(|i| i % 4 == 0).collect();
+    let labels = json!({
+        "knowledge/country_facts": {"cluster": probe, "chance": chance, "shortest_correct": shortest},
+        "knowledge/country_facts_norm": {"cluster": probe, "chance": chance, "shortest_correct": shortest},
+        "knowledge/general_knowledge": {"chance": vec![0.2; 40], "shortest_correct": vec![false; 40]},
+    });
+    (vec![row(0), row(1)], labels)
+}
+
+/// Every cell of the plan written as a finished run under `root`.
+fn write_runs(root: &Path, plan: &Plan) {
     for cell in &plan.cells {
         let dir = root.join(&cell.dir);
-        // (held-out accuracy out of 20, probe out of 100) at the end; 60 before.
-        let (accuracy, probe) = match (cell.setting.as_str(), cell.user.as_str()) {
-            ("dpo", "a") => (16, 30),
-            ("bapo-1", "a") => (16, 60),
-            ("kl-dpo-1", "a") => (6, 50),
-            ("dpo", "b") => (16, 10),
-            ("bapo-1", "b") => (16, 60),
-            other => panic!("unexpected cell {other:?}"),
-        };
-        write_run(&dir, &cell.user, accuracy, probe, cell.seed);
-    }
-    let written = write_report(root, &plan, false).unwrap();
-    assert!(written.iter().any(|f| f.ends_with("report.md")));
-    std::fs::read_to_string(root.join("runs/study/report.md")).unwrap()
-}
-
-#[test]
-fn the_tables_hold_the_known_changes() {
-    let root = scratch("tables");
-    let text = report(&root);
-    // DPO: +80 points of held-out accuracy, −30 of the probe, every item moving the same way
-    // in both seeds, so the seed interval is a point.
-    let dpo: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("| `dpo` | 2 |"))
-        .collect();
-    assert_eq!(
-        dpo.len(),
-        2,
-        "a personalisation and a retention row:\n{text}"
-    );
-    assert!(dpo[0].contains("| +80.0 ["), "{}", dpo[0]);
-    assert!(dpo[1].contains("| -30.0 ["), "{}", dpo[1]);
-    assert!(dpo[1].contains("(-30.0, -30.0)"), "{}", dpo[1]);
-    // The probe's reference score and chance.
-    assert!(
-        text.contains("| `knowledge/country_facts` | 100 | 0.600 [")
-            && text.contains("] | 0.250 |"),
-        "{text}"
-    );
-    // Against DPO: BAPO keeps 30 points more at the same personalisation; KL-DPO personalises
-    // 50 points less.
-    let bapo = text
-        .lines()
-        .find(|l| l.starts_with("| `bapo-1` | +0.00 ["))
-        .unwrap_or_else(|| panic!("no BAPO row against DPO:\n{text}"));
-    assert!(bapo.contains("| yes | +30.0 ["), "{bapo}");
-    let kl = text
-        .lines()
-        .find(|l| l.starts_with("| `kl-dpo-1` | -50.0 ["))
-        .unwrap_or_else(|| panic!("no KL-DPO row against DPO:\n{text}"));
-    assert!(kl.contains("| no |"), "{kl}");
-    // Heterogeneity: a (reference margin +10) before b (−30), so a's is −10 and b's +30.
-    let a = text
-        .lines()
-        .position(|l| l.starts_with("| a | -10.0"))
-        .unwrap();
-    let b = text
-        .lines()
-        .position(|l| l.starts_with("| b | +30.0"))
-        .unwrap();
-    assert!(a < b, "{text}");
-    // DPO loses 30 points on a and 50 on b: −20 points over 40 nats.
-    assert!(text.contains("- `dpo`: -0.50 ["), "{text}");
-}
-
-#[test]
-fn the_verdict_follows_from_the_intervals() {
-    let root = scratch("verdict");
-    let text = report(&root);
-    let verdict = &text[text.find("## Verdict").expect("a verdict")..];
-    for expected in [
-        "**DPO forgets measurably in this regime.**",
-        "**BAPO retains more than DPO at matched personalisation.**",
-        "**KL-DPO: no setting personalises as much as DPO.**",
-        "**Heterogeneity, `dpo`:** forgetting grows with heterogeneity",
-        "**Heterogeneity, `bapo-1`:** forgetting shows no measurable trend",
-        "**Claim: personalisation makes the model forget** — agrees",
-        "**Claim: the loss varies with heterogeneity** — agrees that it varies",
-        "so the loss is larger for users further from what the reference prefers",
-        "**Claim: a KL constraint does not prevent it** — agrees, in part",
-        "**Claim: BAPO keeps the knowledge at matched personalisation** — agrees",
-    ] {
-        assert!(
-            verdict.contains(expected),
-            "missing {expected:?} in\n{verdict}"
-        );
+        match cell.grid {
+            bapo_study::Grid::Main => {
+                let rows: Vec<Value> = (0..3)
+                    .map(|t| main_row(&cell.setting, cell.seed, t))
+                    .collect();
+                write_run(&dir, &rows, &labels(&cell.user));
+            }
+            bapo_study::Grid::Heterogeneity => {
+                write_run(
+                    &dir,
+                    &heterogeneity_rows(&cell.user),
+                    &heterogeneity_labels(&cell.user),
+                );
+            }
+            bapo_study::Grid::Probes => {
+                let (rows, labels) = probe_rows();
+                write_run(&dir, &rows, &labels);
+            }
+            bapo_study::Grid::Reference => {}
+        }
     }
 }
 
+/// The study written, collected, stored and read back: (plan, data path, report).
+fn study(name: &str) -> (PathBuf, Plan, PathBuf, String) {
+    let root = scratch(name);
+    let plan = plan(&root);
+    write_runs(&root, &plan);
+    let data = StudyData::collect(&root, &plan).unwrap();
+    let path = root.join("data.json");
+    data.write(&path).unwrap();
+    let read = StudyData::read(&path).unwrap();
+    let report = render(&plan, &read, "data.json", "").unwrap();
+    (root, plan, path, report)
+}
+
+/// The table row starting with `first` after the heading line containing `heading`.
+fn row_after<'r>(report: &'r str, heading: &str, first: &str) -> &'r str {
+    let from = report
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?} in\n{report}"));
+    report[from..]
+        .lines()
+        .find(|l| l.starts_with(&format!("| {first} |")))
+        .unwrap_or_else(|| panic!("no row {first:?} after {heading:?} in\n{report}"))
+}
+
 #[test]
-fn unfinished_runs_are_listed_not_reported() {
-    let root = scratch("unfinished");
-    report(&root);
-    std::fs::remove_file(root.join("runs/study/bapo-1-a-seed1/summary.md")).unwrap();
-    let plan = StudyConfig::load(&root.join("study.toml"))
-        .unwrap()
-        .plan(false);
-    write_report(&root, &plan, false).unwrap();
-    let text = std::fs::read_to_string(root.join("runs/study/report.md")).unwrap();
+fn fnv1a_is_the_published_function() {
+    assert_eq!(fnv1a64(""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(fnv1a64("a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(fnv1a64("foobar"), 0x8594_4171_f739_67e8);
+}
+
+#[test]
+fn both_halves_hold_countries() {
+    let confirmation = (0..PROBE_COUNTRIES)
+        .filter(|c| in_confirmation(&probe_country(c * 10), 0.5))
+        .count();
     assert!(
-        text.contains("Runs not finished: `runs/study/bapo-1-a-seed1`"),
-        "{text}"
+        confirmation > 5 && confirmation < PROBE_COUNTRIES - 5,
+        "{confirmation}"
     );
-    assert!(text.contains("| `bapo-1` | 1 |"), "{text}");
+    let held = (0..HELD_OUT)
+        .filter(|c| in_confirmation(&held_out_country(c * 2), 0.5))
+        .count();
+    assert!(held > 0 && held < HELD_OUT, "{held}");
+}
+
+#[test]
+fn dpo_loses_30_points_on_confirmation_countries_and_50_on_development_ones() {
+    let (_, _, _, report) = study("split");
+    let confirmation = row_after(
+        &report,
+        "## Changes at the end of training (confirmation half)",
+        "dpo",
+    );
+    assert!(
+        confirmation.contains("-30.0 (all seeds equal)"),
+        "{confirmation}"
+    );
+    let development = row_after(
+        &report,
+        "## Changes at the end of training (development half)",
+        "dpo",
+    );
+    assert!(
+        development.contains("-50.0 (all seeds equal)"),
+        "{development}"
+    );
+    let bapo = row_after(
+        &report,
+        "## Changes at the end of training (confirmation half)",
+        "bapo-1",
+    );
+    assert!(
+        bapo.contains("| -10.0 (all seeds equal) | +0.020 (all seeds equal) |"),
+        "{bapo}"
+    );
+}
+
+#[test]
+fn retention_at_a_level_is_interpolated_between_evaluations() {
+    let (_, _, _, report) = study("level");
+    let heading = "**Learning rate 1e-3, level f = 0.5**";
+    // DPO's style 0.2 → 0.6 reaches 0.2 + 0.5 · 0.8 = 0.6 at step 4: its change there.
+    let dpo = row_after(&report, heading, "dpo");
+    assert!(
+        dpo.contains("| -20.0 (all seeds equal) (reached in 100%)"),
+        "{dpo}"
+    );
+    // BAPO's style 0.4 → 0.8 reaches 0.6 half way from step 4 (0 points) to step 8 (−10).
+    let bapo = row_after(&report, heading, "bapo-1");
+    assert!(
+        bapo.contains("| -5.0 (all seeds equal) (reached in 100%)"),
+        "{bapo}"
+    );
+    let difference = row_after(&report, heading, "bapo-1 − dpo");
+    assert!(
+        difference.contains("| +15.0 (all seeds equal)"),
+        "{difference}"
+    );
+}
+
+#[test]
+fn a_level_not_reached_says_so() {
+    let (_, _, _, report) = study("unreached");
+    // Level 0.2 + 0.9 · 0.8 = 0.92: BAPO's style ends at 0.8.
+    let bapo = row_after(&report, "**Learning rate 1e-3, level f = 0.9**", "bapo-1");
+    assert!(bapo.contains("not reached (reached in 0%)"), "{bapo}");
+    let dpo = row_after(&report, "**Learning rate 1e-3, level f = 0.9**", "dpo");
+    // DPO: 0.92 is 0.8 of the way from 0.6 (−20) to 1.0 (−30).
+    assert!(dpo.contains("| -28.0"), "{dpo}");
+}
+
+#[test]
+fn accuracy_counts_ties_half() {
+    let (_, _, _, report) = study("ties");
+    let row = row_after(&report, "held-out accuracy, ties half**", "dpo");
+    assert!(
+        row.starts_with("| dpo | 0.500 (all seeds equal) | 1.000"),
+        "{row}"
+    );
+}
+
+#[test]
+fn holm_leaves_a_borderline_claim_not_shown() {
+    let (_, _, _, report) = study("holm");
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("| (b) kl-dpo-0.1 forgets at lr 1e-3: country probe"))
+        .unwrap_or_else(|| panic!("no claim (b) in\n{report}"));
+    let cells: Vec<&str> = line.split(" | ").collect();
+    let raw: f64 = cells[2].parse().unwrap();
+    let adjusted: f64 = cells[3].parse().unwrap();
+    assert!(raw <= 0.05 && adjusted > 0.05, "{line}");
+    assert!(line.ends_with("| not shown |"), "{line}");
+    let dpo = report
+        .lines()
+        .find(|l| l.starts_with("| (a) dpo forgets at lr 1e-3: country probe"))
+        .unwrap();
+    assert!(dpo.ends_with("| agrees |"), "{dpo}");
+}
+
+#[test]
+fn heterogeneity_slope_and_probes_without_signal() {
+    let (_, _, _, report) = study("slope");
+    assert!(report.contains("| h1 | 0.250"), "{report}");
+    let slope = report
+        .lines()
+        .find(|l| l.starts_with("Slope (points per unit of win rate): +40.0"))
+        .unwrap_or_else(|| panic!("no slope in\n{report}"));
+    assert!(slope.contains("OLS t 95%: +40.0 [+40.0, +40.0]"), "{slope}");
+    assert!(report.contains("No signal at this model size: `knowledge/general_knowledge`."));
+    let probe = row_after(
+        &report,
+        "## The probes before training",
+        "`knowledge/country_facts`",
+    );
+    assert!(
+        probe.contains("| 70.0 (all seeds equal) items only |")
+            && probe.ends_with("| summed, per character |"),
+        "{probe}"
+    );
+}
+
+#[test]
+fn the_data_file_round_trips_and_regenerates_the_report_byte_for_byte() {
+    let (root, plan, path, report) = study("roundtrip");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let read = StudyData::read(&path).unwrap();
+    assert_eq!(read.to_text().unwrap(), text);
+    let from_runs = StudyData::collect(&root, &plan).unwrap();
+    assert_eq!(render(&plan, &from_runs, "data.json", "").unwrap(), report);
+    // Rewritten from what was read: the same bytes again.
+    let again = root.join("again.json");
+    read.write(&again).unwrap();
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), text);
+    assert!(report.contains("| dpo | 3 | 12000 | 62 s |"), "{report}");
+}
+
+#[test]
+fn a_corrupt_data_file_is_an_error_naming_the_file() {
+    let (root, _, path, _) = study("corrupt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cut = root.join("cut.json");
+    std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
+    let error = StudyData::read(&cut).unwrap_err().to_string();
+    assert!(error.contains("cut.json"), "{error}");
+    let bad = root.join("bad.json");
+    std::fs::write(&bad, text.replacen("\"labels\":0,", "\"labels\":99,", 1)).unwrap();
+    let error = StudyData::read(&bad).unwrap_err().to_string();
+    assert!(
+        error.contains("bad.json") && error.contains("labels 99 does not exist"),
+        "{error}"
+    );
+}
+
+/// A synthetic full grid (79 runs: 42 main runs of 5 evaluations, 36 heterogeneity runs of 2,
+/// the probe check) of realistic values: the file stays a few MB.
+#[test]
+fn a_full_grid_fits_in_a_few_megabytes() {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut runs = Vec::new();
+    for (n, evaluations) in [(42, 5), (36, 2), (1, 2)] {
+        for seed in 0..n {
+            let mut metrics = serde_json::Map::new();
+            let mut add = |name: &str, items: usize, real: bool, scale: f64| {
+                let rows: Vec<Vec<f64>> = (0..evaluations)
+                    .map(|_| {
+                        (0..items)
+                            .map(|_| {
+                                let v = next();
+                                if real {
+                                    bapo_study::data::round4((v - 0.5) * scale)
+                                } else {
+                                    f64::from(u8::from(v < 0.6))
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect();
+                metrics.insert(name.into(), json!({"labels": 0, "values": rows}));
+            };
+            add("knowledge/country_facts_norm", 1000, false, 1.0);
+            add("knowledge/country_facts", 1000, false, 1.0);
+            add("answer/u/fact", 128, false, 1.0);
+            add("answer/u/style", 128, false, 1.0);
+            add("knowledge/facts_logp", 64, true, 20.0);
+            add("kl/heldout", 128, true, 2.0);
+            add("pref/u/margin", 128, true, 40.0);
+            add("pref/u/reference_margin", 128, true, 40.0);
+            runs.push(
+                json!({"grid": "main", "setting": "dpo", "objective": "dpo", "user": "u",
+                "seed": seed, "learning_rate": 0.002, "cost": null,
+                "steps": (0..evaluations).collect::<Vec<usize>>(), "metrics": metrics}),
+            );
+        }
+    }
+    let file =
+        json!({"format": bapo_study::data::FORMAT, "clusters": [], "labels": [{}], "runs": runs});
+    let data: StudyData = serde_json::from_value(file).unwrap();
+    let size = data.to_text().unwrap().len();
+    eprintln!("synthetic full grid: {size} bytes");
+    assert!(size < 6_000_000, "{size} bytes");
 }

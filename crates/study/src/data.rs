@@ -1,0 +1,455 @@
+//! The study's per-item results in one compact file (`data.json`), committed next to the
+//! report so that anyone can recompute every number of it without the run directories.
+//!
+//! [`StudyData::collect`] reads every finished cell of a plan (its `eval_items.jsonl`,
+//! `eval_item_labels.json` and `finished.json`) and keeps only what the report uses: per run,
+//! the metrics named in [`kept_metric`] at every evaluated step, each value rounded to 4
+//! significant digits. Item labels (cluster, chance, flags) are stored once per distinct
+//! labelling and cluster names once in a table, since every run of a user shares them.
+//!
+//! The file is JSON with a fixed layout (one run per line, keys in a fixed order, integral
+//! values written as integers, others as the shortest text that reads back to the same
+//! number): writing what was read gives the same bytes, so the report computed from it is
+//! the same byte for byte. The report is only ever computed from data read back from a file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::plan::{Cell, Grid, Plan};
+
+/// The first line of every data file: its layout's name and version.
+pub const FORMAT: &str = "bapo-study-data 1";
+
+/// A data file that cannot be read or written: the message names the file and the fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct DataError {
+    pub path: String,
+    pub message: String,
+}
+
+impl DataError {
+    fn new(path: &Path, message: impl Into<String>) -> DataError {
+        DataError {
+            path: path.display().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every finished run's kept metrics.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyData {
+    pub format: String,
+    /// Cluster (country, entity) names; labels refer to them by index.
+    pub clusters: Vec<String>,
+    /// Distinct item labellings; metrics refer to them by index.
+    pub labels: Vec<Labels>,
+    pub runs: Vec<RunData>,
+}
+
+/// What a metric's items are, in item order (an empty vector: not known).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Labels {
+    /// Each item's cluster, an index into [`StudyData::clusters`].
+    #[serde(default)]
+    pub cluster: Vec<usize>,
+    #[serde(default)]
+    pub chance: Vec<f64>,
+    /// Whether the item's answer occurs in the trained user's training text.
+    #[serde(default)]
+    pub seen: Vec<bool>,
+    /// Whether the length-only chooser (fewest characters) is right.
+    #[serde(default)]
+    pub shortest_correct: Vec<bool>,
+}
+
+/// One finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunData {
+    /// `main`, `heterogeneity` or `probes`.
+    pub grid: String,
+    pub setting: String,
+    pub objective: String,
+    pub user: String,
+    pub seed: u64,
+    pub learning_rate: f64,
+    /// What the run cost, where the run recorded it.
+    pub cost: Option<Cost>,
+    /// The evaluated steps, ascending (step 0: the model before training).
+    pub steps: Vec<usize>,
+    pub metrics: BTreeMap<String, MetricData>,
+}
+
+/// A run's compute: training tokens and wall-clock seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cost {
+    pub tokens: Option<f64>,
+    pub seconds: Option<f64>,
+}
+
+/// One metric of one run: its labelling and its item values at every evaluated step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricData {
+    /// Index into [`StudyData::labels`].
+    pub labels: usize,
+    /// `values[t][i]`: item i at `steps[t]`.
+    #[serde(serialize_with = "compact_rows")]
+    pub values: Vec<Vec<f64>>,
+}
+
+/// The name of a grid in the data file.
+pub fn grid_name(grid: Grid) -> &'static str {
+    match grid {
+        Grid::Reference => "reference",
+        Grid::Main => "main",
+        Grid::Heterogeneity => "heterogeneity",
+        Grid::Probes => "probes",
+    }
+}
+
+/// Whether the report uses `metric` of a run of `grid` trained on `user`: the probe check
+/// keeps every probe; the grids keep the trained user's style score and margins (accuracy
+/// is recomputed from the margin, ties counted half) and every retention measure.
+pub fn kept_metric(plan: &Plan, grid: Grid, user: &str, metric: &str) -> bool {
+    if grid == Grid::Probes {
+        return metric.starts_with("knowledge/");
+    }
+    let own = [
+        format!("answer/{user}/style"),
+        format!("pref/{user}/margin"),
+        format!("pref/{user}/reference_margin"),
+    ];
+    own.iter().any(|m| m == metric)
+        || plan
+            .rules
+            .retention
+            .iter()
+            .any(|r| r.metric.replace("<user>", user) == metric)
+}
+
+/// A value rounded to 4 significant digits (the nearest double to the 4-digit decimal).
+pub fn round4(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    format!("{v:.3e}").parse().unwrap_or(v)
+}
+
+impl StudyData {
+    /// Reads every finished cell of `plan` under `root` (reference models excepted).
+    pub fn collect(root: &Path, plan: &Plan) -> Result<StudyData, DataError> {
+        let mut data = StudyData {
+            format: FORMAT.into(),
+            ..StudyData::default()
+        };
+        let mut interner = Interner::default();
+        for cell in plan.cells.iter().filter(|c| c.grid != Grid::Reference) {
+            let dir = root.join(&cell.dir);
+            if !crate::grid::is_finished(&dir) {
+                continue;
+            }
+            let run = read_run(&dir, plan, cell, &mut interner)?;
+            data.runs.push(run);
+        }
+        data.clusters = interner.clusters;
+        data.labels = interner.labels;
+        Ok(data)
+    }
+
+    /// The file's text: a header line, one labelling per line, one run per line.
+    pub fn to_text(&self) -> Result<String, serde_json::Error> {
+        let mut text = format!(
+            "{{\"format\":{},\n\"clusters\":{},\n\"labels\":[",
+            serde_json::to_string(&self.format)?,
+            serde_json::to_string(&self.clusters)?
+        );
+        text += &lines(&self.labels)?;
+        text += "],\n\"runs\":[";
+        text += &lines(&self.runs)?;
+        text += "]}\n";
+        Ok(text)
+    }
+
+    /// Writes the data to `path` (whole, then renamed into place).
+    pub fn write(&self, path: &Path) -> Result<(), DataError> {
+        let text = self
+            .to_text()
+            .map_err(|e| DataError::new(path, e.to_string()))?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| DataError::new(parent, e.to_string()))?;
+        }
+        let partial = path.with_extension("json.partial");
+        std::fs::write(&partial, text)
+            .and_then(|()| std::fs::rename(&partial, path))
+            .map_err(|e| DataError::new(path, e.to_string()))
+    }
+
+    /// Reads and checks `path`.
+    pub fn read(path: &Path) -> Result<StudyData, DataError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| DataError::new(path, e.to_string()))?;
+        let data: StudyData =
+            serde_json::from_str(&text).map_err(|e| DataError::new(path, e.to_string()))?;
+        data.check().map_err(|m| DataError::new(path, m))?;
+        Ok(data)
+    }
+
+    /// The first inconsistency: indices out of range, rows of the wrong length, steps out of
+    /// order, values that are not finite.
+    fn check(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!("format {:?}, expected {FORMAT:?}", self.format));
+        }
+        for (i, l) in self.labels.iter().enumerate() {
+            if let Some(c) = l.cluster.iter().find(|c| **c >= self.clusters.len()) {
+                return Err(format!("labels[{i}]: cluster {c} is not in `clusters`"));
+            }
+        }
+        for (i, run) in self.runs.iter().enumerate() {
+            self.check_run(run)
+                .map_err(|m| format!("runs[{i}] ({} seed {}): {m}", run.setting, run.seed))?;
+        }
+        Ok(())
+    }
+
+    fn check_run(&self, run: &RunData) -> Result<(), String> {
+        if run.steps.is_empty() || run.steps.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("`steps` must be ascending and not empty".into());
+        }
+        for (name, m) in &run.metrics {
+            let labels = self
+                .labels
+                .get(m.labels)
+                .ok_or_else(|| format!("{name}: labels {} does not exist", m.labels))?;
+            if m.values.len() != run.steps.len() {
+                return Err(format!(
+                    "{name}: {} rows for {} steps",
+                    m.values.len(),
+                    run.steps.len()
+                ));
+            }
+            let n = m.values[0].len();
+            let label_lengths = [
+                labels.cluster.len(),
+                labels.chance.len(),
+                labels.seen.len(),
+                labels.shortest_correct.len(),
+            ];
+            if n == 0 || m.values.iter().any(|r| r.len() != n) {
+                return Err(format!(
+                    "{name}: every step needs the same, nonzero item count"
+                ));
+            }
+            if label_lengths.iter().any(|&l| l != 0 && l != n) {
+                return Err(format!("{name}: labels {} describe other items", m.labels));
+            }
+            if m.values.iter().flatten().any(|v| !v.is_finite()) {
+                return Err(format!("{name}: a value is not finite"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each item serialised on its own line, comma-separated.
+fn lines<T: Serialize>(items: &[T]) -> Result<String, serde_json::Error> {
+    let rows = items
+        .iter()
+        .map(|i| serde_json::to_string(i).map(|s| format!("\n{s}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows.join(","))
+}
+
+/// Rows of values, integral ones written as integers (`1`, not `1.0`).
+fn compact_rows<S: Serializer>(rows: &[Vec<f64>], s: S) -> Result<S::Ok, S::Error> {
+    let rows: Vec<Vec<Value>> = rows
+        .iter()
+        .map(|r| r.iter().map(|v| compact_number(*v)).collect())
+        .collect();
+    rows.serialize(s)
+}
+
+fn compact_number(v: f64) -> Value {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        Value::from(v as i64)
+    } else {
+        Value::from(v)
+    }
+}
+
+/// Cluster names and labellings, each stored once.
+#[derive(Default)]
+struct Interner {
+    clusters: Vec<String>,
+    cluster_index: BTreeMap<String, usize>,
+    labels: Vec<Labels>,
+    labels_index: BTreeMap<String, usize>,
+}
+
+impl Interner {
+    fn cluster(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.cluster_index.get(name) {
+            return i;
+        }
+        self.clusters.push(name.to_string());
+        self.cluster_index
+            .insert(name.to_string(), self.clusters.len() - 1);
+        self.clusters.len() - 1
+    }
+
+    fn labels(&mut self, labels: Labels) -> usize {
+        let key = serde_json::to_string(&labels).unwrap_or_default();
+        if let Some(&i) = self.labels_index.get(&key) {
+            return i;
+        }
+        self.labels.push(labels);
+        self.labels_index.insert(key, self.labels.len() - 1);
+        self.labels.len() - 1
+    }
+}
+
+/// A run's labels file as written by `bapo train` (absent fields: not known).
+#[derive(Deserialize, Default, Clone)]
+struct RawLabels {
+    #[serde(default)]
+    cluster: Vec<String>,
+    #[serde(default)]
+    chance: Vec<f64>,
+    #[serde(default)]
+    seen: Vec<bool>,
+    #[serde(default)]
+    shortest_correct: Vec<bool>,
+}
+
+fn read_run(
+    dir: &Path,
+    plan: &Plan,
+    cell: &Cell,
+    interner: &mut Interner,
+) -> Result<RunData, DataError> {
+    let evaluations = read_items(&dir.join("eval_items.jsonl"))?;
+    let labels = read_labels(&dir.join("eval_item_labels.json"))?;
+    let steps: Vec<usize> = evaluations.iter().map(|(s, _)| *s).collect();
+    let names: Vec<&String> = evaluations
+        .first()
+        .map(|(_, m)| m.keys().collect())
+        .unwrap_or_default();
+    let mut metrics = BTreeMap::new();
+    for name in names {
+        if !kept_metric(plan, cell.grid, &cell.user, name) {
+            continue;
+        }
+        let Some(values) = rows_of(&evaluations, name) else {
+            continue;
+        };
+        let raw = labels.get(name).cloned().unwrap_or_default();
+        let stored = Labels {
+            cluster: raw.cluster.iter().map(|c| interner.cluster(c)).collect(),
+            chance: raw.chance.iter().map(|v| round4(*v)).collect(),
+            seen: raw.seen,
+            shortest_correct: raw.shortest_correct,
+        };
+        let index = interner.labels(stored);
+        metrics.insert(
+            name.clone(),
+            MetricData {
+                labels: index,
+                values,
+            },
+        );
+    }
+    Ok(RunData {
+        grid: grid_name(cell.grid).into(),
+        setting: cell.setting.clone(),
+        objective: cell.objective.clone(),
+        user: cell.user.clone(),
+        seed: cell.seed,
+        learning_rate: cell.learning_rate,
+        cost: read_cost(&dir.join("finished.json")),
+        steps,
+        metrics,
+    })
+}
+
+/// A run's evaluations in step order: (step, metric → item values).
+type Evaluations = Vec<(usize, BTreeMap<String, Vec<f64>>)>;
+
+/// `metric`'s rounded items at every evaluation; None when an evaluation lacks it or the
+/// item counts differ.
+fn rows_of(evaluations: &Evaluations, metric: &str) -> Option<Vec<Vec<f64>>> {
+    let rows: Vec<Vec<f64>> = evaluations
+        .iter()
+        .map(|(_, m)| {
+            m.get(metric)
+                .map(|v| v.iter().map(|x| round4(*x)).collect())
+        })
+        .collect::<Option<_>>()?;
+    let n = rows.first()?.len();
+    (n > 0 && rows.iter().all(|r: &Vec<f64>| r.len() == n)).then_some(rows)
+}
+
+/// `eval_items.jsonl`: (step, metric → item values) per line, in step order.
+fn read_items(path: &Path) -> Result<Evaluations, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::new(path, e.to_string()))?;
+    let mut evaluations = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = |m: &str| DataError::new(path, format!("line {}: {m}", i + 1));
+        let Value::Object(row) = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?
+        else {
+            return Err(bad("not a JSON object"));
+        };
+        let step = row
+            .get("step")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("no `step`"))? as usize;
+        let metrics = row
+            .iter()
+            .filter_map(|(k, v)| {
+                let values: Option<Vec<f64>> = v.as_array()?.iter().map(Value::as_f64).collect();
+                Some((k.clone(), values?))
+            })
+            .collect();
+        evaluations.push((step, metrics));
+    }
+    evaluations.sort_by_key(|(s, _)| *s);
+    evaluations.dedup_by_key(|(s, _)| *s);
+    Ok(evaluations)
+}
+
+/// `eval_item_labels.json`; empty when the run wrote none (runs before labels existed).
+fn read_labels(path: &Path) -> Result<BTreeMap<String, RawLabels>, DataError> {
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::new(path, e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| DataError::new(path, e.to_string()))
+}
+
+/// The run's cost from `finished.json` (`tokens`, `seconds`), where it records them for the
+/// whole run: a run resumed after a kill (`resumed_at` > 0) recorded only its last part.
+fn read_cost(path: &Path) -> Option<Cost> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    if v.get("resumed_at").and_then(Value::as_u64).unwrap_or(0) > 0 {
+        return None;
+    }
+    let field = |k: &str| v.get(k).and_then(Value::as_f64).map(round4);
+    let cost = Cost {
+        tokens: field("tokens"),
+        seconds: field("seconds"),
+    };
+    (cost.tokens.is_some() || cost.seconds.is_some()).then_some(cost)
+}
