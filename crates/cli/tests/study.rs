@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bapo_study::{GridError, StudyConfig, run_grid, write_report};
+use bapo_study::{GridError, Output, StudyConfig, StudyData, run_grid, write_report};
 
 fn scratch(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bapo-study-{tag}-{}", std::process::id()));
@@ -14,19 +14,19 @@ fn scratch(tag: &str) -> PathBuf {
     dir
 }
 
-fn config(dir: &Path, learning_rate: &str) -> String {
+fn config(dir: &Path, steps: usize) -> String {
     format!(
         r#"
 base = "configs/tiny.toml"
 dir = {runs:?}
 backend = "cpu"
 user = "truthful"
+learning_rates = [1e-2]
 seeds = [0, 1]
 
 [set]
-"training.max_steps" = 8
+"training.max_steps" = {steps}
 "checkpoint.interval" = 4
-"optimizer.learning_rate" = {learning_rate}
 "anchors.cache_dir" = {anchors:?}
 
 [[settings]]
@@ -41,21 +41,34 @@ objective = {{ name = "bapo", lambda = 1.0 }}
 users = ["contrarian"]
 settings = ["dpo"]
 seeds = [0]
+learning_rate = 1e-2
+
+[probes]
+
+[rules]
+levels = [0.5]
+retention = [{{ metric = "knowledge/country_facts_norm", name = "probe", scale = 100.0, unit = "points", margin = 5.0, better = "higher" }}]
+level = 0.95
+alpha = 0.05
+resamples = 200
+confirmation_share = 0.5
 
 [quick]
 dir = {runs:?}
 seeds = [0]
+learning_rates = [1e-2]
 settings = ["dpo"]
 heterogeneity_users = []
+heterogeneity_seeds = []
 "#,
         runs = dir.join("runs").display().to_string(),
         anchors = dir.join("anchors").display().to_string(),
     )
 }
 
-fn plan(dir: &Path, learning_rate: &str) -> bapo_study::Plan {
+fn plan(dir: &Path, steps: usize) -> bapo_study::Plan {
     let path = dir.join("study.toml");
-    std::fs::write(&path, config(dir, learning_rate)).unwrap();
+    std::fs::write(&path, config(dir, steps)).unwrap();
     StudyConfig::load(&path).unwrap().plan(false)
 }
 
@@ -64,19 +77,20 @@ fn the_grid_skips_finished_cells_and_resumes_killed_ones() {
     let root = bapo_testkit::workspace_root();
     let dir = scratch("grid");
     let binary = Path::new(env!("CARGO_BIN_EXE_bapo"));
-    let plan = plan(&dir, "1e-2");
+    let plan = plan(&dir, 8);
     let runs = dir.join("runs");
     let cell = |name: &str| runs.join(name);
 
     let first = run_grid(&root, &plan, binary, &[]).unwrap();
-    assert_eq!(first.ran.len(), 5, "{first:?}");
+    // The probe check, 2 settings × 2 seeds, 1 heterogeneity cell.
+    assert_eq!(first.ran.len(), 6, "{first:?}");
     assert!(first.resumed.is_empty());
     let items = |name: &str| std::fs::read_to_string(cell(name).join("eval_items.jsonl")).unwrap();
-    let resumed_before = items("bapo-1-truthful-seed1");
+    let resumed_before = items("bapo-1-lr0.01-truthful-seed1");
 
     let second = run_grid(&root, &plan, binary, &[]).unwrap();
     assert!(second.ran.is_empty(), "{second:?}");
-    assert_eq!(second.skipped.len(), 5);
+    assert_eq!(second.skipped.len(), 6);
 
     // A killed run has neither its summary nor the record of its end phase.
     let unfinish = |name: &str| {
@@ -85,13 +99,14 @@ fn the_grid_skips_finished_cells_and_resumes_killed_ones() {
         }
     };
     // Killed after its step-4 checkpoint: resumed from it.
-    unfinish("bapo-1-truthful-seed1");
-    std::fs::remove_dir_all(cell("bapo-1-truthful-seed1").join("checkpoints/step-000008")).unwrap();
+    unfinish("bapo-1-lr0.01-truthful-seed1");
+    std::fs::remove_dir_all(cell("bapo-1-lr0.01-truthful-seed1").join("checkpoints/step-000008"))
+        .unwrap();
     // Killed before its first checkpoint: started over.
-    unfinish("dpo-truthful-seed0");
-    std::fs::remove_dir_all(cell("dpo-truthful-seed0").join("checkpoints")).unwrap();
+    unfinish("dpo-lr0.01-truthful-seed0");
+    std::fs::remove_dir_all(cell("dpo-lr0.01-truthful-seed0").join("checkpoints")).unwrap();
     // Killed in its end phase, after the last checkpoint: resumed, to finish it.
-    unfinish("dpo-contrarian-seed0");
+    unfinish("dpo-lr0.01-contrarian-seed0");
 
     let third = run_grid(&root, &plan, binary, &[]).unwrap();
     let names = |paths: &[PathBuf]| -> Vec<String> {
@@ -103,29 +118,49 @@ fn the_grid_skips_finished_cells_and_resumes_killed_ones() {
     assert_eq!(
         names(&third.ran),
         [
-            "dpo-truthful-seed0",
-            "bapo-1-truthful-seed1",
-            "dpo-contrarian-seed0"
+            "dpo-lr0.01-truthful-seed0",
+            "bapo-1-lr0.01-truthful-seed1",
+            "dpo-lr0.01-contrarian-seed0"
         ]
     );
     assert_eq!(
         names(&third.resumed),
-        ["bapo-1-truthful-seed1", "dpo-contrarian-seed0"]
+        [
+            "bapo-1-lr0.01-truthful-seed1",
+            "dpo-lr0.01-contrarian-seed0"
+        ]
     );
-    assert_eq!(items("bapo-1-truthful-seed1"), resumed_before);
+    assert_eq!(items("bapo-1-lr0.01-truthful-seed1"), resumed_before);
 
-    // Another learning rate: the finished cells were made with other settings.
-    let edited = self::plan(&dir, "5e-3");
+    // Another budget: the finished cells were made with other settings (the probe check
+    // comes first).
+    let edited = self::plan(&dir, 6);
     match run_grid(&root, &edited, binary, &[]) {
         Err(GridError::Changed { dir, .. }) => {
-            assert!(dir.ends_with("dpo-truthful-seed0"), "{dir}")
+            assert!(dir.ends_with("probes"), "{dir}")
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
 
-    write_report(&root, &plan, false).unwrap();
+    // The report, from the runs' data written out and read back.
+    let data = StudyData::collect(&root, &plan).unwrap();
+    assert_eq!(data.runs.len(), 6);
+    let path = runs.join("data.json");
+    data.write(&path).unwrap();
+    let out = Output {
+        markdown: runs.join("report.md"),
+        images: runs.clone(),
+        link_prefix: String::new(),
+    };
+    write_report(&plan, &StudyData::read(&path).unwrap(), "data.json", &out).unwrap();
     let report = std::fs::read_to_string(runs.join("report.md")).unwrap();
-    assert!(report.contains("| `dpo` | 2 |"), "{report}");
-    assert!(report.contains("| `bapo-1` | 2 |"), "{report}");
+    assert!(
+        report.contains("| dpo | dpo | primary | 2 (seeds 0, 1) |"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| bapo-1 | bapo | primary | 2 (seeds 0, 1) |"),
+        "{report}"
+    );
     assert!(report.contains("## Verdict"), "{report}");
 }

@@ -139,7 +139,11 @@ impl Report<'_> {
                 median_text(&seconds, runs.len(), |v| format!("{v:.0} s")),
             ]);
         }
-        m + "\n\"not recorded\": the runs' `finished.json` holds no `tokens` or `seconds`.\n\n"
+        m + "\nTokens are the training steps' (prompt and responses, as trained); wall time is \
+             the whole `bapo train` process, evaluations included (the generated answers are \
+             most of an evaluation). \"not recorded\": a run made before `finished.json` \
+             recorded its cost, or resumed after a kill (only its last part would be \
+             counted).\n\n"
     }
 
     pub(super) fn probes_section(&self) -> String {
@@ -147,7 +151,8 @@ impl Report<'_> {
         let Some(run) = self.data.runs.iter().find(|r| r.grid == "probes") else {
             return m + "No probe check in the data.\n\n";
         };
-        m += "The model before training (the probe check's step 0), every item: accuracy \
+        m += "The model before training (the probe check: one step at learning rate 0, then \
+              one evaluation), every item: accuracy \
               choosing by summed log-prob and by log-prob per character (lm-eval's \
               `acc_norm`), each with its cluster-bootstrap interval; the score of a chooser \
               that only picks the shortest answer; chance (the mean of 1 / choices). A probe \
