@@ -73,8 +73,8 @@ pub struct NotTested {
     pub why: String,
 }
 
-/// `[probes]`: one short run whose step-0 evaluation scores the model before training on
-/// every probe (BIG-bench's sets in full).
+/// `[probes]`: one short run (one step at learning rate 0) whose one evaluation scores the
+/// model before training on every probe (BIG-bench's sets in full).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Probes {
