@@ -374,6 +374,20 @@ impl StudyConfig {
                 ));
             }
         }
+        // Both grids name a run `<setting>-lr<rate>-<user>-seed<k>`: the main user in the
+        // heterogeneity grid at a main learning rate and seed would share a run directory.
+        for (quick, key) in [(false, "heterogeneity"), (true, "quick")] {
+            let mut dirs = std::collections::BTreeSet::new();
+            if let Some(cell) = self.plan(quick).cells.iter().find(|c| !dirs.insert(&c.dir)) {
+                return Err(bad(
+                    key,
+                    format!(
+                        "two runs of the study would share {} (the main user in the heterogeneity grid at a main learning rate and seed)",
+                        cell.dir.display()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -225,6 +225,14 @@ fn bad_configs_name_the_key() {
         "{e}"
     );
 
+    // The main user in the heterogeneity grid at a main learning rate and seed.
+    let clash = CONFIG.replace("learning_rate = 2e-3", "learning_rate = 1e-3");
+    let e = load(&clash).unwrap_err();
+    assert!(
+        e.contains("`heterogeneity`") && e.contains("dpo-lr0.001-a-seed0"),
+        "{e}"
+    );
+
     let typo = CONFIG.replace("curve_interval = 4", "curve_intervall = 4");
     let e = load(&typo).unwrap_err();
     assert!(e.contains("curve_intervall"), "{e}");

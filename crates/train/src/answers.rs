@@ -3,10 +3,10 @@
 //! (`bapo_dataset::answers`) score each answer against every user's held-out pair on that
 //! prompt:
 //!
-//! - `answer/<user>/style`: 1 when the answer has the user's chosen style, 0 the rejected one,
-//!   ½ on a tie — by length in tokens for pairs that differ in length (concise and detailed),
-//!   by register for pairs that differ in register (casual and formal); pairs with neither
-//!   (a right and a wrong fact in one style) are not scored;
+//! - `answer/<user>/style`: 1 when the answer has the user's chosen style, 0 the rejected one
+//!   — by length in tokens for pairs that differ in length (concise and detailed; ½ on an
+//!   exact tie), by register for pairs that differ in register (casual and formal); pairs with
+//!   neither (a right and a wrong fact in one style) are not scored;
 //! - `answer/<user>/fact`: 1 when the answer states the pair's fact (and not a wrong one);
 //! - `answer/length`: the answer's length in tokens, per prompt.
 //!

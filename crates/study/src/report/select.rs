@@ -148,6 +148,10 @@ impl Table {
             .filter(|s| runs.iter().all(|r| r.steps.contains(s)))
             .collect();
         let items = select.items(labels, n)?;
+        // Runs that share no evaluated step have no table (and no step 0 to change from).
+        if steps.is_empty() {
+            return None;
+        }
         let rows = steps
             .iter()
             .map(|step| {

@@ -100,11 +100,13 @@ impl Report<'_> {
              shown on the paper's side; \"disagrees\": shown on the other side; \"not shown\": \
              neither. (a, b) and (d, e) use the two-sided bootstrap p of \"differs from 0\"; (c) \
              the TOST p of \"within ± the margin\"; a change of (a, b) shown to lie within the \
-             margin is not counted as forgetting. With {} resamples the smallest p is {}, so a \
-             claim survives Holm only when almost no resample falls on the other side.\n\n",
+             margin is not counted as forgetting. With {} resamples the smallest two-sided p \
+             is {} (the smallest TOST p half that), and Holm multiplies the smallest by {}, so a \
+             claim survives only when almost no resample falls on the other side.\n\n",
             claims.len(),
             self.plan.rules.resamples,
-            p_value(1.0 / (self.plan.rules.resamples + 1) as f64)
+            p_value(2.0 / (self.plan.rules.resamples + 1) as f64),
+            claims.len()
         );
         m += &header(&["claim", "estimate", "p", "Holm p", "result"]);
         let mut counts = [0usize; 3];
