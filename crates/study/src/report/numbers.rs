@@ -43,14 +43,7 @@ impl Boot {
 
     /// The mean change from step 0 to the last evaluation.
     pub fn end_change(&self, table: &Table, key: &str) -> Result<Bootstrap, StatsError> {
-        let changes = table.changes(table.last());
-        mean_interval(
-            &changes,
-            &table.items.clusters,
-            self.resamples,
-            self.level,
-            fnv1a64(key),
-        )
+        self.change_at(table, table.last(), key)
     }
 
     /// The change of `y` where the curve (x: `x`'s mean, y: `y`'s mean change from step 0)
