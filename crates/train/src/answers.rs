@@ -21,7 +21,7 @@ use burn::tensor::Device;
 use tokenizers::Tokenizer;
 
 use crate::TrainError;
-use crate::eval::{ItemLabels, ItemScores};
+use crate::eval::{ItemLabels, ItemScores, TokenHasher};
 use crate::example::AnchoredExample;
 
 /// The held-out prompts the policy answers and the pairs each answer is scored against.
@@ -129,6 +129,29 @@ impl AnswerSet {
             },
             labels,
         ))
+    }
+
+    /// Feeds the prompts, the generation settings and every scored pair into `h` (what the
+    /// answers' metrics depend on besides the policy).
+    pub(crate) fn hash_into(&self, h: &mut TokenHasher) {
+        h.number(self.prompts.len() as u64);
+        for prompt in &self.prompts {
+            h.ids(prompt);
+        }
+        h.text(&format!("{:?}", self.generation));
+        h.number(self.pairs.len() as u64);
+        for (user, pairs) in &self.pairs {
+            h.text(user);
+            h.number(pairs.len() as u64);
+            for pair in pairs {
+                h.number(pair.prompt as u64);
+                h.text(&format!("{:?}", pair.axis));
+                for response in [&pair.chosen, &pair.rejected] {
+                    h.text(&response.text);
+                    h.number(response.tokens as u64);
+                }
+            }
+        }
     }
 
     /// Distinct prompts answered per evaluation.

@@ -40,6 +40,11 @@ pub enum TrainError {
     TensorData(burn::tensor::DataError),
     #[error("{}: {message}", .path.display())]
     Io { path: PathBuf, message: String },
+    #[error(
+        "{}: this cached evaluation before training cannot be used ({message}); delete the file to recompute it",
+        .path.display()
+    )]
+    EvalCacheCorrupt { path: PathBuf, message: String },
 
     // The config against the objective, the model and the data.
     #[error(

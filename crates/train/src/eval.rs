@@ -121,6 +121,52 @@ fn continuation(text: &str) -> String {
     }
 }
 
+/// Feeds token ids, numbers and texts into a sha256, each with its length first, so that no
+/// two different inputs feed the same bytes.
+pub(crate) struct TokenHasher(sha2::Sha256);
+
+impl TokenHasher {
+    pub(crate) fn new() -> TokenHasher {
+        TokenHasher(sha2::Sha256::default())
+    }
+
+    pub(crate) fn number(&mut self, n: u64) {
+        use sha2::Digest;
+        self.0.update(n.to_le_bytes());
+    }
+
+    pub(crate) fn ids(&mut self, ids: &[u32]) {
+        use sha2::Digest;
+        self.number(ids.len() as u64);
+        for id in ids {
+            self.0.update(id.to_le_bytes());
+        }
+    }
+
+    pub(crate) fn text(&mut self, text: &str) {
+        use sha2::Digest;
+        self.number(text.len() as u64);
+        self.0.update(text.as_bytes());
+    }
+
+    pub(crate) fn finish(self) -> String {
+        use sha2::Digest;
+        format!("{:x}", self.0.finalize())
+    }
+}
+
+impl ChoiceTokens {
+    fn hash_into(&self, h: &mut TokenHasher) {
+        h.ids(&self.prompt);
+        h.number(self.choices.len() as u64);
+        for (choice, chars) in self.choices.iter().zip(&self.choice_chars) {
+            h.ids(choice);
+            h.number(*chars as u64);
+        }
+        h.number(self.correct as u64);
+    }
+}
+
 impl EvalSets {
     /// Tokens of every sequence one evaluation scores, counted as unshared rows (prompt +
     /// response per response, as training counts them), the reference's KL pass over the
@@ -152,6 +198,63 @@ impl EvalSets {
             .sum();
         let facts: usize = self.facts.iter().map(|(p, t)| rows(p, &[t])).sum();
         preferences + hhh + choices + facts
+    }
+
+    /// sha256 of everything an evaluation scores: every set's token ids in order (with the
+    /// held-out pairs' reference log-probs and base responses, which the preference metrics
+    /// subtract and the KL scores) and the prompts and rules of the generated answers. Two
+    /// evaluations of one policy on sets of equal digest compute the same numbers.
+    pub fn digest(&self) -> String {
+        let mut h = TokenHasher::new();
+        h.number(self.preferences.len() as u64);
+        for (user, examples) in &self.preferences {
+            h.text(user);
+            h.number(examples.len() as u64);
+            for e in examples {
+                let t = &e.tokens;
+                for part in [&t.prompt, &t.chosen, &t.rejected] {
+                    h.ids(part);
+                }
+                h.number(e.base.len() as u64);
+                for base in &e.base {
+                    h.ids(base);
+                }
+                let r = &e.reference;
+                h.number(u64::from(r.chosen.to_bits()));
+                h.number(u64::from(r.rejected.to_bits()));
+                h.ids(&r.base.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+        h.number(self.hhh.len() as u64);
+        for (prompt, better, worse) in &self.hhh {
+            for part in [prompt, better, worse] {
+                h.ids(part);
+            }
+        }
+        for set in [&self.general_knowledge, &self.misconceptions] {
+            h.number(set.len() as u64);
+            for item in set {
+                item.hash_into(&mut h);
+            }
+        }
+        h.number(self.facts.len() as u64);
+        for (prompt, target) in &self.facts {
+            h.ids(prompt);
+            h.ids(target);
+        }
+        h.number(self.country_facts.len() as u64);
+        for (kind, item) in &self.country_facts {
+            h.text(kind);
+            item.hash_into(&mut h);
+        }
+        match &self.answers {
+            None => h.number(0),
+            Some(answers) => {
+                h.number(1);
+                answers.hash_into(&mut h);
+            }
+        }
+        h.finish()
     }
 
     pub fn tokenize_hhh(
@@ -359,7 +462,7 @@ pub struct Evaluation {
 
 impl Evaluation {
     /// The evaluation whose metrics are the means of `items`.
-    fn from_items(items: ItemScores) -> Evaluation {
+    pub(crate) fn from_items(items: ItemScores) -> Evaluation {
         let metrics = items
             .iter()
             .filter(|(_, values)| !values.is_empty())
@@ -634,6 +737,88 @@ pub fn comparison_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every token id, reference log-prob and item an evaluation scores changes the sets'
+    /// digest (so a stored evaluation before training is never reused for other sets), and so
+    /// does a token moved across a boundary between two parts.
+    #[test]
+    fn the_digest_sees_every_set() {
+        let example = AnchoredExample {
+            tokens: bapo_data::TokenizedExample {
+                prompt: vec![1, 2],
+                chosen: vec![3],
+                rejected: vec![4, 5],
+                base: None,
+                user: Some("u".into()),
+                entity: None,
+                line: 1,
+            },
+            base: vec![vec![6, 7]],
+            reference: crate::example::ReferenceLogps {
+                chosen: -1.0,
+                rejected: -2.0,
+                base: vec![-3.0],
+            },
+            further_references: Vec::new(),
+        };
+        let choice = ChoiceTokens {
+            prompt: vec![1],
+            choices: vec![vec![2], vec![3]],
+            choice_chars: vec![2, 2],
+            correct: 0,
+        };
+        let mut sets = EvalSets::default();
+        sets.preferences.insert("u".into(), vec![example]);
+        sets.hhh.push((vec![1], vec![2], vec![3]));
+        sets.general_knowledge.push(choice.clone());
+        sets.misconceptions.push(choice.clone());
+        sets.facts.push((vec![1], vec![2]));
+        sets.country_facts.push(("capital".into(), choice));
+        let digest = sets.digest();
+        assert_eq!(digest, sets.clone().digest(), "a function of the sets");
+
+        type Change = fn(&mut EvalSets);
+        fn pair(s: &mut EvalSets) -> &mut AnchoredExample {
+            &mut s.preferences.get_mut("u").unwrap()[0]
+        }
+        let changes: [(&str, Change); 14] = [
+            ("prompt", |s| pair(s).tokens.prompt[0] = 9),
+            ("chosen", |s| pair(s).tokens.chosen[0] = 9),
+            ("rejected", |s| pair(s).tokens.rejected[1] = 9),
+            ("a token moved from rejected to chosen", |s| {
+                let t = &mut pair(s).tokens;
+                t.chosen.push(t.rejected.remove(0));
+            }),
+            ("base response", |s| pair(s).base[0][1] = 9),
+            ("reference log-prob", |s| pair(s).reference.rejected = -2.5),
+            ("reference log-prob of the base response", |s| {
+                pair(s).reference.base[0] = -3.5
+            }),
+            ("user", |s| {
+                let e = s.preferences.remove("u").unwrap();
+                s.preferences.insert("v".into(), e);
+            }),
+            ("hhh", |s| s.hhh[0].2[0] = 9),
+            ("general knowledge's answer", |s| {
+                s.general_knowledge[0].correct = 1
+            }),
+            ("misconceptions' choice", |s| {
+                s.misconceptions[0].choices[1][0] = 9
+            }),
+            ("qa_wikidata", |s| s.facts[0].1.push(9)),
+            ("country probe's kind", |s| {
+                s.country_facts[0].0 = "border".into()
+            }),
+            ("country probe's lengths", |s| {
+                s.country_facts[0].1.choice_chars[0] = 3
+            }),
+        ];
+        for (what, change) in changes {
+            let mut changed = sets.clone();
+            change(&mut changed);
+            assert_ne!(changed.digest(), digest, "{what}");
+        }
+    }
 
     /// A long right answer and a short wrong one, after training lowered every token: the
     /// summed log-prob picks the short one, the per-character one the right one.

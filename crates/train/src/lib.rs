@@ -24,6 +24,7 @@ mod backend;
 mod bench;
 mod error;
 mod eval;
+mod eval_cache;
 mod example;
 mod metrics;
 mod optimizer_step;

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::RunConfig;
-use crate::eval::{EvalResult, comparison_table, evaluate};
+use crate::eval::{EvalResult, Evaluation, comparison_table, evaluate};
+use crate::eval_cache::{StartKey, start_evaluation};
 use crate::example::AnchoredExample;
 use crate::metrics::{RunLogs, peak_rss_mib, put_evaluation, read_log, rss_mib, write_item_labels};
 use crate::optimizer::AdamW;
@@ -287,8 +288,11 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         result
     };
     if config.eval.at_start && start_step == 0 {
-        progress.line("evaluating the model before training");
-        logs.evaluation(0, &run_eval(&policy)?)?;
+        let evaluation = evaluation_before_training(config, &prepared, &progress, || {
+            progress.line("evaluating the model before training");
+            run_eval(&policy)
+        })?;
+        logs.evaluation(0, &evaluation)?;
     }
 
     let live_reference = prepared
@@ -709,6 +713,32 @@ fn write_export(
     Ok("transformers checkpoint")
 }
 
+/// The evaluation of the model before training: reused from the anchor cache's folder when a
+/// run of the same model, backend and evaluation sets stored it (eval_cache.rs says why that
+/// is exact), else `compute`d and stored.
+fn evaluation_before_training(
+    config: &RunConfig,
+    prepared: &Prepared,
+    progress: &Progress,
+    compute: impl FnOnce() -> Result<Evaluation, TrainError>,
+) -> Result<Evaluation, TrainError> {
+    let key = StartKey::new(
+        config,
+        &prepared.model_sha256,
+        &prepared.eval,
+        prepared.model.pad_token,
+    )?;
+    let path = key.path(&config.anchors.cache_dir);
+    let (evaluation, reused) = start_evaluation(&key, &path, compute)?;
+    if reused {
+        progress.line(format!(
+            "evaluation before training: reused {}",
+            path.display()
+        ));
+    }
+    Ok(evaluation)
+}
+
 /// `bapo eval`: the evaluation suite on the newest checkpoint of `config`'s run (or the
 /// checkpoint folder `checkpoint`), next to the model before training. With `write`, the
 /// checkpoint's evaluation also goes into the run's logs at its step (`eval.jsonl`,
@@ -742,8 +772,10 @@ pub fn evaluate_run(
             &prepared.device,
         )
     };
-    progress.line("evaluating the reference");
-    let start = eval(&prepared.reference)?;
+    let start = evaluation_before_training(config, &prepared, &progress, || {
+        progress.line("evaluating the reference");
+        eval(&prepared.reference)
+    })?;
     progress.line(format!("evaluating {}", ck.dir.display()));
     let end = eval(&policy.valid())?;
     let mut report = format!(

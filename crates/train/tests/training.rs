@@ -566,3 +566,87 @@ fn mrpo_reads_a_second_reference_from_the_config() {
     let message = train(&config, &quiet()).unwrap_err().to_string();
     assert!(message.contains("model.references"), "{message}");
 }
+
+/// The step-0 row of a run's `file` (eval.jsonl or eval_items.jsonl), as written.
+fn start_row(run: &std::path::Path, file: &str) -> String {
+    let text = std::fs::read_to_string(run.join(file)).unwrap();
+    let row = text
+        .lines()
+        .find(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"] == 0)
+        .unwrap_or_else(|| panic!("no step-0 row in {file}: {text}"));
+    row.to_string()
+}
+
+/// The evaluation before training is the reference's whatever the seed or the adapters (LoRA's
+/// B starts at zero), so one run stores it under the anchor cache and the next run of the same
+/// model and evaluation sets reuses it; other sets get their own file, and a damaged file is
+/// refused naming it.
+#[test]
+fn the_evaluation_before_training_is_stored_and_reused() {
+    let dir = scratch("start-eval");
+    let stored = dir.join("anchors/evaluations");
+    let run = |tag: &str, sets: &[&str]| -> Result<std::path::PathBuf, TrainError> {
+        let out = dir.join(tag);
+        let mut all = vec!["training.max_steps=2", "eval.answer_tokens=4"];
+        all.extend_from_slice(sets);
+        let output = format!("output.dir={:?}", out.display().to_string());
+        all.push(&output);
+        train(&tiny_config(&dir, &all), &quiet())?;
+        Ok(out)
+    };
+    let files = || -> Vec<std::path::PathBuf> {
+        let mut f: Vec<_> = std::fs::read_dir(&stored)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        f.sort();
+        f
+    };
+
+    // Computed twice, by runs of other seeds and other adapters: the same numbers.
+    let a = run("a", &["training.seed=1"]).unwrap();
+    assert_eq!(files().len(), 1, "the first run stores it");
+    std::fs::remove_dir_all(&stored).unwrap();
+    let b = run("b", &["training.seed=2", "lora.enabled=true"]).unwrap();
+    for file in ["eval.jsonl", "eval_items.jsonl"] {
+        assert_eq!(start_row(&a, file), start_row(&b, file), "{file}");
+    }
+    let lora_file = files();
+    assert_eq!(lora_file.len(), 1);
+
+    // Reused: a value edited in the stored file is what the next run logs at step 0.
+    let run_a_file = {
+        std::fs::remove_dir_all(&stored).unwrap();
+        run("a2", &["training.seed=1"]).unwrap();
+        files()[0].clone()
+    };
+    let text = std::fs::read_to_string(&run_a_file).unwrap();
+    let mut cached: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let items = cached["items"].as_object_mut().unwrap();
+    let (name, values) = items.iter_mut().next().unwrap();
+    let name = name.clone();
+    values[0] = serde_json::json!(12345.5);
+    std::fs::write(&run_a_file, cached.to_string()).unwrap();
+    let c = run("c", &["training.seed=3"]).unwrap();
+    let logged: serde_json::Value =
+        serde_json::from_str(&start_row(&c, "eval_items.jsonl")).unwrap();
+    assert_eq!(
+        logged[&name][0], 12345.5,
+        "the stored evaluation is reused: {logged}"
+    );
+    assert_eq!(files().len(), 1, "nothing new stored");
+
+    // Other sets: another file, computed (not the edited one).
+    let d = run("d", &["training.seed=3", "eval.examples_per_user=3"]).unwrap();
+    assert_eq!(files().len(), 2, "another evaluation set is another file");
+    let logged: serde_json::Value =
+        serde_json::from_str(&start_row(&d, "eval_items.jsonl")).unwrap();
+    assert_ne!(logged[&name][0], 12345.5);
+
+    // Damaged: refused, naming the file and the way out.
+    std::fs::write(&run_a_file, "{").unwrap();
+    let e = run("e", &["training.seed=4"]).unwrap_err().to_string();
+    assert!(
+        e.contains(&run_a_file.display().to_string()) && e.contains("delete the file"),
+        "{e}"
+    );
+}
