@@ -53,7 +53,7 @@ pub struct TrainArgs {
     /// Continue the run in `output.dir` from its newest checkpoint.
     #[arg(long)]
     resume: bool,
-    /// Recompute the anchors even if they are cached.
+    /// Recompute the anchors (and the stored evaluation before training) even if cached.
     #[arg(long)]
     force_anchors: bool,
     /// No progress output.

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::RunConfig;
 use crate::eval::{EvalResult, Evaluation, comparison_table, evaluate};
-use crate::eval_cache::{StartKey, start_evaluation};
+use crate::eval_cache::{StartKey, Stored, start_evaluation};
 use crate::example::AnchoredExample;
 use crate::metrics::{RunLogs, peak_rss_mib, put_evaluation, read_log, rss_mib, write_item_labels};
 use crate::optimizer::AdamW;
@@ -29,7 +29,7 @@ use crate::{TrainError, plots};
 pub struct TrainOptions {
     /// Continue from the run directory's newest checkpoint.
     pub resume: bool,
-    /// Recompute cached anchors.
+    /// Recompute cached anchors and the stored evaluation before training.
     pub force_anchors: bool,
     /// No progress output.
     pub quiet: bool,
@@ -288,7 +288,8 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         result
     };
     if config.eval.at_start && start_step == 0 {
-        let evaluation = evaluation_before_training(config, &prepared, &progress, || {
+        let now = (options.force_anchors, &progress);
+        let evaluation = evaluation_before_training(config, &prepared, now, || {
             progress.line("evaluating the model before training");
             run_eval(&policy)
         })?;
@@ -714,27 +715,39 @@ fn write_export(
 }
 
 /// The evaluation of the model before training: reused from the anchor cache's folder when a
-/// run of the same model, backend and evaluation sets stored it (eval_cache.rs says why that
-/// is exact), else `compute`d and stored.
+/// run of the same model, device and evaluation sets stored it (eval_cache.rs says why that is
+/// exact), else `compute`d and stored; `force` (`--force-anchors`) recomputes it.
 fn evaluation_before_training(
     config: &RunConfig,
     prepared: &Prepared,
-    progress: &Progress,
+    (force, progress): (bool, &Progress),
     compute: impl FnOnce() -> Result<Evaluation, TrainError>,
 ) -> Result<Evaluation, TrainError> {
-    let key = StartKey::new(
+    let Some(key) = StartKey::new(
         config,
         &prepared.model_sha256,
         &prepared.eval,
         prepared.model.pad_token,
-    )?;
+    ) else {
+        progress.line(
+            "the bapo executable cannot be read: the evaluation before training is not stored",
+        );
+        return compute();
+    };
     let path = key.path(&config.anchors.cache_dir);
-    let (evaluation, reused) = start_evaluation(&key, &path, compute)?;
-    if reused {
-        progress.line(format!(
+    if force && path.exists() {
+        std::fs::remove_file(&path).map_err(|e| TrainError::io(&path, e))?;
+    }
+    let (evaluation, stored) = start_evaluation(&key, &path, &prepared.eval.labels, compute)?;
+    match stored {
+        Stored::Reused => progress.line(format!(
             "evaluation before training: reused {}",
             path.display()
-        ));
+        )),
+        Stored::Written => {}
+        Stored::NotWritten(why) => progress.line(format!(
+            "the evaluation before training is not stored ({why})"
+        )),
     }
     Ok(evaluation)
 }
@@ -772,7 +785,7 @@ pub fn evaluate_run(
             &prepared.device,
         )
     };
-    let start = evaluation_before_training(config, &prepared, &progress, || {
+    let start = evaluation_before_training(config, &prepared, (false, &progress), || {
         progress.line("evaluating the reference");
         eval(&prepared.reference)
     })?;

@@ -579,8 +579,8 @@ fn start_row(run: &std::path::Path, file: &str) -> String {
 
 /// The evaluation before training is the reference's whatever the seed or the adapters (LoRA's
 /// B starts at zero), so one run stores it under the anchor cache and the next run of the same
-/// model and evaluation sets reuses it; other sets get their own file, and a damaged file is
-/// refused naming it.
+/// model and evaluation sets reuses it, exactly; other sets get their own file, and a damaged
+/// or edited file is refused naming it.
 #[test]
 fn the_evaluation_before_training_is_stored_and_reused() {
     let dir = scratch("start-eval");
@@ -601,52 +601,79 @@ fn the_evaluation_before_training_is_stored_and_reused() {
         f.sort();
         f
     };
+    let same_start = |a: &std::path::Path, b: &std::path::Path| {
+        for file in ["eval.jsonl", "eval_items.jsonl"] {
+            assert_eq!(start_row(a, file), start_row(b, file), "{file}");
+        }
+    };
 
     // Computed twice, by runs of other seeds and other adapters: the same numbers.
     let a = run("a", &["training.seed=1"]).unwrap();
     assert_eq!(files().len(), 1, "the first run stores it");
     std::fs::remove_dir_all(&stored).unwrap();
     let b = run("b", &["training.seed=2", "lora.enabled=true"]).unwrap();
-    for file in ["eval.jsonl", "eval_items.jsonl"] {
-        assert_eq!(start_row(&a, file), start_row(&b, file), "{file}");
-    }
-    let lora_file = files();
-    assert_eq!(lora_file.len(), 1);
+    same_start(&a, &b);
+    let file = files();
+    assert_eq!(file.len(), 1, "LoRA or not, one file");
+    let file = file[0].clone();
 
-    // Reused: a value edited in the stored file is what the next run logs at step 0.
-    let run_a_file = {
-        std::fs::remove_dir_all(&stored).unwrap();
-        run("a2", &["training.seed=1"]).unwrap();
-        files()[0].clone()
-    };
-    let text = std::fs::read_to_string(&run_a_file).unwrap();
-    let mut cached: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let items = cached["items"].as_object_mut().unwrap();
-    let (name, values) = items.iter_mut().next().unwrap();
-    let name = name.clone();
-    values[0] = serde_json::json!(12345.5);
-    std::fs::write(&run_a_file, cached.to_string()).unwrap();
+    // Reused, exactly: the next run logs the same bytes at step 0, and a value edited in the
+    // file is what it logs.
     let c = run("c", &["training.seed=3"]).unwrap();
+    same_start(&a, &c);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let original: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let name = original["items"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let mut edited = original.clone();
+    edited["items"][&name][0] = serde_json::json!(12345.5f64.to_bits());
+    std::fs::write(&file, edited.to_string()).unwrap();
+    let d = run("d", &["training.seed=4"]).unwrap();
     let logged: serde_json::Value =
-        serde_json::from_str(&start_row(&c, "eval_items.jsonl")).unwrap();
-    assert_eq!(
-        logged[&name][0], 12345.5,
-        "the stored evaluation is reused: {logged}"
-    );
+        serde_json::from_str(&start_row(&d, "eval_items.jsonl")).unwrap();
+    assert_eq!(logged[&name][0], 12345.5, "reused: {logged}");
     assert_eq!(files().len(), 1, "nothing new stored");
 
     // Other sets: another file, computed (not the edited one).
-    let d = run("d", &["training.seed=3", "eval.examples_per_user=3"]).unwrap();
+    let e = run("e", &["training.seed=4", "eval.examples_per_user=3"]).unwrap();
     assert_eq!(files().len(), 2, "another evaluation set is another file");
     let logged: serde_json::Value =
-        serde_json::from_str(&start_row(&d, "eval_items.jsonl")).unwrap();
+        serde_json::from_str(&start_row(&e, "eval_items.jsonl")).unwrap();
     assert_ne!(logged[&name][0], 12345.5);
 
-    // Damaged: refused, naming the file and the way out.
-    std::fs::write(&run_a_file, "{").unwrap();
-    let e = run("e", &["training.seed=4"]).unwrap_err().to_string();
-    assert!(
-        e.contains(&run_a_file.display().to_string()) && e.contains("delete the file"),
-        "{e}"
+    // Refused, naming the file and the way out: damaged, an item missing, another key.
+    let mut short = original.clone();
+    let kl = short["items"]["kl/heldout"].as_array_mut().unwrap();
+    kl.pop();
+    let missing = format!(
+        "`kl/heldout` has {} items where the evaluation sets have {}",
+        kl.len(),
+        kl.len() + 1
     );
+    let mut other_key = original.clone();
+    other_key["key"]["model"] = serde_json::json!("0");
+    for (what, text, says) in [
+        ("damaged", "{".to_string(), "EOF"),
+        ("an item missing", short.to_string(), missing.as_str()),
+        (
+            "another key",
+            other_key.to_string(),
+            "its key is not the one",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let tag = format!("refused-{}", what.replace(' ', "-"));
+        let e = run(&tag, &["training.seed=5"]).unwrap_err().to_string();
+        assert!(
+            e.contains(&file.display().to_string())
+                && e.contains("delete the file")
+                && e.contains(says),
+            "{what}: {e}"
+        );
+    }
 }
