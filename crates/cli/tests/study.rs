@@ -105,8 +105,9 @@ fn the_grid_skips_finished_cells_and_resumes_killed_ones() {
     // Killed before its first checkpoint: started over.
     unfinish("dpo-lr0.01-truthful-seed0");
     std::fs::remove_dir_all(cell("dpo-lr0.01-truthful-seed0").join("checkpoints")).unwrap();
-    // Killed in its end phase, after the last checkpoint: resumed, to finish it.
-    unfinish("dpo-lr0.01-contrarian-seed0");
+    // Killed in its end phase after writing its summary, before the record of the end
+    // phase: resumed, to finish it (issue #26: it was once counted finished for good).
+    std::fs::remove_file(cell("dpo-lr0.01-contrarian-seed0").join("finished.json")).unwrap();
 
     let third = run_grid(&root, &plan, binary, &[]).unwrap();
     let names = |paths: &[PathBuf]| -> Vec<String> {

@@ -1,9 +1,10 @@
 //! Running the study's grid: every cell that is not finished, in the plan's order, each one
 //! `bapo train` in its own run directory.
 //!
-//! A finished cell (its end phase recorded in `finished.json`, or its `summary.md` written
-//! after the final evaluation) is skipped; a killed one is resumed from its last checkpoint (`bapo train --resume`, which
-//! also finishes a run killed in its end phase), or started over when it had none. So the
+//! A finished cell (its end phase recorded in `finished.json`, the end phase's last write) is
+//! skipped; a killed one is resumed from its last checkpoint (`bapo train --resume`, which
+//! also finishes a run killed in its end phase, after its `summary.md` or not), or started
+//! over when it had none. So the
 //! study can be stopped at any moment and started again with the same command. A cell whose
 //! recorded overrides differ from the plan's is refused, so an edited config never mixes with
 //! old runs.
@@ -124,17 +125,16 @@ pub fn run_grid(
     Ok(outcome)
 }
 
-/// Whether the run in `dir` finished: its end phase is recorded, or (runs made before that
-/// record existed) its summary was written after the final evaluation.
+/// Whether the run in `dir` finished: its end phase is recorded. (A `summary.md` alone is not
+/// enough: the end phase writes it before the plots, the export and `finished.json`.)
 pub fn is_finished(dir: &Path) -> bool {
-    dir.join("finished.json").exists() || dir.join("summary.md").exists()
+    dir.join("finished.json").exists()
 }
 
 /// Where a cell stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CellState {
-    /// Its end phase is recorded (`finished.json`), or (runs made before that record
-    /// existed) its summary was written after the final evaluation.
+    /// Its end phase is recorded (`finished.json`).
     Finished,
     /// A checkpoint: resume from it (the end phase only, when it is the last step's).
     Resume,
