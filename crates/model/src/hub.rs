@@ -37,25 +37,43 @@ pub struct ModelId {
 }
 
 impl ModelId {
-    /// `owner/name` or `owner/name@revision`; `None` for anything else (a path).
+    /// `owner/name` or `owner/name@revision` with a revision that can only be a branch, tag
+    /// or commit name ([`is_ref_name`]); `None` for anything else (a path).
     pub fn parse(spec: &str) -> Option<ModelId> {
+        let (id, revision) = Self::split(spec)?;
+        is_ref_name(revision).then(|| ModelId {
+            id: id.to_string(),
+            revision: revision.to_string(),
+        })
+    }
+
+    /// `owner/name` and the revision (`main` when none is given), whatever the revision.
+    fn split(spec: &str) -> Option<(&str, &str)> {
         let (id, revision) = match spec.split_once('@') {
             Some((id, revision)) if !revision.is_empty() => (id, revision),
             Some(_) => return None,
             None => (spec, "main"),
         };
         let (owner, name) = id.split_once('/')?;
-        let word = |s: &str| {
-            !s.is_empty()
-                && !s.starts_with('.')
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        };
-        (word(owner) && word(name)).then(|| ModelId {
-            id: id.to_string(),
-            revision: revision.to_string(),
-        })
+        (is_name(owner) && is_name(name)).then_some((id, revision))
     }
+}
+
+/// A hub owner's or model's name, or one part of a ref name: letters, digits, `-`, `_` and `.`,
+/// not starting with `.` (so never `.` or `..`).
+fn is_name(part: &str) -> bool {
+    !part.is_empty()
+        && !part.starts_with('.')
+        && part
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Whether `revision` can only name a branch, tag or commit: names joined by single `/` (a
+/// branch such as `refs/pr/1`). The hub cache joins it to its own folders, so `..`, a leading
+/// `/` or an empty part would name a folder outside it.
+pub fn is_ref_name(revision: &str) -> bool {
+    revision.split('/').all(is_name)
 }
 
 /// The hub cache folder the environment names.
@@ -87,6 +105,18 @@ pub fn resolve(spec: &Path) -> Result<PathBuf, ModelError> {
 pub fn resolve_in(spec: &Path, cache: &Path, offline: bool) -> Result<PathBuf, ModelError> {
     if spec.exists() {
         return Ok(spec.to_path_buf());
+    }
+    if let Some((id, revision)) = spec.to_str().and_then(ModelId::split)
+        && !is_ref_name(revision)
+    {
+        return Err(ModelError::Io {
+            path: spec.to_path_buf(),
+            message: format!(
+                "revision `{revision}` of model `{id}` is not a branch, tag or commit name \
+                 (letters, digits, `-`, `_` and `.`, parts joined by `/`; no `..`, no leading \
+                 `/`)"
+            ),
+        });
     }
     let Some(model) = spec.to_str().and_then(ModelId::parse) else {
         return Err(ModelError::Io {

@@ -51,6 +51,44 @@ fn model_ids_parse_and_paths_do_not() {
     ] {
         assert_eq!(ModelId::parse(path), None, "{path}");
     }
+    assert_eq!(
+        ModelId::parse("owner/name@refs/pr/1").map(|m| m.revision),
+        Some("refs/pr/1".into())
+    );
+}
+
+/// A revision is joined to the hub cache's folders, so one that is a path out of it is refused
+/// by name, before any folder is looked at (issue #26: `own/tiny@../../../../tmp/evil` loaded
+/// a model from outside the cache).
+#[test]
+fn a_revision_that_is_a_path_is_refused() {
+    let cache = hub_cache("revision", &[]);
+    // A model the hub cache would find at `snapshots/<revision>` after `..` steps.
+    let outside = cache
+        .join("models--bapo-test--tiny-chat/snapshots")
+        .join(COMMIT);
+    let up = format!(
+        "bapo-test/tiny-chat@../../../{}",
+        outside.file_name().unwrap().to_string_lossy()
+    );
+    let absolute = format!("bapo-test/tiny-chat@{}", outside.display());
+    for spec in [
+        up.as_str(),
+        absolute.as_str(),
+        "bapo-test/tiny-chat@a//b",
+        "bapo-test/tiny-chat@./x",
+    ] {
+        assert_eq!(ModelId::parse(spec), None, "{spec}");
+        let err = resolve_in(Path::new(spec), &cache, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is not a branch, tag or commit name")
+                && err.contains("bapo-test/tiny-chat"),
+            "{spec}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&cache).ok();
 }
 
 #[test]
