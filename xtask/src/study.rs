@@ -1,4 +1,4 @@
-//! `cargo xtask study [--quick] [--config FILE] [--report | --list]`: the study's grid
+//! `cargo xtask study [--quick] [--config FILE] [--report | --collect | --list]`: the study's grid
 //! (configs/study.toml, `bapo_study::plan`), run cell by cell with `bapo train`, then its report
 //! (`bapo_study::report`).
 //!
@@ -6,21 +6,29 @@
 //! resumed or started over. This file only builds `bapo` for the study's backend.
 //!
 //! The report is always computed from the study's data file, read back after writing:
-//! - after the grid, the finished runs are collected into `<dir>/data.json` (for the
-//!   project's own full study also `docs/study/data.json`, the committed copy);
+//! - after every run of the grid and after the grid, the finished runs are collected into
+//!   `<dir>/data.json` (for the project's own full study also `docs/study/data.json`, the
+//!   committed copy);
+//! - the project's full study runs over several sittings, on machines that need not keep
+//!   runs/: the runs in the committed `docs/study/data.json` count as done and are carried
+//!   into the next one, so committing that file after a sitting keeps its work;
 //! - `--report` alone reads `docs/study/data.json` for the project's full study (so it needs
 //!   no runs/ and regenerates docs/study.md byte for byte), and `<dir>/data.json` otherwise,
-//!   collecting it from the run directories first when it does not exist yet.
+//!   collecting it from the run directories first when it does not exist yet;
+//! - `--collect` collects the finished runs (and those of earlier sittings) without running
+//!   the grid, then writes the report: for a sitting whose grid was stopped by hand.
 //!
-//! The full study writes docs/study.md and its figures in docs/study/; any other writes
-//! `<dir>/report.md` with its figures beside it.
+//! The full study, once every run has data, writes docs/study.md and its figures in
+//! docs/study/; any other study, and the full one before then, writes `<dir>/report.md` with
+//! its figures beside it.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use bapo_study::{CellState, Output, Plan, StudyConfig, StudyData};
+use bapo_study::{CellState, GridError, Output, Plan, StudyConfig, StudyData};
 
-const USAGE: &str = "usage: cargo xtask study [--quick] [--config FILE] [--report | --list]";
+const USAGE: &str =
+    "usage: cargo xtask study [--quick] [--config FILE] [--report | --collect | --list]";
 
 /// The committed data of the project's full study, relative to the workspace root.
 const DOCS_DATA: &str = "docs/study/data.json";
@@ -28,6 +36,7 @@ const DOCS_DATA: &str = "docs/study/data.json";
 pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let mut quick = false;
     let mut report_only = false;
+    let mut collect_only = false;
     let mut list = false;
     let mut config_path = root.join("configs/study.toml");
     let mut it = args.iter();
@@ -35,6 +44,7 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         match arg.as_str() {
             "--quick" => quick = true,
             "--report" => report_only = true,
+            "--collect" => collect_only = true,
             "--list" => list = true,
             "--config" => config_path = PathBuf::from(it.next().context(USAGE)?),
             other => bail!("unknown argument `{other}`\n{USAGE}"),
@@ -42,22 +52,37 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     }
     let config = StudyConfig::load(&config_path)?;
     let plan = config.plan(quick);
-    if list {
-        return list_cells(root, &plan);
-    }
     // Only the project's own full study rewrites docs/.
     let docs = !quick && config_path == root.join("configs/study.toml");
     let run_data = root.join(&plan.dir).join("data.json");
-    if !report_only {
+    // The runs of earlier sittings: the committed data of the full study.
+    let recorded = if docs && root.join(DOCS_DATA).exists() {
+        StudyData::read(&root.join(DOCS_DATA))?
+    } else {
+        StudyData::default()
+    };
+    if list {
+        return list_cells(root, &plan, &recorded);
+    }
+    if collect_only {
+        collect(root, &plan, &run_data, docs, &recorded)?;
+    } else if !report_only {
         crate::fetch::fetch(root)?;
         let features: Vec<&str> = crate::backends::feature(&plan.backend)?
             .into_iter()
             .collect();
         let (binary, env) = crate::backends::build_bapo(root, cargo, &features, false)?;
-        bapo_study::run_grid(root, &plan, &binary, &env)?;
-        collect(root, &plan, &run_data, docs)?;
+        // Each finished run is written out at once, so a sitting stopped mid-grid keeps it.
+        let after_run = || {
+            collect(root, &plan, &run_data, docs, &recorded).map_err(|e| GridError::Io {
+                path: run_data.display().to_string(),
+                message: format!("{e:#}"),
+            })
+        };
+        bapo_study::run_grid(root, &plan, &binary, &env, &recorded, after_run)?;
+        collect(root, &plan, &run_data, docs, &recorded)?;
     } else if !docs && !run_data.exists() {
-        collect(root, &plan, &run_data, false)?;
+        collect(root, &plan, &run_data, false, &recorded)?;
     }
     let (source, shown) = if docs {
         (root.join(DOCS_DATA), DOCS_DATA.to_string())
@@ -66,7 +91,23 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         (run_data, shown)
     };
     let data = StudyData::read(&source)?;
-    let out = if docs {
+    // docs/study.md is the finished study's: until every run has data, the report of the runs
+    // so far goes to the study's run folder.
+    let planned = plan
+        .cells
+        .iter()
+        .filter(|c| c.grid != bapo_study::Grid::Reference)
+        .count();
+    let docs_report = docs && data.runs.len() == planned;
+    if docs && !docs_report {
+        eprintln!(
+            "{shown} holds {} of the plan's {planned} runs: docs/study.md is written when all \
+             have data; the report so far goes to {}",
+            data.runs.len(),
+            plan.dir.join("report.md").display()
+        );
+    }
+    let out = if docs_report {
         Output {
             markdown: root.join("docs/study.md"),
             images: root.join("docs/study"),
@@ -90,9 +131,10 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Collects the finished runs into `path` (and, for the full study, the committed copy).
-fn collect(root: &Path, plan: &Plan, path: &Path, docs: bool) -> Result<()> {
-    let data = StudyData::collect(root, plan)?;
+/// Collects the finished runs and those of earlier sittings (`recorded`) into `path` (and,
+/// for the full study, the committed copy).
+fn collect(root: &Path, plan: &Plan, path: &Path, docs: bool, recorded: &StudyData) -> Result<()> {
+    let data = StudyData::collect(root, plan, recorded)?;
     data.write(path)?;
     eprintln!("wrote {} ({} runs)", path.display(), data.runs.len());
     if docs {
@@ -103,12 +145,13 @@ fn collect(root: &Path, plan: &Plan, path: &Path, docs: bool) -> Result<()> {
     Ok(())
 }
 
-fn list_cells(root: &Path, plan: &Plan) -> Result<()> {
+fn list_cells(root: &Path, plan: &Plan, recorded: &StudyData) -> Result<()> {
+    let base = bapo_study::plan::base_fingerprint(root, &plan.base)?;
     for cell in &plan.cells {
         println!(
             "{} ({}): {}",
             cell.dir.display(),
-            CellState::of(&root.join(&cell.dir), cell)?.describe(),
+            CellState::of(&root.join(&cell.dir), cell, &base, recorded)?.describe(),
             cell.overrides.join(" ")
         );
     }

@@ -17,7 +17,7 @@ fn scratch(tag: &str) -> PathBuf {
 fn config(dir: &Path, steps: usize) -> String {
     format!(
         r#"
-base = "configs/tiny.toml"
+base = {base:?}
 dir = {runs:?}
 backend = "cpu"
 user = "truthful"
@@ -61,12 +61,19 @@ settings = ["dpo"]
 heterogeneity_users = []
 heterogeneity_seeds = []
 "#,
+        base = dir.join("tiny.toml").display().to_string(),
         runs = dir.join("runs").display().to_string(),
         anchors = dir.join("anchors").display().to_string(),
     )
 }
 
+/// The study's plan, with a copy of configs/tiny.toml as its base config (the test edits it).
 fn plan(dir: &Path, steps: usize) -> bapo_study::Plan {
+    let base = dir.join("tiny.toml");
+    if !base.exists() {
+        let root = bapo_testkit::workspace_root();
+        std::fs::copy(root.join("configs/tiny.toml"), &base).unwrap();
+    }
     let path = dir.join("study.toml");
     std::fs::write(&path, config(dir, steps)).unwrap();
     StudyConfig::load(&path).unwrap().plan(false)
@@ -81,14 +88,21 @@ fn the_grid_skips_finished_cells_and_resumes_killed_ones() {
     let runs = dir.join("runs");
     let cell = |name: &str| runs.join(name);
 
-    let first = run_grid(&root, &plan, binary, &[]).unwrap();
+    let none = StudyData::default();
+    let mut finished = 0;
+    let first = run_grid(&root, &plan, binary, &[], &none, || {
+        finished += 1;
+        Ok(())
+    })
+    .unwrap();
     // The probe check, 2 settings × 2 seeds, 1 heterogeneity cell.
     assert_eq!(first.ran.len(), 6, "{first:?}");
+    assert_eq!(finished, 6);
     assert!(first.resumed.is_empty());
     let items = |name: &str| std::fs::read_to_string(cell(name).join("eval_items.jsonl")).unwrap();
     let resumed_before = items("bapo-1-lr0.01-truthful-seed1");
 
-    let second = run_grid(&root, &plan, binary, &[]).unwrap();
+    let second = run_grid(&root, &plan, binary, &[], &none, || Ok(())).unwrap();
     assert!(second.ran.is_empty(), "{second:?}");
     assert_eq!(second.skipped.len(), 6);
 
@@ -109,7 +123,7 @@ fn the_grid_skips_finished_cells_and_resumes_killed_ones() {
     // phase: resumed, to finish it (issue #26: it was once counted finished for good).
     std::fs::remove_file(cell("dpo-lr0.01-contrarian-seed0").join("finished.json")).unwrap();
 
-    let third = run_grid(&root, &plan, binary, &[]).unwrap();
+    let third = run_grid(&root, &plan, binary, &[], &none, || Ok(())).unwrap();
     let names = |paths: &[PathBuf]| -> Vec<String> {
         paths
             .iter()
@@ -136,7 +150,7 @@ fn the_grid_skips_finished_cells_and_resumes_killed_ones() {
     // Another budget: the finished cells were made with other settings (the probe check
     // comes first).
     let edited = self::plan(&dir, 6);
-    match run_grid(&root, &edited, binary, &[]) {
+    match run_grid(&root, &edited, binary, &[], &none, || Ok(())) {
         Err(GridError::Changed { dir, .. }) => {
             assert!(dir.ends_with("probes"), "{dir}")
         }
@@ -144,10 +158,46 @@ fn the_grid_skips_finished_cells_and_resumes_killed_ones() {
     }
 
     // The report, from the runs' data written out and read back.
-    let data = StudyData::collect(&root, &plan).unwrap();
+    let data = StudyData::collect(&root, &plan, &none).unwrap();
     assert_eq!(data.runs.len(), 6);
     let path = runs.join("data.json");
     data.write(&path).unwrap();
+
+    // A later sitting on a machine without the run directory: the run recorded in the data
+    // file is not made again, and an edited config is refused there too.
+    let recorded = StudyData::read(&path).unwrap();
+    std::fs::remove_dir_all(cell("dpo-lr0.01-truthful-seed1")).unwrap();
+    let fourth = run_grid(&root, &plan, binary, &[], &recorded, || Ok(())).unwrap();
+    assert!(fourth.ran.is_empty(), "{fourth:?}");
+    assert_eq!(fourth.skipped.len(), 6);
+    match run_grid(&root, &edited, binary, &[], &recorded, || Ok(())) {
+        Err(GridError::RecordedChanged { cell, .. }) => {
+            assert!(cell.ends_with("probes"), "{cell}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // An edited base config makes every run another run (issue #26, item 9): refused in the
+    // run directories and in the data file alike.
+    let base = dir.join("tiny.toml");
+    let text = std::fs::read_to_string(&base).unwrap();
+    std::fs::write(
+        &base,
+        text.replacen("max_length = 64", "max_length = 48", 1),
+    )
+    .unwrap();
+    match run_grid(&root, &plan, binary, &[], &none, || Ok(())) {
+        Err(GridError::Changed { dir, .. }) => {
+            assert!(dir.ends_with("probes"), "{dir}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    match run_grid(&root, &plan, binary, &[], &recorded, || Ok(())) {
+        Err(GridError::RecordedChanged { cell, .. }) => {
+            assert!(cell.ends_with("probes"), "{cell}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     let out = Output {
         markdown: runs.join("report.md"),
         images: runs.clone(),

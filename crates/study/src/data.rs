@@ -7,6 +7,13 @@
 //! significant digits. Item labels (cluster, chance, flags) are stored once per distinct
 //! labelling and cluster names once in a table, since every run of a user shares them.
 //!
+//! The project's full study runs over several sittings, on machines that do not keep their
+//! run directories: a run recorded in the committed file counts as done
+//! ([`StudyData::recorded`]), and [`StudyData::collect`] carries it into the next file. Each
+//! run keeps the overrides it was made with, so a run made with other settings is never
+//! taken for a cell of the plan; nor a run made from another base config (its fingerprint
+//! is kept too).
+//!
 //! The file is JSON with a fixed layout (one run per line, keys in a fixed order, integral
 //! values written as integers, others as the shortest text that reads back to the same
 //! number): writing what was read gives the same bytes, so the report computed from it is
@@ -18,7 +25,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::plan::{Cell, Grid, Plan};
+use crate::grid::OVERRIDES_FILE;
+use crate::plan::{Cell, Grid, Plan, base_fingerprint, run_record};
 
 /// The first line of every data file: its layout's name and version.
 pub const FORMAT: &str = "bapo-study-data 1";
@@ -80,11 +88,37 @@ pub struct RunData {
     pub user: String,
     pub seed: u64,
     pub learning_rate: f64,
+    /// The base config the run was made from: its path and fingerprint
+    /// ([`base_fingerprint`]).
+    pub base: String,
+    /// The `--set` overrides the run was made with (its cell's, in order).
+    pub overrides: Vec<String>,
     /// What the run cost, where the run recorded it.
     pub cost: Option<Cost>,
     /// The evaluated steps, ascending (step 0: the model before training).
     pub steps: Vec<usize>,
     pub metrics: BTreeMap<String, MetricData>,
+}
+
+impl RunData {
+    /// What the run was made with, as its run directory records it ([`run_record`]).
+    pub fn record(&self) -> String {
+        run_record(&self.base, &self.overrides)
+    }
+
+    /// Whether this run is `cell`'s: the same grid, setting, user and seed.
+    fn is_of(&self, cell: &Cell) -> bool {
+        self.grid == grid_name(cell.grid)
+            && self.setting == cell.setting
+            && self.user == cell.user
+            && self.seed == cell.seed
+    }
+
+    /// Whether this run was made as `cell` is now: from the base config whose fingerprint is
+    /// `base`, with the cell's overrides.
+    fn made_as(&self, cell: &Cell, base: &str) -> bool {
+        self.base == base && self.overrides == cell.overrides
+    }
 }
 
 /// A run's compute: training tokens and wall-clock seconds.
@@ -145,24 +179,65 @@ pub fn round4(v: f64) -> f64 {
 }
 
 impl StudyData {
-    /// Reads every finished cell of `plan` under `root` (reference models excepted).
-    pub fn collect(root: &Path, plan: &Plan) -> Result<StudyData, DataError> {
+    /// Every cell of `plan` (reference models excepted) that has data, in the plan's order:
+    /// read from its finished run directory under `root`, or else taken from `recorded` (a
+    /// data file of earlier sittings) where that holds the cell made from the same base
+    /// config and overrides. A run directory that records other settings is an error.
+    pub fn collect(root: &Path, plan: &Plan, recorded: &StudyData) -> Result<StudyData, DataError> {
         let mut data = StudyData {
             format: FORMAT.into(),
             ..StudyData::default()
         };
+        let base = base_fingerprint(root, &plan.base)
+            .map_err(|e| DataError::new(&root.join(&plan.base), e.to_string()))?;
         let mut interner = Interner::default();
         for cell in plan.cells.iter().filter(|c| c.grid != Grid::Reference) {
             let dir = root.join(&cell.dir);
-            if !crate::grid::is_finished(&dir) {
-                continue;
+            if crate::grid::is_finished(&dir) {
+                check_record(&dir, &base, cell)?;
+                data.runs
+                    .push(read_run(&dir, plan, cell, &base, &mut interner)?);
+            } else if let Some(run) = recorded.recorded(cell, &base) {
+                data.runs.push(recorded.carried(run, &mut interner));
             }
-            let run = read_run(&dir, plan, cell, &mut interner)?;
-            data.runs.push(run);
         }
         data.clusters = interner.clusters;
         data.labels = interner.labels;
         Ok(data)
+    }
+
+    /// The run recorded for `cell`: the same grid, setting, user and seed, made from the base
+    /// config whose fingerprint is `base` with the cell's overrides.
+    pub fn recorded(&self, cell: &Cell, base: &str) -> Option<&RunData> {
+        self.runs
+            .iter()
+            .find(|r| r.is_of(cell) && r.made_as(cell, base))
+    }
+
+    /// A run recorded for `cell` but made from another base config or with other overrides
+    /// (an edited config), if any.
+    pub fn recorded_otherwise(&self, cell: &Cell, base: &str) -> Option<&RunData> {
+        self.runs
+            .iter()
+            .find(|r| r.is_of(cell) && !r.made_as(cell, base))
+    }
+
+    /// `run` (one of this file's) with its labels and clusters re-indexed in `interner`.
+    fn carried(&self, run: &RunData, interner: &mut Interner) -> RunData {
+        let mut run = run.clone();
+        for metric in run.metrics.values_mut() {
+            let old = &self.labels[metric.labels];
+            let labels = Labels {
+                cluster: old
+                    .cluster
+                    .iter()
+                    .map(|&c| interner.cluster(&self.clusters[c]))
+                    .collect(),
+                ..old.clone()
+            };
+            metric.labels = interner.labels(labels);
+        }
+        run
     }
 
     /// The file's text: a header line, one labelling per line, one run per line.
@@ -330,10 +405,24 @@ struct RawLabels {
     shortest_correct: Vec<bool>,
 }
 
+/// Refuses a run directory whose record ([`OVERRIDES_FILE`]) says it was made otherwise than
+/// `cell` is now; one without a record (made before records existed) is taken as it is.
+fn check_record(dir: &Path, base: &str, cell: &Cell) -> Result<(), DataError> {
+    let path = dir.join(OVERRIDES_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(made_with) if made_with != run_record(base, &cell.overrides) => Err(DataError::new(
+            &path,
+            "the run was made with other settings than the study config gives now (base config or overrides); remove its directory to rerun it",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn read_run(
     dir: &Path,
     plan: &Plan,
     cell: &Cell,
+    base: &str,
     interner: &mut Interner,
 ) -> Result<RunData, DataError> {
     let evaluations = read_items(&dir.join("eval_items.jsonl"))?;
@@ -374,6 +463,8 @@ fn read_run(
         user: cell.user.clone(),
         seed: cell.seed,
         learning_rate: cell.learning_rate,
+        base: base.to_string(),
+        overrides: cell.overrides.clone(),
         cost: read_cost(&dir.join("finished.json")),
         steps,
         metrics,

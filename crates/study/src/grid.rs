@@ -2,21 +2,24 @@
 //! `bapo train` in its own run directory.
 //!
 //! A finished cell (its end phase recorded in `finished.json`, the end phase's last write) is
-//! skipped; a killed one is resumed from its last checkpoint (`bapo train --resume`, which
+//! skipped, and so is a cell recorded in the data file of earlier sittings (the full study
+//! keeps its runs in docs/study/data.json, since a machine may not keep runs/); a killed one is resumed from its last checkpoint (`bapo train --resume`, which
 //! also finishes a run killed in its end phase, after its `summary.md` or not), or started
 //! over when it had none. So the
 //! study can be stopped at any moment and started again with the same command. A cell whose
-//! recorded overrides differ from the plan's is refused, so an edited config never mixes with
-//! old runs.
+//! recorded overrides differ from the plan's is refused, in its directory or in the data
+//! file, so an edited config never mixes with old runs.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::plan::{Cell, Plan};
+use crate::data::StudyData;
+use crate::plan::{Cell, Plan, PlanError, base_fingerprint, run_record};
 
-/// The file in a cell's run directory that records the overrides it was started with.
+/// The file in a cell's run directory that records what it was started with: the base
+/// config's fingerprint and the overrides ([`run_record`]).
 pub const OVERRIDES_FILE: &str = "study-overrides.txt";
 
 /// Why the grid stopped or failed.
@@ -32,6 +35,16 @@ pub enum GridError {
         recorded: String,
         wanted: String,
     },
+    #[error(
+        "{cell} is recorded in the study's data file with other settings than the study config gives now; remove its line from the data file to rerun it\nrecorded:\n{recorded}\nnow:\n{wanted}"
+    )]
+    RecordedChanged {
+        cell: String,
+        recorded: String,
+        wanted: String,
+    },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     #[error("{} runs failed (rerun the same command to retry them):\n{}", .0.len(), .0.join("\n"))]
     Failed(Vec<String>),
 }
@@ -54,16 +67,20 @@ pub struct GridOutcome {
     pub skipped: Vec<PathBuf>,
 }
 
-/// Runs every cell that is not finished, in the plan's order.
+/// Runs every cell that is neither finished nor in `recorded` (the data of earlier sittings;
+/// empty for none), in the plan's order, and calls `after_run` after each run that finished.
 /// `binary` is `bapo`, run with `env`; its output goes to `<dir>/logs/<cell>.log`.
 pub fn run_grid(
     root: &Path,
     plan: &Plan,
     binary: &Path,
     env: &[(String, OsString)],
+    recorded: &StudyData,
+    mut after_run: impl FnMut() -> Result<(), GridError>,
 ) -> Result<GridOutcome, GridError> {
     let logs = root.join(&plan.dir).join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| io(&logs, e))?;
+    let base = base_fingerprint(root, &plan.base)?;
     let mut outcome = GridOutcome::default();
 
     let total = plan.cells.len();
@@ -72,7 +89,7 @@ pub fn run_grid(
     let mut failed = Vec::new();
     for (index, cell) in plan.cells.iter().enumerate() {
         let dir = root.join(&cell.dir);
-        let state = CellState::of(&dir, cell)?;
+        let state = CellState::of(&dir, cell, &base, recorded)?;
         let label = format!(
             "[{}/{total}] {} on {}, seed {}",
             index + 1,
@@ -80,8 +97,8 @@ pub fn run_grid(
             cell.user,
             cell.seed
         );
-        if state == CellState::Finished {
-            eprintln!("{label}: finished, skipped");
+        if matches!(state, CellState::Finished | CellState::Recorded) {
+            eprintln!("{label}: {}, skipped", state.describe());
             outcome.skipped.push(cell.dir.clone());
             continue;
         }
@@ -97,7 +114,7 @@ pub fn run_grid(
         );
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let record = dir.join(OVERRIDES_FILE);
-        std::fs::write(&record, cell.overrides.join("\n") + "\n").map_err(|e| io(&record, e))?;
+        std::fs::write(&record, run_record(&base, &cell.overrides)).map_err(|e| io(&record, e))?;
         let log = logs.join(format!("{}.log", file_name(&cell.dir)));
         // `--resume` also restarts a run killed before its first checkpoint: it starts again
         // from step 0 with fresh logs, and nothing is deleted here.
@@ -112,6 +129,8 @@ pub fn run_grid(
             eprintln!("{label}: failed; its log: {}", log.display());
             eprintln!("{}", tail(&log, 15));
             failed.push(label);
+        } else {
+            after_run()?;
         }
     }
     eprintln!(
@@ -136,6 +155,8 @@ pub fn is_finished(dir: &Path) -> bool {
 pub enum CellState {
     /// Its end phase is recorded (`finished.json`).
     Finished,
+    /// Not finished here, but its run is in the data file of earlier sittings.
+    Recorded,
     /// A checkpoint: resume from it (the end phase only, when it is the last step's).
     Resume,
     /// Killed before its first checkpoint: start over (`--resume` does, with fresh logs).
@@ -145,22 +166,42 @@ pub enum CellState {
 }
 
 impl CellState {
-    /// The state of `cell`, whose run directory is `dir`.
-    pub fn of(dir: &Path, cell: &Cell) -> Result<CellState, GridError> {
-        if !dir.exists() {
-            return Ok(CellState::New);
+    /// The state of `cell`, whose run directory is `dir`, made from the base config whose
+    /// fingerprint is `base`; `recorded` holds the runs of earlier sittings.
+    pub fn of(
+        dir: &Path,
+        cell: &Cell,
+        base: &str,
+        recorded: &StudyData,
+    ) -> Result<CellState, GridError> {
+        let wanted = run_record(base, &cell.overrides);
+        if let Some(run) = recorded.recorded_otherwise(cell, base) {
+            return Err(GridError::RecordedChanged {
+                cell: cell.dir.display().to_string(),
+                recorded: run.record(),
+                wanted,
+            });
         }
-        let recorded = std::fs::read_to_string(dir.join(OVERRIDES_FILE)).unwrap_or_default();
-        let wanted = cell.overrides.join("\n") + "\n";
-        if !recorded.is_empty() && recorded != wanted {
+        if !dir.exists() {
+            return Ok(if recorded.recorded(cell, base).is_some() {
+                CellState::Recorded
+            } else {
+                CellState::New
+            });
+        }
+        let made_with = std::fs::read_to_string(dir.join(OVERRIDES_FILE)).unwrap_or_default();
+        if !made_with.is_empty() && made_with != wanted {
             return Err(GridError::Changed {
                 dir: dir.display().to_string(),
-                recorded,
+                recorded: made_with,
                 wanted,
             });
         }
         if is_finished(dir) {
             return Ok(CellState::Finished);
+        }
+        if recorded.recorded(cell, base).is_some() {
+            return Ok(CellState::Recorded);
         }
         let checkpoints = dir.join("checkpoints");
         let checkpointed = std::fs::read_dir(&checkpoints)
@@ -183,6 +224,7 @@ impl CellState {
     pub fn describe(self) -> &'static str {
         match self {
             CellState::Finished => "finished",
+            CellState::Recorded => "recorded by an earlier sitting",
             CellState::Resume => "resuming from its last checkpoint",
             CellState::Restart => "starting over (killed before its first checkpoint)",
             CellState::New => "starting",

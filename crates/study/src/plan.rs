@@ -757,6 +757,53 @@ fn objective_name(objective: &toml::Table) -> Option<String> {
 }
 
 /// `key=value` for every entry, values written as inline TOML.
+/// What a study run was made with, as recorded in its run directory and its data: the base
+/// config's fingerprint ([`base_fingerprint`]) on a first line, then the run's overrides.
+pub fn run_record(base: &str, overrides: &[String]) -> String {
+    let mut record = format!("# base {base}\n");
+    for o in overrides {
+        record += o;
+        record += "\n";
+    }
+    record
+}
+
+/// The base run config's path and the SHA-256 of its settings (the parsed TOML written back
+/// with sorted keys, so comments and layout do not count): an edited base config makes every
+/// recorded run another run (issue #26, item 9).
+pub fn base_fingerprint(root: &Path, base: &Path) -> Result<String, PlanError> {
+    use sha2::{Digest, Sha256};
+    let path = root.join(base);
+    let read = |message: String| PlanError::Read {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| read(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| read(e.to_string()))?;
+    let digest = Sha256::digest(canonical(&toml::Value::Table(table)).as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{} sha256:{hex}", base.display()))
+}
+
+/// A TOML value as text with every table's keys sorted (tables keep their file order here).
+fn canonical(value: &toml::Value) -> String {
+    match value {
+        toml::Value::Table(table) => {
+            let sorted: BTreeMap<&String, &toml::Value> = table.iter().collect();
+            let entries: Vec<String> = sorted
+                .into_iter()
+                .map(|(k, v)| format!("{k:?}={}", canonical(v)))
+                .collect();
+            format!("{{{}}}", entries.join(","))
+        }
+        toml::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
 fn overrides(table: &toml::Table) -> Vec<String> {
     table
         .iter()

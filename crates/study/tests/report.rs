@@ -64,6 +64,9 @@ heterogeneity_users = ["h1"]
 heterogeneity_seeds = [0]
 "#;
 
+/// The base run config (only its fingerprint is used here).
+const BASE: &str = "[training]\nseed = 0\nlearning_rate = 1e-3\n";
+
 /// 40 probe countries of 10 items each.
 const PROBE_COUNTRIES: usize = 40;
 /// 8 held-out countries of 2 prompts (and pairs) each.
@@ -79,6 +82,9 @@ fn scratch(name: &str) -> PathBuf {
 fn plan(root: &Path) -> Plan {
     let path = root.join("study.toml");
     std::fs::write(&path, CONFIG).unwrap();
+    // The base run config, fingerprinted into every run's data.
+    std::fs::create_dir_all(root.join("configs")).unwrap();
+    std::fs::write(root.join("configs/tiny.toml"), BASE).unwrap();
     StudyConfig::load(&path).unwrap().plan(false)
 }
 
@@ -214,10 +220,17 @@ fn probe_rows() -> (Vec<Value>, Value) {
     (vec![row(0), row(1)], labels)
 }
 
-/// Every cell of the plan written as a finished run under `root`.
+/// Every cell of the plan written as a finished run under `root`, with its record.
 fn write_runs(root: &Path, plan: &Plan) {
+    let base = bapo_study::plan::base_fingerprint(root, &plan.base).unwrap();
     for cell in &plan.cells {
         let dir = root.join(&cell.dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(bapo_study::grid::OVERRIDES_FILE),
+            bapo_study::plan::run_record(&base, &cell.overrides),
+        )
+        .unwrap();
         match cell.grid {
             bapo_study::Grid::Main => {
                 let rows: Vec<Value> = (0..3)
@@ -246,7 +259,7 @@ fn study(name: &str) -> (PathBuf, Plan, PathBuf, String) {
     let root = scratch(name);
     let plan = plan(&root);
     write_runs(&root, &plan);
-    let data = StudyData::collect(&root, &plan).unwrap();
+    let data = StudyData::collect(&root, &plan, &StudyData::default()).unwrap();
     let path = root.join("data.json");
     data.write(&path).unwrap();
     let read = StudyData::read(&path).unwrap();
@@ -410,13 +423,92 @@ fn the_data_file_round_trips_and_regenerates_the_report_byte_for_byte() {
     let text = std::fs::read_to_string(&path).unwrap();
     let read = StudyData::read(&path).unwrap();
     assert_eq!(read.to_text().unwrap(), text);
-    let from_runs = StudyData::collect(&root, &plan).unwrap();
+    let from_runs = StudyData::collect(&root, &plan, &StudyData::default()).unwrap();
     assert_eq!(render(&plan, &from_runs, "data.json", "").unwrap(), report);
     // Rewritten from what was read: the same bytes again.
     let again = root.join("again.json");
     read.write(&again).unwrap();
     assert_eq!(std::fs::read_to_string(&again).unwrap(), text);
     assert!(report.contains("| dpo | 3 | 12000 | 62 s |"), "{report}");
+}
+
+/// The full study spans sittings on machines that do not keep runs/: the runs of the data file
+/// committed by earlier sittings are carried into the next one, the same bytes as if every run
+/// were on this machine; a run made with other overrides is not taken for its cell.
+#[test]
+fn runs_of_earlier_sittings_are_carried_from_the_data_file() {
+    let (root, plan, path, _) = study("sittings");
+    let whole = std::fs::read_to_string(&path).unwrap();
+    // A first sitting made every run but the probe check (the plan's first cell, whose labels
+    // come first in the whole file: carried runs must be re-indexed).
+    let probes = plan
+        .cells
+        .iter()
+        .find(|c| c.grid == bapo_study::Grid::Probes)
+        .unwrap();
+    let aside = root.join("probes-aside");
+    std::fs::rename(root.join(&probes.dir), &aside).unwrap();
+    let first = StudyData::collect(&root, &plan, &StudyData::default()).unwrap();
+    let first_path = root.join("first.json");
+    first.write(&first_path).unwrap();
+    let recorded = StudyData::read(&first_path).unwrap();
+    assert_eq!(
+        recorded.runs.len() + 1,
+        StudyData::read(&path).unwrap().runs.len()
+    );
+    // The next sitting, on a new machine, made the probe check alone.
+    for cell in &plan.cells {
+        let _ = std::fs::remove_dir_all(root.join(&cell.dir));
+    }
+    std::fs::rename(&aside, root.join(&probes.dir)).unwrap();
+    let carried = StudyData::collect(&root, &plan, &recorded).unwrap();
+    assert_eq!(carried.to_text().unwrap(), whole);
+    // Without the data file only the probe check is left.
+    let alone = StudyData::collect(&root, &plan, &StudyData::default()).unwrap();
+    assert_eq!(alone.runs.len(), 1);
+
+    // A cell of an edited config is not the recorded run.
+    let base = bapo_study::plan::base_fingerprint(&root, &plan.base).unwrap();
+    let mut edited = plan.clone();
+    let main = edited
+        .cells
+        .iter()
+        .position(|c| c.grid == bapo_study::Grid::Main)
+        .unwrap();
+    edited.cells[main]
+        .overrides
+        .push("training.max_steps=3".into());
+    assert!(recorded.recorded(&edited.cells[main], &base).is_none());
+    assert!(
+        recorded
+            .recorded_otherwise(&edited.cells[main], &base)
+            .is_some()
+    );
+    assert!(recorded.recorded(&plan.cells[main], &base).is_some());
+    let partial = StudyData::collect(&root, &edited, &recorded).unwrap();
+    assert_eq!(partial.runs.len(), recorded.runs.len());
+
+    // Nor is any of them when the base config's settings change (issue #26, item 9); its
+    // comments and layout do not count.
+    let base_file = root.join("configs/tiny.toml");
+    std::fs::write(&base_file, format!("# a comment\n\n{BASE}")).unwrap();
+    assert_eq!(
+        bapo_study::plan::base_fingerprint(&root, &plan.base).unwrap(),
+        base
+    );
+    let same = StudyData::collect(&root, &plan, &recorded).unwrap();
+    assert_eq!(same.to_text().unwrap(), whole);
+    std::fs::write(&base_file, BASE.replace("1e-3", "2e-3")).unwrap();
+    let other = bapo_study::plan::base_fingerprint(&root, &plan.base).unwrap();
+    assert_ne!(other, base);
+    assert!(recorded.recorded(&plan.cells[main], &other).is_none());
+    let after_edit = StudyData::collect(&root, &plan, &recorded)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        after_edit.contains("study-overrides.txt") && after_edit.contains("other settings"),
+        "{after_edit}"
+    );
 }
 
 #[test]
@@ -476,9 +568,15 @@ fn a_full_grid_fits_in_a_few_megabytes() {
             add("kl/heldout", 128, true, 2.0);
             add("pref/u/margin", 128, true, 40.0);
             add("pref/u/reference_margin", 128, true, 40.0);
+            // A real cell's overrides: about 15 `key=value` settings.
+            let overrides: Vec<String> = (0..15)
+                .map(|i| format!("section.some_setting_{i}=\"value {seed}\""))
+                .collect();
             runs.push(
                 json!({"grid": "main", "setting": "dpo", "objective": "dpo", "user": "u",
                 "seed": seed, "learning_rate": 0.002, "cost": null,
+                "base": format!("configs/quickstart.toml sha256:{}", "0".repeat(64)),
+                "overrides": overrides,
                 "steps": (0..evaluations).collect::<Vec<usize>>(), "metrics": metrics}),
             );
         }
