@@ -252,6 +252,50 @@ fn a_plot_that_cannot_be_written_fails_the_run_and_resume_finishes_it() {
     assert_eq!(steps(&run.join("eval.jsonl")), [0, 8]);
 }
 
+/// A failed export fails the run without recording its end phase, as a failed plot does, and
+/// `--resume` exports it (issue #26: "export skipped", exit 0 and `finished.json`).
+#[test]
+fn a_failed_export_fails_the_run_and_resume_exports_it() {
+    let dir = scratch("export-fails");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    // Where the export is written before it is renamed into place, a file that cannot be
+    // removed as a folder: the export fails, as on a full disk.
+    std::fs::write(run.join("export.partial"), "in the way").unwrap();
+    let export = ["--set", "checkpoint.export=true"];
+    let failed_run = failed(
+        train(&dir, &[&export[..], &["--quiet"]].concat())
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        failed_run.contains("the export failed") && failed_run.contains("--resume"),
+        "{failed_run}"
+    );
+    assert!(!run.join("finished.json").exists());
+    assert!(!run.join("export").exists());
+    assert!(run.join("checkpoints/step-000008").exists(), "nothing lost");
+
+    std::fs::remove_file(run.join("export.partial")).unwrap();
+    ok(
+        train(&dir, &[&export[..], &["--resume", "--quiet"]].concat())
+            .output()
+            .unwrap(),
+    );
+    assert!(run.join("finished.json").exists());
+    assert!(run.join("export/model.safetensors").exists());
+    assert!(!run.join("export.partial").exists());
+    assert_eq!(steps(&run.join("eval.jsonl")), [0, 8]);
+
+    // Killed after the export, before the end phase was recorded: resumed past the export.
+    std::fs::remove_file(run.join("finished.json")).unwrap();
+    let resumed = ok(train(&dir, &[&export[..], &["--resume"]].concat())
+        .output()
+        .unwrap());
+    assert!(resumed.contains("export already written"), "{resumed}");
+    assert!(run.join("finished.json").exists());
+}
+
 /// `bapo export --run` exports any checkpoint of a run as the run's end phase does: the newest
 /// gives the same weights as the run's own export, an earlier one other weights, an existing
 /// folder is never written over, and a model changed since the checkpoint is refused.

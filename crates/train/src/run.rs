@@ -467,9 +467,22 @@ fn finish(
         }
     }
     if config.checkpoint.export {
-        match export(config, policy, &prepared.model, &run.join("export")) {
-            Ok(what) => progress.line(what),
-            Err(e) => progress.line(format!("export skipped: {e}")),
+        let dir = run.join("export");
+        if dir.exists() {
+            // Renamed into place only when whole: an end phase killed after it resumes past it.
+            progress.line(format!("export already written: {}", dir.display()));
+        } else {
+            // A failed export fails the run, as a failed plot does: it is not finished
+            // without what its config asks for (issue #26: it once exited 0 and finished).
+            let what = export(config, policy, &prepared.model, &dir).map_err(|e| {
+                TrainError::Io {
+                    path: dir.clone(),
+                    message: format!(
+                        "the export failed: {e}; the run's checkpoints and logs are complete: `--resume` exports it"
+                    ),
+                }
+            })?;
+            progress.line(what);
         }
     }
     Ok((start, table))
