@@ -134,8 +134,9 @@ pub fn file_sha256(path: &Path) -> Result<String, AnchorError> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
-/// sha256 of a model: of its GGUF file, or of a checkpoint folder's config, tokenizer and
-/// weight files (a Hugging Face model id is resolved to its snapshot folder first). A cache
+/// sha256 of a model: of its GGUF file, or of every file of a checkpoint folder that the model
+/// is read from ([`bapo_model::hub::is_model_file`]: config, tokenizer and its settings, chat
+/// template, weights; a Hugging Face model id is resolved to its snapshot folder first). A cache
 /// and a checkpoint record it, so that a changed model is never mistaken for the old one.
 pub fn model_sha256(path: &Path) -> Result<String, AnchorError> {
     let path = &bapo_model::hub::resolve(path).map_err(|e| AnchorError::Io {
@@ -150,7 +151,7 @@ pub fn model_sha256(path: &Path) -> Result<String, AnchorError> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name.ends_with(".safetensors") || name == "config.json" || name == "tokenizer.json"
+            bapo_model::hub::is_model_file(name)
         })
         .collect();
     files.sort();

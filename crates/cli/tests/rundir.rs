@@ -229,6 +229,54 @@ fn a_resume_on_changed_data_is_refused_naming_the_file() {
     );
 }
 
+/// The chat template decides the tokens: a resume after it was edited (in
+/// `tokenizer_config.json`) or added (`chat_template.jinja`) is refused, as after a changed
+/// weight file (issue #26: it trained on under another tokenisation).
+#[test]
+fn a_resume_on_a_changed_chat_template_is_refused() {
+    let dir = scratch("template");
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let fixture = bapo_testkit::workspace_root().join("tests/fixtures/tiny-chat");
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
+    }
+    let model_set = format!("model.path={:?}", model.display().to_string());
+    ok(train(&dir, &["--quiet", "--set", &model_set])
+        .output()
+        .unwrap());
+    let run = dir.join("run");
+    // Killed after step 4.
+    std::fs::remove_dir_all(run.join("checkpoints/step-000008")).unwrap();
+    for file in ["finished.json", "summary.md"] {
+        std::fs::remove_file(run.join(file)).unwrap();
+    }
+    let settings = model.join("tokenizer_config.json");
+    let original = std::fs::read_to_string(&settings).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let template = edited["chat_template"].as_str().unwrap().to_string();
+    edited["chat_template"] = format!("Chat:\n{template}").into();
+    std::fs::write(&settings, edited.to_string()).unwrap();
+    let resume = || {
+        train(&dir, &["--resume", "--quiet", "--set", &model_set])
+            .output()
+            .unwrap()
+    };
+    let refused = failed(resume());
+    assert!(
+        refused.contains("`model.path`") && refused.contains("has changed since"),
+        "{refused}"
+    );
+    // The template back as it was, and one added beside it as a file.
+    std::fs::write(&settings, &original).unwrap();
+    std::fs::write(model.join("chat_template.jinja"), template).unwrap();
+    let refused = failed(resume());
+    assert!(refused.contains("`model.path`"), "{refused}");
+    std::fs::remove_file(model.join("chat_template.jinja")).unwrap();
+    ok(resume());
+}
+
 #[test]
 fn a_plot_that_cannot_be_written_fails_the_run_and_resume_finishes_it() {
     let dir = scratch("plots");

@@ -29,6 +29,17 @@ const OPTIONAL: [&str; 3] = [
 const WEIGHTS: &str = "model.safetensors";
 const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 
+/// Whether `name` is a file of a checkpoint folder that the model is read from: its config,
+/// tokenizer, tokenizer settings and chat template, generation settings and weights. A model's
+/// fingerprint (`bapo_anchors::model_sha256`) covers exactly these, so that a change to any
+/// of them, the chat template included, makes it another model.
+pub fn is_model_file(name: &str) -> bool {
+    REQUIRED.contains(&name)
+        || OPTIONAL.contains(&name)
+        || name == WEIGHTS_INDEX
+        || name.ends_with(".safetensors")
+}
+
 /// A model id with its revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelId {
