@@ -277,11 +277,51 @@ fn a_resume_on_a_changed_chat_template_is_refused() {
     ok(resume());
 }
 
+/// `output.dir` naming a folder of the user's that is not a run: refused before anything is
+/// written, its files untouched (issue #26: its config.toml, summary.md and plots were
+/// overwritten); a folder with other files only, or an empty one, takes the run.
+#[test]
+fn a_folder_that_is_not_a_run_is_not_written_over() {
+    let dir = scratch("foreign");
+    let run = dir.join("run");
+    std::fs::create_dir_all(run.join("plots")).unwrap();
+    std::fs::write(run.join("config.toml"), "mine = true\n").unwrap();
+    std::fs::write(run.join("plots/figure.png"), "my figure").unwrap();
+    for extra in [&["--quiet"][..], &["--resume", "--quiet"][..]] {
+        let refused = failed(train(&dir, extra).output().unwrap());
+        assert!(
+            refused.contains("is not a bapo run")
+                && refused.contains("config.toml, plots")
+                && refused.contains("`output.dir`"),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(run.join("config.toml")).unwrap(),
+        "mine = true\n"
+    );
+    assert!(!run.join("lock").exists() && !run.join("metrics.jsonl").exists());
+
+    // Unrelated files only: the run goes there, and they stay.
+    let notes = dir.join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("notes.txt"), "keep").unwrap();
+    let set = format!("output.dir={:?}", notes.display().to_string());
+    ok(train(&dir, &["--quiet", "--set", &set]).output().unwrap());
+    assert!(notes.join("finished.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(notes.join("notes.txt")).unwrap(),
+        "keep"
+    );
+}
+
 #[test]
 fn a_plot_that_cannot_be_written_fails_the_run_and_resume_finishes_it() {
     let dir = scratch("plots");
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
+    // A run's folder (its lock file: not someone else's folder, which is refused).
+    std::fs::write(run.join("lock"), "").unwrap();
     // Where the plots folder should go, a file: every plot write fails, as on a full disk.
     std::fs::write(run.join("plots"), "in the way").unwrap();
     let failed_run = failed(train(&dir, &["--quiet"]).output().unwrap());
@@ -307,6 +347,7 @@ fn a_failed_export_fails_the_run_and_resume_exports_it() {
     let dir = scratch("export-fails");
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("lock"), "").unwrap();
     // Where the export is written before it is renamed into place, a file that cannot be
     // removed as a folder: the export fails, as on a full disk.
     std::fs::write(run.join("export.partial"), "in the way").unwrap();

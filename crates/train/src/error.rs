@@ -102,6 +102,12 @@ pub enum TrainError {
     )]
     RunExists(PathBuf),
     #[error(
+        "`output.dir` {} is a folder that is not a bapo run (it has no `lock` file) and holds what a run would write over: {}; choose another `output.dir`; nothing was touched",
+        .dir.display(),
+        .entries.join(", ")
+    )]
+    NotARun { dir: PathBuf, entries: Vec<String> },
+    #[error(
         "{} is in use by another bapo run (pid {holder}); wait for it or choose another `output.dir`; nothing was touched",
         .run.display()
     )]

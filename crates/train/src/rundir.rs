@@ -16,6 +16,48 @@ pub const LOCK_FILE: &str = "lock";
 /// Written last, once the end phase (final evaluation, summary, plots, export) is done.
 pub const FINISHED_FILE: &str = "finished.json";
 
+/// What a run writes at the top of its directory. A folder holding any of them without
+/// [`LOCK_FILE`] (made first by every run) is someone else's, and a run there would write over
+/// it.
+const RUN_ENTRIES: [&str; 13] = [
+    "config.toml",
+    "config.toml.partial",
+    "metrics.jsonl",
+    "eval.jsonl",
+    "eval_items.jsonl",
+    crate::metrics::ITEM_LABELS_FILE,
+    "checkpoints",
+    "summary.md",
+    "plots",
+    "export",
+    "export.partial",
+    "tensorboard",
+    FINISHED_FILE,
+];
+
+/// Refuses `run` when it is an existing folder that is not a bapo run (no [`LOCK_FILE`]) but
+/// holds a file or folder a run writes: the user's own `config.toml`, `summary.md` or `plots/`
+/// would be overwritten (issue #26). Other contents, and folders that are runs, are left to
+/// the run.
+pub fn refuse_foreign_folder(run: &Path) -> Result<(), TrainError> {
+    if !run.is_dir() || run.join(LOCK_FILE).exists() {
+        return Ok(());
+    }
+    let entries: Vec<String> = RUN_ENTRIES
+        .iter()
+        .filter(|name| run.join(name).exists())
+        .map(|name| name.to_string())
+        .collect();
+    if entries.is_empty() {
+        Ok(())
+    } else {
+        Err(TrainError::NotARun {
+            dir: run.to_path_buf(),
+            entries,
+        })
+    }
+}
+
 /// An exclusive lock on a run directory, released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct RunLock {
