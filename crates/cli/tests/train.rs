@@ -212,3 +212,41 @@ fn anchors_are_cached_and_forced_and_eval_reads_a_checkpoint() {
         "{report}"
     );
 }
+
+/// Sizes far past what the model or the data can take are refused by key with the bound that
+/// applies, with an error and exit status 1, not an abort on a failed allocation (issue #26:
+/// each of these aborted the process with SIGABRT).
+#[test]
+fn absurd_sizes_are_refused_by_key() {
+    for (sets, key, bound) in [
+        (
+            &["lora.enabled=true", "lora.rank=1000000000"][..],
+            "`lora.rank` = 1000000000",
+            "the model's width",
+        ),
+        (
+            &["anchors.num_anchors=1000000000"][..],
+            "anchors.num_anchors",
+            "more than 64 base responses",
+        ),
+        (
+            &["training.batch_size=100000000"][..],
+            "`training.batch_size` = 100000000",
+            "training examples",
+        ),
+        (
+            &["training.gradient_accumulation_steps=1000000000"][..],
+            "`training.gradient_accumulation_steps` = 1000000000",
+            "training examples",
+        ),
+    ] {
+        let dir = scratch("absurd");
+        let output = bapo("train", &dir, sets).arg("--quiet").output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{sets:?}: {stderr}");
+        assert!(
+            stderr.contains(key) && stderr.contains(bound),
+            "{sets:?}: {stderr}"
+        );
+    }
+}

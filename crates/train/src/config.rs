@@ -445,6 +445,10 @@ impl RunConfig {
     }
 }
 
+/// The most base responses per prompt a run may ask for: each is generated, scored and kept,
+/// and a number far past it is a typo that would only allocate (issue #26: 1e9 aborted).
+const MAX_ANCHORS: usize = 64;
+
 /// The range checks of [`RunConfig::validate`], each error naming the file and the key.
 struct Checker<'a> {
     source_name: &'a str,
@@ -517,6 +521,15 @@ impl Checker<'_> {
         self.at_least_one("anchors.decode_batch", anchors.decode_batch)?;
         self.at_least_one("anchors.max_new_tokens", s.max_new_tokens)?;
         self.at_least_one("anchors.num_anchors", s.num_anchors)?;
+        if s.num_anchors > MAX_ANCHORS {
+            return Err(self.bad(
+                "anchors.num_anchors",
+                format!(
+                    "{} is more than {MAX_ANCHORS} base responses per prompt (each is generated, scored and cached; BAPO uses 1)",
+                    s.num_anchors
+                ),
+            ));
+        }
         s.sampling.check().map_err(|e| {
             let key = match e {
                 bapo_model::GenerateError::TopP(_) => "anchors.top_p",

@@ -80,6 +80,19 @@ pub enum TrainError {
     #[error("`lora.target` = {0:?} matches no weight of the model")]
     LoraMatchesNothing(String),
     #[error(
+        "`lora.rank` = {rank} is more than the model's width ({width}): no adapted weight has a rank above it"
+    )]
+    LoraRankTooLarge { rank: usize, width: usize },
+    #[error(
+        "`{key}` = {value}: one optimizer step would take {per_step} examples, more than the {examples} training examples (`training.batch_size` × `training.gradient_accumulation_steps` ≤ the examples)"
+    )]
+    StepPastTheData {
+        key: &'static str,
+        value: usize,
+        per_step: usize,
+        examples: usize,
+    },
+    #[error(
         "`training.batch_size` × `training.gradient_accumulation_steps` ({batch_size} × {accumulation}) is too large"
     )]
     BatchTooLarge {

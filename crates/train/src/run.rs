@@ -65,6 +65,18 @@ pub(crate) fn build_policy(
     }
     device.seed(config.training.seed);
     let settings = &config.lora.settings;
+    // Every weight these models adapt has one side of the model's width or less, so a larger
+    // rank adds nothing and would only allocate (issue #26: rank 1e9 aborted the process).
+    let width = match &policy {
+        CausalLm::Llama(m) => m.embed_tokens.weight.val().dims()[1],
+        CausalLm::Gpt2(m) => m.wte.weight.val().dims()[1],
+    };
+    if settings.rank > width {
+        return Err(TrainError::LoraRankTooLarge {
+            rank: settings.rank,
+            width,
+        });
+    }
     let policy = match policy {
         CausalLm::Llama(m) => CausalLm::Llama(apply_lora(m, settings)?),
         CausalLm::Gpt2(m) => CausalLm::Gpt2(apply_lora(m, settings)?),
@@ -539,6 +551,24 @@ fn step_counts(
             batch_size: t.batch_size,
             accumulation: t.gradient_accumulation_steps,
         })?;
+    // A step takes distinct examples: one larger than the data would repeat examples within
+    // a step (and absurd sizes would only allocate; issue #26).
+    if per_step > examples {
+        let (key, value) = if t.batch_size > examples {
+            ("training.batch_size", t.batch_size)
+        } else {
+            (
+                "training.gradient_accumulation_steps",
+                t.gradient_accumulation_steps,
+            )
+        };
+        return Err(TrainError::StepPastTheData {
+            key,
+            value,
+            per_step,
+            examples,
+        });
+    }
     let total = match t.max_steps {
         Some(steps) => steps,
         None => t
@@ -844,6 +874,21 @@ mod tests {
             ..TrainingSection::default()
         };
         assert_eq!(step_counts(&t, 64).unwrap(), (4, 32));
+        // A step past the data names the key that makes it so.
+        let e = step_counts(&t, 3).unwrap_err().to_string();
+        assert!(
+            e.contains("`training.batch_size` = 4") && e.contains("3 training examples"),
+            "{e}"
+        );
+        t.gradient_accumulation_steps = 1_000_000_000;
+        let e = step_counts(&t, 64).unwrap_err().to_string();
+        assert!(
+            e.contains("`training.gradient_accumulation_steps` = 1000000000"),
+            "{e}"
+        );
+        t.gradient_accumulation_steps = 16;
+        assert_eq!(step_counts(&t, 64).unwrap(), (64, 2));
+        t.gradient_accumulation_steps = 1;
         t.epochs = 1_537_228_672_809_129_302;
         let e = step_counts(&t, 64).unwrap_err().to_string();
         assert!(e.contains("`training.epochs` = 1537228672809129302"), "{e}");
