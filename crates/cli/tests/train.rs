@@ -200,6 +200,43 @@ fn anchors_are_cached_and_forced_and_eval_reads_a_checkpoint() {
         assert_eq!(steps("eval_items.jsonl"), [0, 2, 4]);
     }
 
+    // Another run's checkpoint (another seed) is not written into this run's logs: it would
+    // replace this run's row of its step (issue #26). Read-only, it can be evaluated.
+    let other = scratch("anchors-other");
+    let other_sets = [&sets[..], &["training.seed=7"]].concat();
+    let status = bapo("train", &other, &other_sets)
+        .arg("--quiet")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stranger = other.join("run/checkpoints/step-000002");
+    let before = std::fs::read_to_string(dir.join("run/eval.jsonl")).unwrap();
+    let output = bapo("eval", &dir, &sets)
+        .arg("--checkpoint")
+        .arg(&stranger)
+        .arg("--write")
+        .output()
+        .unwrap();
+    let refused = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && refused.contains("written with another config"),
+        "{refused}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("run/eval.jsonl")).unwrap(),
+        before
+    );
+    let output = bapo("eval", &dir, &sets)
+        .arg("--checkpoint")
+        .arg(&stranger)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
     let output = bapo("eval", &dir, &sets).output().unwrap();
     assert!(
         output.status.success(),

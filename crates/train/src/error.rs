@@ -134,7 +134,10 @@ pub enum TrainError {
         config: PathBuf,
         differences: Vec<String>,
     },
-    #[error("{} was written with another config", .0.display())]
+    #[error(
+        "{} was written with another config than this run's; it cannot be resumed or written into this run's logs",
+        .0.display()
+    )]
     CheckpointOfAnotherConfig(PathBuf),
     #[error(
         "{} already finished all {total_steps} steps and its end phase ({FINISHED_FILE}); nothing to resume",

@@ -152,13 +152,7 @@ fn resume(
         }
         return Ok((policy, None));
     };
-    // Runs written before the fingerprint left `output.dir` out recorded the whole config's
-    // hash: accepted when resumed through the same path.
-    let legacy = sha256_hex(config_text);
-    if ck.state.config_sha256 != config_sha && ck.state.config_sha256 != legacy {
-        return Err(TrainError::CheckpointOfAnotherConfig(ck.dir));
-    }
-    check_inputs_unchanged(config, &ck, prepared)?;
+    check_checkpoint_of_this_run(config, (config_text, config_sha), &ck, prepared)?;
     let policy = checkpoint::restore(&ck, policy, optimizer, &prepared.device)?;
     let step = ck.state.step;
     if step >= total_steps && rundir::is_finished(run) {
@@ -501,6 +495,24 @@ fn finish(
     Ok((start, table))
 }
 
+/// Refuses checkpoint `ck` as one of this run's (to resume it, or to write its evaluation
+/// into the run's logs) when it was written with another config, or on a data file or model
+/// that has changed since.
+fn check_checkpoint_of_this_run(
+    config: &RunConfig,
+    (config_text, config_sha): (&str, &str),
+    ck: &checkpoint::Checkpoint,
+    prepared: &Prepared,
+) -> Result<(), TrainError> {
+    // Runs written before the fingerprint left `output.dir` out recorded the whole config's
+    // hash: accepted when reached through the same path.
+    let legacy = sha256_hex(config_text);
+    if ck.state.config_sha256 != config_sha && ck.state.config_sha256 != legacy {
+        return Err(TrainError::CheckpointOfAnotherConfig(ck.dir.clone()));
+    }
+    check_inputs_unchanged(config, ck, prepared)
+}
+
 /// Refuses a resume whose data file or model changed since checkpoint `ck` was written (the
 /// config can name the same path for other content).
 fn check_inputs_unchanged(
@@ -816,6 +828,13 @@ pub fn evaluate_run(
         .transpose()?;
     let prepared = prepare(config, false, &progress)?;
     let ck = chosen_checkpoint(config, checkpoint_dir)?;
+    if write {
+        // Its evaluation goes into this run's logs at its step: another run's checkpoint
+        // would replace this run's row with a stranger's (issue #26).
+        let config_text = config.to_toml();
+        let config_sha = sha256_hex(&rundir::fingerprint_text(config));
+        check_checkpoint_of_this_run(config, (&config_text, &config_sha), &ck, &prepared)?;
+    }
     let policy = ck.load_parameters(build_policy(
         config,
         &prepared.model.model,
