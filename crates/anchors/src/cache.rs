@@ -57,14 +57,51 @@ pub(crate) fn read_chunk(
                 a.base.len()
             )));
         }
+        check_base_lengths(a, e, inputs.settings.max_new_tokens).map_err(corrupt)?;
         let logps = [a.chosen_logp, a.rejected_logp];
         if logps.iter().chain(&a.base_logps).any(|v| !v.is_finite()) {
             return Err(corrupt(format!(
                 "the entry of line {line} has a log-prob that is not a finite number"
             )));
         }
+        // A log-prob is the log of a probability: never above 0.
+        if let Some(v) = logps.iter().chain(&a.base_logps).find(|v| **v > 0.0) {
+            return Err(corrupt(format!(
+                "the entry of line {line} has a log-prob of {v}, above 0, which no log-prob is"
+            )));
+        }
     }
     Ok(anchors)
+}
+
+/// The base responses of one entry as its example and settings allow: a base response the
+/// data supplied (anchor 0) is exactly that one, and a generated one has at most
+/// `max_new_tokens` tokens (so that prompt and base response fit the model's positions, which
+/// the run's config checks for that length; issue #26: a 500-token one was trained on).
+fn check_base_lengths(
+    anchors: &ExampleAnchors,
+    example: &TokenizedExample,
+    max_new_tokens: usize,
+) -> Result<(), String> {
+    let line = example.line;
+    for (k, base) in anchors.base.iter().enumerate() {
+        match &example.base {
+            Some(supplied) if k == 0 && base != supplied => {
+                return Err(format!(
+                    "the base response of line {line} is not the one its data supplies"
+                ));
+            }
+            Some(_) if k == 0 => {}
+            _ if base.len() > max_new_tokens => {
+                return Err(format!(
+                    "a base response of line {line} has {} tokens, more than anchors.max_new_tokens = {max_new_tokens}",
+                    base.len()
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Writes to `path.partial`, then renames: a reader never sees half a file.

@@ -304,11 +304,29 @@ fn open_set_dir(set: &AnchorSet<'_>, cache_dir: &Path) -> Result<PathBuf, Anchor
     let dir = cache_dir.join(set.inputs.fingerprint());
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     let inputs_file = dir.join("inputs.json");
-    if !inputs_file.exists() {
+    if inputs_file.exists() {
+        check_inputs_file(&inputs_file, set.inputs)?;
+    } else {
         let json = serde_json::to_string_pretty(set.inputs).unwrap_or_default();
         write_atomically(&inputs_file, json.as_bytes())?;
     }
     Ok(dir)
+}
+
+/// Refuses a cache folder whose `inputs.json` records other inputs than `inputs`: the folder
+/// was copied or edited, and its chunks were made for another model, data or settings
+/// (issue #26: it was never read back).
+fn check_inputs_file(path: &Path, inputs: &FingerprintInputs) -> Result<(), AnchorError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    // Compared as the text this function's caller writes (numbers read back from JSON can be
+    // one ULP off, and a mismatch here is a refusal).
+    if serde_json::to_string_pretty(inputs).is_ok_and(|expected| expected == text) {
+        return Ok(());
+    }
+    Err(AnchorError::Corrupt {
+        path: path.to_path_buf(),
+        message: "this cache folder was made for other inputs (model, data or anchor settings) than its name says; delete the folder (or pass --force-anchors) to recompute it".into(),
+    })
 }
 
 /// A chunk whose base responses are being generated. Slot `a·n + i` holds anchor `a` of

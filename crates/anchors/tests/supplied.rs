@@ -86,6 +86,14 @@ fn a_supplied_base_response_is_the_anchor() {
     short[0]["base_logps"] = serde_json::json!([]);
     let mut text = serde_json::from_str::<serde_json::Value>(&good).unwrap();
     text[0]["chosen_logp"] = "NaN".into();
+    // A generated base response longer than max_new_tokens (issue #26: 500 tokens for 6 were
+    // trained on), a supplied one replaced, a log-prob above 0.
+    let mut long = serde_json::from_str::<serde_json::Value>(&good).unwrap();
+    long[1]["base"][0].as_array_mut().unwrap().push(5.into());
+    let mut swapped = serde_json::from_str::<serde_json::Value>(&good).unwrap();
+    swapped[0]["base"][0][0] = 5.into();
+    let mut positive = serde_json::from_str::<serde_json::Value>(&good).unwrap();
+    positive[1]["base_logps"][0] = 0.5.into();
     for (bad, expected) in [
         (
             edited,
@@ -93,6 +101,15 @@ fn a_supplied_base_response_is_the_anchor() {
         ),
         (short, "line 1 has 0 base log-probs for 1 base responses"),
         (text, "chunk-000000.json: corrupt cache chunk"),
+        (
+            long,
+            "line 2 has 5 tokens, more than anchors.max_new_tokens = 4",
+        ),
+        (
+            swapped,
+            "the base response of line 1 is not the one its data supplies",
+        ),
+        (positive, "line 2 has a log-prob of 0.5, above 0"),
     ] {
         std::fs::write(&chunk, bad.to_string()).unwrap();
         let err = compute_anchors(
@@ -111,6 +128,36 @@ fn a_supplied_base_response_is_the_anchor() {
         );
     }
     std::fs::write(&chunk, good).unwrap();
+
+    // A cache folder whose inputs.json records other inputs (copied from another run's
+    // cache under this name) is refused by name.
+    let inputs_file = cache.join(inputs.fingerprint()).join("inputs.json");
+    let recorded = std::fs::read_to_string(&inputs_file).unwrap();
+    std::fs::write(&inputs_file, recorded.replace("\"tiny\"", "\"other\"")).unwrap();
+    let err = compute_anchors(
+        &model.model,
+        &examples,
+        &inputs,
+        Decoding::new(model.eos_token, model.pad_token),
+        &cache,
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("inputs.json") && err.contains("made for other inputs"),
+        "{err}"
+    );
+    std::fs::write(&inputs_file, recorded).unwrap();
+    compute_anchors(
+        &model.model,
+        &examples,
+        &inputs,
+        Decoding::new(model.eos_token, model.pad_token),
+        &cache,
+        &device,
+    )
+    .unwrap();
 
     // Another supplied base is another cache entry.
     supplied.insert(0, supplied[0]);
