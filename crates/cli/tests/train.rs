@@ -267,6 +267,11 @@ fn absurd_sizes_are_refused_by_key() {
             "more than 64 base responses",
         ),
         (
+            &["objective.num_anchors=1000000000"][..],
+            "1000000000 base responses per prompt",
+            "more than 64",
+        ),
+        (
             &["training.batch_size=100000000"][..],
             "`training.batch_size` = 100000000",
             "training examples",

@@ -447,7 +447,7 @@ impl RunConfig {
 
 /// The most base responses per prompt a run may ask for: each is generated, scored and kept,
 /// and a number far past it is a typo that would only allocate (issue #26: 1e9 aborted).
-const MAX_ANCHORS: usize = 64;
+pub(crate) const MAX_ANCHORS: usize = 64;
 
 /// The range checks of [`RunConfig::validate`], each error naming the file and the key.
 struct Checker<'a> {

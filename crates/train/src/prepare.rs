@@ -514,6 +514,10 @@ pub fn prepare(
     } else {
         0
     };
+    // `anchors.num_anchors` is checked with the config; the objective's own count here.
+    if base_responses > crate::config::MAX_ANCHORS {
+        return Err(TrainError::TooManyAnchors(base_responses));
+    }
     let data_sha = file_sha256(&config.data.path)?;
     let policy_sha = model_sha256(&config.model.path)?;
     let job = AnchorJob {
