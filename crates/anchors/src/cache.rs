@@ -64,8 +64,9 @@ pub(crate) fn read_chunk(
                 "the entry of line {line} has a log-prob that is not a finite number"
             )));
         }
-        // A log-prob is the log of a probability: never above 0.
-        if let Some(v) = logps.iter().chain(&a.base_logps).find(|v| **v > 0.0) {
+        // A log-prob is the log of a probability: never above 0 (with room for a GPU's
+        // approximate exp and log, which can leave a certain sequence at +1e-7).
+        if let Some(v) = logps.iter().chain(&a.base_logps).find(|v| **v > 1e-3) {
             return Err(corrupt(format!(
                 "the entry of line {line} has a log-prob of {v}, above 0, which no log-prob is"
             )));

@@ -165,7 +165,7 @@ pub fn model_sha256(path: &Path) -> Result<String, AnchorError> {
 /// Everything the cached results depend on. Its hash names the cache folder.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FingerprintInputs {
-    /// sha256 of the reference model file (or of its safetensors files, concatenated).
+    /// The reference model's fingerprint ([`model_sha256`]).
     pub model: String,
     /// sha256 of the data file.
     pub data: String,

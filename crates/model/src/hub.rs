@@ -30,12 +30,13 @@ const WEIGHTS: &str = "model.safetensors";
 const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 
 /// Whether `name` is a file of a checkpoint folder that the model is read from: its config,
-/// tokenizer, tokenizer settings and chat template, generation settings and weights. A model's
+/// tokenizer, tokenizer settings and chat template, and weights. A model's
 /// fingerprint (`bapo_anchors::model_sha256`) covers exactly these, so that a change to any
 /// of them, the chat template included, makes it another model.
 pub fn is_model_file(name: &str) -> bool {
+    // generation_config.json is fetched with a model but never read: it does not count.
     REQUIRED.contains(&name)
-        || OPTIONAL.contains(&name)
+        || matches!(name, "tokenizer_config.json" | "chat_template.jinja")
         || name == WEIGHTS_INDEX
         || name.ends_with(".safetensors")
 }

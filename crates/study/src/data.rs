@@ -29,7 +29,7 @@ use crate::grid::OVERRIDES_FILE;
 use crate::plan::{Cell, Grid, Plan, base_fingerprint, run_record};
 
 /// The first line of every data file: its layout's name and version.
-pub const FORMAT: &str = "bapo-study-data 1";
+pub const FORMAT: &str = "bapo-study-data 2";
 
 /// A data file that cannot be read or written: the message names the file and the fault.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +83,8 @@ pub struct Labels {
 pub struct RunData {
     /// `main`, `heterogeneity` or `probes`.
     pub grid: String,
+    /// The run directory of its cell (relative to the workspace root): which cell it is.
+    pub dir: String,
     pub setting: String,
     pub objective: String,
     pub user: String,
@@ -106,12 +108,10 @@ impl RunData {
         run_record(&self.base, &self.overrides)
     }
 
-    /// Whether this run is `cell`'s: the same grid, setting, user and seed.
+    /// Whether this run is `cell`'s: its run directory names every part of the cell (setting,
+    /// learning rate, user, seed), compared as text, not as numbers read back.
     fn is_of(&self, cell: &Cell) -> bool {
-        self.grid == grid_name(cell.grid)
-            && self.setting == cell.setting
-            && self.user == cell.user
-            && self.seed == cell.seed
+        self.dir == cell_dir(cell)
     }
 
     /// Whether this run was made as `cell` is now: from the base config whose fingerprint is
@@ -138,6 +138,11 @@ pub struct MetricData {
     /// `values[t][i]`: item i at `steps[t]`.
     #[serde(serialize_with = "compact_rows")]
     pub values: Vec<Vec<f64>>,
+}
+
+/// A cell's run directory as the data file names it.
+fn cell_dir(cell: &Cell) -> String {
+    cell.dir.display().to_string()
 }
 
 /// The name of a grid in the data file.
@@ -199,7 +204,23 @@ impl StudyData {
                     .push(read_run(&dir, plan, cell, &base, &mut interner)?);
             } else if let Some(run) = recorded.recorded(cell, &base) {
                 data.runs.push(recorded.carried(run, &mut interner));
+            } else if let Some(run) = recorded.recorded_otherwise(cell, &base) {
+                return Err(DataError::new(
+                    Path::new(&run.dir),
+                    "recorded in the study's data file with other settings than the study config gives now (base config or overrides); remove its line from the data file to rerun it",
+                ));
             }
+        }
+        // A run of earlier sittings that the plan no longer has would be lost from the file.
+        if let Some(lost) = recorded
+            .runs
+            .iter()
+            .find(|r| !data.runs.iter().any(|d| d.dir == r.dir))
+        {
+            return Err(DataError::new(
+                Path::new(&lost.dir),
+                "recorded in the study's data file but not a cell of the plan now; remove its line from the data file by hand to drop it",
+            ));
         }
         data.clusters = interner.clusters;
         data.labels = interner.labels;
@@ -458,6 +479,7 @@ fn read_run(
     }
     Ok(RunData {
         grid: grid_name(cell.grid).into(),
+        dir: cell_dir(cell),
         setting: cell.setting.clone(),
         objective: cell.objective.clone(),
         user: cell.user.clone(),

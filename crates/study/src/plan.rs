@@ -756,7 +756,6 @@ fn objective_name(objective: &toml::Table) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `key=value` for every entry, values written as inline TOML.
 /// What a study run was made with, as recorded in its run directory and its data: the base
 /// config's fingerprint ([`base_fingerprint`]) on a first line, then the run's overrides.
 pub fn run_record(base: &str, overrides: &[String]) -> String {
@@ -785,7 +784,8 @@ pub fn base_fingerprint(root: &Path, base: &Path) -> Result<String, PlanError> {
     Ok(format!("{} sha256:{hex}", base.display()))
 }
 
-/// A TOML value as text with every table's keys sorted (tables keep their file order here).
+/// A TOML value as text with every table's keys sorted (the workspace's `toml` keeps a file's
+/// key order, which must not count). Scalars are written by `toml`'s `Display`.
 fn canonical(value: &toml::Value) -> String {
     match value {
         toml::Value::Table(table) => {
@@ -804,6 +804,7 @@ fn canonical(value: &toml::Value) -> String {
     }
 }
 
+/// `key=value` for every entry, values written as inline TOML.
 fn overrides(table: &toml::Table) -> Vec<String> {
     table
         .iter()

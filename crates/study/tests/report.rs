@@ -485,8 +485,28 @@ fn runs_of_earlier_sittings_are_carried_from_the_data_file() {
             .is_some()
     );
     assert!(recorded.recorded(&plan.cells[main], &base).is_some());
-    let partial = StudyData::collect(&root, &edited, &recorded).unwrap();
-    assert_eq!(partial.runs.len(), recorded.runs.len());
+    // collect refuses it too, rather than drop a committed run from the next file, and
+    // refuses a plan that no longer has a recorded run.
+    let refused = StudyData::collect(&root, &edited, &recorded)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("other settings"), "{refused}");
+    let mut trimmed = plan.clone();
+    trimmed.cells.remove(main);
+    let refused = StudyData::collect(&root, &trimmed, &recorded)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("not a cell of the plan"), "{refused}");
+    // The same setting, user and seed at another learning rate is another cell, not an
+    // edited one (its run directory says so).
+    let mut other_rate = plan.cells[main].clone();
+    other_rate.learning_rate *= 4.0;
+    other_rate.dir = other_rate.dir.with_file_name("dpo-lr9-u-seed0");
+    other_rate
+        .overrides
+        .push("optimizer.learning_rate=9".into());
+    assert!(recorded.recorded(&other_rate, &base).is_none());
+    assert!(recorded.recorded_otherwise(&other_rate, &base).is_none());
 
     // Nor is any of them when the base config's settings change (issue #26, item 9); its
     // comments and layout do not count.
@@ -573,7 +593,8 @@ fn a_full_grid_fits_in_a_few_megabytes() {
                 .map(|i| format!("section.some_setting_{i}=\"value {seed}\""))
                 .collect();
             runs.push(
-                json!({"grid": "main", "setting": "dpo", "objective": "dpo", "user": "u",
+                json!({"grid": "main", "dir": format!("runs/study/dpo-lr0.002-u-seed{seed}"),
+                "setting": "dpo", "objective": "dpo", "user": "u",
                 "seed": seed, "learning_rate": 0.002, "cost": null,
                 "base": format!("configs/quickstart.toml sha256:{}", "0".repeat(64)),
                 "overrides": overrides,

@@ -78,9 +78,9 @@ pub enum TrainError {
     #[error("no training examples left in {} after the user selection and split", .0.display())]
     NoTrainingExamples(PathBuf),
     #[error(
-        "the objective asks for {0} base responses per prompt (its `num_anchors`), more than 64: each is generated, scored and cached"
+        "the objective asks for {asked} base responses per prompt (its `num_anchors`), more than {max}: each is generated, scored and cached"
     )]
-    TooManyAnchors(usize),
+    TooManyAnchors { asked: usize, max: usize },
     #[error("`lora.target` = {0:?} matches no weight of the model")]
     LoraMatchesNothing(String),
     #[error(

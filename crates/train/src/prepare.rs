@@ -516,7 +516,10 @@ pub fn prepare(
     };
     // `anchors.num_anchors` is checked with the config; the objective's own count here.
     if base_responses > crate::config::MAX_ANCHORS {
-        return Err(TrainError::TooManyAnchors(base_responses));
+        return Err(TrainError::TooManyAnchors {
+            asked: base_responses,
+            max: crate::config::MAX_ANCHORS,
+        });
     }
     let data_sha = file_sha256(&config.data.path)?;
     let policy_sha = model_sha256(&config.model.path)?;
