@@ -43,15 +43,17 @@ fn a_supplied_base_response_is_the_anchor() {
     };
     let cache = std::env::temp_dir().join(format!("bapo-anchors-supplied-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
-    let (anchors, report) = compute_anchors(
-        &model.model,
-        &examples,
-        &inputs,
-        Decoding::new(model.eos_token, model.pad_token),
-        &cache,
-        &device,
-    )
-    .unwrap();
+    let compute = || {
+        compute_anchors(
+            &model.model,
+            &examples,
+            &inputs,
+            Decoding::new(model.eos_token, model.pad_token),
+            &cache,
+            &device,
+        )
+    };
+    let (anchors, report) = compute().unwrap();
     assert_eq!(
         anchors[0].base,
         vec![supplied.clone()],
@@ -112,16 +114,7 @@ fn a_supplied_base_response_is_the_anchor() {
         (positive, "line 2 has a log-prob of 0.5, above 0"),
     ] {
         std::fs::write(&chunk, bad.to_string()).unwrap();
-        let err = compute_anchors(
-            &model.model,
-            &examples,
-            &inputs,
-            Decoding::new(model.eos_token, model.pad_token),
-            &cache,
-            &device,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = compute().unwrap_err().to_string();
         assert!(
             err.contains(expected) && err.contains("--force-anchors"),
             "{err}"
@@ -134,30 +127,13 @@ fn a_supplied_base_response_is_the_anchor() {
     let inputs_file = cache.join(inputs.fingerprint()).join("inputs.json");
     let recorded = std::fs::read_to_string(&inputs_file).unwrap();
     std::fs::write(&inputs_file, recorded.replace("\"tiny\"", "\"other\"")).unwrap();
-    let err = compute_anchors(
-        &model.model,
-        &examples,
-        &inputs,
-        Decoding::new(model.eos_token, model.pad_token),
-        &cache,
-        &device,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = compute().unwrap_err().to_string();
     assert!(
         err.contains("inputs.json") && err.contains("made for other inputs"),
         "{err}"
     );
     std::fs::write(&inputs_file, recorded).unwrap();
-    compute_anchors(
-        &model.model,
-        &examples,
-        &inputs,
-        Decoding::new(model.eos_token, model.pad_token),
-        &cache,
-        &device,
-    )
-    .unwrap();
+    compute().unwrap();
 
     // Another supplied base is another cache entry.
     supplied.insert(0, supplied[0]);

@@ -44,6 +44,20 @@ fn failed(output: Output) -> String {
     stderr
 }
 
+/// A copy of the tiny model in `dir/model` (so that a test can change it), and the override
+/// that trains it.
+fn tiny_model_copy(dir: &Path) -> (PathBuf, String) {
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let fixture = bapo_testkit::workspace_root().join("tests/fixtures/tiny-chat");
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
+    }
+    let model_set = format!("model.path={:?}", model.display().to_string());
+    (model, model_set)
+}
+
 /// The `step` of every line of a run log.
 fn steps(path: &Path) -> Vec<u64> {
     std::fs::read_to_string(path)
@@ -235,14 +249,7 @@ fn a_resume_on_changed_data_is_refused_naming_the_file() {
 #[test]
 fn a_resume_on_a_changed_chat_template_is_refused() {
     let dir = scratch("template");
-    let model = dir.join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    let fixture = bapo_testkit::workspace_root().join("tests/fixtures/tiny-chat");
-    for entry in std::fs::read_dir(&fixture).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
-    }
-    let model_set = format!("model.path={:?}", model.display().to_string());
+    let (model, model_set) = tiny_model_copy(&dir);
     ok(train(&dir, &["--quiet", "--set", &model_set])
         .output()
         .unwrap());
@@ -392,14 +399,7 @@ fn a_failed_export_fails_the_run_and_resume_exports_it() {
 fn export_run_writes_any_checkpoint_as_the_end_phase_does() {
     let dir = scratch("export-run");
     // A copy of the tiny model, so that it can be changed afterwards.
-    let model = dir.join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    let fixture = bapo_testkit::workspace_root().join("tests/fixtures/tiny-chat");
-    for entry in std::fs::read_dir(&fixture).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
-    }
-    let model_set = format!("model.path={:?}", model.display().to_string());
+    let (model, model_set) = tiny_model_copy(&dir);
     ok(train(
         &dir,
         &[

@@ -101,7 +101,6 @@ fn open_run(
             run.display()
         ));
     }
-    rundir::refuse_foreign_folder(run)?;
     let lock = RunLock::acquire(run)?;
     if run.join("metrics.jsonl").exists() && !options.resume {
         return Err(TrainError::RunExists(run.to_path_buf()));
@@ -820,9 +819,6 @@ pub fn evaluate_run(
 ) -> Result<String, TrainError> {
     let progress = Progress { quiet };
     // Taken first: a run being trained is not evaluated into.
-    if write {
-        rundir::refuse_foreign_folder(&config.output.dir)?;
-    }
     let _lock = write
         .then(|| rundir::RunLock::acquire(&config.output.dir))
         .transpose()?;

@@ -39,7 +39,7 @@ const RUN_ENTRIES: [&str; 13] = [
 /// holds a file or folder a run writes: the user's own `config.toml`, `summary.md` or `plots/`
 /// would be overwritten (issue #26). Other contents, and folders that are runs, are left to
 /// the run.
-pub fn refuse_foreign_folder(run: &Path) -> Result<(), TrainError> {
+fn refuse_foreign_folder(run: &Path) -> Result<(), TrainError> {
     if !run.is_dir() || run.join(LOCK_FILE).exists() {
         return Ok(());
     }
@@ -66,8 +66,10 @@ pub struct RunLock {
 
 impl RunLock {
     /// Creates `run` if needed and locks it; refuses, naming the holder's pid, when another
-    /// process holds it.
+    /// process holds it, and refuses a folder that is someone else's
+    /// ([`refuse_foreign_folder`]).
     pub fn acquire(run: &Path) -> Result<RunLock, TrainError> {
+        refuse_foreign_folder(run)?;
         std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
         let path = run.join(LOCK_FILE);
         let mut file = OpenOptions::new()
