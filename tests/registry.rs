@@ -165,7 +165,7 @@ fn type_errors_say_what_was_expected() {
         (
             "dpo",
             "beta = \"high\"",
-            "invalid type: string \"high\", expected f64",
+            "invalid type: string \"high\", expected a number",
         ),
         (
             "bapo",

@@ -13,7 +13,8 @@
 //!    the venv: the tch backend compiles against its torch.
 //! 3. The one test build, and all tests. The export tests keep their files for
 //!    transformers and peft to read back.
-//! 4. The fuzzing slice, the long run and the cross-backend check, on those binaries.
+//! 4. The fuzzing slice, the long run, the Parquet check and the cross-backend check, on
+//!    those binaries.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -22,7 +23,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{backends, fetch, fuzz, long_run, python};
+use crate::{backends, fetch, fuzz, long_run, parquet_check, python};
 
 /// The features of the one build: every backend bapo has besides Flex.
 const FEATURES: &str = "bapo-cli/tch,bapo-cli/wgpu";
@@ -60,6 +61,7 @@ pub fn ci(root: &Path, cargo: &str) -> Result<()> {
         "cpu",
         long_run::DEFAULT_STEPS,
     )?;
+    parquet_check::check(root, &built.join("bapo"), &env)?;
     backends::check_binary(root, &built.join("bapo"), &env)
 }
 

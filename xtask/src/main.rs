@@ -10,6 +10,8 @@
 //! - `gpu-kit`: the prepared check for a GPU machine (`gpu_kit.rs`).
 //! - `fuzz`: the parsers of user files fed mutated inputs (`fuzz.rs`, crates/fuzz).
 //! - `long-run`: memory over a 2,000-step run (`long_run.rs`).
+//! - `parquet-check`: a Parquet copy written by `datasets` trains as its JSONL
+//!   (`parquet_check.rs`).
 //! - `study`: DPO, KL-DPO, BAPO and MRPO side by side, with its report (`study.rs`).
 
 mod anchor_forms;
@@ -23,6 +25,7 @@ mod fuzz;
 mod gpu_kit;
 mod long_run;
 mod mutations;
+mod parquet_check;
 mod python;
 mod study;
 
@@ -56,6 +59,7 @@ fn run() -> Result<()> {
         Some("changes") => changes::changes(&args[1..]),
         Some("gpu-kit") => gpu_kit::gpu_kit(&workspace_root(), &cargo_program(), &args[1..]),
         Some("fuzz") => fuzz::fuzz(&workspace_root(), &cargo_program(), &args[1..]),
+        Some("parquet-check") => parquet_check::parquet_check(&workspace_root(), &cargo_program()),
         Some("long-run") => long_run::long_run(&workspace_root(), &cargo_program(), &args[1..]),
         Some("study") => study::study(&workspace_root(), &cargo_program(), &args[1..]),
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
@@ -70,13 +74,16 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     fetch the assets, format check, clippy (warnings are errors), export checks, all tests,
-         a 1.5-minute fuzzing slice (`fuzz`), the 2,000-step memory check (`long-run`) and the
-         cross-backend check (`backends`)
+         a 1.5-minute fuzzing slice (`fuzz`), the 2,000-step memory check (`long-run`), the
+         Parquet check (`parquet-check`) and the cross-backend check (`backends`)
   fetch  download and verify the real assets (SmolLM2-135M-Instruct GGUF, countryinfo) into
          .cache/assets
   data   regenerate data/personalised/preferences.jsonl from the country facts
   check-exports
          exported checkpoints/adapters read by transformers and peft (a venv with torch 2.9.0)
+  parquet-check
+         the personalised data written to Parquet by `datasets` (the venv) trains to the
+         JSONL's losses exactly (4 DPO steps on SmolLM2 with each)
   train  [--objective NAME] [--backend cpu|tch-cpu|cuda|wgpu|wgpu-cpu] [--config FILE]
          [--set key=value]… [--resume]: build bapo with the backend's features and run
          `bapo train` in the environment it needs (default config: configs/quickstart.toml)

@@ -11,11 +11,14 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const PACKAGES: [&str; 5] = [
+const PACKAGES: [&str; 6] = [
     "torch==2.9.0",
     "transformers==5.24.0",
     "peft==0.21.2",
     "trl==1.16.0",
+    // Writes the Parquet copy of the personalised data (`cargo xtask parquet-check`); TRL
+    // depends on it too.
+    "datasets==5.2.0",
     // Its event reader checks bapo's TensorBoard files (`cargo xtask backends`).
     "tensorboard==2.20.0",
 ];

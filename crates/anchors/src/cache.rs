@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bapo_data::TokenizedExample;
 
@@ -105,9 +106,63 @@ fn check_base_lengths(
     Ok(())
 }
 
-/// Writes to `path.partial`, then renames: a reader never sees half a file.
+/// Writes `bytes` to `path` atomically ([`stage`], then [`Staged::commit`]): a reader never
+/// sees half a file.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), AnchorError> {
-    let partial = path.with_extension("partial");
+    stage(path, bytes)?.commit()
+}
+
+/// A file written beside its place, not yet renamed into it.
+pub(crate) struct Staged {
+    partial: PathBuf,
+    path: PathBuf,
+}
+
+/// Writes `bytes` beside `path` under a name of this writer's own (the process id and a
+/// count): two runs filling one cache at once write the same bytes, and neither may rename
+/// the other's file away (issue #26: with one shared name, one of them failed with ENOENT).
+pub(crate) fn stage(path: &Path, bytes: &[u8]) -> Result<Staged, AnchorError> {
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let partial = path.with_file_name(format!(
+        "{name}.{}-{}.partial",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
     fs::write(&partial, bytes).map_err(|e| io(&partial, e))?;
-    fs::rename(&partial, path).map_err(|e| io(path, e))
+    Ok(Staged {
+        partial,
+        path: path.to_path_buf(),
+    })
+}
+
+impl Staged {
+    /// Renames the file into place (over one another writer put there).
+    pub(crate) fn commit(self) -> Result<(), AnchorError> {
+        fs::rename(&self.partial, &self.path).map_err(|e| io(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_writers_of_one_cache_file_at_once_both_succeed() {
+        let dir = std::env::temp_dir().join(format!("bapo-stage-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("inputs.json");
+        // Both write before either renames, as two runs computing one cache can.
+        let first = stage(&path, b"same").unwrap();
+        let second = stage(&path, b"same").unwrap();
+        first.commit().unwrap();
+        second.commit().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"same");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no partial file left"
+        );
+        fs::remove_dir_all(&dir).ok();
+    }
 }

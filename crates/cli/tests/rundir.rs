@@ -454,3 +454,202 @@ fn export_run_writes_any_checkpoint_as_the_end_phase_does() {
     assert!(!dir.join("changed").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Leaves a finished 8-step run as a kill after its step-4 checkpoint would have (with
+/// `keep_newest`, the step-8 checkpoint stays and only the end phase is undone).
+fn undo_end_phase(run: &Path, keep_newest: bool) {
+    if !keep_newest {
+        std::fs::remove_dir_all(run.join("checkpoints/step-000008")).unwrap();
+    }
+    for file in ["finished.json", "summary.md"] {
+        std::fs::remove_file(run.join(file)).unwrap();
+    }
+}
+
+/// A resume may change what does not change the run: the data file's path (its bytes are
+/// compared), the anchor cache's folder and the rows decoded together (issue #26: each was
+/// refused as another config). Other bytes at the new path, and a run's config copy that no
+/// longer reads as TOML, are refused.
+#[test]
+fn a_resume_takes_the_same_data_elsewhere_a_moved_anchor_cache_and_another_decode_batch() {
+    let dir = scratch("relocated");
+    ok(train(&dir, &["--quiet"]).output().unwrap());
+    let run = dir.join("run");
+    undo_end_phase(&run, false);
+    let root = bapo_testkit::workspace_root();
+    let fixture =
+        std::fs::read_to_string(root.join("tests/fixtures/tiny-chat/preferences.jsonl")).unwrap();
+    let data = dir.join("copied.jsonl");
+    let data_set = format!("data.path={:?}", data.display().to_string());
+    let cache = dir.join("moved-anchors");
+    std::fs::rename(dir.join("anchors"), &cache).unwrap();
+    let cache_set = format!("anchors.cache_dir={:?}", cache.display().to_string());
+    let relocated = [
+        "--resume",
+        "--set",
+        &data_set,
+        "--set",
+        &cache_set,
+        "--set",
+        "anchors.decode_batch=3",
+    ];
+
+    // Other bytes at the new path: refused by the data's hash.
+    let last = fixture.lines().last().unwrap();
+    std::fs::write(&data, format!("{fixture}{last}\n")).unwrap();
+    let refused = failed(train(&dir, &relocated).output().unwrap());
+    assert!(
+        refused.contains("`data.path`") && refused.contains("has changed since"),
+        "{refused}"
+    );
+    let copy = run.join("config.toml");
+    let kept = std::fs::read_to_string(&copy).unwrap();
+    assert!(
+        !kept.contains("copied.jsonl"),
+        "a refused resume leaves the copy: {kept}"
+    );
+    // A config copy edited into something that is not TOML.
+    let saved = std::fs::read_to_string(&copy).unwrap();
+    std::fs::write(&copy, "[training\nseed = ").unwrap();
+    let refused = failed(train(&dir, &relocated).output().unwrap());
+    assert!(
+        refused.contains("config.toml") && refused.contains("cannot be read"),
+        "{refused}"
+    );
+    assert!(!refused.contains("(unset)"), "{refused}");
+    std::fs::write(&copy, saved).unwrap();
+
+    std::fs::write(&data, &fixture).unwrap();
+    let resumed = ok(train(&dir, &relocated).output().unwrap());
+    assert!(resumed.contains("resuming from"), "{resumed}");
+    assert!(
+        resumed.contains(" 0 computed") && !resumed.contains("tokens generated in"),
+        "the anchors come from the moved cache: {resumed}"
+    );
+    assert_eq!(steps(&run.join("eval.jsonl")), [0, 8]);
+}
+
+/// A newest checkpoint that cannot be used (its `step` edited, a NaN in its weights, its
+/// weights cut short) is refused, naming the older checkpoint that reads whole; moved aside,
+/// the run resumes from that one (issue #26: an edited step resumed at the wrong step, a NaN
+/// checkpoint was exported, a truncated one blocked the resume without a word of the older).
+#[test]
+fn a_damaged_newest_checkpoint_is_refused_naming_the_older_one() {
+    let dir = scratch("damaged");
+    ok(train(&dir, &["--quiet"]).output().unwrap());
+    let run = dir.join("run");
+    undo_end_phase(&run, true);
+    let newest = run.join("checkpoints/step-000008");
+    let older = "checkpoints/step-000004";
+    let resume = || failed(train(&dir, &["--resume", "--quiet"]).output().unwrap());
+
+    let state = newest.join("state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    std::fs::write(&state, text.replace("\"step\": 8", "\"step\": 9")).unwrap();
+    let refused = resume();
+    assert!(
+        refused.contains("state.json")
+            && refused.contains("`step` is 9")
+            && refused.contains(older),
+        "{refused}"
+    );
+    std::fs::write(&state, &text).unwrap();
+
+    let weights = newest.join("trainable.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut nan = bytes.clone();
+    nan[8 + header..8 + header + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&weights, &nan).unwrap();
+    let refused = resume();
+    assert!(
+        refused.contains("NaN or infinite") && refused.contains(older),
+        "{refused}"
+    );
+
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let refused = resume();
+    assert!(
+        refused.contains("trainable.safetensors") && refused.contains(older),
+        "{refused}"
+    );
+    assert!(!run.join("finished.json").exists() && !run.join("export").exists());
+
+    std::fs::rename(&newest, dir.join("step-000008-damaged")).unwrap();
+    let resumed = ok(train(&dir, &["--resume"]).output().unwrap());
+    assert!(resumed.contains("(step 4)"), "{resumed}");
+    assert_eq!(steps(&run.join("eval.jsonl")), [0, 8]);
+}
+
+/// Weights that are not finite after a step are not written as a checkpoint, which `--resume`
+/// and the export would take for trained weights (issue #26).
+#[test]
+fn weights_that_are_not_finite_are_not_checkpointed() {
+    let dir = scratch("inf-weights");
+    // A learning rate past f32's range: the first update makes every weight infinite.
+    let refused = failed(
+        train(
+            &dir,
+            &[
+                "--quiet",
+                "--set",
+                "optimizer.learning_rate=1e39",
+                "--set",
+                "checkpoint.interval=1",
+            ],
+        )
+        .output()
+        .unwrap(),
+    );
+    assert!(
+        refused.contains("step 1") && refused.contains("without writing its checkpoint"),
+        "{refused}"
+    );
+    assert!(!dir.join("run/checkpoints/step-000001").exists());
+}
+
+/// What a failed or mistaken start leaves: `eval --write` on a run that does not exist is
+/// refused instead of making it; a start that fails on a file named `tensorboard` leaves no
+/// logs that would make the next start a resume; a `BAPO_PLOT_FONT` that is not a font fails
+/// the run, whose `--resume` draws the plots (issue #26: a missing run was created, the next
+/// start refused, the plots skipped with a note).
+#[test]
+fn failed_starts_leave_nothing_behind_and_a_named_font_must_be_usable() {
+    let dir = scratch("starts");
+    let run = dir.join("run");
+    let root = bapo_testkit::workspace_root();
+    let mut eval = Command::new(env!("CARGO_BIN_EXE_bapo"));
+    eval.arg("eval")
+        .arg("--config")
+        .arg(root.join("configs/tiny.toml"))
+        .arg("--write");
+    for set in bapo_testkit::tiny_run_overrides(&dir) {
+        eval.arg("--set").arg(set);
+    }
+    let refused = failed(eval.output().unwrap());
+    assert!(refused.contains("not a run"), "{refused}");
+    assert!(!run.exists(), "no run made");
+
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("lock"), "").unwrap();
+    std::fs::write(run.join("tensorboard"), "in the way").unwrap();
+    failed(train(&dir, &["--quiet"]).output().unwrap());
+    assert!(!run.join("metrics.jsonl").exists());
+    std::fs::remove_file(run.join("tensorboard")).unwrap();
+
+    let not_a_font = dir.join("not-a-font.ttf");
+    std::fs::write(&not_a_font, "not a font").unwrap();
+    let refused = failed(
+        train(&dir, &["--quiet"])
+            .env("BAPO_PLOT_FONT", &not_a_font)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        refused.contains("BAPO_PLOT_FONT") && refused.contains("--resume"),
+        "{refused}"
+    );
+    assert!(!run.join("finished.json").exists());
+    ok(train(&dir, &["--resume", "--quiet"]).output().unwrap());
+    assert!(run.join("plots/loss.png").exists());
+}

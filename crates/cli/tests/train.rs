@@ -292,3 +292,159 @@ fn absurd_sizes_are_refused_by_key() {
         );
     }
 }
+
+/// Messages in a config's words, each said once; what is odd but allowed is warned about,
+/// even with `--quiet`; the built-in knowledge probe travels with the binary (issue #26).
+#[test]
+fn messages_are_plain_and_said_once_and_odd_settings_are_warned_about() {
+    let run = |tag: &str, sets: &[&str]| {
+        let dir = scratch(tag);
+        // Outside the project: the probe's default path is not there.
+        let output = bapo("train", &dir, sets)
+            .arg("--quiet")
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stderr, dir)
+    };
+    for (sets, key, said) in [
+        (
+            &["training.batch_size=-1"][..],
+            "training.batch_size",
+            "whole number",
+        ),
+        (
+            &["objective.num_anchors=-1"][..],
+            "objective.num_anchors",
+            "whole number",
+        ),
+        (
+            &["objective.beta=-1"][..],
+            "`objective.beta` = -1",
+            "out of range",
+        ),
+        (
+            &[
+                "eval.knowledge_probe=\"no-such-probe.jsonl\"",
+                "eval.country_facts=4",
+            ][..],
+            "`eval.knowledge_probe`",
+            "no-such-probe.jsonl",
+        ),
+    ] {
+        let (ok, stderr, _) = run("plain", sets);
+        assert!(
+            !ok && stderr.contains(key) && stderr.contains(said),
+            "{sets:?}: {stderr}"
+        );
+        assert!(!stderr.contains("usize"), "{sets:?}: {stderr}");
+        assert_eq!(stderr.matches(key).count(), 1, "said once: {stderr}");
+    }
+
+    let (ok, stderr, _) = run(
+        "warned",
+        &[
+            "data.test_fraction=0",
+            "schedule.warmup_steps=100",
+            "training.max_steps=2",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("warning: no pair is held out (`data.test_fraction` = 0")
+            && stderr.contains("warning: `schedule.warmup_steps` = 100"),
+        "{stderr}"
+    );
+
+    let (ok, stderr, dir) = run(
+        "probe",
+        &[
+            "eval.knowledge_probe=\"data/personalised/knowledge.jsonl\"",
+            "eval.country_facts=4",
+            "training.max_steps=1",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let eval = std::fs::read_to_string(dir.join("run/eval.jsonl")).unwrap();
+    assert!(eval.contains("knowledge/country_facts"), "{eval}");
+}
+
+/// A Hugging Face dataset by id (`data.path = "owner/name"`): the Parquet files of its split
+/// (`data.split`), here from a hand-made hub cache, offline, as `datasets` wrote them from the
+/// tiny JSONL, train to the same losses as that JSONL; a split with no files is refused,
+/// naming it.
+#[test]
+fn a_hub_dataset_by_id_trains_as_the_jsonl_it_was_made_from() {
+    let dir = scratch("hub-data");
+    let cache = dir.join("hub");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = cache.join("datasets--bapo-test--tiny-prefs");
+    let data = repo.join("snapshots").join(commit).join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let fixtures = root().join("tests/fixtures/parquet");
+    std::fs::copy(
+        fixtures.join("conversational.parquet"),
+        data.join("train-00000-of-00001.parquet"),
+    )
+    .unwrap();
+    // Another split, which must not be read with the training one.
+    std::fs::copy(
+        fixtures.join("wrong-type.parquet"),
+        data.join("test-00000-of-00001.parquet"),
+    )
+    .unwrap();
+
+    let from_jsonl = scratch("hub-data-jsonl");
+    let output = bapo("train", &from_jsonl, &[])
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let by_id = |sets: &[&str]| {
+        let mut all = vec!["data.path=\"bapo-test/tiny-prefs\""];
+        all.extend_from_slice(sets);
+        bapo("train", &dir, &all)
+            .arg("--quiet")
+            .env("HF_HUB_CACHE", &cache)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let output = by_id(&[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(losses(&dir), losses(&from_jsonl));
+
+    let missing = scratch("hub-data-split");
+    let output = bapo(
+        "train",
+        &missing,
+        &[
+            "data.path=\"bapo-test/tiny-prefs\"",
+            "data.split=\"validation\"",
+        ],
+    )
+    .arg("--quiet")
+    .env("HF_HUB_CACHE", &cache)
+    .env("HF_HUB_OFFLINE", "1")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("bapo-test/tiny-prefs")
+            && stderr.contains("split `validation`")
+            && stderr.contains("HF_HUB_OFFLINE"),
+        "{stderr}"
+    );
+}

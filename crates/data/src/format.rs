@@ -1,4 +1,4 @@
-//! TRL's preference formats in JSONL, with validation.
+//! TRL's preference formats in JSONL and Parquet, with validation.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ pub struct PreferenceExample {
     pub base: Option<Completion>,
     /// What the example is about (a country, an element…); train/test splits never share one.
     pub entity: Option<String>,
-    /// 1-based line in the file.
+    /// 1-based line in the file (the row, in a Parquet file).
     pub line: usize,
 }
 
@@ -197,31 +197,99 @@ enum Kind {
     Conversational,
 }
 
+/// Reads a preference file: Parquet when its name ends in `.parquet` (rows numbered from 1
+/// where a JSONL line number would be), JSON Lines otherwise.
+pub fn load_preferences(path: &Path) -> Result<Dataset, DataError> {
+    if is_parquet(path) {
+        let rows = crate::parquet_rows::read_rows(path)?;
+        examples_of_rows(path, rows.into_iter().map(Ok))
+    } else {
+        load_jsonl(path)
+    }
+}
+
+/// The examples of a dataset kept in several files (the shards of a Hugging Face split), in
+/// order, as one dataset named `name`: rows are numbered on from one file to the next. One
+/// file reads as [`load_preferences`] reads it.
+pub fn load_preference_files(files: &[PathBuf], name: &Path) -> Result<Dataset, DataError> {
+    if let [one] = files {
+        return load_preferences(one);
+    }
+    let mut all = Dataset {
+        path: name.to_path_buf(),
+        examples: Vec::new(),
+        dropped: Vec::new(),
+    };
+    let mut rows_before = 0;
+    for file in files {
+        let mut part = load_preferences(file)?;
+        let rows = part
+            .examples
+            .iter()
+            .map(|e| e.line)
+            .chain(part.dropped.iter().map(|d| d.line))
+            .max()
+            .unwrap_or(0);
+        part.examples.iter_mut().for_each(|e| e.line += rows_before);
+        part.dropped.iter_mut().for_each(|d| d.line += rows_before);
+        all.examples.append(&mut part.examples);
+        all.dropped.append(&mut part.dropped);
+        rows_before += rows;
+    }
+    Ok(all)
+}
+
+/// Whether `path` names a Parquet file (by its extension, as `datasets` names them).
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
 /// Reads a preference JSONL file (blank lines are skipped).
 pub fn load_jsonl(path: &Path) -> Result<Dataset, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::Io {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
+    let rows = bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter_map(|(index, raw)| {
+            let line = index + 1;
+            let row = Row { path, line };
+            let object = utf8_line(raw, &row).and_then(|raw| {
+                if raw.trim().is_empty() {
+                    return Ok(None);
+                }
+                let value =
+                    crate::json::parse_without_repeated_keys(raw).map_err(|e| DataError::Json {
+                        path: path.to_path_buf(),
+                        line,
+                        message: e.to_string(),
+                    })?;
+                match value {
+                    Value::Object(object) => Ok(Some(object)),
+                    _ => Err(row.invalid("a row must be a JSON object")),
+                }
+            });
+            object.transpose().map(|object| object.map(|o| (line, o)))
+        });
+    examples_of_rows(path, rows)
+}
+
+/// The dataset of `path` from its rows (line or row number, and the row as a JSON object):
+/// each validated, all of one kind, those with an empty completion dropped and counted.
+fn examples_of_rows(
+    path: &Path,
+    rows: impl Iterator<Item = Result<(usize, serde_json::Map<String, Value>), DataError>>,
+) -> Result<Dataset, DataError> {
     let mut examples = Vec::new();
     let mut dropped = Vec::new();
     let mut kind: Option<(Kind, usize)> = None;
-    for (index, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-        let line = index + 1;
+    for row in rows {
+        let (line, object) = row?;
         let row = Row { path, line };
-        let raw = utf8_line(raw, &row)?;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let value: Value = serde_json::from_str(raw).map_err(|e| DataError::Json {
-            path: path.to_path_buf(),
-            line,
-            message: e.to_string(),
-        })?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| row.invalid("a row must be a JSON object"))?;
-        let example = row.parse(object)?;
+        let example = row.parse(&object)?;
         let this = if matches!(example.chosen, Completion::Messages(_)) {
             Kind::Conversational
         } else {

@@ -1,8 +1,8 @@
 //! # bapo-data: preference data
 //!
-//! Reads the JSONL formats TRL users already have ([`load_jsonl`]): "standard" rows with
-//! `prompt` / `chosen` / `rejected` strings, and "conversational" rows with message lists
-//! (the chat template is applied at tokenisation), including TRL's implicit prompt (chosen and
+//! Reads the formats TRL users already have, in JSON Lines or Parquet ([`load_preferences`]):
+//! "standard" rows with `prompt` / `chosen` / `rejected` strings, and "conversational" rows
+//! with message lists (the chat template is applied at tokenisation), including TRL's implicit prompt (chosen and
 //! rejected are whole conversations whose shared prefix is the prompt). Optional fields: `user`
 //! (who holds this preference) and `base` (a base response supplied by the user).
 //!
@@ -13,6 +13,8 @@
 pub mod batch;
 pub mod eval;
 pub mod format;
+mod json;
+mod parquet_rows;
 pub mod probe;
 pub mod tokenize;
 
@@ -25,7 +27,7 @@ pub use eval::{
 };
 pub use format::{
     Completion, DataError, Dataset, DropReason, DroppedRow, Message, PreferenceExample, Prompt,
-    load_jsonl,
+    is_parquet, load_jsonl, load_preference_files, load_preferences,
 };
-pub use probe::{ProbeItem, load_knowledge_probe};
+pub use probe::{BUILT_IN_PROBE_PATH, ProbeItem, built_in_knowledge_probe, load_knowledge_probe};
 pub use tokenize::{Tokenization, TokenizedExample, TruncationSettings, tokenize_dataset};

@@ -19,12 +19,29 @@ pub struct ProbeItem {
     pub item: MultipleChoiceItem,
 }
 
+/// Where the project keeps the probe (the default of `eval.knowledge_probe`).
+pub const BUILT_IN_PROBE_PATH: &str = "data/personalised/knowledge.jsonl";
+
+/// The project's probe, carried by every binary: a run configured outside the project still
+/// has it (issue #26: the default path was read from the working directory only).
+const BUILT_IN_PROBE: &str = include_str!("../../../data/personalised/knowledge.jsonl");
+
 /// Reads the probe; every malformed line is an error naming the file, the line and the field.
 pub fn load_knowledge_probe(path: &Path) -> Result<Vec<ProbeItem>, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::Io {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
+    parse_knowledge_probe(&text, path)
+}
+
+/// The project's probe ([`BUILT_IN_PROBE_PATH`]) as built into the binary.
+pub fn built_in_knowledge_probe() -> Result<Vec<ProbeItem>, DataError> {
+    parse_knowledge_probe(BUILT_IN_PROBE, Path::new(BUILT_IN_PROBE_PATH))
+}
+
+/// The probe items of `text`, read from `path` (named in errors).
+fn parse_knowledge_probe(text: &str, path: &Path) -> Result<Vec<ProbeItem>, DataError> {
     let mut items = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -34,7 +51,7 @@ pub fn load_knowledge_probe(path: &Path) -> Result<Vec<ProbeItem>, DataError> {
             path: path.to_path_buf(),
             line: index + 1,
         };
-        let row: Value = serde_json::from_str(line).map_err(|e| DataError::Json {
+        let row = crate::json::parse_without_repeated_keys(line).map_err(|e| DataError::Json {
             path: at.path.clone(),
             line: at.line,
             message: e.to_string(),

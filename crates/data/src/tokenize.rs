@@ -70,6 +70,15 @@ pub fn tokenize_dataset(
             Prompt::Messages(messages) => (encoder.render(messages, true)?, Some(messages)),
         };
         let mut prompt = encoder.encode(&prompt_text)?;
+        // Nothing to answer: generation would fail later without naming the row (issue #26).
+        if prompt.is_empty() {
+            return Err(error(match &example.prompt {
+                Prompt::Text(_) => "the prompt is empty".into(),
+                Prompt::Messages(_) => format!(
+                    "the prompt is empty once the model's chat template renders it ({prompt_text:?})"
+                ),
+            }));
+        }
         let completion = |c: &Completion| encoder.completion(c, &prompt_text, prompt_messages);
 
         if let Some(max) = limits.max_prompt_length
@@ -130,9 +139,11 @@ impl<E: Fn(String) -> DataError> Encoder<'_, E> {
             .iter()
             .map(|m| ChatMessage::new(&m.role, &m.content))
             .collect();
+        // The template may refuse the row (roles that do not alternate) or be broken itself:
+        // the message says which file it came from as well as the row (issue #26).
         template
             .render(&messages, add_generation_prompt)
-            .map_err(|e| (self.error)(e.to_string()))
+            .map_err(|e| (self.error)(format!("the model's chat template failed on this row: {e}")))
     }
 
     /// A completion's tokens, ending with EOS.

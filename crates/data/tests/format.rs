@@ -212,3 +212,19 @@ fn selecting_an_unknown_user_lists_the_known_ones() {
         "{message}"
     );
 }
+
+#[test]
+fn a_key_repeated_in_a_row_is_refused_naming_the_line() {
+    let path = file(
+        "repeated-key",
+        &[
+            r#"{"prompt": "a", "chosen": "b", "rejected": "c"}"#,
+            r#"{"prompt": "a", "chosen": "b", "rejected": "c", "chosen": "d"}"#,
+        ],
+    );
+    let err = load_jsonl(&path).unwrap_err().to_string();
+    assert!(
+        err.contains(":2:") && err.contains("`chosen` appears twice"),
+        "{err}"
+    );
+}

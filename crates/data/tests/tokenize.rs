@@ -133,3 +133,68 @@ fn conversational_data_needs_a_chat_template() {
         "{message}"
     );
 }
+
+#[test]
+fn template_failures_and_empty_prompts_name_the_row() {
+    let Some(gguf) = bapo_testkit::smollm2_gguf() else {
+        return;
+    };
+    let gguf = GgufFile::open(&gguf).unwrap();
+    let tokenizer = tokenizer_from_gguf(&gguf).unwrap();
+    let template = |source: &str| ChatTemplate {
+        source: source.into(),
+        bos_token: String::new(),
+        eos_token: String::new(),
+    };
+    let limits = TruncationSettings {
+        max_length: 64,
+        max_prompt_length: None,
+    };
+    let row = r#"{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello"}], "rejected": [{"role": "assistant", "content": "Bye"}]}"#;
+    let chat = load_jsonl(&file("template-rows", &[row, row])).unwrap();
+    let error = |source: &str| {
+        let template = template(source);
+        let tokenization = Tokenization {
+            tokenizer: &tokenizer,
+            chat_template: Some(&template),
+            eos_token: EOS,
+        };
+        tokenize_dataset(&chat, &tokenization, &limits)
+            .unwrap_err()
+            .to_string()
+    };
+    // A template that refuses: the row and the template are named.
+    let refused = error("{{ raise_exception('roles must alternate') }}");
+    assert!(
+        refused.contains(":1:")
+            && refused.contains("chat template failed on this row")
+            && refused.contains("roles must alternate"),
+        "{refused}"
+    );
+    // A template that renders the prompt to nothing.
+    let empty = error("{% if not add_generation_prompt %}{{ messages[-1].content }}{% endif %}");
+    assert!(
+        empty.contains(":1:") && empty.contains("the prompt is empty"),
+        "{empty}"
+    );
+    let text = load_jsonl(&file(
+        "empty-prompt",
+        &[
+            r#"{"prompt": "Hi", "chosen": "a", "rejected": "b"}"#,
+            r#"{"prompt": "", "chosen": "a", "rejected": "b"}"#,
+        ],
+    ))
+    .unwrap();
+    let tokenization = Tokenization {
+        tokenizer: &tokenizer,
+        chat_template: None,
+        eos_token: EOS,
+    };
+    let empty = tokenize_dataset(&text, &tokenization, &limits)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        empty.contains(":2:") && empty.contains("the prompt is empty"),
+        "{empty}"
+    );
+}

@@ -166,6 +166,7 @@ impl Gpt2 {
         } else {
             ""
         };
+        weights.check_layer_count(&format!("{prefix}h."), ("n_layer", c.num_layers))?;
         let loader = Gpt2Loader {
             dir,
             weights: &weights,

@@ -84,6 +84,37 @@ impl SafetensorsWeights {
         self.index.contains_key(name)
     }
 
+    /// Refuses weights that hold a layer (tensors named `{layers_prefix}N.…`) at or past
+    /// `layers`, the count config.json's `key` gives: the model would be built without it,
+    /// without a word (issue #26: a smaller `num_hidden_layers` dropped a layer).
+    pub(crate) fn check_layer_count(
+        &self,
+        layers_prefix: &str,
+        (key, layers): (&str, usize),
+    ) -> Result<(), ModelError> {
+        let highest = self
+            .index
+            .keys()
+            .filter_map(|name| {
+                name.strip_prefix(layers_prefix)?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max();
+        match highest {
+            Some(layer) if layer >= layers => Err(format_error(
+                &self.dir.join("config.json"),
+                format!(
+                    "`{key}` is {layers} but the weights hold layer {layer} (layers count from 0): \
+                     a layer would be left out"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// A tensor as f32, row-major, with its shape.
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
         let &file = self

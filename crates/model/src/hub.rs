@@ -12,6 +12,9 @@
 //! What the cache lacks is downloaded into it with the `hf-hub` crate, unless
 //! `HF_HUB_OFFLINE=1`. The model is then loaded from the snapshot folder, like any checkpoint
 //! folder. A path that exists on disk is always a path.
+//!
+//! Datasets likewise (`data.path`): `owner/name[@revision]` names the Parquet files of one
+//! split ([`resolve_dataset`]), in `datasets--owner--name/snapshots/<commit>/…`.
 
 use std::path::{Path, PathBuf};
 
@@ -146,14 +149,221 @@ pub fn resolve_in(spec: &Path, cache: &Path, offline: bool) -> Result<PathBuf, M
             path: spec.to_path_buf(),
             message: format!(
                 "model `{}` (revision {}) is not complete in the hub cache {}, and HF_HUB_OFFLINE \
-                 forbids downloading it",
+                 forbids downloading it{}",
                 model.id,
                 model.revision,
-                cache.display()
+                cache.display(),
+                as_a_path(spec)
             ),
         });
     }
-    download(&model, cache)
+    download(&model, cache).map_err(|e| match e {
+        ModelError::Io { path, message } => ModelError::Io {
+            path,
+            message: format!("{message}{}", as_a_path(spec)),
+        },
+        other => other,
+    })
+}
+
+/// What `spec`, taken for a model id that could not be had, is as a path when its folder
+/// exists: a mistyped local folder (`models/smol2` for `models/smol`) reads as an id, and was
+/// reported as a hub miss alone (issue #26). Nothing for a plain id.
+fn as_a_path(spec: &Path) -> String {
+    match spec.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() && parent.is_dir() => format!(
+            "; as a path, the folder {} exists but has no {:?}",
+            parent.display(),
+            spec.file_name().unwrap_or_default()
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The Parquet files of split `split` of the Hugging Face dataset `spec` names
+/// (`owner/name[@revision]`, as model ids), in the order of their paths: from the
+/// environment's hub cache (`datasets--owner--name/snapshots/<commit>/…`), or downloaded into
+/// it unless `HF_HUB_OFFLINE` forbids it. `None` when `spec` is not a dataset id.
+pub fn resolve_dataset(spec: &str, split: &str) -> Option<Result<Vec<PathBuf>, ModelError>> {
+    resolve_dataset_in(spec, split, &cache_dir(), offline())
+}
+
+/// [`resolve_dataset`] with the cache folder and the offline switch given.
+pub fn resolve_dataset_in(
+    spec: &str,
+    split: &str,
+    cache: &Path,
+    offline: bool,
+) -> Option<Result<Vec<PathBuf>, ModelError>> {
+    let (id, revision) = ModelId::split(spec)?;
+    let fail = |message: String| ModelError::Io {
+        path: PathBuf::from(spec),
+        message,
+    };
+    if !is_ref_name(revision) {
+        return Some(Err(fail(format!(
+            "revision `{revision}` of dataset `{id}` is not a branch, tag or commit name"
+        ))));
+    }
+    let dataset = ModelId {
+        id: id.to_string(),
+        revision: revision.to_string(),
+    };
+    let (snapshot, cached) = cached_split(&dataset, split, cache);
+    let relative: Vec<String> = cached
+        .iter()
+        .filter_map(|f| f.strip_prefix(&snapshot).ok())
+        .map(|f| f.to_string_lossy().replace('\\', "/"))
+        .collect();
+    let missing = match one_whole_split(&relative) {
+        Ok(()) if !cached.is_empty() => return Some(Ok(cached)),
+        Ok(()) => format!("has no Parquet file of split `{split}`"),
+        Err(SplitFault::SeveralFolders(message)) => return Some(Err(fail(message))),
+        Err(SplitFault::MissingShards(message)) => message,
+    };
+    if offline {
+        return Some(Err(fail(format!(
+            "dataset `{id}` (revision {revision}) {missing} in the hub cache {}, and \
+             HF_HUB_OFFLINE forbids downloading it (a split's files are named \
+             `{split}-….parquet` or `{split}.parquet`, or lie in a folder `{split}`)",
+            cache.display()
+        ))));
+    }
+    Some(download_split(&dataset, split, cache).map_err(fail))
+}
+
+/// Why the files found for a split cannot be read as it.
+enum SplitFault {
+    /// In several folders: a dataset with several configs (`en/train-…`, `fr/train-…`).
+    SeveralFolders(String),
+    /// Fewer shards than their names count (`train-00000-of-00002` alone).
+    MissingShards(String),
+}
+
+/// Refuses a split's files (paths in the repository) that lie in several folders or lack
+/// shards their names count: they would be read as the split without a word.
+fn one_whole_split(files: &[String]) -> Result<(), SplitFault> {
+    let folder = |f: &String| {
+        f.rsplit_once('/')
+            .map_or(String::new(), |(d, _)| d.to_string())
+    };
+    let mut folders: Vec<String> = files.iter().map(folder).collect();
+    folders.sort();
+    folders.dedup();
+    if folders.len() > 1 {
+        return Err(SplitFault::SeveralFolders(format!(
+            "the split's files lie in several folders ({}): a dataset with several \
+             configurations; point `data.path` at the Parquet file to read",
+            folders.join(", ")
+        )));
+    }
+    // `…-00000-of-00002.parquet`: the count after `-of-` is how many there are.
+    let counted = files.iter().find_map(|f| {
+        let stem = f.strip_suffix(".parquet")?;
+        let (_, total) = stem.rsplit_once("-of-")?;
+        total.parse::<usize>().ok()
+    });
+    match counted {
+        Some(total) if total != files.len() => Err(SplitFault::MissingShards(format!(
+            "has {} of the {total} files of the split",
+            files.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the file at `relative` (a path in a dataset repository, `/`-separated) is a
+/// Parquet file of split `split`, as `datasets` finds a split's files: `train.parquet`,
+/// `data/train-00000-of-00001.parquet`, `train/0000.parquet`.
+pub fn is_split_file(relative: &str, split: &str) -> bool {
+    let Some(path) = relative.strip_suffix(".parquet") else {
+        return false;
+    };
+    let mut parts: Vec<&str> = path.split('/').collect();
+    let stem = parts.pop().unwrap_or_default();
+    parts.contains(&split) || stem == split || stem.starts_with(&format!("{split}-"))
+}
+
+/// The snapshot folder of `dataset` in the cache, and the Parquet files of `split` there,
+/// sorted (none when it is not cached).
+fn cached_split(dataset: &ModelId, split: &str, cache: &Path) -> (PathBuf, Vec<PathBuf>) {
+    let folder = cache.join(dataset_repo(dataset).folder_name());
+    // A branch or tag names its commit in `refs/`; a commit names its snapshot itself.
+    let commit = std::fs::read_to_string(folder.join("refs").join(&dataset.revision))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_else(|_| dataset.revision.clone());
+    if !is_ref_name(&commit) {
+        return (PathBuf::new(), Vec::new());
+    }
+    let snapshot = folder.join("snapshots").join(commit);
+    let mut found = Vec::new();
+    let mut pending = vec![snapshot.clone()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(relative) = path.strip_prefix(&snapshot)
+                && is_split_file(&relative.to_string_lossy().replace('\\', "/"), split)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    (snapshot, found)
+}
+
+/// Downloads the Parquet files of `split` of `dataset` into the cache.
+fn download_split(dataset: &ModelId, split: &str, cache: &Path) -> Result<Vec<PathBuf>, String> {
+    let fail = |what: &str, e: String| {
+        format!(
+            "downloading {what} of dataset `{}` (revision {}) from the Hugging Face hub: {e}; \
+             with HF_HUB_OFFLINE=1 only the hub cache {} is used",
+            dataset.id,
+            dataset.revision,
+            cache.display()
+        )
+    };
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache.to_path_buf()))
+        .build()
+        .map_err(|e| fail("anything", e.to_string()))?;
+    let remote = api.repo(dataset_repo(dataset));
+    let info = remote
+        .info()
+        .map_err(|e| fail("the file list", e.to_string()))?;
+    let mut files: Vec<String> = info
+        .siblings
+        .into_iter()
+        .map(|s| s.rfilename)
+        .filter(|name| is_split_file(name, split))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(fail(
+            "the files",
+            format!("it has no Parquet file of split `{split}`"),
+        ));
+    }
+    if let Err(SplitFault::SeveralFolders(message) | SplitFault::MissingShards(message)) =
+        one_whole_split(&files)
+    {
+        return Err(fail("the files", message));
+    }
+    files
+        .iter()
+        .map(|file| remote.get(file).map_err(|e| fail(file, e.to_string())))
+        .collect()
+}
+
+fn dataset_repo(dataset: &ModelId) -> Repo {
+    Repo::with_revision(
+        dataset.id.clone(),
+        RepoType::Dataset,
+        dataset.revision.clone(),
+    )
 }
 
 /// The snapshot folder of `model` when the cache holds every file it needs.

@@ -321,6 +321,7 @@ impl Llama {
     pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, LlamaConfig), ModelError> {
         let (_, config) = LlamaConfig::from_hf(&dir.join("config.json"))?;
         let weights = SafetensorsWeights::open(dir)?;
+        weights.check_layer_count("model.layers.", ("num_hidden_layers", config.num_layers))?;
         let model = Self::load(
             &WeightLoader {
                 source: &weights,

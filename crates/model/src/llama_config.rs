@@ -365,6 +365,14 @@ fn check_supported(
             }
         }
     }
+    // transformers' Qwen2 attends within a window on its upper layers when this is on; the
+    // code here attends to every position (issue #26: it was ignored).
+    if json.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
+        return refuse(
+            "`use_sliding_window` = true is not supported (every layer attends to all positions here)"
+                .into(),
+        );
+    }
     for key in ["pretraining_tp"] {
         if let Some(v) = json.get(key).and_then(Value::as_u64)
             && v != 1

@@ -129,8 +129,6 @@ impl LoadedModel {
     }
 }
 
-/// A tokenizer may have fewer tokens than the embedding has rows (checkpoints often pad the
-/// embedding), never more: those ids would index past the embedding.
 /// Reads `tokenizer.json`. Its JSON syntax is checked first: the tokenizers crate (0.22)
 /// panics ("Helper") on a syntax error inside the `decoder` object instead of returning it.
 fn read_tokenizer_json(path: &Path) -> Result<Tokenizer, ModelError> {
@@ -143,7 +141,27 @@ fn read_tokenizer_json(path: &Path) -> Result<Tokenizer, ModelError> {
     text.parse::<Tokenizer>().map_err(|e| fail(e.to_string()))
 }
 
+/// A tokenizer may have fewer tokens than the embedding has rows (checkpoints often pad the
+/// embedding), never more: those ids would index past the embedding. No two of its
+/// vocabulary's tokens may share an id: decoding would give one of them for both (issue #26:
+/// it was read without a word).
 fn check_vocabulary(tokenizer: &Tokenizer, rows: usize, path: &Path) -> Result<(), ModelError> {
+    let mut by_id: std::collections::BTreeMap<u32, String> = Default::default();
+    for (token, id) in tokenizer.get_vocab(false) {
+        if let Some(other) = by_id.insert(id, token.clone()) {
+            let (first, second) = if other < token {
+                (other, token)
+            } else {
+                (token, other)
+            };
+            return Err(ModelError::Tokenizer {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the tokens {first:?} and {second:?} both have id {id} in the vocabulary"
+                ),
+            });
+        }
+    }
     // The largest id, not the count: a vocabulary may skip ids, and every id it can produce
     // indexes the embedding.
     let largest = tokenizer.get_vocab(true).into_values().max();

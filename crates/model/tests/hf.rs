@@ -353,6 +353,16 @@ fn unsupported_config_fields_are_refused_by_name() {
             "\"pretraining_tp\": 2",
             "`pretraining_tp` = 2",
         ),
+        (
+            "\"use_cache\": true",
+            "\"use_cache\": true, \"use_sliding_window\": true",
+            "`use_sliding_window` = true",
+        ),
+        (
+            "\"num_hidden_layers\": 2",
+            "\"num_hidden_layers\": 1",
+            "`num_hidden_layers` is 1 but the weights hold layer 1",
+        ),
     ];
     for (from, to, expected) in cases {
         let edited = config.replace(from, to);
@@ -455,6 +465,25 @@ fn a_tokenizer_larger_than_the_embedding_is_refused() {
         .to_string();
     assert!(
         err.contains("tokenizer.json") && err.contains("token id 202") && err.contains("128 rows"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_tokenizer_with_two_tokens_of_one_id_is_refused() {
+    let dir = checkpoint_with_tokenizer("same-id", 100);
+    let path = dir.join("tokenizer.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // `w0` is id 3, after the three special tokens.
+    json["model"]["vocab"]["w1"] = 3.into();
+    std::fs::write(&path, json.to_string()).unwrap();
+    let err = bapo_model::LoadedModel::open(&dir, &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("\"w0\" and \"w1\" both have id 3"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).ok();

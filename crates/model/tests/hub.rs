@@ -149,6 +149,20 @@ fn an_incomplete_or_unknown_id_offline_is_refused_naming_the_cache() {
         err.contains("someone/else") && err.contains("revision v2"),
         "{err}"
     );
+    // A mistyped local folder (relative, `folder/name`) reads as a model id: the message
+    // also says what it is as a path.
+    let models = format!("bapo-models-{}", std::process::id());
+    std::fs::create_dir_all(&models).unwrap();
+    let mistyped = format!("{models}/smol");
+    let err = resolve_in(Path::new(&mistyped), &cache, true)
+        .unwrap_err()
+        .to_string();
+    std::fs::remove_dir_all(&models).ok();
+    assert!(
+        err.contains("HF_HUB_OFFLINE")
+            && err.contains(&format!("the folder {models} exists but has no \"smol\"")),
+        "{err}"
+    );
     let err = resolve_in(Path::new("no/such/file.gguf"), &cache, true)
         .unwrap_err()
         .to_string();
@@ -156,5 +170,70 @@ fn an_incomplete_or_unknown_id_offline_is_refused_naming_the_cache() {
         err.contains("neither a file, a folder, nor a Hugging Face model id"),
         "{err}"
     );
+    std::fs::remove_dir_all(&cache).ok();
+}
+
+#[test]
+fn a_splits_parquet_files_are_found_as_datasets_finds_them() {
+    use bapo_model::hub::is_split_file;
+    for (file, split) in [
+        ("train.parquet", "train"),
+        ("data/train-00000-of-00002.parquet", "train"),
+        ("default/train/0000.parquet", "train"),
+        ("data/test-00000-of-00001.parquet", "test"),
+    ] {
+        assert!(is_split_file(file, split), "{file} is of {split}");
+    }
+    for (file, split) in [
+        ("data/test-00000-of-00001.parquet", "train"),
+        ("data/training-00000.parquet", "train"),
+        ("train.jsonl", "train"),
+        ("data/train-00000-of-00001.parquet.lock", "train"),
+    ] {
+        assert!(!is_split_file(file, split), "{file} is not of {split}");
+    }
+}
+
+#[test]
+fn a_split_is_read_whole_from_one_folder_or_refused() {
+    use bapo_model::hub::resolve_dataset_in;
+    let cache = std::env::temp_dir().join(format!("bapo-hub-datasets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let repo = cache.join("datasets--bapo-test--prefs");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), COMMIT).unwrap();
+    let snapshot = repo.join("snapshots").join(COMMIT);
+    let put = |file: &str| {
+        let path = snapshot.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "").unwrap();
+    };
+    let resolve = || resolve_dataset_in("bapo-test/prefs", "train", &cache, true).unwrap();
+
+    put("data/train-00000-of-00002.parquet");
+    put("data/test-00000-of-00001.parquet");
+    let err = resolve().unwrap_err().to_string();
+    assert!(
+        err.contains("has 1 of the 2 files") && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
+    put("data/train-00001-of-00002.parquet");
+    let files = resolve().unwrap();
+    let names: Vec<_> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "train-00000-of-00002.parquet",
+            "train-00001-of-00002.parquet"
+        ]
+    );
+    put("fr/train-00000-of-00001.parquet");
+    let err = resolve().unwrap_err().to_string();
+    assert!(err.contains("several folders (data, fr)"), "{err}");
+    // Not an id: a path, which the caller reads.
+    assert!(resolve_dataset_in("no/such/file.jsonl", "train", &cache, true).is_none());
     std::fs::remove_dir_all(&cache).ok();
 }

@@ -53,7 +53,10 @@ pub fn parse_config<C: ObjectiveConfig>(
             return Err(ConfigError::InvalidValue {
                 objective: objective.to_string(),
                 key: key.clone(),
-                message: format!("{value} ({})", first_line(&e.to_string())),
+                message: format!(
+                    "{value} ({})",
+                    plain_serde_message(&first_line(&e.to_string()))
+                ),
             });
         }
     }
@@ -67,10 +70,67 @@ pub fn parse_config<C: ObjectiveConfig>(
         .map_err(|e: toml::de::Error| ConfigError::InvalidValue {
             objective: objective.to_string(),
             key: "*".to_string(),
-            message: first_line(&e.to_string()),
+            message: plain_serde_message(&first_line(&e.to_string())),
         })?;
     config.validate(objective)?;
     Ok(config)
+}
+
+/// A serde message in the words of a config, not of Rust: `expected usize` says "a whole
+/// number ≥ 0", `struct LoraSettings` "a table of settings" (issue #26: type names reached
+/// users). Used for every config message, the objectives' included.
+pub fn plain_serde_message(message: &str) -> String {
+    const WORDS: [(&str, &str); 14] = [
+        ("usize", "a whole number ≥ 0"),
+        ("u64", "a whole number ≥ 0"),
+        ("u32", "a whole number ≥ 0"),
+        ("u16", "a whole number ≥ 0"),
+        ("u8", "a whole number ≥ 0"),
+        ("isize", "a whole number"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+        ("a sequence", "a list"),
+        ("a map", "a table"),
+        ("option", "a value"),
+        ("a borrowed string", "a string"),
+    ];
+    // The end of a name: `usize` in "expected usize," but not `u8` in "expected u8x".
+    let ends_at = |text: &str, len: usize| {
+        !text[len..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some((at, marker)) = ["expected ", "struct "]
+        .into_iter()
+        .filter_map(|marker| rest.find(marker).map(|at| (at, marker)))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + marker.len()..];
+        if marker == "struct " {
+            let len = after
+                .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .unwrap_or(after.len());
+            out.push_str("a table of settings");
+            rest = &after[len..];
+        } else {
+            out.push_str(marker);
+            rest = match WORDS
+                .iter()
+                .find(|(rust, _)| after.starts_with(rust) && ends_at(after, rust.len()))
+            {
+                Some((rust, words)) => {
+                    out.push_str(words);
+                    &after[rust.len()..]
+                }
+                None => after,
+            };
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn first_line(s: &str) -> String {
@@ -139,5 +199,44 @@ pub mod check {
             key: key.to_string(),
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_serde_message;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Settings {
+        steps: usize,
+        beta: f64,
+        ids: Vec<u32>,
+    }
+
+    #[test]
+    fn serde_messages_lose_their_rust_type_names() {
+        for text in [
+            "steps = -1\nbeta = 1.0\nids = []",
+            "steps = \"x\"\nbeta = 1.0\nids = []",
+            "steps = 1\nbeta = \"x\"\nids = []",
+            "steps = 1\nbeta = 1.0\nids = 3",
+            "steps = 1\nbeta = 1.0\nids = [-2]",
+        ] {
+            let message = toml::from_str::<Settings>(text).unwrap_err().to_string();
+            let plain = plain_serde_message(&message);
+            for rust in ["usize", "f64", "u32", "sequence"] {
+                assert!(!plain.contains(rust), "{message} → {plain}");
+            }
+            assert!(plain.contains("expected a"), "{message} → {plain}");
+        }
+        assert_eq!(
+            plain_serde_message("invalid type: integer, expected struct TrainingSection"),
+            "invalid type: integer, expected a table of settings"
+        );
+        assert_eq!(
+            plain_serde_message("expected u8x, f64"),
+            "expected u8x, f64"
+        );
     }
 }

@@ -21,7 +21,7 @@ pub mod preference;
 pub mod quantity;
 pub mod registry;
 
-pub use config::{ObjectiveConfig, check, defaults_table, parse_config};
+pub use config::{ObjectiveConfig, check, defaults_table, parse_config, plain_serde_message};
 pub use error::{ConfigError, ObjectiveError};
 pub use objective::{Objective, ObjectivePlugin};
 pub use output::{Metrics, ObjectiveOutput};

@@ -11,7 +11,6 @@
 
 use std::time::Instant;
 
-use bapo_data::load_jsonl;
 use bapo_model::{GenerationConfig, LoadedModel, Sampling, generate};
 use burn::module::Module;
 use serde::Serialize;
@@ -194,7 +193,7 @@ pub fn bench_generate(config: &RunConfig, batches: usize) -> Result<BenchResult,
     let t = &config.training;
     let device = t.backend.device(t.device_index)?;
     let model = LoadedModel::open(&config.model.path, &device)?;
-    let dataset = load_jsonl(&config.data.path)?;
+    let dataset = crate::prepare::DataFiles::of(config)?.load(config)?;
     let dataset = match &config.data.user {
         Some(user) => dataset.for_user(user)?,
         None => dataset,

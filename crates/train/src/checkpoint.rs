@@ -65,7 +65,8 @@ pub fn checkpoints_dir(run: &Path) -> PathBuf {
     run.join("checkpoints")
 }
 
-fn step_dir(run: &Path, step: usize) -> PathBuf {
+/// The folder of the checkpoint of `step`.
+pub fn step_dir(run: &Path, step: usize) -> PathBuf {
     checkpoints_dir(run).join(format!("step-{step:06}"))
 }
 
@@ -92,6 +93,19 @@ fn encode(tensors: &BTreeMap<String, TensorData>, path: &Path) -> Result<Vec<u8>
     safetensors::serialize(views, None).map_err(|e| TrainError::safetensors(path, e))
 }
 
+/// The name of the first tensor of `tensors` holding a NaN or an infinity, if any.
+pub fn first_non_finite(tensors: &BTreeMap<String, TensorData>) -> Option<String> {
+    tensors
+        .iter()
+        .find(|(_, data)| {
+            data.as_slice::<f32>()
+                .is_ok_and(|values| values.iter().any(|x| !x.is_finite()))
+        })
+        .map(|(name, _)| name.clone())
+}
+
+/// Reads a safetensors file of a checkpoint: f32 tensors only, every value finite (a NaN
+/// would be resumed, or exported, as trained weights).
 fn decode(path: &Path) -> Result<BTreeMap<String, TensorData>, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     let file = SafeTensors::deserialize(&bytes).map_err(|e| TrainError::safetensors(path, e))?;
@@ -109,6 +123,12 @@ fn decode(path: &Path) -> Result<BTreeMap<String, TensorData>, TrainError> {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        if values.iter().any(|x| !x.is_finite()) {
+            return Err(TrainError::NonFiniteInCheckpoint {
+                path: path.to_path_buf(),
+                name,
+            });
+        }
         out.insert(name, TensorData::new(values, view.shape().to_vec()));
     }
     Ok(out)
@@ -183,6 +203,22 @@ pub fn read(dir: &Path) -> Result<Checkpoint, TrainError> {
     let text = std::fs::read_to_string(&state_path).map_err(|e| TrainError::io(&state_path, e))?;
     let state: CheckpointState =
         serde_json::from_str(&text).map_err(|e| TrainError::json(&state_path, e))?;
+    // The step names the data the run resumes at; its folder's name says which it is (an
+    // edited `step` once resumed at step 299 with the weights of step 200; issue #26).
+    let folder_step = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("step-"))
+        .and_then(|n| n.parse::<usize>().ok());
+    if let Some(folder_step) = folder_step
+        && folder_step != state.step
+    {
+        return Err(TrainError::CheckpointStepMismatch {
+            state: state_path,
+            recorded: state.step,
+            folder_step,
+        });
+    }
     Ok(Checkpoint {
         dir: dir.to_path_buf(),
         state,
@@ -234,10 +270,26 @@ pub fn restore<M: Module>(
     Ok(module)
 }
 
-/// The newest complete checkpoint of `run`, if any.
+/// The newest complete checkpoint of `run`, if any. One that cannot be read is refused,
+/// naming the newest older checkpoint that reads whole, if there is one, to resume from
+/// instead (nothing is removed).
 pub fn latest(run: &Path) -> Result<Option<Checkpoint>, TrainError> {
-    match complete_steps(run)?.into_iter().max() {
-        None => Ok(None),
-        Some(step) => read(&step_dir(run, step)).map(Some),
-    }
+    let mut steps = complete_steps(run)?;
+    steps.sort_unstable();
+    let Some((&newest, older)) = steps.split_last() else {
+        return Ok(None);
+    };
+    let newest = step_dir(run, newest);
+    read(&newest).map(Some).map_err(|error| {
+        let intact = older
+            .iter()
+            .rev()
+            .map(|&step| step_dir(run, step))
+            .find(|dir| read(dir).is_ok());
+        TrainError::DamagedCheckpoint {
+            newest,
+            error: Box::new(error),
+            intact,
+        }
+    })
 }

@@ -65,11 +65,17 @@ pub struct ModelSection {
     pub references: Vec<PathBuf>,
 }
 
-/// `[data]`: preference data in TRL's JSONL formats (docs/data-format.md).
+/// `[data]`: preference data in TRL's formats, in JSONL or Parquet (docs/data-format.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
+    /// A JSONL or Parquet file, or a Hugging Face dataset id (`owner/name[@revision]`).
     pub path: PathBuf,
+    /// The split of a Hugging Face dataset to read. Written out only when not `train`, so
+    /// that the resolved config (and the fingerprint of runs made before the key existed)
+    /// stays the same.
+    #[serde(skip_serializing_if = "is_train")]
+    pub split: String,
     /// Train on this user's preferences only (the `user` field); evaluation covers every user.
     pub user: Option<String>,
     /// Share of entities held out for evaluation (a split by `entity`, never shared).
@@ -89,6 +95,7 @@ impl Default for DataSection {
     fn default() -> Self {
         DataSection {
             path: PathBuf::new(),
+            split: "train".into(),
             user: None,
             test_fraction: 0.1,
             split_seed: 0,
@@ -378,6 +385,10 @@ pub struct OutputSection {
     pub tensorboard: bool,
 }
 
+fn is_train(split: &str) -> bool {
+    split == "train"
+}
+
 fn enabled() -> bool {
     true
 }
@@ -485,7 +496,10 @@ impl Checker<'_> {
             return Err(self.bad("model.path", "missing: a GGUF file or HF folder".into()));
         }
         if config.data.path.as_os_str().is_empty() {
-            return Err(self.bad("data.path", "missing: a JSONL preference file".into()));
+            return Err(self.bad(
+                "data.path",
+                "missing: a JSONL or Parquet preference file, or a Hugging Face dataset id".into(),
+            ));
         }
         if config.output.dir.as_os_str().is_empty() {
             return Err(self.bad("output.dir", "missing: where the run is written".into()));
@@ -494,6 +508,12 @@ impl Checker<'_> {
     }
 
     fn data(&self, data: &DataSection) -> Result<(), ConfigError> {
+        if !bapo_model::hub::is_ref_name(&data.split) {
+            return Err(self.bad(
+                "data.split",
+                format!("{:?} is not a split name (e.g. \"train\")", data.split),
+            ));
+        }
         if !(data.test_fraction >= 0.0 && data.test_fraction < 1.0) {
             return Err(self.bad(
                 "data.test_fraction",
@@ -608,7 +628,7 @@ fn key_error(
     ConfigError::Key {
         source_name: source_name.to_string(),
         key,
-        message: plain_serde_message(e.into_inner().message()),
+        message: bapo_objective::plain_serde_message(e.into_inner().message()),
     }
 }
 
@@ -674,24 +694,6 @@ fn read_part<T: serde::de::DeserializeOwned>(
 }
 
 /// Sets `key` (dotted) to `value` in `table`.
-/// serde's message with the Rust type names a config user never sees replaced
-/// ("expected struct TrainingSection" → "expected a table of settings").
-fn plain_serde_message(message: &str) -> String {
-    let mut out = String::new();
-    let mut rest = message;
-    while let Some(at) = rest.find("struct ") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + "struct ".len()..];
-        let name_len = after
-            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-            .unwrap_or(after.len());
-        out.push_str("a table of settings");
-        rest = &after[name_len..];
-    }
-    out.push_str(rest);
-    out
-}
-
 fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError> {
     let fail = |message: String| ConfigError::Override {
         arg: arg.to_string(),

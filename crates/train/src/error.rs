@@ -75,6 +75,12 @@ pub enum TrainError {
         /// How many rows each reason dropped.
         dropped: BTreeMap<&'static str, usize>,
     },
+    #[error(
+        "`eval.knowledge_probe` = {:?}: no such file (the default, {:?}, is built in; \"\" skips the probe)",
+        .0.display().to_string(),
+        bapo_data::BUILT_IN_PROBE_PATH
+    )]
+    MissingKnowledgeProbe(PathBuf),
     #[error("no training examples left in {} after the user selection and split", .0.display())]
     NoTrainingExamples(PathBuf),
     #[error(
@@ -139,7 +145,17 @@ pub enum TrainError {
         differences: Vec<String>,
     },
     #[error(
-        "{} was written with another config than this run's; it cannot be resumed or written into this run's logs",
+        "{}: this run's copy of its config cannot be read ({message}); it was edited or damaged: restore it, or choose another `output.dir`; nothing was touched",
+        .config.display()
+    )]
+    RunConfigUnreadable { config: PathBuf, message: String },
+    #[error(
+        "`output.dir` {} is not a run (no config.toml): `eval --write` writes into a run's logs; train it first, or leave out --write",
+        .0.display()
+    )]
+    NoRunToWrite(PathBuf),
+    #[error(
+        "{} was written with another config than this run's; it cannot be resumed or written into this run's logs (a checkpoint written before bapo let a resume change `data.path`, `anchors.cache_dir` or `anchors.decode_batch` needs their old values)",
         .0.display()
     )]
     CheckpointOfAnotherConfig(PathBuf),
@@ -149,7 +165,7 @@ pub enum TrainError {
     )]
     AlreadyFinished { run: PathBuf, total_steps: usize },
     #[error(
-        "`{key}` {} has changed since {} was written (sha256 {then} then, {now} now); resume needs the same file, or start a new run",
+        "`{key}` {} has changed since {} was written: it holds other bytes than that checkpoint was trained on (sha256 {then} then, {now} now); resume needs the same content, or start a new run",
         .path.display(),
         .checkpoint.display()
     )]
@@ -189,6 +205,33 @@ pub enum TrainError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "{}: tensor `{name}` holds NaN or infinite values; the checkpoint cannot be resumed, evaluated or exported",
+        .path.display()
+    )]
+    NonFiniteInCheckpoint { path: PathBuf, name: String },
+    #[error(
+        "{}: `step` is {recorded} but the folder is the checkpoint of step {folder_step}; the file was edited: restore it",
+        .state.display()
+    )]
+    CheckpointStepMismatch {
+        state: PathBuf,
+        recorded: usize,
+        folder_step: usize,
+    },
+    #[error(
+        "the newest checkpoint {} cannot be used: {error}; {}",
+        .newest.display(),
+        match intact {
+            Some(dir) => format!("the older checkpoint {} reads whole: move {} out of the checkpoints folder to resume from it", dir.display(), .newest.display()),
+            None => "no older checkpoint reads whole".to_string(),
+        }
+    )]
+    DamagedCheckpoint {
+        newest: PathBuf,
+        error: Box<TrainError>,
+        intact: Option<PathBuf>,
+    },
     #[error("checkpoint {}: {source}", .checkpoint.display())]
     Parameters {
         checkpoint: PathBuf,
@@ -222,6 +265,15 @@ pub enum TrainError {
         what: String,
         data: PathBuf,
         lines: Vec<usize>,
+        checkpoint: Option<PathBuf>,
+    },
+    #[error(
+        "step {step}: the trained weight `{tensor}` holds NaN or infinite values; training stopped without writing its checkpoint; {}",
+        match checkpoint { Some(c) => format!("the last good checkpoint is {}", c.display()), None => "there is no earlier checkpoint".to_string() }
+    )]
+    NonFiniteWeights {
+        step: usize,
+        tensor: String,
         checkpoint: Option<PathBuf>,
     },
     #[error("bench step {step}: the {what} is not finite")]

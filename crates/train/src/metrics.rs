@@ -187,15 +187,19 @@ impl RunLogs {
         keep_eval: Option<usize>,
         tensorboard: bool,
     ) -> Result<RunLogs, TrainError> {
+        // TensorBoard's folder first: a start that fails on it (a file named `tensorboard` in
+        // the way) must leave no metrics.jsonl, which would make the next start count as a
+        // run to resume (issue #26).
+        let tensorboard = if tensorboard {
+            Some(EventWriter::create(&run.join("tensorboard"))?)
+        } else {
+            None
+        };
         Ok(RunLogs {
             metrics: JsonLog::open(&run.join("metrics.jsonl"), keep_metrics)?,
             eval: JsonLog::open(&run.join("eval.jsonl"), keep_eval)?,
             items: JsonLog::open(&run.join("eval_items.jsonl"), keep_eval)?,
-            tensorboard: if tensorboard {
-                Some(EventWriter::create(&run.join("tensorboard"))?)
-            } else {
-                None
-            },
+            tensorboard,
         })
     }
 

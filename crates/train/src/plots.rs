@@ -18,25 +18,37 @@ const FONT_CANDIDATES: [&str; 5] = [
     "/Library/Fonts/Arial.ttf",
 ];
 
-/// Registers a font once; the error says how to get one.
-fn font() -> Result<(), String> {
-    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+/// Registers a font once; the error says how to get one. A font the user named in
+/// `BAPO_PLOT_FONT` that cannot be used is an error of its own: it once skipped the plots
+/// with a note that read like a missing system font (issue #26).
+fn font() -> Result<(), PlotError> {
+    static REGISTERED: OnceLock<Result<(), PlotError>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
-            let path = std::env::var_os("BAPO_PLOT_FONT")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    FONT_CANDIDATES
-                        .iter()
-                        .map(PathBuf::from)
-                        .find(|p| p.exists())
-                })
-                .ok_or("no TrueType font found: set BAPO_PLOT_FONT to a .ttf file, or install fonts-dejavu-core")?;
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let (path, named) = match std::env::var_os("BAPO_PLOT_FONT") {
+                Some(path) => (PathBuf::from(path), true),
+                None => FONT_CANDIDATES
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.exists())
+                    .map(|p| (p, false))
+                    .ok_or(PlotError::NoFont("no TrueType font found: set BAPO_PLOT_FONT to a .ttf file, or install fonts-dejavu-core".into()))?,
+            };
+            let fail = |why: String| {
+                if named {
+                    PlotError::BadFont(format!(
+                        "BAPO_PLOT_FONT={}: {why}; name a .ttf file, or unset it to use the system's fonts",
+                        path.display()
+                    ))
+                } else {
+                    PlotError::NoFont(format!("{}: {why}", path.display()))
+                }
+            };
+            let bytes = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;
             // plotters keeps the font for the life of the process.
             let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
             plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-                .map_err(|_| format!("{}: not a usable TrueType font", path.display()))
+                .map_err(|_| fail("not a usable TrueType font".into()))
         })
         .clone()
 }
@@ -46,6 +58,8 @@ fn font() -> Result<(), String> {
 pub enum PlotError {
     /// No font to draw text with: the plots are skipped (a note, not a failure).
     NoFont(String),
+    /// The font `BAPO_PLOT_FONT` names cannot be used: the user asked for plots in it.
+    BadFont(String),
     /// A plot could not be drawn or written (e.g. a full disk): the run did not write
     /// everything it should.
     Write(String),
@@ -54,7 +68,7 @@ pub enum PlotError {
 impl std::fmt::Display for PlotError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PlotError::NoFont(m) | PlotError::Write(m) => f.write_str(m),
+            PlotError::NoFont(m) | PlotError::BadFont(m) | PlotError::Write(m) => f.write_str(m),
         }
     }
 }
@@ -66,7 +80,7 @@ const HEIGHT: u32 = 420;
 /// points) into `<run>/plots/`; returns the files written. Each PNG is drawn in memory,
 /// written beside its place and renamed, so a failed write never leaves a truncated plot.
 pub fn write_plots(run: &Path) -> Result<Vec<PathBuf>, PlotError> {
-    font().map_err(PlotError::NoFont)?;
+    font()?;
     let dir = run.join("plots");
     std::fs::create_dir_all(&dir)
         .map_err(|e| PlotError::Write(format!("{}: {e}", dir.display())))?;

@@ -2,6 +2,7 @@
 //! split by entity), anchors for the training and held-out examples, evaluation sets.
 //! `bapo anchors` runs exactly this and stops.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bapo_anchors::{
@@ -9,14 +10,16 @@ use bapo_anchors::{
     check_same_tokenizer, compute_anchor_sets, examples_sha256, file_sha256, model_sha256,
 };
 use bapo_data::{
-    Dataset, DroppedRow, ProbeItem, Tokenization, TokenizedExample, TruncationSettings,
-    load_fact_sample, load_hhh_alignment, load_jsonl, load_knowledge_probe, load_multiple_choice,
-    split_by_entity, tokenize_dataset,
+    BUILT_IN_PROBE_PATH, Dataset, DroppedRow, ProbeItem, Tokenization, TokenizedExample,
+    TruncationSettings, built_in_knowledge_probe, load_fact_sample, load_hhh_alignment,
+    load_knowledge_probe, load_multiple_choice, load_preference_files, split_by_entity,
+    tokenize_dataset,
 };
 use bapo_model::{CausalLm, LoadedModel};
 use bapo_objective::{Needs, Objective, registry};
 use burn::module::Module;
 use burn::tensor::Device;
+use sha2::{Digest, Sha256};
 
 use crate::TrainError;
 use crate::config::RunConfig;
@@ -110,11 +113,62 @@ struct DataSplit {
     summary: Vec<String>,
 }
 
+/// The files `data.path` names, and their hash (what checkpoints and anchor caches record).
+pub(crate) struct DataFiles {
+    pub files: Vec<PathBuf>,
+    pub sha256: String,
+}
+
+impl DataFiles {
+    /// The file `data.path` is (JSONL or Parquet), or the Parquet files of split `data.split`
+    /// of the Hugging Face dataset it names (from the hub cache, downloaded unless offline). A
+    /// path that exists is a path, and so is one named like a data file (`.jsonl`, `.json`,
+    /// `.parquet`): its read then says it is missing.
+    pub fn of(config: &RunConfig) -> Result<DataFiles, TrainError> {
+        let path = &config.data.path;
+        let named_like_a_file = path.extension().is_some_and(|e| {
+            ["jsonl", "json", "parquet"]
+                .iter()
+                .any(|known| e.eq_ignore_ascii_case(known))
+        });
+        let dataset = (!path.exists() && !named_like_a_file)
+            .then(|| path.to_str())
+            .flatten()
+            .and_then(|spec| bapo_model::hub::resolve_dataset(spec, &config.data.split));
+        let files = match dataset {
+            Some(files) => files?,
+            None => vec![path.clone()],
+        };
+        // One file's hash is its own (as before datasets by id); several files' is the hash of
+        // their hashes in order.
+        let sha256 = match files.as_slice() {
+            [one] => file_sha256(one)?,
+            many => {
+                let mut hasher = Sha256::new();
+                for file in many {
+                    hasher.update(file_sha256(file)?.as_bytes());
+                }
+                format!("{:x}", hasher.finalize())
+            }
+        };
+        Ok(DataFiles { files, sha256 })
+    }
+
+    /// The preference examples of the files (`data.path` names them in later messages).
+    pub fn load(&self, config: &RunConfig) -> Result<bapo_data::Dataset, TrainError> {
+        Ok(load_preference_files(&self.files, &config.data.path)?)
+    }
+}
+
 /// Reads, validates and tokenises the data, splits it by entity (the split covers every
 /// user, so no entity seen in training is ever evaluated), then restricts training to the
 /// chosen user.
-fn split_data(config: &RunConfig, model: &LoadedModel) -> Result<DataSplit, TrainError> {
-    let dataset = load_jsonl(&config.data.path)?;
+fn split_data(
+    config: &RunConfig,
+    data: &DataFiles,
+    model: &LoadedModel,
+) -> Result<DataSplit, TrainError> {
+    let dataset = data.load(config)?;
     let mut summary = Vec::new();
     for (reason, count) in dataset.drop_counts() {
         summary.push(format!("dropped {count} rows: {}", reason.describe()));
@@ -193,6 +247,12 @@ fn split_data(config: &RunConfig, model: &LoadedModel) -> Result<DataSplit, Trai
         }
     }
 
+    if held_out.is_empty() {
+        summary.push(format!(
+            "warning: no pair is held out (`data.test_fraction` = {}, `eval.examples_per_user` = {}): the evaluations have no preference metrics, and without knowledge sets they score nothing",
+            config.data.test_fraction, config.eval.examples_per_user
+        ));
+    }
     Ok(DataSplit {
         train_rows,
         held_out: held_out.into_iter().collect(),
@@ -357,6 +417,19 @@ fn add_knowledge_sets(
     Ok(())
 }
 
+/// The probe `eval.knowledge_probe` names: its file, or, for the default path with no such
+/// file in the working directory (a run configured outside the project), the copy built into
+/// the binary.
+fn knowledge_probe(path: &Path) -> Result<Vec<ProbeItem>, TrainError> {
+    if path.exists() {
+        Ok(load_knowledge_probe(path)?)
+    } else if path == Path::new(BUILT_IN_PROBE_PATH) {
+        Ok(built_in_knowledge_probe()?)
+    } else {
+        Err(TrainError::MissingKnowledgeProbe(path.to_path_buf()))
+    }
+}
+
 /// The country-knowledge probe: `eval.country_facts` items spread over the file, never about a
 /// country the run trains on, each labelled with its country (its cluster) and whether its
 /// answer occurs in the training text anyway (a neighbour or a subregion named in a trained
@@ -371,7 +444,7 @@ fn add_country_probe(
         .iter()
         .filter_map(|a| a.tokens.entity.as_deref())
         .collect();
-    let items: Vec<ProbeItem> = load_knowledge_probe(&config.eval.knowledge_probe)?
+    let items: Vec<ProbeItem> = knowledge_probe(&config.eval.knowledge_probe)?
         .into_iter()
         .filter(|p| !trained.contains(p.entity.as_str()))
         .collect();
@@ -496,6 +569,7 @@ pub fn prepare(
         t.backend
     ));
     let model = LoadedModel::open(&config.model.path, &train_device)?;
+    let data = DataFiles::of(config)?;
     check_lengths(config, &model)?;
     let reference = model.model.valid();
 
@@ -503,7 +577,7 @@ pub fn prepare(
         train_rows,
         held_out,
         mut summary,
-    } = split_data(config, &model)?;
+    } = split_data(config, &data, &model)?;
 
     // Anchors.
     let a = &config.anchors;
@@ -521,7 +595,7 @@ pub fn prepare(
             max: crate::config::MAX_ANCHORS,
         });
     }
-    let data_sha = file_sha256(&config.data.path)?;
+    let data_sha = data.sha256.clone();
     let policy_sha = model_sha256(&config.model.path)?;
     let job = AnchorJob {
         config,

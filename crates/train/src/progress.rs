@@ -1,7 +1,12 @@
 //! Progress bars and status lines on stderr. Bars draw only on a terminal (indicatif hides
-//! them elsewhere), so logs in CI stay readable; status lines are always printed unless quiet.
+//! them elsewhere), so logs in CI stay readable; status lines are always printed unless
+//! quiet, and warnings even then.
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// How a line that is a warning starts: something odd but allowed that the user should see,
+/// `--quiet` or not.
+pub const WARNING: &str = "warning:";
 
 /// Where progress goes.
 #[derive(Debug, Clone, Copy)]
@@ -10,10 +15,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A status line.
+    /// A status line; a warning (a line starting `warning:`) is printed even when quiet.
     pub fn line(&self, text: impl AsRef<str>) {
-        if !self.quiet {
-            eprintln!("{}", text.as_ref());
+        let text = text.as_ref();
+        if !self.quiet || text.starts_with(WARNING) {
+            eprintln!("{text}");
         }
     }
 

@@ -109,7 +109,13 @@ fn open_run(
     if options.resume && config_copy.exists() {
         let previous =
             std::fs::read_to_string(&config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
-        let differences = rundir::config_differences(&previous, config_text);
+        let differences =
+            rundir::config_differences(&previous, config_text).map_err(|message| {
+                TrainError::RunConfigUnreadable {
+                    config: config_copy.clone(),
+                    message,
+                }
+            })?;
         if !differences.is_empty() {
             return Err(TrainError::ResumeWithAnotherConfig {
                 config: config_copy,
@@ -126,7 +132,6 @@ fn open_run(
 /// run killed before its first one.
 fn resume(
     config: &RunConfig,
-    (config_text, config_sha): (&str, &str),
     policy: CausalLm,
     optimizer: &mut AdamW,
     prepared: &Prepared,
@@ -151,7 +156,7 @@ fn resume(
         }
         return Ok((policy, None));
     };
-    check_checkpoint_of_this_run(config, (config_text, config_sha), &ck, prepared)?;
+    check_checkpoint_of_this_run(config, &ck, prepared)?;
     let policy = checkpoint::restore(&ck, policy, optimizer, &prepared.device)?;
     let step = ck.state.step;
     if step >= total_steps && rundir::is_finished(run) {
@@ -223,23 +228,20 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     for line in &prepared.summary {
         progress.line(line);
     }
-    let config_copy = run.join("config.toml");
-    let partial = run.join("config.toml.partial");
-    std::fs::write(&partial, &config_text).map_err(|e| TrainError::io(&partial, e))?;
-    std::fs::rename(&partial, &config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
-
     let mut policy = build_policy(config, &prepared.model.model, &prepared.train_device)?;
     let mut optimizer = AdamW::new(config.optimizer.clone());
     let t = &config.training;
     let examples = prepared.train.len();
     let (per_step, total_steps) = step_counts(t, examples)?;
+    if let Some(warning) = warmup_warning(config, total_steps) {
+        progress.line(warning);
+    }
 
     let mut start_step = 0;
     let mut checkpoint_found = false;
     if options.resume {
         let resumed = resume(
             config,
-            (&config_text, &config_sha),
             policy,
             &mut optimizer,
             &prepared,
@@ -252,6 +254,12 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             checkpoint_found = true;
         }
     }
+    // The run's copy of its config, once a resume is accepted: a refused one leaves it as it
+    // was (the keys a resume may change are written anew).
+    let config_copy = run.join("config.toml");
+    let partial = run.join("config.toml.partial");
+    std::fs::write(&partial, &config_text).map_err(|e| TrainError::io(&partial, e))?;
+    std::fs::rename(&partial, &config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
     // Logs keep what the checkpoint covers; an end-phase-only resume redoes the final
     // evaluation, so its row (if the killed run wrote it) goes.
     let end_phase_only = start_step >= total_steps;
@@ -387,15 +395,12 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
 
         let interval = |n: usize| n > 0 && done % n == 0 && done < total_steps;
         if interval(config.checkpoint.interval) {
-            write_checkpoint(
-                config,
-                &run,
-                done,
-                &policy,
-                &optimizer,
-                &config_sha,
-                &prepared,
-            )?;
+            let at = CheckpointAt {
+                step: done,
+                config_sha: &config_sha,
+                last_good: last_checkpoint,
+            };
+            write_checkpoint(config, at, &policy, &optimizer, &prepared)?;
             last_checkpoint = Some(done);
         }
         if interval(config.eval.interval) {
@@ -404,15 +409,12 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     }
     bar.finish_and_clear();
     if !end_phase_only {
-        let final_dir = write_checkpoint(
-            config,
-            &run,
-            total_steps,
-            &policy,
-            &optimizer,
-            &config_sha,
-            &prepared,
-        )?;
+        let at = CheckpointAt {
+            step: total_steps,
+            config_sha: &config_sha,
+            last_good: last_checkpoint,
+        };
+        let final_dir = write_checkpoint(config, at, &policy, &optimizer, &prepared)?;
         progress.line(format!("checkpoint: {}", final_dir.display()));
     }
 
@@ -463,7 +465,7 @@ fn finish(
         // A missing font is a note; a plot that could not be written fails the run, whose
         // end phase `--resume` then finishes.
         Err(plots::PlotError::NoFont(e)) => progress.line(format!("plots skipped: {e}")),
-        Err(plots::PlotError::Write(e)) => {
+        Err(plots::PlotError::Write(e) | plots::PlotError::BadFont(e)) => {
             return Err(TrainError::Io {
                 path: run.join("plots"),
                 message: format!(
@@ -499,14 +501,18 @@ fn finish(
 /// that has changed since.
 fn check_checkpoint_of_this_run(
     config: &RunConfig,
-    (config_text, config_sha): (&str, &str),
     ck: &checkpoint::Checkpoint,
     prepared: &Prepared,
 ) -> Result<(), TrainError> {
-    // Runs written before the fingerprint left `output.dir` out recorded the whole config's
-    // hash: accepted when reached through the same path.
-    let legacy = sha256_hex(config_text);
-    if ck.state.config_sha256 != config_sha && ck.state.config_sha256 != legacy {
+    let recorded = &ck.state.config_sha256;
+    // The data's path is out of the fingerprint because the checkpoint has the data's hash;
+    // one written before it recorded that hash resumes only from the same path.
+    let current = *recorded == sha256_hex(&rundir::fingerprint_text(config))
+        && ck.state.data_sha256.is_some();
+    let earlier = rundir::earlier_fingerprint_texts(config)
+        .iter()
+        .any(|text| *recorded == sha256_hex(text));
+    if !current && !earlier {
         return Err(TrainError::CheckpointOfAnotherConfig(ck.dir.clone()));
     }
     check_inputs_unchanged(config, ck, prepared)
@@ -601,6 +607,26 @@ fn step_counts(
     Ok((per_step, total))
 }
 
+/// A warning when `schedule.warmup_steps` reaches past the run's steps: the learning rate
+/// never gets to `optimizer.learning_rate` (issue #26: 1,000 warmup steps of a 50-step run
+/// trained at 5% of it without a word).
+fn warmup_warning(config: &RunConfig, total_steps: usize) -> Option<String> {
+    let warmup = config.schedule.warmup_steps;
+    (warmup >= total_steps && warmup > 0).then(|| {
+        let peak = learning_rate(
+            config.schedule.kind,
+            config.optimizer.learning_rate,
+            total_steps.saturating_sub(1),
+            warmup,
+            total_steps,
+        );
+        format!(
+            "warning: `schedule.warmup_steps` = {warmup} is not less than the run's {total_steps} steps: the learning rate never reaches `optimizer.learning_rate` = {:e} (at most {peak:.2e})",
+            config.optimizer.learning_rate
+        )
+    })
+}
+
 /// The data cursor: position `p` of the stream of examples is example
 /// `epoch_order(epoch = p / N)[p % N]`, so a step's batch depends on the step alone.
 struct DataOrder {
@@ -635,31 +661,50 @@ fn non_finite(
         what: what.to_string(),
         data: config.data.path.clone(),
         lines,
-        checkpoint: last_checkpoint
-            .map(|s| checkpoint::checkpoints_dir(&config.output.dir).join(format!("step-{s:06}"))),
+        checkpoint: last_checkpoint.map(|s| checkpoint::step_dir(&config.output.dir, s)),
     }
 }
 
+/// Which checkpoint [`write_checkpoint`] writes: its step, the config's fingerprint, and the
+/// run's last good checkpoint before it (named when this one cannot be written).
+struct CheckpointAt<'a> {
+    step: usize,
+    config_sha: &'a str,
+    last_good: Option<usize>,
+}
+
+/// Writes the checkpoint of `at.step`; refuses weights that are not finite, which would be
+/// resumed and exported as if trained (issue #26: one was called "the last good checkpoint").
 fn write_checkpoint(
     config: &RunConfig,
-    run: &Path,
-    step: usize,
+    at: CheckpointAt<'_>,
     policy: &CausalLm,
     optimizer: &AdamW,
-    config_sha: &str,
     prepared: &Prepared,
 ) -> Result<PathBuf, TrainError> {
+    let parameters = trainable_parameters(policy);
     let (moments, optimizer_steps) = optimizer.state_tensors();
+    if let Some(tensor) =
+        checkpoint::first_non_finite(&parameters).or_else(|| checkpoint::first_non_finite(&moments))
+    {
+        return Err(TrainError::NonFiniteWeights {
+            step: at.step,
+            tensor,
+            checkpoint: at
+                .last_good
+                .map(|s| checkpoint::step_dir(&config.output.dir, s)),
+        });
+    }
     checkpoint::write(
-        run,
+        &config.output.dir,
         &CheckpointState {
-            step,
+            step: at.step,
             optimizer_steps,
-            config_sha256: config_sha.to_string(),
+            config_sha256: at.config_sha.to_string(),
             data_sha256: Some(prepared.data_sha256.clone()),
             model_sha256: Some(prepared.model_sha256.clone()),
         },
-        &trainable_parameters(policy),
+        &parameters,
         &moments,
         config.checkpoint.keep,
     )
@@ -818,6 +863,11 @@ pub fn evaluate_run(
     write: bool,
 ) -> Result<String, TrainError> {
     let progress = Progress { quiet };
+    // The run's logs are written into, not made: a missing run is not created (issue #26).
+    let run_config = config.output.dir.join("config.toml");
+    if write && !run_config.exists() {
+        return Err(TrainError::NoRunToWrite(config.output.dir.clone()));
+    }
     // Taken first: a run being trained is not evaluated into.
     let _lock = write
         .then(|| rundir::RunLock::acquire(&config.output.dir))
@@ -827,9 +877,7 @@ pub fn evaluate_run(
     if write {
         // Its evaluation goes into this run's logs at its step: another run's checkpoint
         // would replace this run's row with a stranger's (issue #26).
-        let config_text = config.to_toml();
-        let config_sha = sha256_hex(&rundir::fingerprint_text(config));
-        check_checkpoint_of_this_run(config, (&config_text, &config_sha), &ck, &prepared)?;
+        check_checkpoint_of_this_run(config, &ck, &prepared)?;
     }
     let policy = ck.load_parameters(build_policy(
         config,

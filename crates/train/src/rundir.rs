@@ -100,37 +100,66 @@ impl RunLock {
     }
 }
 
-/// The config's text without the `[output]` keys (where the run is, and whether it also
-/// writes TensorBoard files): what a checkpoint records, so that a run moved or reached
-/// through another path still resumes.
+/// Keys a resume, or `bapo eval --write`, may change: where the run and its anchor cache are,
+/// whether it writes TensorBoard files, how many rows generation decodes together (a speed
+/// setting: the anchors do not depend on it), and the data file's path, whose contents a
+/// checkpoint compares by hash instead. Resumes were refused for each of these (issue #26).
+pub const RELOCATABLE_KEYS: [&str; 5] = [
+    "output.dir",
+    "output.tensorboard",
+    "data.path",
+    "anchors.cache_dir",
+    "anchors.decode_batch",
+];
+
+/// What a checkpoint records of its run's config: the config's text with the
+/// [`RELOCATABLE_KEYS`] set to fixed values, so that a run moved, reached through another
+/// path or resumed on the same data at another path still resumes.
 pub fn fingerprint_text(config: &RunConfig) -> String {
     let mut located = config.clone();
     located.output.dir = PathBuf::new();
     located.output.tensorboard = true;
+    located.data.path = PathBuf::new();
+    located.anchors.cache_dir = PathBuf::new();
+    located.anchors.decode_batch = crate::config::AnchorSection::default().decode_batch;
     located.to_toml()
 }
 
-/// The keys whose values differ between two configs' texts (`[output]` left out), each as
-/// `key: old → new`; empty when they agree.
-pub fn config_differences(previous: &str, current: &str) -> Vec<String> {
-    let flat = |text: &str| -> BTreeMap<String, String> {
+/// The fingerprints that checkpoints of earlier versions recorded for `config`, newest first:
+/// the config with only the `[output]` keys reset (before issue #26), then the whole config
+/// (before a moved run could resume). Such a checkpoint resumes only from where it was made.
+pub fn earlier_fingerprint_texts(config: &RunConfig) -> [String; 2] {
+    let mut located = config.clone();
+    located.output.dir = PathBuf::new();
+    located.output.tensorboard = true;
+    [located.to_toml(), config.to_toml()]
+}
+
+/// The keys whose values differ between two configs' texts (the [`RELOCATABLE_KEYS`] left
+/// out), each as `key: old → new`; empty when they agree. `previous` is the run's copy, which
+/// a user may have edited: text that is not TOML is an error, with the parser's words.
+pub fn config_differences(previous: &str, current: &str) -> Result<Vec<String>, String> {
+    let flat = |text: &str| -> Result<BTreeMap<String, String>, String> {
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| e.to_string().trim().to_string())?;
         let mut out = BTreeMap::new();
-        if let Ok(table) = text.parse::<toml::Table>() {
-            flatten("", &toml::Value::Table(table), &mut out);
+        flatten("", &toml::Value::Table(table), &mut out);
+        for key in RELOCATABLE_KEYS {
+            out.remove(key);
         }
-        out.remove("output.dir");
-        out.remove("output.tensorboard");
-        out
+        Ok(out)
     };
-    let (before, after) = (flat(previous), flat(current));
+    let (before, after) = (flat(previous)?, flat(current)?);
     let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-    keys.into_iter()
+    Ok(keys
+        .into_iter()
         .filter(|k| before.get(*k) != after.get(*k))
         .map(|k| {
             let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(unset)".into());
             format!("{k}: {} → {}", show(before.get(k)), show(after.get(k)))
         })
-        .collect()
+        .collect())
 }
 
 fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
@@ -203,7 +232,15 @@ mod tests {
     fn differences_name_the_keys_and_leave_the_location_out() {
         let a = "[training]\nseed = 0\nepochs = 2\n[output]\ndir = \"runs/a\"\n";
         let b = "[training]\nseed = 1\nepochs = 2\n[output]\ndir = \"runs/b\"\n";
-        assert_eq!(config_differences(a, b), ["training.seed: 0 → 1"]);
-        assert!(config_differences(a, &a.replace("runs/a", "elsewhere")).is_empty());
+        assert_eq!(config_differences(a, b).unwrap(), ["training.seed: 0 → 1"]);
+        assert!(
+            config_differences(a, &a.replace("runs/a", "elsewhere"))
+                .unwrap()
+                .is_empty()
+        );
+        // The keys a resume may change, and a copy that is not TOML.
+        let moved = format!("{a}[data]\npath = \"x.jsonl\"\n[anchors]\ndecode_batch = 3\n");
+        assert!(config_differences(a, &moved).unwrap().is_empty());
+        assert!(config_differences("[training\n", a).is_err());
     }
 }
