@@ -277,11 +277,14 @@ pub fn load_jsonl(path: &Path) -> Result<Dataset, DataError> {
     examples_of_rows(path, rows)
 }
 
-/// The dataset of `path` from its rows (line or row number, and the row as a JSON object):
-/// each validated, all of one kind, those with an empty completion dropped and counted.
+/// A row of a preference file: its line (or Parquet row) number, and its fields.
+pub(crate) type NumberedRow = (usize, serde_json::Map<String, Value>);
+
+/// The dataset of `path` from its rows: each validated, all of one kind, those with an empty
+/// completion dropped and counted.
 fn examples_of_rows(
     path: &Path,
-    rows: impl Iterator<Item = Result<(usize, serde_json::Map<String, Value>), DataError>>,
+    rows: impl Iterator<Item = Result<NumberedRow, DataError>>,
 ) -> Result<Dataset, DataError> {
     let mut examples = Vec::new();
     let mut dropped = Vec::new();

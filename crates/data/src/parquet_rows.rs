@@ -10,14 +10,14 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::{Field, Row};
 use serde_json::{Map, Number, Value};
 
-use crate::format::DataError;
+use crate::format::{DataError, NumberedRow};
 
 /// The columns a preference row is read from; others (ids, scores, images) are left alone.
 const COLUMNS: [&str; 6] = ["prompt", "chosen", "rejected", "user", "entity", "base"];
 
 /// The rows of the Parquet file at `path`, numbered from 1, with the [`COLUMNS`] it has. A
 /// null column is left out of its row, as a JSONL line leaves out a key it does not have.
-pub(crate) fn read_rows(path: &Path) -> Result<Vec<(usize, Map<String, Value>)>, DataError> {
+pub(crate) fn read_rows(path: &Path) -> Result<Vec<NumberedRow>, DataError> {
     let file_error = |message: String| DataError::Io {
         path: path.to_path_buf(),
         message,
