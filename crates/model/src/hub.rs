@@ -196,9 +196,10 @@ pub fn resolve_dataset_in(
     offline: bool,
 ) -> Option<Result<Vec<PathBuf>, ModelError>> {
     let (id, revision) = ModelId::split(spec)?;
+    // A mistyped local file or folder reads as an id too: say what it is as a path.
     let fail = |message: String| ModelError::Io {
         path: PathBuf::from(spec),
-        message,
+        message: format!("{message}{}", as_a_path(Path::new(spec))),
     };
     if !is_ref_name(revision) {
         return Some(Err(fail(format!(

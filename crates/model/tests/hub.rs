@@ -157,12 +157,19 @@ fn an_incomplete_or_unknown_id_offline_is_refused_naming_the_cache() {
     let err = resolve_in(Path::new(&mistyped), &cache, true)
         .unwrap_err()
         .to_string();
+    // The same for a dataset id (`data.path`).
+    let dataset_err = bapo_model::hub::resolve_dataset_in(&mistyped, "train", &cache, true)
+        .unwrap()
+        .unwrap_err()
+        .to_string();
     std::fs::remove_dir_all(&models).ok();
-    assert!(
-        err.contains("HF_HUB_OFFLINE")
-            && err.contains(&format!("the folder {models} exists but has no \"smol\"")),
-        "{err}"
-    );
+    for err in [err, dataset_err] {
+        assert!(
+            err.contains("HF_HUB_OFFLINE")
+                && err.contains(&format!("the folder {models} exists but has no \"smol\"")),
+            "{err}"
+        );
+    }
     let err = resolve_in(Path::new("no/such/file.gguf"), &cache, true)
         .unwrap_err()
         .to_string();
