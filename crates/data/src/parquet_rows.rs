@@ -61,26 +61,19 @@ fn columns(
     row: &Row,
     at: &dyn Fn(&str, &str) -> DataError,
 ) -> Result<Map<String, Value>, DataError> {
-    let mut out = Map::new();
-    for (name, field) in row.get_column_iter() {
-        if COLUMNS.contains(&name.as_str()) {
-            let value = value(field, name, at)?;
-            if !value.is_null() {
-                out.insert(name.clone(), value);
-            }
-        }
-    }
-    Ok(out)
+    fields(row, "", &|name| COLUMNS.contains(&name), at)
 }
 
-/// A struct value as a JSON object; `prefix` names where it is (`chosen[0].`).
-fn object(
+/// The fields of a row or struct value that `wanted` names, as a JSON object, null ones left
+/// out; `prefix` names where they are (`chosen[0].`).
+fn fields(
     row: &Row,
     prefix: &str,
+    wanted: &dyn Fn(&str) -> bool,
     at: &dyn Fn(&str, &str) -> DataError,
 ) -> Result<Map<String, Value>, DataError> {
     let mut out = Map::new();
-    for (name, field) in row.get_column_iter() {
+    for (name, field) in row.get_column_iter().filter(|(name, _)| wanted(name)) {
         let value = value(field, &format!("{prefix}{name}"), at)?;
         if !value.is_null() {
             out.insert(name.clone(), value);
@@ -110,7 +103,7 @@ fn value(
         Field::Float(x) => number(Number::from_f64(f64::from(*x))),
         Field::Double(x) => number(Number::from_f64(*x)),
         Field::Str(text) => Value::String(text.clone()),
-        Field::Group(row) => Value::Object(object(row, &format!("{column}."), at)?),
+        Field::Group(row) => Value::Object(fields(row, &format!("{column}."), &|_| true, at)?),
         Field::ListInternal(list) => Value::Array(
             list.elements()
                 .iter()
