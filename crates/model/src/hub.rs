@@ -320,18 +320,17 @@ fn cached_split(dataset: &ModelId, split: &str, cache: &Path) -> (PathBuf, Vec<P
 /// Downloads the Parquet files of `split` of `dataset` into the cache.
 fn download_split(dataset: &ModelId, split: &str, cache: &Path) -> Result<Vec<PathBuf>, String> {
     let fail = |what: &str, e: String| {
-        format!(
-            "downloading {what} of dataset `{}` (revision {}) from the Hugging Face hub: {e}; \
-             with HF_HUB_OFFLINE=1 only the hub cache {} is used",
-            dataset.id,
-            dataset.revision,
-            cache.display()
+        download_failure(
+            &format!("dataset `{}`", dataset.id),
+            dataset,
+            what,
+            &e,
+            cache,
         )
     };
-    let api = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache.to_path_buf()))
-        .build()
-        .map_err(|e| fail("anything", e.to_string()))?;
-    let remote = api.repo(dataset_repo(dataset));
+    let remote = hub_api(cache)
+        .map_err(|e| fail("anything", e.to_string()))?
+        .repo(dataset_repo(dataset));
     let info = remote
         .info()
         .map_err(|e| fail("the file list", e.to_string()))?;
@@ -408,22 +407,31 @@ fn shards(index: &Path) -> Option<Vec<String>> {
     Some(files)
 }
 
+/// The hub client, downloading into `cache`.
+fn hub_api(cache: &Path) -> Result<hf_hub::api::sync::Api, hf_hub::api::sync::ApiError> {
+    hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache.to_path_buf())).build()
+}
+
+/// Why downloading `what` of the repository `name` (at `at`'s revision) failed, and that
+/// HF_HUB_OFFLINE keeps to the cache.
+fn download_failure(name: &str, at: &ModelId, what: &str, error: &str, cache: &Path) -> String {
+    format!(
+        "downloading {what} of {name} (revision {}) from the Hugging Face hub: {error}; with \
+         HF_HUB_OFFLINE=1 only the hub cache {} is used",
+        at.revision,
+        cache.display()
+    )
+}
+
 /// Downloads what `model` needs into the cache; returns its snapshot folder.
 fn download(model: &ModelId, cache: &Path) -> Result<PathBuf, ModelError> {
     let fail = |file: &str, e: String| ModelError::Io {
         path: PathBuf::from(&model.id),
-        message: format!(
-            "downloading {file} of `{}` (revision {}) from the Hugging Face hub: {e}; with \
-             HF_HUB_OFFLINE=1 only the hub cache {} is used",
-            model.id,
-            model.revision,
-            cache.display()
-        ),
+        message: download_failure(&format!("`{}`", model.id), model, file, &e, cache),
     };
-    let api = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache.to_path_buf()))
-        .build()
-        .map_err(|e| fail("anything", e.to_string()))?;
-    let remote = api.repo(repo(model));
+    let remote = hub_api(cache)
+        .map_err(|e| fail("anything", e.to_string()))?
+        .repo(repo(model));
     let mut folder = None;
     for file in REQUIRED {
         let path = remote.get(file).map_err(|e| fail(file, e.to_string()))?;

@@ -25,7 +25,7 @@ use crate::TrainError;
 use crate::config::RunConfig;
 use crate::eval::EvalSets;
 use crate::example::AnchoredExample;
-use crate::progress::Progress;
+use crate::progress::{Progress, WARNING};
 
 /// A run, ready to train.
 pub struct Prepared {
@@ -113,10 +113,9 @@ struct DataSplit {
     summary: Vec<String>,
 }
 
-/// The files `data.path` names, and their hash (what checkpoints and anchor caches record).
+/// The files `data.path` names.
 pub(crate) struct DataFiles {
     pub files: Vec<PathBuf>,
-    pub sha256: String,
 }
 
 impl DataFiles {
@@ -139,9 +138,13 @@ impl DataFiles {
             Some(files) => files?,
             None => vec![path.clone()],
         };
-        // One file's hash is its own (as before datasets by id); several files' is the hash of
-        // their hashes in order.
-        let sha256 = match files.as_slice() {
+        Ok(DataFiles { files })
+    }
+
+    /// Their hash, what checkpoints and anchor caches record: one file's is its own (as
+    /// before datasets by id); several files' is the hash of their hashes in order.
+    pub fn sha256(&self) -> Result<String, TrainError> {
+        Ok(match self.files.as_slice() {
             [one] => file_sha256(one)?,
             many => {
                 let mut hasher = Sha256::new();
@@ -150,8 +153,7 @@ impl DataFiles {
                 }
                 format!("{:x}", hasher.finalize())
             }
-        };
-        Ok(DataFiles { files, sha256 })
+        })
     }
 
     /// The preference examples of the files (`data.path` names them in later messages).
@@ -211,7 +213,7 @@ fn split_data(
     let identical = train_rows.iter().filter(|e| e.chosen == e.rejected).count();
     if identical == train_rows.len() {
         summary.push(format!(
-            "warning: in all {identical} training examples the chosen and rejected responses are the same tokens: the preference loss has nothing to learn from (check `chosen`/`rejected` in {})",
+            "{WARNING} in all {identical} training examples the chosen and rejected responses are the same tokens: the preference loss has nothing to learn from (check `chosen`/`rejected` in {})",
             config.data.path.display()
         ));
     }
@@ -249,7 +251,7 @@ fn split_data(
 
     if held_out.is_empty() {
         summary.push(format!(
-            "warning: no pair is held out (`data.test_fraction` = {}, `eval.examples_per_user` = {}): the evaluations have no preference metrics, and without knowledge sets they score nothing",
+            "{WARNING} no pair is held out (`data.test_fraction` = {}, `eval.examples_per_user` = {}): the evaluations have no preference metrics, and without knowledge sets they score nothing",
             config.data.test_fraction, config.eval.examples_per_user
         ));
     }
@@ -595,7 +597,7 @@ pub fn prepare(
             max: crate::config::MAX_ANCHORS,
         });
     }
-    let data_sha = data.sha256.clone();
+    let data_sha = data.sha256()?;
     let policy_sha = model_sha256(&config.model.path)?;
     let job = AnchorJob {
         config,

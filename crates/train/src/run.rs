@@ -19,7 +19,7 @@ use crate::optimizer::AdamW;
 use crate::optimizer_step::{StepError, StepReport, StepSetup, optimizer_step};
 use crate::params::{trainable_count, trainable_parameters};
 use crate::prepare::{Prepared, prepare};
-use crate::progress::Progress;
+use crate::progress::{Progress, WARNING};
 use crate::rundir::{self, RunLock};
 use crate::schedule::learning_rate;
 use crate::{TrainError, plots};
@@ -621,7 +621,7 @@ fn warmup_warning(config: &RunConfig, total_steps: usize) -> Option<String> {
             total_steps,
         );
         format!(
-            "warning: `schedule.warmup_steps` = {warmup} is not less than the run's {total_steps} steps: the learning rate never reaches `optimizer.learning_rate` = {:e} (at most {peak:.2e})",
+            "{WARNING} `schedule.warmup_steps` = {warmup} is not less than the run's {total_steps} steps: the learning rate never reaches `optimizer.learning_rate` = {:e} (at most {peak:.2e})",
             config.optimizer.learning_rate
         )
     })

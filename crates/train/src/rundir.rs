@@ -116,9 +116,7 @@ pub const RELOCATABLE_KEYS: [&str; 5] = [
 /// [`RELOCATABLE_KEYS`] set to fixed values, so that a run moved, reached through another
 /// path or resumed on the same data at another path still resumes.
 pub fn fingerprint_text(config: &RunConfig) -> String {
-    let mut located = config.clone();
-    located.output.dir = PathBuf::new();
-    located.output.tensorboard = true;
+    let mut located = without_output(config);
     located.data.path = PathBuf::new();
     located.anchors.cache_dir = PathBuf::new();
     located.anchors.decode_batch = crate::config::AnchorSection::default().decode_batch;
@@ -129,10 +127,16 @@ pub fn fingerprint_text(config: &RunConfig) -> String {
 /// the config with only the `[output]` keys reset (before issue #26), then the whole config
 /// (before a moved run could resume). Such a checkpoint resumes only from where it was made.
 pub fn earlier_fingerprint_texts(config: &RunConfig) -> [String; 2] {
+    [without_output(config).to_toml(), config.to_toml()]
+}
+
+/// `config` with its `[output]` keys (where the run is, whether it writes TensorBoard files)
+/// set to fixed values.
+fn without_output(config: &RunConfig) -> RunConfig {
     let mut located = config.clone();
     located.output.dir = PathBuf::new();
     located.output.tensorboard = true;
-    [located.to_toml(), config.to_toml()]
+    located
 }
 
 /// The keys whose values differ between two configs' texts (the [`RELOCATABLE_KEYS`] left
