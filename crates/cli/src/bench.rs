@@ -21,12 +21,19 @@ pub struct BenchArgs {
     /// Timed steps (train, eval) or batches (generate), after one untimed warm-up.
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// Untimed training steps before the timed ones.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Report the peak RSS of the timed training steps alone (Linux), not of the process:
+    /// loading the model and scoring the reference do not count.
+    #[arg(long)]
+    step_peak: bool,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let config = RunConfig::load(&args.config, &args.overrides)?;
     let result = match args.phase.as_str() {
-        "train" => bapo_train::bench_train(&config, 1, args.steps)?,
+        "train" => bapo_train::bench_train(&config, args.warmup, args.steps, args.step_peak)?,
         "generate" => bapo_train::bench_generate(&config, args.steps)?,
         "eval" => bapo_train::bench_eval(&config, args.steps)?,
         "anchors" => bapo_train::bench_anchors(&config)?,

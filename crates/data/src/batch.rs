@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use bapo_model::{
-    BatchError, CausalModel, PromptGroup, ScoredLogits, SharedPromptBatch, TokenBatch,
-    scored_logits, scored_logits_shared,
+    BatchError, CausalModel, PromptGroup, ScoredLogits, ScoringLayout, SharedPromptBatch,
+    TokenBatch, scored_logits, scored_logits_shared,
 };
 use burn::tensor::Device;
 use rand::SeedableRng;
@@ -67,6 +67,15 @@ impl ScoringInput {
         match self {
             ScoringInput::Shared(batch) => scored_logits_shared(model, batch, device),
             ScoringInput::Unshared(batch) => scored_logits(model, batch, device),
+        }
+    }
+
+    /// The model input and the rows that predict scored tokens, for running the scoring in
+    /// stages (see `bapo_model::ScoringLayout`).
+    pub fn layout(&self) -> Result<ScoringLayout, BatchError> {
+        match self {
+            ScoringInput::Shared(batch) => ScoringLayout::of_shared(batch),
+            ScoringInput::Unshared(batch) => ScoringLayout::of_tokens(batch),
         }
     }
 

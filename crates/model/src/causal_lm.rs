@@ -4,12 +4,14 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Gradients, Int, Tensor};
 
 use crate::ModelError;
 use crate::causal::{CausalModel, KvCache};
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
+use crate::logprobs::ScoringLayout;
+use crate::recompute::{BlockInputs, backward_through_blocks, forward_keeping_block_inputs};
 
 /// The shape of a loaded model, kept with it: export writes it back, and checks read its
 /// limits.
@@ -87,6 +89,46 @@ impl CausalLm {
         match self {
             CausalLm::Llama(m) => CausalLm::Llama(m.without_adapters()),
             CausalLm::Gpt2(m) => CausalLm::Gpt2(m.without_adapters()),
+        }
+    }
+}
+
+/// Activation recomputation (see `recompute.rs`).
+impl CausalLm {
+    /// The final hidden states `[rows, tokens, width]` of `layout` on `device`, from this
+    /// plain (`valid()`) module, and the block inputs a recomputing backward needs.
+    pub fn forward_keeping_block_inputs(
+        &self,
+        layout: &ScoringLayout,
+        device: &Device,
+    ) -> (Tensor<3>, BlockInputs) {
+        let ids = layout.ids_tensor(device);
+        match self {
+            CausalLm::Llama(m) => forward_keeping_block_inputs(m, ids, &layout.attention),
+            CausalLm::Gpt2(m) => forward_keeping_block_inputs(m, ids, &layout.attention),
+        }
+    }
+
+    /// Back-propagates `grad_hidden` (plain, the gradient at the final hidden states) through
+    /// this module on the autodiff `device`, recomputing one block at a time from `inputs`;
+    /// each stage's gradients go to `sink`.
+    pub fn backward_through_blocks(
+        &self,
+        layout: &ScoringLayout,
+        device: &Device,
+        inputs: BlockInputs,
+        grad_hidden: Tensor<3>,
+        sink: &mut dyn FnMut(Gradients),
+    ) {
+        let ids = layout.ids_tensor(device);
+        let attention = &layout.attention;
+        match self {
+            CausalLm::Llama(m) => {
+                backward_through_blocks(m, ids, attention, inputs, grad_hidden, sink)
+            }
+            CausalLm::Gpt2(m) => {
+                backward_through_blocks(m, ids, attention, inputs, grad_hidden, sink)
+            }
         }
     }
 }

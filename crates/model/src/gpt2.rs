@@ -16,7 +16,9 @@ use serde_json::Value;
 use crate::ModelError;
 use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask, masked_attention};
 use crate::hf::SafetensorsWeights;
+use crate::logprobs::AttentionPattern;
 use crate::lora::linear_without_adapter;
+use crate::recompute::Blockwise;
 
 /// Shape of a GPT-2 model.
 #[derive(Debug, Clone, PartialEq)]
@@ -312,6 +314,48 @@ impl Gpt2 {
         let positions = Tensor::from_data(TensorData::new(flat, [batch, queries]), &device);
         let mask = key_mask(mask, [batch, queries, keys], &device);
         self.run(ids, positions, Some(mask), cache)
+    }
+}
+
+/// What every stage of a GPT-2 forward shares: positions `[rows, tokens]` and the mask.
+pub(crate) struct Gpt2Context {
+    positions: Tensor<2, Int>,
+    mask: Option<Tensor<4, Bool>>,
+}
+
+impl Blockwise for Gpt2 {
+    type Context = Gpt2Context;
+
+    fn stage_context(&self, ids: &Tensor<2, Int>, attention: &AttentionPattern) -> Gpt2Context {
+        let [rows, tokens] = ids.dims();
+        let device = ids.device();
+        let (positions, mask): (Vec<i64>, _) = match attention {
+            AttentionPattern::Causal => ((0..rows).flat_map(|_| 0..tokens as i64).collect(), None),
+            AttentionPattern::Masked { positions, mask } => (
+                positions.iter().flatten().map(|&p| p as i64).collect(),
+                Some(key_mask(mask.clone(), [rows, tokens, tokens], &device)),
+            ),
+        };
+        Gpt2Context {
+            positions: Tensor::from_data(TensorData::new(positions, [rows, tokens]), &device),
+            mask,
+        }
+    }
+
+    fn embed_stage(&self, ids: Tensor<2, Int>, context: &Gpt2Context) -> Tensor<3> {
+        self.wte.forward(ids) + self.wpe.forward(context.positions.clone())
+    }
+
+    fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn block_stage(&self, index: usize, x: Tensor<3>, context: &Gpt2Context) -> Tensor<3> {
+        self.blocks[index].forward(x, context.mask.as_ref(), None)
+    }
+
+    fn norm_stage(&self, x: Tensor<3>) -> Tensor<3> {
+        self.ln_f.forward(x)
     }
 }
 

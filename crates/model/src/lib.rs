@@ -18,6 +18,7 @@ pub mod llama_config;
 pub mod loaded;
 pub mod logprobs;
 pub mod lora;
+pub mod recompute;
 pub mod tokenizer;
 
 use std::path::PathBuf;
@@ -33,10 +34,12 @@ pub use llama::Llama;
 pub use llama_config::{HfArchitecture, LlamaConfig};
 pub use loaded::{HfTokenizer, LoadedModel};
 pub use logprobs::{
-    BatchError, PromptGroup, ScoredLogits, SequenceLogprobs, SharedPromptBatch, TokenBatch,
-    scored_logits, scored_logits_shared, sequence_logprobs, shared_sequence_logprobs,
+    AttentionPattern, BatchError, PromptGroup, ScoredLogits, ScoringLayout, SequenceLogprobs,
+    SharedPromptBatch, TokenBatch, chunked_target_logprobs, scored_logits, scored_logits_shared,
+    sequence_logprobs, shared_sequence_logprobs, target_logprobs,
 };
 pub use lora::{LoraError, LoraSettings, adapter_count, apply_lora};
+pub use recompute::BlockInputs;
 pub use tokenizer::tokenizer_from_gguf;
 
 /// Errors loading or running a model.

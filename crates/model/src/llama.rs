@@ -20,7 +20,9 @@ use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask, masked_atte
 use crate::gguf::GgufFile;
 use crate::hf::SafetensorsWeights;
 pub use crate::llama_config::LlamaConfig;
+use crate::logprobs::AttentionPattern;
 use crate::lora::linear_without_adapter;
+use crate::recompute::Blockwise;
 
 /// Grouped-query self-attention.
 #[derive(Module, Debug)]
@@ -102,7 +104,7 @@ fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
 /// What one forward pass needs besides the tokens: RoPE tables for their positions, and either
 /// plain causal attention or an explicit mask `[batch, 1, queries, keys]` (`true` = masked)
 /// for left-padded batches and cached decoding.
-struct ForwardContext {
+pub(crate) struct ForwardContext {
     cos: Tensor<4>,
     sin: Tensor<4>,
     mask: Option<Tensor<4, Bool>>,
@@ -249,6 +251,40 @@ impl CausalModel for Llama {
                 burn::tensor::module::linear(hidden, embedding, None)
             }
         }
+    }
+}
+
+impl Blockwise for Llama {
+    type Context = ForwardContext;
+
+    fn stage_context(&self, ids: &Tensor<2, Int>, attention: &AttentionPattern) -> ForwardContext {
+        let [rows, tokens] = ids.dims();
+        let device = ids.device();
+        let (positions, mask) = match attention {
+            AttentionPattern::Causal => (vec![(0..tokens).collect()], None),
+            AttentionPattern::Masked { positions, mask } => (
+                positions.clone(),
+                Some(key_mask(mask.clone(), [rows, tokens, tokens], &device)),
+            ),
+        };
+        let (cos, sin) = rope_tables(&positions, self.head_dim(), self.rope_theta, &device);
+        ForwardContext { cos, sin, mask }
+    }
+
+    fn embed_stage(&self, ids: Tensor<2, Int>, _context: &ForwardContext) -> Tensor<3> {
+        self.embed_tokens.forward(ids)
+    }
+
+    fn block_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn block_stage(&self, index: usize, x: Tensor<3>, context: &ForwardContext) -> Tensor<3> {
+        self.layers[index].forward(x, context, None)
+    }
+
+    fn norm_stage(&self, x: Tensor<3>) -> Tensor<3> {
+        self.norm.forward(x)
     }
 }
 

@@ -176,7 +176,7 @@ struct SharedLayout {
 }
 
 /// Lays `batch` out as one padded row per group (see [`SharedPromptBatch`]).
-fn shared_layout(batch: &SharedPromptBatch) -> Result<SharedLayout, BatchError> {
+fn shared_layout(batch: &SharedPromptBatch) -> Result<ScoringLayout, BatchError> {
     if batch.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -185,7 +185,20 @@ fn shared_layout(batch: &SharedPromptBatch) -> Result<SharedLayout, BatchError> 
     for (g, group) in batch.groups.iter().enumerate() {
         layout.push_group(g, group, batch.pad_id, &mut next_sequence)?;
     }
-    Ok(layout)
+    Ok(ScoringLayout {
+        rows: batch.groups.len(),
+        tokens: layout.tokens,
+        ids: layout.ids,
+        attention: AttentionPattern::Masked {
+            positions: layout.positions,
+            mask: layout.mask,
+        },
+        predictors: layout.predictors,
+        targets: layout.targets,
+        sequence: layout.sequence,
+        slots: layout.slots,
+        shape: [batch.len(), layout.longest],
+    })
 }
 
 impl SharedLayout {
@@ -280,6 +293,168 @@ impl SharedLayout {
     }
 }
 
+/// How the rows of a [`ScoringLayout`] attend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttentionPattern {
+    /// Plain causal attention from position 0 (right padding is harmless: real tokens never
+    /// see later pads).
+    Causal,
+    /// Explicit positions `[rows][tokens]` and mask `[rows · tokens · tokens]` (`true` = may
+    /// not attend): packed rows such as a prompt shared by several completions.
+    Masked {
+        positions: Vec<Vec<usize>>,
+        mask: Vec<bool>,
+    },
+}
+
+/// A batch laid out for the model: the ids it reads, how they attend, and which rows of its
+/// final hidden states predict the scored tokens. Scoring is `hidden_states` → the predictor
+/// rows → the LM head → log-probs; the stages are public so that training can run them apart
+/// (recomputing blocks, or the LM head a chunk at a time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoringLayout {
+    /// Token ids `[rows, tokens]`, row-major, padded.
+    pub ids: Vec<i64>,
+    pub rows: usize,
+    pub tokens: usize,
+    pub attention: AttentionPattern,
+    /// For every scored token, the flat hidden-state row `r · tokens + t` that predicts it.
+    pub predictors: Vec<i64>,
+    /// For every scored token, its id.
+    pub targets: Vec<u32>,
+    /// For every scored token, the sequence it belongs to.
+    pub sequence: Vec<usize>,
+    /// For every scored token, its slot in the `shape` per-token output.
+    pub slots: Vec<usize>,
+    /// `[sequences, tokens]` of the per-token output (see [`ScoredLogits::shape`]).
+    pub shape: [usize; 2],
+}
+
+impl ScoringLayout {
+    /// The layout of one `prompt + completion` row per sequence.
+    pub fn of_tokens(batch: &TokenBatch) -> Result<ScoringLayout, BatchError> {
+        let tokens = batch.validate()?;
+        let rows = batch.ids.len();
+        let mut layout = ScoringLayout {
+            ids: Vec::with_capacity(rows * tokens),
+            rows,
+            tokens,
+            attention: AttentionPattern::Causal,
+            predictors: Vec::new(),
+            targets: Vec::new(),
+            sequence: Vec::new(),
+            slots: Vec::new(),
+            shape: [rows, tokens],
+        };
+        for (b, (ids, scored)) in batch.ids.iter().zip(&batch.scored).enumerate() {
+            layout.ids.extend(ids.iter().map(|&id| i64::from(id)));
+            layout.ids.extend(std::iter::repeat_n(
+                i64::from(batch.pad_id),
+                tokens - ids.len(),
+            ));
+            for (t, _) in scored.iter().enumerate().filter(|(_, s)| **s) {
+                layout.predictors.push((b * tokens + t - 1) as i64);
+                layout.targets.push(ids[t]);
+                layout.sequence.push(b);
+                layout.slots.push(b * tokens + t);
+            }
+        }
+        Ok(layout)
+    }
+
+    /// The layout of shared-prompt rows (see [`SharedPromptBatch`]).
+    pub fn of_shared(batch: &SharedPromptBatch) -> Result<ScoringLayout, BatchError> {
+        shared_layout(batch)
+    }
+
+    /// Scored tokens.
+    pub fn scored_tokens(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// The ids as a tensor `[rows, tokens]` on `device`.
+    pub fn ids_tensor(&self, device: &Device) -> Tensor<2, Int> {
+        Tensor::from_data(
+            TensorData::new(self.ids.clone(), [self.rows, self.tokens]),
+            device,
+        )
+    }
+
+    /// `model`'s final hidden states `[rows, tokens, width]`.
+    pub fn hidden_states<M: CausalModel + ?Sized>(&self, model: &M, device: &Device) -> Tensor<3> {
+        let ids = self.ids_tensor(device);
+        match &self.attention {
+            AttentionPattern::Causal => model.hidden_states(ids),
+            AttentionPattern::Masked { positions, mask } => {
+                model.hidden_states_masked(ids, positions, mask.clone())
+            }
+        }
+    }
+
+    /// The rows of `hidden` `[rows, tokens, width]` that predict scored tokens, `[n, width]`.
+    pub fn predictor_rows(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [rows, tokens, width] = hidden.dims();
+        let device = hidden.device();
+        hidden
+            .reshape([rows * tokens, width])
+            .select(0, self.predictor_index(&device))
+    }
+
+    /// The inverse of [`predictor_rows`](Self::predictor_rows) for a gradient: `[n, width]`
+    /// placed at the predictor rows of a zero `[rows, tokens, width]`.
+    pub fn hidden_of_rows(&self, values: Tensor<2>) -> Tensor<3> {
+        let [_, width] = values.dims();
+        let device = values.device();
+        Tensor::<2>::zeros([self.rows * self.tokens, width], &device)
+            .select_assign(
+                0,
+                self.predictor_index(&device),
+                values,
+                IndexingUpdateOp::Add,
+            )
+            .reshape([self.rows, self.tokens, width])
+    }
+
+    fn predictor_index(&self, device: &Device) -> Tensor<1, Int> {
+        let n = self.predictors.len();
+        Tensor::from_data(TensorData::new(self.predictors.clone(), [n]), device)
+    }
+
+    /// The LM head's output `logits` `[n, vocab]` on the predictor rows, with the bookkeeping
+    /// that places each row.
+    pub fn scored(&self, logits: Option<Tensor<2>>) -> ScoredLogits {
+        ScoredLogits {
+            logits,
+            sequence: self.sequence.clone(),
+            targets: self.targets.clone(),
+            slots: self.slots.clone(),
+            shape: self.shape,
+        }
+    }
+
+    /// Per-token and per-sequence log-probs from the scored tokens' log-probs `[n]`.
+    pub fn sequence_logprobs(
+        &self,
+        token_logprobs: Tensor<1>,
+        device: &Device,
+    ) -> SequenceLogprobs {
+        place_token_logprobs(Some(token_logprobs), &self.slots, self.shape, device)
+    }
+}
+
+/// Runs `model` over `layout` and the LM head over the predictor rows only.
+fn scored_logits_of_layout<M: CausalModel + ?Sized>(
+    model: &M,
+    layout: &ScoringLayout,
+    device: &Device,
+) -> ScoredLogits {
+    let logits = (layout.scored_tokens() > 0).then(|| {
+        let hidden = layout.hidden_states(model, device);
+        model.logits(layout.predictor_rows(hidden))
+    });
+    layout.scored(logits)
+}
+
 /// Runs `model` over `batch` with shared prompts and the LM head over the scored positions
 /// only. The result's `shape` is `[sequences, longest completion]` and a token's slot is
 /// its place in its completion.
@@ -288,38 +463,11 @@ pub fn scored_logits_shared<M: CausalModel + ?Sized>(
     batch: &SharedPromptBatch,
     device: &Device,
 ) -> Result<ScoredLogits, BatchError> {
-    let layout = shared_layout(batch)?;
-    let groups = batch.groups.len();
-    let n = layout.targets.len();
-    let logits = (n > 0).then(|| {
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(layout.ids, [groups, layout.tokens]),
-            device,
-        );
-        let hidden = model.hidden_states_masked(ids, &layout.positions, layout.mask);
-        head_on_rows(model, hidden, layout.predictors, device)
-    });
-    Ok(ScoredLogits {
-        logits,
-        sequence: layout.sequence,
-        targets: layout.targets,
-        slots: layout.slots,
-        shape: [batch.len(), layout.longest],
-    })
-}
-
-/// The LM head's logits `[rows, vocab]` on the given rows of `hidden` `[batch, tokens, width]`,
-/// numbered `b · tokens + t`: only the positions that predict a scored token.
-fn head_on_rows<M: CausalModel + ?Sized>(
-    model: &M,
-    hidden: Tensor<3>,
-    rows: Vec<i64>,
-    device: &Device,
-) -> Tensor<2> {
-    let [batch, tokens, width] = hidden.dims();
-    let n = rows.len();
-    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), device);
-    model.logits(hidden.reshape([batch * tokens, width]).select(0, rows))
+    Ok(scored_logits_of_layout(
+        model,
+        &shared_layout(batch)?,
+        device,
+    ))
 }
 
 /// Scores `batch` (shared prompts) with `model` on `device`.
@@ -336,6 +484,40 @@ pub fn shared_sequence_logprobs<M: CausalModel + ?Sized>(
 fn logsumexp_rows(x: Tensor<2>) -> Tensor<2> {
     let max = x.clone().max_dim(1).detach();
     (x - max.clone()).exp().sum_dim(1).log() + max
+}
+
+/// `log softmax(logits)[target]` of each row of `logits` `[n, vocab]`, `[n]`: the target's
+/// logit minus the row's logsumexp.
+pub fn target_logprobs(logits: Tensor<2>, targets: &[u32]) -> Tensor<1> {
+    let n = targets.len();
+    let device = logits.device();
+    let targets: Vec<i64> = targets.iter().map(|&t| i64::from(t)).collect();
+    let target_ids = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+    let target_logits = logits.clone().gather(1, target_ids);
+    (target_logits - logsumexp_rows(logits)).reshape([n])
+}
+
+/// The log-probs `[n]` of `targets` after final hidden states `rows` `[n, width]`, through
+/// `model`'s LM head `chunk` rows at a time (`0`: all at once), so that at most
+/// `chunk × vocab` logits exist at once instead of `n × vocab`. Without autodiff this is the
+/// whole saving; training chunks its backward too (bapo-train's staged step).
+pub fn chunked_target_logprobs<M: CausalModel + ?Sized>(
+    model: &M,
+    rows: Tensor<2>,
+    targets: &[u32],
+    chunk: usize,
+) -> Tensor<1> {
+    let n = targets.len();
+    let chunk = if chunk == 0 { n.max(1) } else { chunk };
+    let parts: Vec<Tensor<1>> = (0..n)
+        .step_by(chunk)
+        .map(|start| {
+            let len = chunk.min(n - start);
+            let logits = model.logits(rows.clone().narrow(0, start, len));
+            target_logprobs(logits, &targets[start..start + len])
+        })
+        .collect();
+    Tensor::cat(parts, 0)
 }
 
 /// The LM head's output on the positions that predict scored tokens, in batch order.
@@ -363,63 +545,44 @@ pub fn scored_logits<M: CausalModel + ?Sized>(
     batch: &TokenBatch,
     device: &Device,
 ) -> Result<ScoredLogits, BatchError> {
-    let tokens = batch.validate()?;
-    let size = batch.ids.len();
+    Ok(scored_logits_of_layout(
+        model,
+        &ScoringLayout::of_tokens(batch)?,
+        device,
+    ))
+}
 
-    let mut flat = Vec::with_capacity(size * tokens);
-    // For every scored token: the hidden-state row that predicts it, its id, its sequence and
-    // where its log-prob goes in the `[batch · tokens]` output.
-    let (mut rows, mut targets, mut sequence, mut slots) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (b, (ids, scored)) in batch.ids.iter().zip(&batch.scored).enumerate() {
-        flat.extend(ids.iter().map(|&id| i64::from(id)));
-        flat.extend(std::iter::repeat_n(
-            i64::from(batch.pad_id),
-            tokens - ids.len(),
-        ));
-        for (t, _) in scored.iter().enumerate().filter(|(_, s)| **s) {
-            rows.push((b * tokens + t - 1) as i64);
-            targets.push(ids[t]);
-            sequence.push(b);
-            slots.push(b * tokens + t);
+/// Per-token `[sequences, tokens]` and per-sequence log-probs from the log-probs `[n]` of the
+/// scored tokens at `slots` (none when nothing is scored).
+fn place_token_logprobs(
+    token_logprobs: Option<Tensor<1>>,
+    slots: &[usize],
+    [size, tokens]: [usize; 2],
+    device: &Device,
+) -> SequenceLogprobs {
+    let per_token = Tensor::<1>::zeros([size * tokens], device);
+    let per_token = match token_logprobs {
+        None => per_token,
+        Some(logp) => {
+            let n = slots.len();
+            let slots: Vec<i64> = slots.iter().map(|&s| s as i64).collect();
+            let slots = Tensor::<1, Int>::from_data(TensorData::new(slots, [n]), device);
+            per_token.select_assign(0, slots, logp, IndexingUpdateOp::Add)
         }
-    }
-    let n = rows.len();
-    let logits = (n > 0).then(|| {
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [size, tokens]), device);
-        head_on_rows(model, model.hidden_states(ids), rows, device)
-    });
-    Ok(ScoredLogits {
-        logits,
-        sequence,
-        targets,
-        slots,
-        shape: [size, tokens],
-    })
+    };
+    let per_token = per_token.reshape([size, tokens]);
+    let total = per_token.clone().sum_dim(1).reshape([size]);
+    SequenceLogprobs { per_token, total }
 }
 
 impl ScoredLogits {
     /// Log-probs of the target tokens, per token and per sequence.
     pub fn logprobs(&self, device: &Device) -> SequenceLogprobs {
-        let [size, tokens] = self.shape;
-        let per_token = Tensor::<1>::zeros([size * tokens], device);
-        let per_token = match &self.logits {
-            None => per_token,
-            Some(logits) => {
-                let n = self.targets.len();
-                let targets: Vec<i64> = self.targets.iter().map(|&t| i64::from(t)).collect();
-                let slots: Vec<i64> = self.slots.iter().map(|&s| s as i64).collect();
-                let target_ids =
-                    Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), device);
-                let target_logits = logits.clone().gather(1, target_ids);
-                let logp = (target_logits - logsumexp_rows(logits.clone())).reshape([n]);
-                let slots = Tensor::<1, Int>::from_data(TensorData::new(slots, [n]), device);
-                per_token.select_assign(0, slots, logp, IndexingUpdateOp::Add)
-            }
-        };
-        let per_token = per_token.reshape([size, tokens]);
-        let total = per_token.clone().sum_dim(1).reshape([size]);
-        SequenceLogprobs { per_token, total }
+        let token_logprobs = self
+            .logits
+            .as_ref()
+            .map(|logits| target_logprobs(logits.clone(), &self.targets));
+        place_token_logprobs(token_logprobs, &self.slots, self.shape, device)
     }
 }
 

@@ -7,7 +7,9 @@
 //!   per prompt (no early stop, as `min_new_tokens = max_new_tokens` in transformers).
 //!
 //! Tokens are real (unpadded) tokens; peak memory is the process's peak RSS, so each phase
-//! runs in its own process.
+//! runs in its own process. For training it can be the peak of the timed steps alone
+//! (`bench_train`'s `step_peak`: the kernel's high-water mark is reset before them), so that
+//! loading the model and scoring the reference do not count (`cargo xtask bench --memory`).
 
 use std::time::Instant;
 
@@ -18,7 +20,7 @@ use serde::Serialize;
 use crate::TrainError;
 use crate::config::RunConfig;
 use crate::example::AnchoredExample;
-use crate::metrics::peak_rss_mib;
+use crate::metrics::{peak_rss_mib, reset_peak_rss};
 use crate::optimizer::AdamW;
 use crate::optimizer_step::{StepError, StepSetup, optimizer_step};
 use crate::prepare::prepare;
@@ -63,11 +65,13 @@ impl BenchResult {
     }
 }
 
-/// `steps` timed optimizer steps after `warmup` untimed ones.
+/// `steps` timed optimizer steps after `warmup` untimed ones. With `step_peak` the peak RSS
+/// is that of the timed steps alone; an error when this system cannot reset it.
 pub fn bench_train(
     config: &RunConfig,
     warmup: usize,
     steps: usize,
+    step_peak: bool,
 ) -> Result<BenchResult, TrainError> {
     let prepared = prepare(config, false, &Progress { quiet: true })?;
     // Full fine-tuning, or LoRA as `lora.enabled` says (the PyTorch side: TRL, TRL + PEFT).
@@ -86,8 +90,12 @@ pub fn bench_train(
         pad_token: prepared.model.pad_token,
         device: &prepared.train_device,
         max_grad_norm: t.max_grad_norm,
+        memory: t.memory_saving(),
     };
     for step in 0..warmup + steps {
+        if step == warmup && step_peak {
+            reset_peak_rss()?;
+        }
         let started = Instant::now();
         let micro_batches: Vec<Vec<&AnchoredExample>> = (0..t.gradient_accumulation_steps)
             .map(|micro| {

@@ -180,9 +180,37 @@ pub struct TrainingSection {
     /// sharing; evaluation and anchor scoring always do). `false` gives every response its own
     /// `prompt + response` row: the same numbers to float rounding, more work.
     pub share_prompts: bool,
+    /// Activation recomputation per decoder block (TRL's `gradient_checkpointing`): the
+    /// forward keeps each block's input only and the backward recomputes the block. Less
+    /// memory, about one more forward of time; the same gradients to float rounding.
+    #[serde(skip_serializing_if = "is_false")]
+    pub gradient_checkpointing: bool,
+    /// Run the LM head and log-softmax this many scored tokens at a time, forward and
+    /// backward, so that at most `chunk × vocabulary` logits exist at once; 0 (the default)
+    /// runs them all at once. Not with token-level KL, which needs the full logits.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lm_head_chunk_tokens: usize,
+}
+
+// Keys added after runs were made are written only when set, so that an earlier run's
+// config, read and written again, stays the text its fingerprint was taken of.
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn is_zero(value: &usize) -> bool {
+    *value == 0
 }
 
 impl TrainingSection {
+    /// The memory saving `gradient_checkpointing` and `lm_head_chunk_tokens` ask for.
+    pub fn memory_saving(&self) -> crate::step::MemorySaving {
+        crate::step::MemorySaving {
+            recompute_blocks: self.gradient_checkpointing,
+            lm_head_chunk: self.lm_head_chunk_tokens,
+        }
+    }
+
     /// The batch layout `share_prompts` asks for.
     pub fn packing(&self) -> bapo_data::Packing {
         if self.share_prompts {
@@ -207,6 +235,8 @@ impl Default for TrainingSection {
             epochs: 1,
             logging_steps: 1,
             share_prompts: true,
+            gradient_checkpointing: false,
+            lm_head_chunk_tokens: 0,
         }
     }
 }

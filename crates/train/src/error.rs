@@ -51,6 +51,10 @@ pub enum TrainError {
         "the objective needs {needed} references, but `model.references` lists {listed} beyond the policy"
     )]
     TooFewReferences { needed: usize, listed: usize },
+    #[error(
+        "`training.lm_head_chunk_tokens` = {chunk}: the objective `{objective}` compares token-level distributions with the reference (token-level KL), which needs the policy's full logits; set it to 0 (gradient_checkpointing still saves the blocks' activations)"
+    )]
+    ChunkedHeadWithTokenKl { objective: String, chunk: usize },
     #[error("`data.user` = {user:?} has no rows in {} (users: {})", .path.display(), .users.join(", "))]
     UnknownUser {
         user: String,

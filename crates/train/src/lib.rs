@@ -35,6 +35,7 @@ mod progress;
 mod run;
 mod rundir;
 mod schedule;
+mod staged;
 mod step;
 mod tensorboard;
 

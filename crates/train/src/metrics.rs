@@ -253,6 +253,13 @@ pub fn peak_rss_mib() -> Option<f64> {
     proc_status_mib("VmHWM:")
 }
 
+/// Resets this process's peak RSS (`VmHWM`) to its resident memory now, so that a later
+/// [`peak_rss_mib`] is the peak since (Linux: `5` written to `/proc/self/clear_refs`).
+pub fn reset_peak_rss() -> Result<(), TrainError> {
+    let path = std::path::Path::new("/proc/self/clear_refs");
+    std::fs::write(path, "5").map_err(|e| TrainError::io(path, e))
+}
+
 /// Resident memory of this process now, in MiB (`VmRSS`), where the OS reports it: what
 /// `cargo xtask long-run` watches for growth over thousands of steps.
 pub fn rss_mib() -> Option<f64> {

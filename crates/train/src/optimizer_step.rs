@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use bapo_data::Packing;
 use bapo_model::CausalLm;
 use bapo_objective::{Needs, Objective};
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsAccumulator;
 use burn::tensor::{Device, Tensor};
 
 use crate::TrainError;
 use crate::example::AnchoredExample;
 use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
-use crate::step::micro_batch;
+use crate::step::{GradientSink, MemorySaving, micro_batch};
 
 /// What every step of a run shares.
 pub struct StepSetup<'a> {
@@ -26,6 +26,7 @@ pub struct StepSetup<'a> {
     /// The autodiff device the policy lives on.
     pub device: &'a Device,
     pub max_grad_norm: f64,
+    pub memory: MemorySaving,
 }
 
 /// What a step did.
@@ -78,15 +79,21 @@ pub fn optimizer_step(
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     let mut tokens = 0;
     for (index, batch) in micro_batches.iter().enumerate() {
+        let mut sink = GradientSink {
+            policy: &policy,
+            accumulator: &mut accumulator,
+            step_examples: examples,
+        };
         let out = micro_batch(
-            &policy,
             setup.live_reference,
             setup.objective,
             setup.needs,
             batch,
             setup.packing,
             setup.pad_token,
+            setup.memory,
             setup.device,
+            &mut sink,
         )?;
         tokens += out.tokens;
         let per_example = values(&out.output.losses)?;
@@ -100,11 +107,6 @@ pub fn optimizer_step(
         for (name, metric) in out.output.metrics.iter() {
             *sums.entry(name.to_string()).or_default() += values(metric)?.iter().sum::<f64>();
         }
-        let loss = out.output.losses.sum().div_scalar(examples as f64);
-        accumulator.accumulate(
-            &policy,
-            GradientsParams::from_grads(loss.backward(), &policy),
-        );
     }
     let mut grads = accumulator.grads();
     let grad_norm = global_grad_norm(&policy, &grads);

@@ -99,7 +99,12 @@ fn build_objective(config: &RunConfig) -> Result<(Box<dyn Objective>, Needs), Tr
             listed: config.model.references.len(),
         });
     }
-
+    if needs.needs_live_reference() && config.training.lm_head_chunk_tokens > 0 {
+        return Err(TrainError::ChunkedHeadWithTokenKl {
+            objective: objective.name().to_string(),
+            chunk: config.training.lm_head_chunk_tokens,
+        });
+    }
     Ok((objective, needs))
 }
 

@@ -333,6 +333,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
         pad_token: pad,
         device: &prepared.train_device,
         max_grad_norm: t.max_grad_norm,
+        memory: t.memory_saving(),
     };
     for step in start_step..total_steps {
         let started = Instant::now();

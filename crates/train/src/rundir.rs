@@ -102,14 +102,18 @@ impl RunLock {
 
 /// Keys a resume, or `bapo eval --write`, may change: where the run and its anchor cache are,
 /// whether it writes TensorBoard files, how many rows generation decodes together (a speed
-/// setting: the anchors do not depend on it), and the data file's path, whose contents a
-/// checkpoint compares by hash instead. Resumes were refused for each of these (issue #26).
-pub const RELOCATABLE_KEYS: [&str; 5] = [
+/// setting: the anchors do not depend on it), the data file's path, whose contents a
+/// checkpoint compares by hash instead, and the memory savings of training, which change the
+/// gradients by float rounding only (a run that runs out of memory resumes with them on).
+/// Resumes were refused for each of the first five (issue #26).
+pub const RELOCATABLE_KEYS: [&str; 7] = [
     "output.dir",
     "output.tensorboard",
     "data.path",
     "anchors.cache_dir",
     "anchors.decode_batch",
+    "training.gradient_checkpointing",
+    "training.lm_head_chunk_tokens",
 ];
 
 /// What a checkpoint records of its run's config: the config's text with the
@@ -120,6 +124,8 @@ pub fn fingerprint_text(config: &RunConfig) -> String {
     located.data.path = PathBuf::new();
     located.anchors.cache_dir = PathBuf::new();
     located.anchors.decode_batch = crate::config::AnchorSection::default().decode_batch;
+    located.training.gradient_checkpointing = false;
+    located.training.lm_head_chunk_tokens = 0;
     located.to_toml()
 }
 

@@ -1,6 +1,8 @@
 //! One micro-batch: ONE policy forward over every example's chosen, rejected and K base
 //! responses (laid out by `bapo_data::PreferenceBatch`, the prompt shared by default), the
-//! named quantities the objective asked for, and its per-example losses.
+//! named quantities the objective asked for, its per-example losses, and the gradients of
+//! their scaled sum (one `backward()`, or several stages when memory saving is on:
+//! `staged.rs`).
 //!
 //! Reference log-probs come from the anchor cache; the reference model runs live only for
 //! token-level quantities (KL-DPO's `TokenKl`), without autodiff.
@@ -9,7 +11,8 @@ use bapo_data::{ExampleResponses, Packing, PreferenceBatch, ScoringInput, Slot};
 use bapo_model::{CausalLm, ScoredLogits};
 use bapo_objective::kl::packed_sequence_kl;
 use bapo_objective::{Needs, Objective, ObjectiveOutput, Quantities, Quantity, Response};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 
 use crate::TrainError;
 use crate::example::AnchoredExample;
@@ -99,20 +102,66 @@ fn token_counts(examples: &[&AnchoredExample], response: Response, per: usize) -
         .collect()
 }
 
-/// Runs the objective on `examples`. `policy` lives on the autodiff device `device`;
-/// `reference` (plain) is used only for token-level KL.
+/// How a micro-batch's forward and backward trade compute for memory
+/// (`training.gradient_checkpointing`, `training.lm_head_chunk_tokens`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemorySaving {
+    /// Keep only each block's input and recompute the block in the backward.
+    pub recompute_blocks: bool,
+    /// Run the LM head and log-softmax this many scored tokens at a time, forward and
+    /// backward (0: all at once, with autodiff).
+    pub lm_head_chunk: usize,
+}
+
+impl MemorySaving {
+    /// Whether the backward runs in stages (see `staged.rs`) rather than as one
+    /// `loss.backward()`.
+    pub fn staged(self) -> bool {
+        self.recompute_blocks || self.lm_head_chunk > 0
+    }
+}
+
+/// What a micro-batch's gradients are for: the module they belong to, the accumulator they
+/// go to, and the step's example count, which divides the summed per-example losses (the
+/// step's mean loss, as TRL takes it).
+pub struct GradientSink<'a> {
+    pub policy: &'a CausalLm,
+    pub accumulator: &'a mut GradientsAccumulator<CausalLm>,
+    pub step_examples: usize,
+}
+
+impl GradientSink<'_> {
+    /// Adds the parameter gradients of one backward.
+    pub fn add(&mut self, grads: Gradients) {
+        let params = GradientsParams::from_grads(grads, self.policy);
+        self.accumulator.accumulate(self.policy, params);
+    }
+
+    /// The loss to back-propagate: the per-example losses summed, over the step's examples.
+    pub fn loss(&self, output: &ObjectiveOutput) -> Tensor<1> {
+        output
+            .losses
+            .clone()
+            .sum()
+            .div_scalar(self.step_examples as f64)
+    }
+}
+
+/// Runs the objective on `examples` and adds the gradients of its loss to `sink`.
+/// `policy` lives on the autodiff device `device`; `reference` (plain) is used only for
+/// token-level KL.
 #[allow(clippy::too_many_arguments)]
 pub fn micro_batch(
-    policy: &CausalLm,
     reference: Option<&CausalLm>,
     objective: &dyn Objective,
     needs: &Needs,
     examples: &[&AnchoredExample],
     packing: Packing,
     pad_id: u32,
+    memory: MemorySaving,
     device: &Device,
+    sink: &mut GradientSink<'_>,
 ) -> Result<MicroBatchOutput, TrainError> {
-    let b = examples.len();
     let base_per_example = if needs.needs_base_responses() {
         needs.anchors_per_prompt
     } else {
@@ -120,56 +169,99 @@ pub fn micro_batch(
     };
     let batch = preference_batch(examples, base_per_example, packing, pad_id)?;
     let tokens = batch.sequence_tokens();
-    let scored = batch.input.scored_logits(policy, device)?;
-    let totals = scored.logprobs(device).total;
-
-    let mut quantities = Quantities::new();
-    for q in needs.quantities.iter().copied() {
-        let response = q.response();
-        let per = match response {
-            Response::Base if base_per_example == 0 => {
-                return Err(TrainError::UnsupportedQuantity(q));
-            }
-            Response::Base => base_per_example,
-            _ => 1,
-        };
-        let slots = slots(response, base_per_example);
-        let value = match q {
-            Quantity::PolicyLogp(_) => {
-                let rows = index_tensor(&batch.sequences(&slots), device);
-                per_example(totals.clone().select(0, rows), b, per)
-            }
-            Quantity::ReferenceLogp { reference: k, .. } => {
-                if let Some(e) = examples.iter().find(|e| e.reference(k).is_none()) {
-                    return Err(TrainError::MissingReference {
-                        index: k,
-                        configured: e.reference_count(),
-                    });
-                }
-                let values = reference_logps(examples, k, response, per)
-                    .ok_or(TrainError::UnsupportedQuantity(q))?;
-                constant(values, b, per, device)
-            }
-            Quantity::TokenCount(_) => {
-                constant(token_counts(examples, response, per), b, per, device)
-            }
-            Quantity::TokenKl { direction, .. } => {
-                let reference = reference.ok_or_else(|| TrainError::NoLiveReference)?;
-                let kl = token_kl(
-                    &scored,
-                    &batch.sequences(&slots),
-                    reference,
-                    &batch.restricted_to(&slots),
-                    direction,
-                    device,
-                )?;
-                per_example(kl, b, per)
-            }
-        };
-        quantities.insert(q, value);
+    let inputs = ObjectiveInputs {
+        reference,
+        objective,
+        needs,
+        examples,
+        batch: &batch,
+        base_per_example,
+        device,
+    };
+    if memory.staged() {
+        let layout = batch.input.layout()?;
+        if layout.scored_tokens() > 0 {
+            let output = crate::staged::staged_backward(&inputs, &layout, memory, sink)?;
+            return Ok(MicroBatchOutput { output, tokens });
+        }
     }
-    let output = objective.compute(&quantities)?;
+    let scored = batch.input.scored_logits(sink.policy, device)?;
+    let totals = scored.logprobs(device).total;
+    let output = inputs.output(totals, Some(&scored))?;
+    sink.add(sink.loss(&output).backward());
     Ok(MicroBatchOutput { output, tokens })
+}
+
+/// Everything the objective's quantities are computed from, besides the policy's log-probs.
+pub(crate) struct ObjectiveInputs<'a> {
+    pub reference: Option<&'a CausalLm>,
+    pub objective: &'a dyn Objective,
+    pub needs: &'a Needs,
+    pub examples: &'a [&'a AnchoredExample],
+    pub batch: &'a PreferenceBatch,
+    pub base_per_example: usize,
+    pub device: &'a Device,
+}
+
+impl ObjectiveInputs<'_> {
+    /// The objective's output from the policy's per-sequence log-probs `totals` (batch
+    /// numbering) and, for token-level quantities, the policy's scored logits.
+    pub fn output(
+        &self,
+        totals: Tensor<1>,
+        scored: Option<&ScoredLogits>,
+    ) -> Result<ObjectiveOutput, TrainError> {
+        let (b, batch, device) = (self.examples.len(), self.batch, self.device);
+        let mut quantities = Quantities::new();
+        for q in self.needs.quantities.iter().copied() {
+            let response = q.response();
+            let per = match response {
+                Response::Base if self.base_per_example == 0 => {
+                    return Err(TrainError::UnsupportedQuantity(q));
+                }
+                Response::Base => self.base_per_example,
+                _ => 1,
+            };
+            let slots = slots(response, self.base_per_example);
+            let value = match q {
+                Quantity::PolicyLogp(_) => {
+                    let rows = index_tensor(&batch.sequences(&slots), device);
+                    per_example(totals.clone().select(0, rows), b, per)
+                }
+                Quantity::ReferenceLogp { reference: k, .. } => {
+                    if let Some(e) = self.examples.iter().find(|e| e.reference(k).is_none()) {
+                        return Err(TrainError::MissingReference {
+                            index: k,
+                            configured: e.reference_count(),
+                        });
+                    }
+                    let values = reference_logps(self.examples, k, response, per)
+                        .ok_or(TrainError::UnsupportedQuantity(q))?;
+                    constant(values, b, per, device)
+                }
+                Quantity::TokenCount(_) => {
+                    constant(token_counts(self.examples, response, per), b, per, device)
+                }
+                Quantity::TokenKl { direction, .. } => {
+                    let reference = self.reference.ok_or(TrainError::NoLiveReference)?;
+                    // The chunked LM head keeps no logits; the config refuses it with
+                    // token-level KL, so this is only reached by a caller that did not check.
+                    let scored = scored.ok_or(TrainError::UnsupportedQuantity(q))?;
+                    let kl = token_kl(
+                        scored,
+                        &batch.sequences(&slots),
+                        reference,
+                        &batch.restricted_to(&slots),
+                        direction,
+                        device,
+                    )?;
+                    per_example(kl, b, per)
+                }
+            };
+            quantities.insert(q, value);
+        }
+        Ok(self.objective.compute(&quantities)?)
+    }
 }
 
 fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {

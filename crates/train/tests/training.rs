@@ -260,6 +260,68 @@ fn sharing_prompts_leaves_the_training_curve_unchanged() {
     }
 }
 
+/// The memory savings change the work, not the numbers: with recomputed blocks and an LM head
+/// run three tokens at a time the whole loop (gradient accumulation, clipping, AdamW,
+/// checkpoints) gives the plain run's training curve and final parameters. Each saving's
+/// gradients are checked parameter by parameter in `staged_tests.rs`; that the keys save
+/// memory is measured by `cargo xtask bench --memory` (docs/performance.md).
+#[test]
+fn memory_savings_leave_the_training_curve_unchanged() {
+    let run = |sets: &[&str]| {
+        let dir = scratch(&format!("memory-{}", sets.join("-").replace('.', "_")));
+        let mut all = vec![
+            r#"objective={name="bapo", beta=0.5}"#,
+            "training.max_steps=4",
+            "optimizer.learning_rate=3e-3",
+            "eval.at_start=false",
+        ];
+        all.extend_from_slice(sets);
+        train(&tiny_config(&dir, &all), &quiet()).unwrap();
+        let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+        let ck = bapo_train::checkpoint::latest(&dir.join("run"))
+            .unwrap()
+            .unwrap();
+        (rows, ck.parameters)
+    };
+    let plain = run(&[]);
+    let saving = run(&[
+        "training.gradient_checkpointing=true",
+        "training.lm_head_chunk_tokens=3",
+    ]);
+    assert_same_run(
+        "plain vs recomputed blocks and a chunked LM head",
+        &plain,
+        &saving,
+        &["loss", "grad_norm", "rewards/margins", "anchor/violation"],
+        1e-4,
+    );
+}
+
+/// Token-level KL needs the policy's full logits, which a chunked LM head never holds: the run
+/// is refused before the model loads, naming the key and the way out.
+#[test]
+fn a_chunked_lm_head_is_refused_with_token_level_kl() {
+    let dir = scratch("chunked-kl");
+    let config = tiny_config(
+        &dir,
+        &[
+            r#"objective={name="kl-dpo", beta=0.5, lambda_kl=0.1}"#,
+            "training.lm_head_chunk_tokens=64",
+        ],
+    );
+    let error = train(&config, &quiet()).unwrap_err().to_string();
+    assert!(
+        error.contains("`training.lm_head_chunk_tokens` = 64")
+            && error.contains("`kl-dpo`")
+            && error.contains("set it to 0"),
+        "{error}"
+    );
+    assert!(
+        !dir.join("run/metrics.jsonl").exists(),
+        "no step ran: {error}"
+    );
+}
+
 /// `eval.users` limits the held-out pairs to the users it names and the trained user.
 #[test]
 fn eval_users_limits_the_held_out_pairs() {
