@@ -9,7 +9,10 @@
 
 The device and precision come from the environment: `BAPO_BENCH_DEVICE` (`cpu`, the default,
 or `cuda`) and `BAPO_BENCH_DTYPE` (`float32`, the default, or `bfloat16`: f32 weights under
-bf16 autocast, TRL's `bf16=True`, for training; bf16 weights for generation). On CUDA every
+bf16 autocast, TRL's `bf16=True`, for training; bf16 weights for generation). For training,
+`BAPO_BENCH_CHECKPOINTING=1` turns on TRL's `gradient_checkpointing` (with bf16: TRL's
+default), `BAPO_BENCH_WARMUP` sets the untimed steps (1), and `BAPO_BENCH_STEP_PEAK=1` makes
+the peak RSS that of the timed steps alone (reset as they begin, as `bapo bench --step-peak`). On CUDA every
 timed span ends with `torch.cuda.synchronize()`, so that it is the work's time, not its launch's.
 
 Tokens are real (unpadded) tokens of the same examples, in the same order; tokens/s is the
@@ -32,6 +35,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 DEVICE = os.environ.get("BAPO_BENCH_DEVICE", "cpu")
 DTYPE = os.environ.get("BAPO_BENCH_DTYPE", "float32")
+CHECKPOINTING = os.environ.get("BAPO_BENCH_CHECKPOINTING") == "1"
+WARMUP = int(os.environ.get("BAPO_BENCH_WARMUP", "1"))
+STEP_PEAK = os.environ.get("BAPO_BENCH_STEP_PEAK") == "1"
 if DEVICE not in ("cpu", "cuda") or DTYPE not in ("float32", "bfloat16"):
     sys.exit(f"BAPO_BENCH_DEVICE={DEVICE!r} / BAPO_BENCH_DTYPE={DTYPE!r}: cpu|cuda, float32|bfloat16")
 
@@ -42,7 +48,20 @@ def synchronize():
 
 
 def peak_rss_mib():
+    # VmHWM, as bapo reads it: unlike ru_maxrss, /proc/self/clear_refs resets it.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_peak_rss():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def rows_of(path, user):
@@ -56,7 +75,7 @@ def train(model_dir, rows, steps, batch, max_length, lora=False):
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    used = rows[: (steps + 1) * batch]
+    used = rows[: (steps + WARMUP) * batch]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
     dataset = Dataset.from_list(
@@ -68,6 +87,8 @@ def train(model_dir, rows, steps, batch, max_length, lora=False):
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             synchronize()
+            if STEP_PEAK and state.global_step == WARMUP:
+                reset_peak_rss()
             self.start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
@@ -89,7 +110,7 @@ def train(model_dir, rows, steps, batch, max_length, lora=False):
     config = DPOConfig(
         output_dir="/tmp/bapo-bench-trl",
         per_device_train_batch_size=batch,
-        max_steps=steps + 1,
+        max_steps=steps + WARMUP,
         learning_rate=1e-6,
         beta=0.1,
         loss_type="sigmoid",
@@ -98,6 +119,7 @@ def train(model_dir, rows, steps, batch, max_length, lora=False):
         precompute_ref_log_probs=True,
         use_cpu=DEVICE == "cpu",
         bf16=DTYPE == "bfloat16",
+        gradient_checkpointing=CHECKPOINTING,
         report_to=[],
         save_strategy="no",
         logging_steps=1,
@@ -125,10 +147,10 @@ def train(model_dir, rows, steps, batch, max_length, lora=False):
     trainer.train()
     # The trainer's sampler shuffles, so a step's own tokens are not known here: every timed
     # step is given the mean (the timed steps hold all examples but the first step's batch).
-    timed_tokens = sum(tokens_per_example[2 * batch :])
-    steps_timed = len(times) - 1
+    timed_tokens = sum(tokens_per_example[2 * batch * WARMUP :])
+    steps_timed = len(times) - WARMUP
     return {
-        "timed": [(seconds, timed_tokens / steps_timed) for seconds in times[1:]],
+        "timed": [(seconds, timed_tokens / steps_timed) for seconds in times[WARMUP:]],
         # TRL's fastest CPU setting would drop padding; this TRL version forces it off
         # (`padding_free=True` warns and falls back), which the benchmark records.
         "padding_free_available": padding_free_available(),

@@ -3,7 +3,8 @@
 //! evaluation, greedy generation and the quickstart's anchor pass, ours (`bapo bench`,
 //! configs/bench.toml) next to PyTorch/transformers/TRL/PEFT doing the same work on the same
 //! machine (xtask/bench_reference.py) where they have a peer, each phase in its own process,
-//! with the ratios. Ours runs on `cpu` and `tch-cpu` (one build with both) unless `--backend`
+//! with the ratios. `--memory`: the peak memory of a step at Qwen2.5's 0.5B and 1.5B shapes
+//! with each memory lever, next to TRL's default (bench_memory.rs). Ours runs on `cpu` and `tch-cpu` (one build with both) unless `--backend`
 //! names others. Results go to docs/performance.md by hand, with this command.
 
 use std::path::Path;
@@ -18,15 +19,21 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     // Both CPU backends by default: the pure-Rust one and libtorch, built once together.
     let mut backend = "cpu,tch-cpu".to_string();
     let mut steps = "5".to_string();
+    let mut memory = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--backend" => backend = it.next().context("--backend needs a value")?.clone(),
             "--steps" => steps = it.next().context("--steps needs a value")?.clone(),
+            "--memory" => memory = true,
             other => bail!(
-                "unknown argument `{other}`\nusage: cargo xtask bench [--backend B[,B…]] [--steps N]"
+                "unknown argument `{other}`\nusage: cargo xtask bench [--backend B[,B…]] [--steps N] | --memory"
             ),
         }
+    }
+    if memory {
+        // The memory bench runs on libtorch only (its step at 1.5B takes minutes there).
+        backend = "tch-cpu".to_string();
     }
     fetch::fetch(root)?;
     let ours_backends: Vec<&str> = backend.split(',').map(str::trim).collect();
@@ -66,6 +73,10 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         if !status.success() {
             bail!("bapo export failed ({status})");
         }
+    }
+
+    if memory {
+        return crate::bench_memory::memory_bench(root, &bapo, &env, &model_dir);
     }
 
     // (label, our phase, our overrides, the PyTorch side's phase if it has one).
@@ -206,7 +217,7 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
 }
 
 /// Runs `command` and parses the last line of its stdout as JSON.
-fn json_line(command: &mut Command, what: &str) -> Result<Value> {
+pub(crate) fn json_line(command: &mut Command, what: &str) -> Result<Value> {
     eprintln!("$ {what}");
     let output = command
         .output()

@@ -17,6 +17,7 @@
 mod anchor_forms;
 mod backends;
 mod bench;
+mod bench_memory;
 mod changes;
 mod ci;
 mod data;
@@ -93,6 +94,9 @@ tasks:
          steps (full, unshared prompts, LoRA), evaluation, generation and the quickstart's
          anchor pass, ours (default: cpu and tch-cpu) next to PyTorch/TRL/PEFT doing the
          same work, with the ratios
+  bench --memory
+         the peak RSS of one DPO step at Qwen2.5's 1.5B (LoRA) and 0.5B (full) shapes, 4 ×
+         512 tokens, ours with each memory lever next to TRL's default and TRL in f32
   anchor-forms [--seeds N] [--arms A,B] [--report]
          the comparison behind BAPO's default anchor: the quickstart with each one-sided
          anchor form and with DPO, seeds 0..N (default 2), held-out margin next to drift;
