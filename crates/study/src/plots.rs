@@ -264,9 +264,10 @@ fn draw_point(chart: &mut Chart, p: &Point, c: RGBColor, joined: bool) -> Result
     ])?;
     let dot = chart.draw_series([Circle::new((p.x.estimate, p.y.estimate), 5, c.filled())])?;
     if joined {
-        // Joined points are named by the user beside them; the line's legend names
-        // the setting.
-        let text = p.label.split(": ").nth(1).unwrap_or(&p.label).to_string();
+        // Joined points are named beside them by the last part of their label (the step of
+        // a frontier, the user of a heterogeneity point); the line's legend names the
+        // setting. (The label is `series: setting: step`, so not the second part.)
+        let text = p.label.rsplit(": ").next().unwrap_or(&p.label).to_string();
         chart.draw_series([EmptyElement::at((p.x.estimate, p.y.estimate))
             + Text::new(text, (7, -16), ("sans-serif", 13).into_font().color(&c))])?;
     } else {
