@@ -269,8 +269,10 @@ fn long_data(root: &Path) -> Result<PathBuf> {
             }
         }
     }
-    // ~4 characters per token: a prompt of ~900 characters stays under data.max_prompt_length
-    // (256 tokens; TRL cuts prompt + response only), responses of 3,000 go past 512.
+    // ~4 characters per token: prompts of ~900 characters (249–269 tokens with SmolLM2's
+    // tokenizer and chat template: bapo cuts the longer ones to data.max_prompt_length, 256,
+    // where TRL, which cuts prompt + response only, keeps them; the step's tokens are the
+    // same 4 × 2 × 512 on both sides), responses of 3,000 go past 512.
     let mut pieces = answers.iter().cycle();
     let mut text_of = |characters: usize| {
         let mut text = String::new();

@@ -18,7 +18,7 @@ pub struct BenchArgs {
     /// run's whole anchor pass from a cold cache).
     #[arg(long)]
     phase: String,
-    /// Timed steps (train, eval) or batches (generate), after one untimed warm-up.
+    /// Timed steps (train, eval) or batches (generate), after the untimed warm-up.
     #[arg(long, default_value_t = 5)]
     steps: usize,
     /// Untimed training steps before the timed ones.

@@ -499,8 +499,10 @@ pub fn target_logprobs(logits: Tensor<2>, targets: &[u32]) -> Tensor<1> {
 
 /// The log-probs `[n]` of `targets` after final hidden states `rows` `[n, width]`, through
 /// `model`'s LM head `chunk` rows at a time (`0`: all at once), so that at most
-/// `chunk × vocab` logits exist at once instead of `n × vocab`. Without autodiff this is the
-/// whole saving; training chunks its backward too (bapo-train's staged step).
+/// `chunk × vocab` logits exist at once instead of `n × vocab`. Training uses it for its
+/// first, gradient-free pass and chunks its backward too (bapo-train's staged step); the
+/// reference's and the evaluation's scoring do not use it yet and build their batch's full
+/// logits.
 pub fn chunked_target_logprobs<M: CausalModel + ?Sized>(
     model: &M,
     rows: Tensor<2>,

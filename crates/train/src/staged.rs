@@ -1,6 +1,6 @@
 //! A micro-batch's backward in stages, to hold less at once (`training.gradient_checkpointing`,
 //! `training.lm_head_chunk_tokens`). The gradients are those of one `loss.backward()`, to
-//! float rounding (tests/memory_saving.rs checks every parameter's).
+//! float rounding (staged_tests.rs checks every parameter's).
 //!
 //! The stages meet at the final hidden states' rows that predict scored tokens, `[n, width]`:
 //! 1. the trunk's forward gives the rows: with autodiff (its graph held), or, recomputing,

@@ -1,5 +1,5 @@
-//! One micro-batch: ONE policy forward over every example's chosen, rejected and K base
-//! responses (laid out by `bapo_data::PreferenceBatch`, the prompt shared by default), the
+//! One micro-batch: one policy forward (two with recomputed blocks) over every example's
+//! chosen, rejected and K base responses (laid out by `bapo_data::PreferenceBatch`, the prompt shared by default), the
 //! named quantities the objective asked for, its per-example losses, and the gradients of
 //! their scaled sum (one `backward()`, or several stages when memory saving is on:
 //! `staged.rs`).

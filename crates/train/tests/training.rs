@@ -261,8 +261,8 @@ fn sharing_prompts_leaves_the_training_curve_unchanged() {
 }
 
 /// The memory savings change the work, not the numbers: with recomputed blocks and an LM head
-/// run three tokens at a time the whole loop (gradient accumulation, clipping, AdamW,
-/// checkpoints) gives the plain run's training curve and final parameters. Each saving's
+/// run three tokens at a time the whole loop (two accumulated micro-batches per step,
+/// clipping, AdamW, checkpoints) gives the plain run's training curve and final parameters. Each saving's
 /// gradients are checked parameter by parameter in `staged_tests.rs`; that the keys save
 /// memory is measured by `cargo xtask bench --memory` (docs/performance.md).
 #[test]
@@ -272,6 +272,8 @@ fn memory_savings_leave_the_training_curve_unchanged() {
         let mut all = vec![
             r#"objective={name="bapo", beta=0.5}"#,
             "training.max_steps=4",
+            "training.batch_size=2",
+            "training.gradient_accumulation_steps=2",
             "optimizer.learning_rate=3e-3",
             "eval.at_start=false",
         ];
