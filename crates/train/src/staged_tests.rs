@@ -168,7 +168,7 @@ fn check_same_gradients(
     );
 }
 
-const SAVINGS: [(&str, MemorySaving); 3] = [
+const SAVINGS: [(&str, MemorySaving); 5] = [
     (
         "recomputed blocks",
         MemorySaving {
@@ -188,6 +188,20 @@ const SAVINGS: [(&str, MemorySaving); 3] = [
         MemorySaving {
             recompute_blocks: true,
             lm_head_chunk: 5,
+        },
+    ),
+    (
+        "LM head one token at a time",
+        MemorySaving {
+            recompute_blocks: false,
+            lm_head_chunk: 1,
+        },
+    ),
+    (
+        "LM head in one chunk larger than the batch",
+        MemorySaving {
+            recompute_blocks: false,
+            lm_head_chunk: 100_000,
         },
     ),
 ];
@@ -283,4 +297,40 @@ fn recomputed_blocks_keep_token_level_kl() {
         &device,
     );
     check_same_gradients("kl-dpo, recomputed blocks", &plain, &recomputed);
+}
+
+/// LoRA on the LM head alone: nothing below the head trains, so the trunk's graph is not
+/// tracked and its stage is skipped; the head's adapters still get one backward's gradients.
+#[test]
+fn a_head_only_adapter_gets_the_same_gradients() {
+    let device = bapo_testkit::device();
+    let policy = apply_lora(
+        tiny_model("tiny-llama", &device),
+        &LoraSettings {
+            target: r"lm_head\.weight$".into(),
+            ..LoraSettings::default()
+        },
+    )
+    .expect("valid LoRA settings");
+    let reference = tiny_model("tiny-llama", &device).valid();
+    let dpo = objective("dpo", "");
+    let plain = gradients(
+        &policy,
+        &reference,
+        dpo.as_ref(),
+        Packing::SharedPrompt,
+        MemorySaving::default(),
+        &device,
+    );
+    for (saving, memory) in SAVINGS {
+        let staged = gradients(
+            &policy,
+            &reference,
+            dpo.as_ref(),
+            Packing::SharedPrompt,
+            memory,
+            &device,
+        );
+        check_same_gradients(&format!("head-only LoRA, {saving}"), &plain, &staged);
+    }
 }
