@@ -206,8 +206,8 @@ impl TrainingSection {
     /// The memory saving `gradient_checkpointing` and `lm_head_chunk_tokens` ask for.
     pub fn memory_saving(&self) -> crate::step::MemorySaving {
         crate::step::MemorySaving {
-            recompute_blocks: self.gradient_checkpointing,
-            lm_head_chunk: self.lm_head_chunk_tokens,
+            gradient_checkpointing: self.gradient_checkpointing,
+            lm_head_chunk_tokens: self.lm_head_chunk_tokens,
         }
     }
 

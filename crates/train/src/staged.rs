@@ -41,17 +41,24 @@ pub(crate) fn staged_backward(
     let device = inputs.device;
     let plain_device = device.clone().inner();
     let plain = policy.valid();
-    let (rows, trunk) = if memory.recompute_blocks {
+    let (rows, trunk) = if memory.gradient_checkpointing {
         let (hidden, kept) = plain.forward_keeping_block_inputs(layout, &plain_device);
         (layout.predictor_rows(hidden), Trunk::Recompute(kept))
     } else {
         let rows = layout.predictor_rows(layout.hidden_states(policy, device));
         (rows.clone().inner(), Trunk::Graph(Box::new(rows)))
     };
-    let (output, grad_rows) = if memory.lm_head_chunk == 0 {
+    let (output, grad_rows) = if memory.lm_head_chunk_tokens == 0 {
         head_backward(inputs, layout, rows, sink)?
     } else {
-        chunked_head_backward(inputs, layout, &plain, rows, memory.lm_head_chunk, sink)?
+        chunked_head_backward(
+            inputs,
+            layout,
+            &plain,
+            rows,
+            memory.lm_head_chunk_tokens,
+            sink,
+        )?
     };
     match trunk {
         Trunk::Graph(rows) => {

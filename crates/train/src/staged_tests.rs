@@ -172,36 +172,36 @@ const SAVINGS: [(&str, MemorySaving); 5] = [
     (
         "recomputed blocks",
         MemorySaving {
-            recompute_blocks: true,
-            lm_head_chunk: 0,
+            gradient_checkpointing: true,
+            lm_head_chunk_tokens: 0,
         },
     ),
     (
         "LM head in chunks of 4",
         MemorySaving {
-            recompute_blocks: false,
-            lm_head_chunk: 4,
+            gradient_checkpointing: false,
+            lm_head_chunk_tokens: 4,
         },
     ),
     (
         "both",
         MemorySaving {
-            recompute_blocks: true,
-            lm_head_chunk: 5,
+            gradient_checkpointing: true,
+            lm_head_chunk_tokens: 5,
         },
     ),
     (
         "LM head one token at a time",
         MemorySaving {
-            recompute_blocks: false,
-            lm_head_chunk: 1,
+            gradient_checkpointing: false,
+            lm_head_chunk_tokens: 1,
         },
     ),
     (
         "LM head in one chunk larger than the batch",
         MemorySaving {
-            recompute_blocks: false,
-            lm_head_chunk: 100_000,
+            gradient_checkpointing: false,
+            lm_head_chunk_tokens: 100_000,
         },
     ),
 ];

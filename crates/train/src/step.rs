@@ -107,17 +107,17 @@ fn token_counts(examples: &[&AnchoredExample], response: Response, per: usize) -
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemorySaving {
     /// Keep only each block's input and recompute the block in the backward.
-    pub recompute_blocks: bool,
+    pub gradient_checkpointing: bool,
     /// Run the LM head and log-softmax this many scored tokens at a time, forward and
     /// backward (0: all at once, with autodiff).
-    pub lm_head_chunk: usize,
+    pub lm_head_chunk_tokens: usize,
 }
 
 impl MemorySaving {
     /// Whether the backward runs in stages (see `staged.rs`) rather than as one
     /// `loss.backward()`.
     pub fn staged(self) -> bool {
-        self.recompute_blocks || self.lm_head_chunk > 0
+        self.gradient_checkpointing || self.lm_head_chunk_tokens > 0
     }
 }
 
