@@ -445,14 +445,20 @@ impl ScoringLayout {
 /// Runs `model` over `layout` and the LM head over the predictor rows only.
 fn scored_logits_of_layout<M: CausalModel + ?Sized>(
     model: &M,
-    layout: &ScoringLayout,
+    layout: ScoringLayout,
     device: &Device,
 ) -> ScoredLogits {
     let logits = (layout.scored_tokens() > 0).then(|| {
         let hidden = layout.hidden_states(model, device);
         model.logits(layout.predictor_rows(hidden))
     });
-    layout.scored(logits)
+    ScoredLogits {
+        logits,
+        sequence: layout.sequence,
+        targets: layout.targets,
+        slots: layout.slots,
+        shape: layout.shape,
+    }
 }
 
 /// Runs `model` over `batch` with shared prompts and the LM head over the scored positions
@@ -465,7 +471,7 @@ pub fn scored_logits_shared<M: CausalModel + ?Sized>(
 ) -> Result<ScoredLogits, BatchError> {
     Ok(scored_logits_of_layout(
         model,
-        &shared_layout(batch)?,
+        shared_layout(batch)?,
         device,
     ))
 }
@@ -549,7 +555,7 @@ pub fn scored_logits<M: CausalModel + ?Sized>(
 ) -> Result<ScoredLogits, BatchError> {
     Ok(scored_logits_of_layout(
         model,
-        &ScoringLayout::of_tokens(batch)?,
+        ScoringLayout::of_tokens(batch)?,
         device,
     ))
 }

@@ -84,17 +84,7 @@ pub fn optimizer_step(
             accumulator: &mut accumulator,
             step_examples: examples,
         };
-        let out = micro_batch(
-            setup.live_reference,
-            setup.objective,
-            setup.needs,
-            batch,
-            setup.packing,
-            setup.pad_token,
-            setup.memory,
-            setup.device,
-            &mut sink,
-        )?;
+        let out = micro_batch(setup, batch, &mut sink)?;
         tokens += out.tokens;
         let per_example = values(&out.output.losses)?;
         if per_example.iter().any(|v| !v.is_finite()) {

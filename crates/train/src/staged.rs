@@ -18,7 +18,7 @@ use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::TrainError;
-use crate::step::{GradientSink, MemorySaving, ObjectiveInputs};
+use crate::step::{GradientSink, ObjectiveInputs};
 
 /// How the rows' gradient goes on into the trunk.
 enum Trunk {
@@ -34,11 +34,10 @@ enum Trunk {
 pub(crate) fn staged_backward(
     inputs: &ObjectiveInputs<'_>,
     layout: &ScoringLayout,
-    memory: MemorySaving,
     sink: &mut GradientSink<'_>,
 ) -> Result<ObjectiveOutput, TrainError> {
     let policy: &CausalLm = sink.policy;
-    let device = inputs.device;
+    let (device, memory) = (inputs.setup.device, inputs.setup.memory);
     let plain_device = device.clone().inner();
     let plain = policy.valid();
     let (rows, trunk) = if memory.gradient_checkpointing {
@@ -87,7 +86,7 @@ fn head_backward(
 ) -> Result<(ObjectiveOutput, Tensor<2>), TrainError> {
     let leaf = Tensor::from_inner(rows.clone()).require_grad();
     let scored = layout.scored(Some(sink.policy.logits(leaf.clone())));
-    let totals = scored.logprobs(inputs.device).total;
+    let totals = scored.logprobs(inputs.setup.device).total;
     let output = inputs.output(totals, Some(&scored))?;
     let grads = sink.loss(&output).backward();
     let grad_rows = leaf.grad(&grads).unwrap_or_else(|| rows.zeros_like());

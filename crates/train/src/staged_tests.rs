@@ -16,6 +16,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor};
 
 use crate::example::{AnchoredExample, ReferenceLogps};
+use crate::optimizer_step::StepSetup;
 use crate::step::{GradientSink, MemorySaving, micro_batch};
 
 fn tiny_model(name: &str, device: &Device) -> CausalLm {
@@ -81,18 +82,18 @@ fn gradients(
         accumulator: &mut accumulator,
         step_examples: batch.len(),
     };
-    let out = micro_batch(
-        Some(reference),
+    let setup = StepSetup {
         objective,
-        &needs,
-        &batch,
+        needs: &needs,
+        live_reference: Some(reference),
         packing,
-        0,
-        memory,
+        pad_token: 0,
         device,
-        &mut sink,
-    )
-    .unwrap_or_else(|e| panic!("the micro-batch runs: {e}"));
+        max_grad_norm: 0.0,
+        memory,
+    };
+    let out = micro_batch(&setup, &batch, &mut sink)
+        .unwrap_or_else(|e| panic!("the micro-batch runs: {e}"));
     let loss = out.output.losses.sum().into_scalar::<f64>();
     let grads = accumulator.grads();
     let mut collect = Collect {

@@ -1,8 +1,8 @@
 //! One micro-batch: one policy forward (two with recomputed blocks) over every example's
-//! chosen, rejected and K base responses (laid out by `bapo_data::PreferenceBatch`, the prompt shared by default), the
-//! named quantities the objective asked for, its per-example losses, and the gradients of
-//! their scaled sum (one `backward()`, or several stages when memory saving is on:
-//! `staged.rs`).
+//! chosen, rejected and K base responses (laid out by `bapo_data::PreferenceBatch`, the
+//! prompt shared by default), the named quantities the objective asked for, its per-example
+//! losses, and the gradients of their scaled sum (one `backward()`, or several stages when
+//! memory saving is on: `staged.rs`).
 //!
 //! Reference log-probs come from the anchor cache; the reference model runs live only for
 //! token-level quantities (KL-DPO's `TokenKl`), without autodiff.
@@ -10,12 +10,13 @@
 use bapo_data::{ExampleResponses, Packing, PreferenceBatch, ScoringInput, Slot};
 use bapo_model::{CausalLm, ScoredLogits};
 use bapo_objective::kl::packed_sequence_kl;
-use bapo_objective::{Needs, Objective, ObjectiveOutput, Quantities, Quantity, Response};
+use bapo_objective::{ObjectiveOutput, Quantities, Quantity, Response};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 
 use crate::TrainError;
 use crate::example::AnchoredExample;
+use crate::optimizer_step::StepSetup;
 
 /// What the objective computed on a micro-batch.
 pub struct MicroBatchOutput {
@@ -147,44 +148,35 @@ impl GradientSink<'_> {
     }
 }
 
-/// Runs the objective on `examples` and adds the gradients of its loss to `sink`.
-/// `policy` lives on the autodiff device `device`; `reference` (plain) is used only for
-/// token-level KL.
-#[allow(clippy::too_many_arguments)]
+/// Runs the objective on `examples` and adds the gradients of its loss to `sink`, whose
+/// policy lives on `setup`'s autodiff device.
 pub fn micro_batch(
-    reference: Option<&CausalLm>,
-    objective: &dyn Objective,
-    needs: &Needs,
+    setup: &StepSetup<'_>,
     examples: &[&AnchoredExample],
-    packing: Packing,
-    pad_id: u32,
-    memory: MemorySaving,
-    device: &Device,
     sink: &mut GradientSink<'_>,
 ) -> Result<MicroBatchOutput, TrainError> {
+    let needs = setup.needs;
     let base_per_example = if needs.needs_base_responses() {
         needs.anchors_per_prompt
     } else {
         0
     };
-    let batch = preference_batch(examples, base_per_example, packing, pad_id)?;
+    let batch = preference_batch(examples, base_per_example, setup.packing, setup.pad_token)?;
     let tokens = batch.sequence_tokens();
     let inputs = ObjectiveInputs {
-        reference,
-        objective,
-        needs,
+        setup,
         examples,
         batch: &batch,
         base_per_example,
-        device,
     };
-    if memory.staged() {
+    if setup.memory.staged() {
         let layout = batch.input.layout()?;
         if layout.scored_tokens() > 0 {
-            let output = crate::staged::staged_backward(&inputs, &layout, memory, sink)?;
+            let output = crate::staged::staged_backward(&inputs, &layout, sink)?;
             return Ok(MicroBatchOutput { output, tokens });
         }
     }
+    let device = setup.device;
     let scored = batch.input.scored_logits(sink.policy, device)?;
     let totals = scored.logprobs(device).total;
     let output = inputs.output(totals, Some(&scored))?;
@@ -194,13 +186,10 @@ pub fn micro_batch(
 
 /// Everything the objective's quantities are computed from, besides the policy's log-probs.
 pub(crate) struct ObjectiveInputs<'a> {
-    pub reference: Option<&'a CausalLm>,
-    pub objective: &'a dyn Objective,
-    pub needs: &'a Needs,
+    pub setup: &'a StepSetup<'a>,
     pub examples: &'a [&'a AnchoredExample],
     pub batch: &'a PreferenceBatch,
     pub base_per_example: usize,
-    pub device: &'a Device,
 }
 
 impl ObjectiveInputs<'_> {
@@ -211,9 +200,9 @@ impl ObjectiveInputs<'_> {
         totals: Tensor<1>,
         scored: Option<&ScoredLogits>,
     ) -> Result<ObjectiveOutput, TrainError> {
-        let (b, batch, device) = (self.examples.len(), self.batch, self.device);
+        let (b, batch, device) = (self.examples.len(), self.batch, self.setup.device);
         let mut quantities = Quantities::new();
-        for q in self.needs.quantities.iter().copied() {
+        for q in self.setup.needs.quantities.iter().copied() {
             let response = q.response();
             let per = match response {
                 Response::Base if self.base_per_example == 0 => {
@@ -243,7 +232,10 @@ impl ObjectiveInputs<'_> {
                     constant(token_counts(self.examples, response, per), b, per, device)
                 }
                 Quantity::TokenKl { direction, .. } => {
-                    let reference = self.reference.ok_or(TrainError::NoLiveReference)?;
+                    let reference = self
+                        .setup
+                        .live_reference
+                        .ok_or(TrainError::NoLiveReference)?;
                     // The chunked LM head keeps no logits; the config refuses it with
                     // token-level KL, so this is only reached by a caller that did not check.
                     let scored = scored.ok_or(TrainError::UnsupportedQuantity(q))?;
@@ -260,7 +252,7 @@ impl ObjectiveInputs<'_> {
             };
             quantities.insert(q, value);
         }
-        Ok(self.objective.compute(&quantities)?)
+        Ok(self.setup.objective.compute(&quantities)?)
     }
 }
 

@@ -164,12 +164,7 @@ fn accumulating_four_batches_of_one_equals_one_batch_of_four() {
                 "eval.at_start=false",
             ],
         );
-        train(&config, &quiet()).unwrap();
-        let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
-        let ck = bapo_train::checkpoint::latest(&dir.join("run"))
-            .unwrap()
-            .unwrap();
-        (rows, ck.parameters)
+        trained(&dir, &config)
     };
     assert_same_run(
         "batch of 4 vs 4 accumulated batches of 1",
@@ -185,6 +180,17 @@ type RunResult = (
     Vec<(usize, std::collections::BTreeMap<String, f64>)>,
     std::collections::BTreeMap<String, burn::tensor::TensorData>,
 );
+
+/// Trains `config`, whose run directory is `dir/run`, and reads back its metric rows and
+/// final checkpoint's parameters.
+fn trained(dir: &std::path::Path, config: &bapo_train::RunConfig) -> RunResult {
+    train(config, &quiet()).unwrap();
+    let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+    let ck = bapo_train::checkpoint::latest(&dir.join("run"))
+        .unwrap()
+        .unwrap();
+    (rows, ck.parameters)
+}
 
 /// Two runs agree: every step's `metrics` within `tolerance` (relative above 1) and every
 /// final parameter within `tolerance`.
@@ -243,12 +249,7 @@ fn sharing_prompts_leaves_the_training_curve_unchanged() {
                     "eval.at_start=false",
                 ],
             );
-            train(&config, &quiet()).unwrap();
-            let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
-            let ck = bapo_train::checkpoint::latest(&dir.join("run"))
-                .unwrap()
-                .unwrap();
-            (rows, ck.parameters)
+            trained(&dir, &config)
         };
         assert_same_run(
             &format!("{objective}, shared vs unshared prompts"),
@@ -262,9 +263,9 @@ fn sharing_prompts_leaves_the_training_curve_unchanged() {
 
 /// The memory savings change the work, not the numbers: with recomputed blocks and an LM head
 /// run three tokens at a time the whole loop (two accumulated micro-batches per step,
-/// clipping, AdamW, checkpoints) gives the plain run's training curve and final parameters. Each saving's
-/// gradients are checked parameter by parameter in `staged_tests.rs`; that the keys save
-/// memory is measured by `cargo xtask bench --memory` (docs/performance.md).
+/// clipping, AdamW, checkpoints) gives the plain run's training curve and final parameters.
+/// Each saving's gradients are checked parameter by parameter in `staged_tests.rs`; that the
+/// keys save memory is measured by `cargo xtask bench --memory` (docs/performance.md).
 #[test]
 fn memory_savings_leave_the_training_curve_unchanged() {
     let run = |sets: &[&str]| {
@@ -278,12 +279,7 @@ fn memory_savings_leave_the_training_curve_unchanged() {
             "eval.at_start=false",
         ];
         all.extend_from_slice(sets);
-        train(&tiny_config(&dir, &all), &quiet()).unwrap();
-        let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
-        let ck = bapo_train::checkpoint::latest(&dir.join("run"))
-            .unwrap()
-            .unwrap();
-        (rows, ck.parameters)
+        trained(&dir, &tiny_config(&dir, &all))
     };
     let plain = run(&[]);
     let saving = run(&[
