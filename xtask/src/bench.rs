@@ -1,5 +1,6 @@
 //! `cargo xtask bench [--backend B[,B…]] [--steps N]`: tokens/s and peak RSS on SmolLM2-135M of a
-//! DPO training step (full fine-tuning, with and without prefix sharing, and LoRA), forward-only
+//! DPO training step (full fine-tuning, with and without prefix sharing, and LoRA; in f32, and in
+//! TRL's default — bf16 autocast with gradient checkpointing — on both sides), forward-only
 //! evaluation, greedy generation and the quickstart's anchor pass, ours (`bapo bench`,
 //! configs/bench.toml) next to PyTorch/transformers/TRL/PEFT doing the same work on the same
 //! machine (xtask/bench_reference.py) where they have a peer, each phase in its own process,
@@ -79,15 +80,46 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         return crate::bench_memory::memory_bench(root, &bapo, &env, &model_dir);
     }
 
-    // (label, our phase, our overrides, the PyTorch side's phase if it has one).
+    // (label, our phase, our overrides, the PyTorch side's phase if it has one, and its
+    // environment). The "TRL default" rows are bf16 autocast with gradient checkpointing on
+    // both sides (DPOConfig's defaults); the others are f32 without it.
     let lora = ["--set", "lora.enabled=true"];
     let unshared = ["--set", "training.share_prompts=false"];
-    let phases: [(&str, &str, &[&str], Option<&str>); 6] = [
-        ("train", "train", &[], Some("train")),
+    let trl_default = [
+        "--set",
+        "training.precision='bf16'",
+        "--set",
+        "training.gradient_checkpointing=true",
+    ];
+    let lora_trl_default = [&lora[..], &trl_default[..]].concat();
+    let trl_default_env: &[(&str, &str)] = &[
+        ("BAPO_BENCH_DTYPE", "bfloat16"),
+        ("BAPO_BENCH_CHECKPOINTING", "1"),
+    ];
+    type Phase<'a> = (
+        &'a str,
+        &'a str,
+        &'a [&'a str],
+        Option<(&'a str, &'a [(&'a str, &'a str)])>,
+    );
+    let phases: [Phase; 8] = [
+        ("train", "train", &[], Some(("train", &[]))),
         ("train, unshared prompts", "train", &unshared, None),
-        ("train-lora", "train", &lora, Some("train-lora")),
+        (
+            "train, TRL default (bf16 + checkpointing)",
+            "train",
+            &trl_default,
+            Some(("train", trl_default_env)),
+        ),
+        ("train-lora", "train", &lora, Some(("train-lora", &[]))),
+        (
+            "train-lora, TRL default (bf16 + checkpointing)",
+            "train",
+            &lora_trl_default,
+            Some(("train-lora", trl_default_env)),
+        ),
         ("eval", "eval", &[], None),
-        ("generate", "generate", &[], Some("generate")),
+        ("generate", "generate", &[], Some(("generate", &[]))),
         ("anchors (quickstart)", "anchors", &[], None),
     ];
     // Per phase: ours on each backend, and the PyTorch side where it has a peer.
@@ -114,7 +146,7 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         }
         let theirs = match reference {
             None => None,
-            Some(reference) => {
+            Some((reference, reference_env)) => {
                 let batch = if reference == "generate" {
                     get("anchors", "chunk_size")?
                 } else {
@@ -131,6 +163,7 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
                         .arg(batch)
                         .arg(get("data", "max_length")?)
                         .arg(get("anchors", "max_new_tokens")?)
+                        .envs(reference_env.iter().copied())
                         .current_dir(root),
                     &format!("bench_reference.py {reference}"),
                 )?)

@@ -39,7 +39,25 @@ const SHAPES: [Shape; 2] = [
 ];
 
 /// Our levers: (label, overrides); those that hold most last, as they may run out of memory.
-const LEVERS: [(&str, &[&str]); 4] = [
+/// A bf16 base (`lora.base_dtype`) is for LoRA only: full fine-tuning skips that row.
+const LEVERS: [(&str, &[&str]); 6] = [
+    (
+        "bf16 base + bf16 + checkpointing + chunks",
+        &[
+            "lora.base_dtype='bf16'",
+            "training.precision='bf16'",
+            "training.gradient_checkpointing=true",
+            "training.lm_head_chunk_tokens=256",
+        ],
+    ),
+    (
+        "bf16 + checkpointing + chunks",
+        &[
+            "training.precision='bf16'",
+            "training.gradient_checkpointing=true",
+            "training.lm_head_chunk_tokens=256",
+        ],
+    ),
     (
         "checkpointing + chunks",
         &[
@@ -86,6 +104,9 @@ pub fn memory_bench(
         let model = shape_model(root, bapo, env, smollm2_hf, shape.name)?;
         let training = if shape.lora { "LoRA" } else { "full" };
         for (label, overrides) in LEVERS {
+            if !shape.lora && overrides.iter().any(|o| o.starts_with("lora.")) {
+                continue;
+            }
             let mut command = oom_first(bapo);
             command
                 .args(["bench", "--phase", "train", "--steps", "1", "--warmup", "0"])
@@ -193,16 +214,52 @@ fn print_table(rows: &[(String, String, Value)]) {
             .and_then(|(_, _, v)| v["peak_rss_mib"].as_f64())
     };
     for shape in &SHAPES {
-        let ours = peak(shape.name, "bapo `tch-cpu`, LoRA, checkpointing + chunks")
-            .or_else(|| peak(shape.name, "bapo `tch-cpu`, full, checkpointing + chunks"));
-        if let (Some(ours), Some(trl)) = (ours, peak(shape.name, "TRL default")) {
-            println!(
-                "\n{}: bapo (checkpointing + chunks) / TRL default peak RSS = {:.2}",
-                shape.name,
-                ours / trl
-            );
+        let training = if shape.lora { "LoRA" } else { "full" };
+        let Some(trl) = peak(shape.name, "TRL default") else {
+            continue;
+        };
+        for levers in [
+            "bf16 base + bf16 + checkpointing + chunks",
+            "bf16 + checkpointing + chunks",
+            "checkpointing + chunks",
+        ] {
+            if let Some(ours) = peak(shape.name, &format!("bapo `tch-cpu`, {training}, {levers}")) {
+                println!(
+                    "{}: bapo ({levers}) / TRL default peak RSS = {:.2}",
+                    shape.name,
+                    ours / trl
+                );
+            }
         }
     }
+}
+
+/// The folder `bapo model init --like` reads a shape from: `configs/shapes/<name>.json` as its
+/// config.json, and the tokenizer of `smollm2_hf` (an exported SmolLM2) beside it.
+pub(crate) fn shape_folder(
+    root: &Path,
+    smollm2_hf: &Path,
+    name: &str,
+    folder: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(folder)?;
+    std::fs::copy(
+        root.join(format!("configs/shapes/{name}.json")),
+        folder.join("config.json"),
+    )?;
+    for file in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+    ] {
+        let from = smollm2_hf.join(file);
+        if from.exists() {
+            std::fs::copy(&from, folder.join(file))
+                .with_context(|| format!("copying {}", from.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The random model of `configs/shapes/<name>.json`, written once under .cache/bench.
@@ -217,25 +274,8 @@ fn shape_model(
     if out.join("model.safetensors").exists() || out.join("model.safetensors.index.json").exists() {
         return Ok(out);
     }
-    // `--like` reads the shape from config.json and copies the tokenizer beside it.
     let like = root.join(format!(".cache/bench/{name}-shape"));
-    std::fs::create_dir_all(&like)?;
-    std::fs::copy(
-        root.join(format!("configs/shapes/{name}.json")),
-        like.join("config.json"),
-    )?;
-    for file in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "chat_template.jinja",
-    ] {
-        let from = smollm2_hf.join(file);
-        if from.exists() {
-            std::fs::copy(&from, like.join(file))
-                .with_context(|| format!("copying {}", from.display()))?;
-        }
-    }
+    shape_folder(root, smollm2_hf, name, &like)?;
     let status = Command::new(bapo)
         .args(["model", "init", "--like"])
         .arg(&like)

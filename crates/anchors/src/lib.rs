@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bapo_data::TokenizedExample;
-use bapo_model::Sampling;
+use bapo_model::{Precision, Sampling};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -181,6 +181,17 @@ pub struct FingerprintInputs {
     /// and truncation the cache holds.
     pub examples: String,
     pub settings: AnchorSettings,
+    /// What the reference computed in (`training.precision`) and held its matrices in
+    /// (`lora.base_dtype`): base responses and log-probs change with both. Left out of the
+    /// JSON when f32, so that caches made before bf16 existed keep their folders.
+    #[serde(skip_serializing_if = "is_f32")]
+    pub precision: Precision,
+    #[serde(skip_serializing_if = "is_f32")]
+    pub base_dtype: Precision,
+}
+
+fn is_f32(precision: &Precision) -> bool {
+    *precision == Precision::F32
 }
 
 /// sha256 of the token ids (prompt, chosen, rejected, supplied base) and source lines of

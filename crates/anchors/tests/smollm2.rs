@@ -37,6 +37,8 @@ fn inputs(data: &str, settings: AnchorSettings) -> FingerprintInputs {
         user: Some("concise".into()),
         examples: String::new(),
         settings,
+        precision: bapo_model::Precision::F32,
+        base_dtype: bapo_model::Precision::F32,
     }
 }
 

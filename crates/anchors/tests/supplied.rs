@@ -40,6 +40,8 @@ fn a_supplied_base_response_is_the_anchor() {
         user: None,
         examples: examples_sha256(&examples),
         settings,
+        precision: bapo_model::Precision::F32,
+        base_dtype: bapo_model::Precision::F32,
     };
     let cache = std::env::temp_dir().join(format!("bapo-anchors-supplied-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);

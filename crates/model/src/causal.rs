@@ -3,9 +3,12 @@
 //! to be, is in `causal_lm.rs`: the architectures import this file, and that one imports
 //! them.)
 
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use crate::precision::{Precision, to_f32};
 
 /// A decoder-only language model.
 pub trait CausalModel {
@@ -155,6 +158,60 @@ pub(crate) fn append_to_cache(
     (k, v)
 }
 
+/// Attention of `q`, `k`, `v` `[batch, heads, queries or keys, head_dim]` in `precision`:
+/// under `mask` (`[batch, 1, queries, keys]`, `true` = may not attend, broadcast over heads)
+/// or, without one, causal (then `queries = keys`).
+pub(crate) fn attend(
+    precision: Precision,
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Option<Tensor<4, Bool>>,
+) -> Tensor<4> {
+    match (precision, mask) {
+        (Precision::F32, Some(mask)) => masked_attention(q, k, v, mask),
+        (Precision::F32, None) => {
+            let options = AttentionModuleOptions {
+                scale: None,
+                softcap: None,
+                is_causal: true,
+            };
+            attention(q, k, v, None, None, options)
+        }
+        (Precision::Bf16, mask) => {
+            let mask = mask.unwrap_or_else(|| causal_mask(q.dims()[2], &q.device()));
+            mixed_precision_attention(q, k, v, mask)
+        }
+    }
+}
+
+/// transformers' eager attention under bf16 autocast: `q·kᵀ` in bf16, scaled in bf16, then
+/// the mask and the softmax in f32, and `p·v` in bf16 (the result is bf16).
+fn mixed_precision_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Tensor<4, Bool>,
+) -> Tensor<4> {
+    let bf16 = Precision::Bf16;
+    let head_dim = q.dims()[3];
+    let scores = bf16
+        .for_matmul(q)
+        .matmul(bf16.for_matmul(k).swap_dims(2, 3))
+        .mul_scalar(1.0 / (head_dim as f64).sqrt());
+    let bias = Tensor::<4>::zeros(mask.dims(), &mask.device()).mask_fill(mask, f32::NEG_INFINITY);
+    let weights = softmax(to_f32(scores) + bias, 3);
+    bf16.for_matmul(weights).matmul(bf16.for_matmul(v))
+}
+
+/// `[1, 1, tokens, tokens]`: `true` where a key comes after its query.
+fn causal_mask(tokens: usize, device: &Device) -> Tensor<4, Bool> {
+    let mask = (0..tokens)
+        .flat_map(|query| (0..tokens).map(move |key| key > query))
+        .collect();
+    key_mask(mask, [1, tokens, tokens], device)
+}
+
 /// Attention of `q`, `k`, `v` `[batch, heads, queries or keys, head_dim]` under an explicit
 /// mask (`true` = may not attend, broadcast over heads).
 ///
@@ -163,12 +220,7 @@ pub(crate) fn append_to_cache(
 /// unchanged, where `true` means *may* attend — the opposite of Burn's convention — so on
 /// `tch-cpu`/`cuda` every masked forward without autodiff (generation, scoring, evaluation)
 /// attended to exactly the wrong keys. A bias means the same on every backend.
-pub(crate) fn masked_attention(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    mask: Tensor<4, Bool>,
-) -> Tensor<4> {
+fn masked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4, Bool>) -> Tensor<4> {
     let bias = Tensor::<4>::zeros(mask.dims(), &mask.device()).mask_fill(mask, f32::NEG_INFINITY);
     let options = AttentionModuleOptions {
         scale: None,

@@ -3,14 +3,15 @@
 
 use std::path::Path;
 
-use burn::module::Module;
-use burn::tensor::{Device, Gradients, Int, Tensor};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{Device, FloatDType, Gradients, Int, Tensor};
 
 use crate::ModelError;
 use crate::causal::{CausalModel, KvCache};
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
 use crate::logprobs::ScoringLayout;
+use crate::precision::Precision;
 use crate::recompute::{BlockInputs, backward_through_blocks, forward_keeping_block_inputs};
 
 /// The shape of a loaded model, kept with it: export writes it back, and checks read its
@@ -90,6 +91,51 @@ impl CausalLm {
             CausalLm::Llama(m) => CausalLm::Llama(m.without_adapters()),
             CausalLm::Gpt2(m) => CausalLm::Gpt2(m.without_adapters()),
         }
+    }
+}
+
+/// Mixed precision (see `precision.rs`).
+impl CausalLm {
+    /// What this model's forward computes in.
+    pub fn precision(&self) -> Precision {
+        match self {
+            CausalLm::Llama(m) => m.precision,
+            CausalLm::Gpt2(m) => m.precision,
+        }
+    }
+
+    /// This model computing in `precision`; its weights are unchanged.
+    pub fn with_precision(self, precision: Precision) -> CausalLm {
+        match self {
+            CausalLm::Llama(m) => CausalLm::Llama(Llama { precision, ..m }),
+            CausalLm::Gpt2(m) => CausalLm::Gpt2(Gpt2 { precision, ..m }),
+        }
+    }
+
+    /// This model with every matrix (projections, embeddings, LM head) held in bf16 and frozen,
+    /// norms and biases kept in f32: the frozen base of LoRA in half the memory
+    /// (`lora.base_dtype = "bf16"`). LoRA's factors attached afterwards are f32
+    /// ([`apply_lora`](crate::apply_lora) builds them so).
+    pub fn with_bf16_matrices(self) -> CausalLm {
+        let mut mapper = MatricesToBf16;
+        match self {
+            CausalLm::Llama(m) => CausalLm::Llama(m.map(&mut mapper)),
+            CausalLm::Gpt2(m) => CausalLm::Gpt2(m.map(&mut mapper)),
+        }
+    }
+}
+
+/// Casts every 2-D float parameter to bf16 and freezes it.
+struct MatricesToBf16;
+
+impl ModuleMapper for MatricesToBf16 {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D != 2 {
+            return param;
+        }
+        param
+            .map(|t| t.detach().cast(FloatDType::BF16))
+            .set_require_grad(false)
     }
 }
 

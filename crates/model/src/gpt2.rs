@@ -8,16 +8,15 @@ use std::path::Path;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::gelu_approximate;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
 use crate::ModelError;
-use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask, masked_attention};
+use crate::causal::{CausalModel, KvCache, append_to_cache, attend, key_mask};
 use crate::hf::SafetensorsWeights;
 use crate::logprobs::AttentionPattern;
 use crate::lora::linear_without_adapter;
+use crate::precision::{Precision, to_f32};
 use crate::recompute::Blockwise;
 
 /// Shape of a GPT-2 model.
@@ -98,6 +97,9 @@ pub struct Gpt2 {
     pub wpe: Embedding,
     pub blocks: Vec<Gpt2Block>,
     pub ln_f: LayerNorm,
+    /// What the forward computes in (not part of the weights).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl Gpt2Block {
@@ -106,10 +108,11 @@ impl Gpt2Block {
         x: Tensor<3>,
         mask: Option<&Tensor<4, Bool>>,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        precision: Precision,
     ) -> Tensor<3> {
         let [batch, tokens, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
-        let qkv = self.c_attn.forward(self.ln_1.forward(x.clone()));
+        let qkv = precision.project(&self.c_attn, self.ln_1.forward(x.clone()));
         let heads = |i: usize| {
             qkv.clone()
                 .narrow(2, i * hidden, hidden)
@@ -120,27 +123,24 @@ impl Gpt2Block {
         if let Some(slot) = cache {
             (k, v) = append_to_cache(slot, k, v);
         }
-        let out = match mask {
-            Some(mask) => masked_attention(q, k, v, mask.clone()),
-            None => {
-                let options = AttentionModuleOptions {
-                    scale: None,
-                    softcap: None,
-                    is_causal: true,
-                };
-                attention(q, k, v, None, None, options)
-            }
-        };
+        let out = attend(precision, q, k, v, mask.cloned());
         let out = out.swap_dims(1, 2).reshape([batch, tokens, hidden]);
-        let h = x + self.attn_proj.forward(out);
-        let mlp = self.mlp_proj.forward(gelu_approximate(
-            self.c_fc.forward(self.ln_2.forward(h.clone())),
-        ));
-        h + mlp
+        // The residual stream, and so every norm's input, stays f32.
+        let h = x + to_f32(precision.project(&self.attn_proj, out));
+        let inner = precision.project(&self.c_fc, self.ln_2.forward(h.clone()));
+        // GELU in f32 and rounded once, as torch's bf16 `gelu(approximate="tanh")` kernel
+        // computes it.
+        let activation = precision.for_matmul(gelu_approximate(to_f32(inner)));
+        h + to_f32(precision.project(&self.mlp_proj, activation))
     }
 }
 
 impl Gpt2 {
+    /// Token plus position embeddings, f32 (the start of the residual stream).
+    fn embeddings(&self, ids: Tensor<2, Int>, positions: Tensor<2, Int>) -> Tensor<3> {
+        to_f32(self.wte.forward(ids)) + to_f32(self.wpe.forward(positions))
+    }
+
     fn run(
         &self,
         ids: Tensor<2, Int>,
@@ -151,9 +151,10 @@ impl Gpt2 {
         if let Some(cache) = cache.as_deref_mut() {
             cache.reserve_layers(self.blocks.len());
         }
-        let mut x = self.wte.forward(ids) + self.wpe.forward(positions);
+        let mut x = self.embeddings(ids, positions);
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x, mask.as_ref(), cache.as_deref_mut().map(|c| c.layer(i)));
+            let slot = cache.as_deref_mut().map(|c| c.layer(i));
+            x = block.forward(x, mask.as_ref(), slot, self.precision);
         }
         self.ln_f.forward(x)
     }
@@ -189,6 +190,7 @@ impl Gpt2 {
             },
             blocks,
             ln_f: loader.layer_norm("ln_f")?,
+            precision: Precision::F32,
         };
         Ok((model, c))
     }
@@ -343,7 +345,7 @@ impl Blockwise for Gpt2 {
     }
 
     fn embed_stage(&self, ids: Tensor<2, Int>, context: &Gpt2Context) -> Tensor<3> {
-        self.wte.forward(ids) + self.wpe.forward(context.positions.clone())
+        self.embeddings(ids, context.positions.clone())
     }
 
     fn block_count(&self) -> usize {
@@ -351,7 +353,7 @@ impl Blockwise for Gpt2 {
     }
 
     fn block_stage(&self, index: usize, x: Tensor<3>, context: &Gpt2Context) -> Tensor<3> {
-        self.blocks[index].forward(x, context.mask.as_ref(), None)
+        self.blocks[index].forward(x, context.mask.as_ref(), None, self.precision)
     }
 
     fn norm_stage(&self, x: Tensor<3>) -> Tensor<3> {
@@ -388,6 +390,7 @@ impl CausalModel for Gpt2 {
     }
 
     fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(hidden, self.wte.weight.val().transpose(), None)
+        self.precision
+            .head_logits(hidden, self.wte.weight.val().transpose())
     }
 }

@@ -18,6 +18,7 @@ pub mod llama_config;
 pub mod loaded;
 pub mod logprobs;
 pub mod lora;
+pub mod precision;
 pub mod recompute;
 pub mod tokenizer;
 
@@ -39,6 +40,7 @@ pub use logprobs::{
     sequence_logprobs, shared_sequence_logprobs, target_logprobs,
 };
 pub use lora::{LoraError, LoraSettings, adapter_count, apply_lora};
+pub use precision::Precision;
 pub use recompute::BlockInputs;
 pub use tokenizer::tokenizer_from_gguf;
 

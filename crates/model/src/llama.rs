@@ -6,8 +6,6 @@
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::activation::silu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use std::path::{Path, PathBuf};
@@ -16,12 +14,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::ModelError;
-use crate::causal::{CausalModel, KvCache, append_to_cache, key_mask, masked_attention};
+use crate::causal::{CausalModel, KvCache, append_to_cache, attend, key_mask};
 use crate::gguf::GgufFile;
 use crate::hf::SafetensorsWeights;
 pub use crate::llama_config::LlamaConfig;
 use crate::logprobs::AttentionPattern;
 use crate::lora::linear_without_adapter;
+use crate::precision::{Precision, to_f32};
 use crate::recompute::Blockwise;
 
 /// Grouped-query self-attention.
@@ -62,6 +61,9 @@ pub struct Llama {
     /// `None` when the LM head is tied to the token embedding.
     pub lm_head: Option<Linear>,
     pub rope_theta: f64,
+    /// What the forward computes in (not part of the weights).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 /// `cos` and `sin` tables `[rows, 1, tokens, head_dim]` of rotate-half RoPE, one row of
@@ -108,6 +110,7 @@ pub(crate) struct ForwardContext {
     cos: Tensor<4>,
     sin: Tensor<4>,
     mask: Option<Tensor<4, Bool>>,
+    precision: Precision,
 }
 
 impl Attention {
@@ -118,19 +121,27 @@ impl Attention {
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
         let [batch, tokens, _] = x.dims();
+        let precision = context.precision;
         let heads =
             |t: Tensor<3>, n: usize| t.reshape([batch, tokens, n, self.head_dim]).swap_dims(1, 2);
+        // RoPE in f32, as transformers applies its f32 tables under autocast.
         let q = apply_rope(
-            heads(self.q_proj.forward(x.clone()), self.num_heads),
+            heads(
+                to_f32(precision.project(&self.q_proj, x.clone())),
+                self.num_heads,
+            ),
             &context.cos,
             &context.sin,
         );
         let mut k = apply_rope(
-            heads(self.k_proj.forward(x.clone()), self.num_kv_heads),
+            heads(
+                to_f32(precision.project(&self.k_proj, x.clone())),
+                self.num_kv_heads,
+            ),
             &context.cos,
             &context.sin,
         );
-        let mut v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let mut v = heads(precision.project(&self.v_proj, x), self.num_kv_heads);
         if let Some(slot) = cache {
             (k, v) = append_to_cache(slot, k, v);
         }
@@ -145,7 +156,7 @@ impl Attention {
                 let q = q.reshape([batch, self.num_kv_heads, repeat * tokens, self.head_dim]);
                 let mask = mask.clone().repeat_dim(2, repeat);
                 debug_assert_eq!(mask.dims()[3], keys);
-                masked_attention(q, k, v, mask).reshape([
+                attend(precision, q, k, v, Some(mask)).reshape([
                     batch,
                     self.num_heads,
                     tokens,
@@ -163,26 +174,23 @@ impl Attention {
                         self.head_dim,
                     ])
                 };
-                let options = AttentionModuleOptions {
-                    scale: None,
-                    softcap: None,
-                    is_causal: true,
-                };
-                attention(q, expand(k), expand(v), None, None, options)
+                attend(precision, q, expand(k), expand(v), None)
             }
         };
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([
-            batch,
-            tokens,
-            self.num_heads * self.head_dim,
-        ]))
+        let out = out
+            .swap_dims(1, 2)
+            .reshape([batch, tokens, self.num_heads * self.head_dim]);
+        precision.project(&self.o_proj, out)
     }
 }
 
 impl Mlp {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    fn forward(&self, x: Tensor<3>, precision: Precision) -> Tensor<3> {
+        // SiLU in f32 and rounded once, as torch's bf16 kernel computes it (Burn's bf16 SiLU
+        // rounds its sigmoid before the product).
+        let gate = silu(to_f32(precision.project(&self.gate_proj, x.clone())));
+        let gate = precision.for_matmul(gate);
+        precision.project(&self.down_proj, gate * precision.project(&self.up_proj, x))
     }
 }
 
@@ -193,11 +201,16 @@ impl Block {
         context: &ForwardContext,
         cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
     ) -> Tensor<3> {
-        let h = x.clone()
-            + self
-                .attention
-                .forward(self.input_norm.forward(x), context, cache);
-        h.clone() + self.mlp.forward(self.post_attention_norm.forward(h))
+        // The residual stream, and so every norm's input, stays f32.
+        let attention = self
+            .attention
+            .forward(self.input_norm.forward(x.clone()), context, cache);
+        let h = x + to_f32(attention);
+        let mlp = self.mlp.forward(
+            self.post_attention_norm.forward(h.clone()),
+            context.precision,
+        );
+        h + to_f32(mlp)
     }
 }
 
@@ -214,6 +227,7 @@ impl CausalModel for Llama {
                 cos,
                 sin,
                 mask: None,
+                precision: self.precision,
             },
             None,
         )
@@ -245,11 +259,10 @@ impl CausalModel for Llama {
     /// LM-head logits `[.., vocab]` of hidden states `[.., hidden]`.
     fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => {
-                let embedding = self.embed_tokens.weight.val().transpose();
-                burn::tensor::module::linear(hidden, embedding, None)
-            }
+            Some(head) => to_f32(self.precision.project(head, hidden)),
+            None => self
+                .precision
+                .head_logits(hidden, self.embed_tokens.weight.val().transpose()),
         }
     }
 }
@@ -268,11 +281,16 @@ impl Blockwise for Llama {
             ),
         };
         let (cos, sin) = rope_tables(&positions, self.head_dim(), self.rope_theta, &device);
-        ForwardContext { cos, sin, mask }
+        ForwardContext {
+            cos,
+            sin,
+            mask,
+            precision: self.precision,
+        }
     }
 
     fn embed_stage(&self, ids: Tensor<2, Int>, _context: &ForwardContext) -> Tensor<3> {
-        self.embed_tokens.forward(ids)
+        to_f32(self.embed_tokens.forward(ids))
     }
 
     fn block_count(&self) -> usize {
@@ -313,6 +331,7 @@ impl Llama {
                 cos,
                 sin,
                 mask: Some(mask),
+                precision: self.precision,
             },
             cache,
         )
@@ -327,7 +346,7 @@ impl Llama {
         if let Some(cache) = cache.as_deref_mut() {
             cache.reserve_layers(self.layers.len());
         }
-        let mut x = self.embed_tokens.forward(ids);
+        let mut x = to_f32(self.embed_tokens.forward(ids));
         for (i, block) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(i));
             x = block.forward(x, context, slot);
@@ -464,6 +483,7 @@ impl Llama {
             norm: loader.rms_norm(Part::FinalNorm, None, c)?,
             lm_head,
             rope_theta: c.rope_theta,
+            precision: Precision::F32,
         })
     }
 }

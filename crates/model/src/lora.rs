@@ -76,7 +76,10 @@ pub enum LoraError {
 /// frozen.
 pub fn apply_lora<M: Module>(model: M, settings: &LoraSettings) -> Result<M, LoraError> {
     let group = settings.check()?;
-    let lora = burn::module::Lora::new(settings.rank, settings.alpha).set_param_group(group);
+    // The factors (what the optimizer updates) are f32 also over a base held in bf16.
+    let lora = burn::module::Lora::new(settings.rank, settings.alpha)
+        .set_param_group(group)
+        .set_dtype(burn::tensor::FloatDType::F32);
     Ok(model.apply_lora(lora))
 }
 

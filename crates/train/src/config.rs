@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use bapo_model::Precision;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
@@ -147,14 +148,6 @@ impl AnchorSection {
 }
 
 /// `[training]`.
-/// `training.precision`: only f32, on every backend (the cross-backend agreement is measured
-/// in f32, docs/backends.md); another value is refused when the config is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum WeightPrecision {
-    #[serde(rename = "f32")]
-    F32,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainingSection {
@@ -162,8 +155,10 @@ pub struct TrainingSection {
     pub backend: Backend,
     /// CUDA / GPU index for `cuda` and `wgpu`.
     pub device_index: usize,
-    /// The float type of weights and computation.
-    pub precision: WeightPrecision,
+    /// What the model computes in: `f32`, or `bf16` mixed precision (bf16 matrix products
+    /// over f32 weights and optimizer state; norms, softmax, log-probs and the loss in f32, as
+    /// under `torch.autocast`). Not on `wgpu`, whose shaders have no bf16.
+    pub precision: Precision,
     pub seed: u64,
     /// Examples per micro-batch (each is 2–3 sequences: chosen, rejected, base).
     pub batch_size: usize,
@@ -226,7 +221,7 @@ impl Default for TrainingSection {
         TrainingSection {
             backend: Backend::Cpu,
             device_index: 0,
-            precision: WeightPrecision::F32,
+            precision: Precision::F32,
             seed: 0,
             batch_size: 4,
             gradient_accumulation_steps: 1,
@@ -301,6 +296,14 @@ pub struct LoraSection {
     /// `layers.3.attention.q_proj.weight`).
     #[serde(flatten)]
     pub settings: bapo_model::LoraSettings,
+    /// What the frozen base's matrices are held in: `f32`, or `bf16` (half the memory; with
+    /// `training.precision = "bf16"` only). The adapters and their optimizer state are f32.
+    #[serde(skip_serializing_if = "is_f32")]
+    pub base_dtype: Precision,
+}
+
+fn is_f32(precision: &Precision) -> bool {
+    *precision == Precision::F32
 }
 
 impl Default for LoraSection {
@@ -308,6 +311,18 @@ impl Default for LoraSection {
         LoraSection {
             enabled: true,
             settings: bapo_model::LoraSettings::default(),
+            base_dtype: Precision::F32,
+        }
+    }
+}
+
+impl LoraSection {
+    /// The section with every key written out (the default leaves `base_dtype` out), for the
+    /// check of known keys.
+    fn with_every_key() -> Self {
+        LoraSection {
+            base_dtype: Precision::Bf16,
+            ..LoraSection::default()
         }
     }
 }
@@ -480,6 +495,7 @@ impl RunConfig {
         check.training(&self.training)?;
         check.optimizer(&self.optimizer)?;
         check.lora(&self.lora)?;
+        check.precision(&self.training, &self.lora)?;
         check.at_least_one("eval.batch_size", self.eval.batch_size)?;
         check.at_least_one("eval.batch_tokens", self.eval.batch_tokens)?;
         check.at_least_one("checkpoint.keep", self.checkpoint.keep)
@@ -625,6 +641,40 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// bf16 where the backend has it, and a bf16 base only under LoRA with bf16 compute.
+    fn precision(&self, t: &TrainingSection, lora: &LoraSection) -> Result<(), ConfigError> {
+        if t.precision == Precision::Bf16 && matches!(t.backend, Backend::Wgpu | Backend::WgpuCpu) {
+            return Err(self.bad(
+                "training.precision",
+                format!(
+                    "bf16 is not available on backend `{}`: WGSL shaders have no bf16 type. \
+                     bf16 runs on `cpu`, `tch-cpu` and `cuda`; on `{}` use precision \"f32\"",
+                    t.backend, t.backend
+                ),
+            ));
+        }
+        if lora.base_dtype == Precision::Bf16 {
+            if !lora.enabled {
+                return Err(self.bad(
+                    "lora.base_dtype",
+                    "bf16 holds a frozen LoRA base; with lora.enabled = false every weight \
+                     is trained and its master copy stays f32 (training.precision = \"bf16\" \
+                     computes in bf16)"
+                        .into(),
+                ));
+            }
+            if t.precision != Precision::Bf16 {
+                return Err(self.bad(
+                    "lora.base_dtype",
+                    "a bf16 base needs training.precision = \"bf16\": in f32 every product \
+                     would widen the base again"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// LoRA's settings, checked before any model is loaded.
     fn lora(&self, lora: &LoraSection) -> Result<(), ConfigError> {
         if !lora.enabled {
@@ -674,7 +724,7 @@ fn check_flattened_sections(table: &toml::Table, source_name: &str) -> Result<()
         read_part::<bapo_anchors::AnchorSettings>("anchors", anchors, source_name)?;
     }
     if let Some(lora) = table.get("lora") {
-        check_known_keys("lora", lora, &LoraSection::default(), source_name)?;
+        check_known_keys("lora", lora, &LoraSection::with_every_key(), source_name)?;
         read_part::<bapo_model::LoraSettings>("lora", lora, source_name)?;
     }
     Ok(())

@@ -51,3 +51,7 @@ pub use params::{ParameterError, trainable_parameters};
 pub use prepare::{Prepared, prepare};
 pub use progress::Progress;
 pub use run::{RunSummary, TrainOptions, evaluate_run, export_run, train};
+
+#[cfg(test)]
+#[path = "precision_tests.rs"]
+mod precision_tests;

@@ -15,7 +15,7 @@ use bapo_data::{
     load_knowledge_probe, load_multiple_choice, load_preference_files, split_by_entity,
     tokenize_dataset,
 };
-use bapo_model::{CausalLm, LoadedModel};
+use bapo_model::{CausalLm, LoadedModel, Precision};
 use bapo_objective::{Needs, Objective, registry};
 use burn::module::Module;
 use burn::tensor::Device;
@@ -46,6 +46,18 @@ pub struct Prepared {
     /// that a resume on changed inputs is refused).
     pub data_sha256: String,
     pub model_sha256: String,
+}
+
+/// `model` as the run computes with it — the anchors, the reference's log-probs, the training
+/// steps and the evaluation alike: in `training.precision`, its matrices held in bf16 when
+/// `lora.base_dtype` says so.
+fn as_configured(model: CausalLm, config: &RunConfig) -> CausalLm {
+    let model = model.with_precision(config.training.precision);
+    if config.lora.base_dtype == Precision::Bf16 {
+        model.with_bf16_matrices()
+    } else {
+        model
+    }
 }
 
 /// Tokenises `dataset` with `model`'s tokenizer and chat template and the config's
@@ -301,6 +313,8 @@ impl AnchorJob<'_> {
             user: data.user.clone(),
             examples: examples_sha256(examples),
             settings,
+            precision: self.config.training.precision,
+            base_dtype: self.config.lora.base_dtype,
         }
     }
 
@@ -575,7 +589,8 @@ pub fn prepare(
         config.model.path.display(),
         t.backend
     ));
-    let model = LoadedModel::open(&config.model.path, &train_device)?;
+    let mut model = LoadedModel::open(&config.model.path, &train_device)?;
+    model.model = as_configured(model.model, config);
     let data = DataFiles::of(config)?;
     check_lengths(config, &model)?;
     let reference = model.model.valid();
@@ -641,7 +656,8 @@ pub fn prepare(
     }
     let mut further = Vec::new();
     for path in config.model.references.iter().take(used) {
-        let other = LoadedModel::open(path, &device)?;
+        let mut other = LoadedModel::open(path, &device)?;
+        other.model = as_configured(other.model, config);
         check_lengths(config, &other)?;
         check_same_tokenizer(
             &model.tokenizer,

@@ -109,8 +109,33 @@ fn wrong_types_and_values_name_the_key() {
         ),
         (
             "[training]\n",
-            "[training]\nprecision = \"bf16\"\n",
-            &["training.precision", "bf16"],
+            "[training]\nprecision = \"f16\"\n",
+            &["training.precision", "f16"],
+        ),
+        (
+            "backend = \"cpu\"\n",
+            "backend = \"wgpu-cpu\"\nprecision = \"bf16\"\n",
+            &[
+                "training.precision",
+                "wgpu-cpu",
+                "WGSL",
+                "`cpu`, `tch-cpu` and `cuda`",
+            ],
+        ),
+        (
+            "enabled = false\n",
+            "base_dtype = \"bf16\"\n",
+            &["lora.base_dtype", "training.precision = \"bf16\""],
+        ),
+        (
+            "[lora]\n",
+            "[lora]\nbase_dtype = \"bf16\"\n",
+            &["lora.base_dtype", "lora.enabled = false"],
+        ),
+        (
+            "[lora]\n",
+            "[lora]\nbase_dtype = \"fp8\"\n",
+            &["lora.base_dtype", "fp8"],
         ),
         ("name = \"bapo\"\n", "", &["objective.name", "missing"]),
         ("dir = \"runs/tiny\"", "dir = \"\"", &["output.dir"]),

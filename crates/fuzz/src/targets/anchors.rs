@@ -61,6 +61,8 @@ impl AnchorsTarget {
             user: None,
             examples: examples_sha256(&examples),
             settings,
+            precision: bapo_model::Precision::F32,
+            base_dtype: bapo_model::Precision::F32,
         };
         let cache = Scratch::new("anchors");
         compute_anchors(
