@@ -6,6 +6,9 @@
                                             exit 1 with a message containing TEXT, no panic
   kit.py agreement OUT.json WORK B0 B1 …    every step's loss of WORK/tiny-B against B0's,
                                             and the final evaluation's metrics (relative)
+  kit.py labelled NAME SAMPLES < JSON       the benchmark result JSON with its NAME and, when
+                                            SAMPLES (nvidia-smi's memory.used, MiB, one a
+                                            line) has any, their largest as peak_gpu_mib
   kit.py summary OUT                        OUT/summary.md from results.jsonl, agreement.json,
                                             device.json
 """
@@ -143,6 +146,33 @@ def agreement(out, work, backends):
         sys.exit(f"the backends disagree beyond {TOLERANCE}")
 
 
+def labelled(name, samples):
+    result = json.loads(sys.stdin.read().strip().splitlines()[-1])
+    result["label"] = name
+    try:
+        with open(samples) as f:
+            used = [float(line) for line in f if line.strip().replace(".", "", 1).isdigit()]
+        if used:
+            result["peak_gpu_mib"] = max(used)
+            result["gpu_samples"] = len(used)
+    except OSError:
+        pass
+    print(json.dumps(result))
+
+
+def peer_of(row):
+    """The PyTorch/TRL row a bapo row is compared with: TRL's default (bf16 autocast +
+    checkpointing) for bapo's bf16 rows, f32 for the rest. Labels are `<work>-<backend>` for
+    bapo and `<work>-torch-<float32|default>` for the peer (run.sh)."""
+    label, backend = row.get("label", ""), row.get("backend", "")
+    if "-torch-" in label or not label.endswith("-" + backend):
+        return None
+    work = label[: -len(backend) - 1]
+    if "-bf16" in work:
+        return work.replace("-bf16", "") + "-torch-default"
+    return work + "-torch-float32"
+
+
 def summary(out):
     def load(name):
         try:
@@ -169,20 +199,27 @@ def summary(out):
             rows = [json.loads(line) for line in f if line.strip()]
     except (OSError, ValueError):
         pass
-    lines += ["## SmolLM2-135M shape (random weights): tokens/s", "",
-              "| phase | side | tokens/s (median step) | timed | seconds | peak RSS (MiB) |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["## Benchmarks: SmolLM2-135M's shape, and Qwen2.5-1.5B's (`big-`), random weights", "",
+              "`-bf16` rows: bapo with `training.precision = \"bf16\"` and gradient checkpointing (at size also the "
+              "LM head in chunks of 256, and LoRA's base in bf16); `-torch-default`: TRL's default (bf16 autocast + "
+              "gradient checkpointing). Peak GPU memory: the most `nvidia-smi` saw in use while the process ran.", "",
+              "| row | side | tokens/s (median step) | timed | seconds | peak RSS (MiB) | peak GPU memory (MiB) |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    nan = float("nan")
     for r in rows:
-        lines.append(f"| {r.get('phase')} | {r.get('backend')} | {r.get('tokens_per_second', float('nan')):.1f} | "
-                     f"{r.get('timed_steps')} | {r.get('seconds', float('nan')):.2f} | {r.get('peak_rss_mib') or float('nan'):.0f} |")
+        lines.append(f"| {r.get('label', r.get('phase'))} | {r.get('backend')} | {r.get('tokens_per_second', nan):.1f} | "
+                     f"{r.get('timed_steps')} | {r.get('seconds', nan):.2f} | {r.get('peak_rss_mib') or nan:.0f} | "
+                     f"{r.get('peak_gpu_mib') or nan:.0f} |")
     lines.append("")
-    for phase in ("train", "generate", "train-lora"):
-        peers = [r for r in rows if r.get("phase") == phase and str(r.get("backend", "")).startswith("torch")]
-        peer = next((r for r in peers if "float32" in r["backend"]), None)
-        if peer:
-            for r in rows:
-                if r.get("phase") == phase and not str(r.get("backend", "")).startswith("torch"):
-                    lines.append(f"- {phase}: bapo `{r['backend']}` / {peer['backend']} = "
-                                 f"{r['tokens_per_second'] / peer['tokens_per_second']:.2f}")
+    by_label = {r.get("label"): r for r in rows}
+    for r in rows:
+        peer = by_label.get(peer_of(r))
+        if peer and peer.get("tokens_per_second"):
+            memory = ""
+            if r.get("peak_gpu_mib") and peer.get("peak_gpu_mib"):
+                memory = f", peak GPU memory {r['peak_gpu_mib'] / peer['peak_gpu_mib']:.2f}"
+            lines.append(f"- {r['label']} / {peer['label']}: tokens/s {r['tokens_per_second'] / peer['tokens_per_second']:.2f}"
+                         f"{memory}")
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -195,6 +232,8 @@ def main():
         expect_refusal(*args)
     elif command == "agreement":
         agreement(args[0], args[1], args[2:])
+    elif command == "labelled":
+        labelled(*args)
     elif command == "summary":
         summary(*args)
     else:

@@ -18,9 +18,10 @@ BACKENDS="cuda wgpu"   # the tiny run's, next to cpu
 BENCH_BACKENDS=""      # the benchmarks' (default: BACKENDS; `none`: no benchmarks)
 TORCH_DEVICE="cuda"
 PYTHON="python3"
-BUDGET=420            # seconds for the whole run; steps left when it is spent are skipped
+BUDGET=450            # seconds for the whole run (under 8 minutes); steps left when it is spent are skipped
 STEPS=10              # timed steps (train) and batches (generate) of each benchmark
 PEERS=yes             # the PyTorch/TRL side of the benchmarks (no: ours only)
+BIG_SHAPE=""          # the shape of the steps at size (default: the kit's Qwen2.5-1.5B shape)
 while [ $# -gt 0 ]; do
   case "$1" in
     --backends) BACKENDS="$2"; shift 2 ;;
@@ -30,11 +31,13 @@ while [ $# -gt 0 ]; do
     --budget) BUDGET="$2"; shift 2 ;;
     --steps) STEPS="$2"; shift 2 ;;
     --peers) PEERS="$2"; shift 2 ;;
+    --big-shape) BIG_SHAPE="$2"; shift 2 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 : "${OUT:?set OUT to the folder for the results}"
 BENCH_BACKENDS="${BENCH_BACKENDS:-$BACKENDS}"
+BIG_SHAPE="${BIG_SHAPE:-$KIT/qwen2.5-1.5b-shape}"
 mkdir -p "$OUT"
 WORK="$(mktemp -d /tmp/bapo-gpu-kit.XXXXXX)"
 LOGS="$WORK/logs"
@@ -73,10 +76,23 @@ step() {
 }
 
 # bench NAME LIMIT COMMAND…: a step whose last line of stdout is a JSON result, kept in
-# results.jsonl.
+# results.jsonl with its NAME and, on a GPU, the most GPU memory in use while it ran
+# (nvidia-smi sampled every 100 ms: the same measure for both sides).
 bench() {
-  local name="$1"
-  step "$@" && tail -n 1 "$LOGS/$name.out" >> "$OUT/results.jsonl"
+  local name="$1" samples="$WORK/$1.gpu-samples" sampler="" rc
+  if [ "$TORCH_DEVICE" = cuda ] && command -v nvidia-smi > /dev/null; then
+    nvidia-smi -i 0 --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 \
+      > "$samples" 2> /dev/null &
+    sampler=$!
+  fi
+  step "$@"
+  rc=$?
+  if [ -n "$sampler" ]; then kill "$sampler" 2> /dev/null; wait "$sampler" 2> /dev/null; fi
+  if [ "$rc" -eq 0 ]; then
+    tail -n 1 "$LOGS/$name.out" | "$PYTHON" "$KIT/kit.py" labelled "$name" "$samples" \
+      >> "$OUT/results.jsonl" || { rc=$?; FAILED=1; log "  $name: its result could not be read"; }
+  fi
+  return "$rc"
 }
 
 # --- Set-up: libtorch from the machine's torch, the carried Python wheels and Vulkan loader.
@@ -140,20 +156,39 @@ ours() {
   OURS=("$BAPO" bench --phase "$1" --steps "$STEPS" --config configs/bench.toml
     --set "model.path=\"$MODEL\"" --set "training.backend=\"$2\"")
 }
-peer() { # peer NAME LIMIT DTYPE PHASE BATCH: the PyTorch/TRL side of the same work
+peer() { # peer NAME LIMIT DTYPE PHASE BATCH [CHECKPOINTING]: the PyTorch/TRL side of the same work
   [ "$PEERS" = yes ] || return 0
-  local name="$1" limit="$2" dtype="$3" phase="$4" batch="$5"
-  BAPO_BENCH_DTYPE="$dtype" bench "$name" "$limit" "$PYTHON" xtask/bench_reference.py "$phase" \
+  local name="$1" limit="$2" dtype="$3" phase="$4" batch="$5" checkpointing="${6:-0}"
+  BAPO_BENCH_DTYPE="$dtype" BAPO_BENCH_CHECKPOINTING="$checkpointing" \
+    bench "$name" "$limit" "$PYTHON" xtask/bench_reference.py "$phase" \
     "$MODEL" data/personalised/preferences.jsonl detailed "$STEPS" "$batch" 256 64
 }
+# TRL's default (DPOConfig: bf16 autocast, gradient checkpointing), as bapo's settings.
+TRL_DEFAULT=(--set 'training.precision="bf16"' --set training.gradient_checkpointing=true)
 : > "$OUT/results.jsonl"
 if [ "$BENCH_BACKENDS" != none ]; then
   step model-init 120 "$BAPO" model init --like "$KIT/smollm2-shape" --out "$MODEL" --seed 0
   first="${BENCH_BACKENDS%% *}"
   ours train "$first"; bench "train-$first" 150 "${OURS[@]}"
   peer train-torch-float32 150 float32 train 4
+  ours train "$first"; bench "train-bf16-$first" 150 "${OURS[@]}" "${TRL_DEFAULT[@]}"
+  peer train-torch-default 150 bfloat16 train 4 1
   ours generate "$first"; bench "generate-$first" 150 "${OURS[@]}"
   peer generate-torch-float32 120 float32 generate 8
+  # At size: Qwen2.5-1.5B's shape, full fine-tuning and LoRA, TRL's default on both sides
+  # (ours also with the LM head in chunks, and LoRA's base held in bf16).
+  SMALL="$MODEL"
+  MODEL="$WORK/big-random"
+  if step big-model-init 150 "$BAPO" model init --like "$BIG_SHAPE" --out "$MODEL" --seed 0; then
+    chunks=(--set training.lm_head_chunk_tokens=256)
+    ours train "$first"; bench "big-train-bf16-$first" 150 "${OURS[@]}" "${TRL_DEFAULT[@]}" "${chunks[@]}"
+    peer big-train-torch-default 150 bfloat16 train 4 1
+    ours train "$first"; bench "big-train-lora-bf16-$first" 150 "${OURS[@]}" "${TRL_DEFAULT[@]}" \
+      "${chunks[@]}" --set lora.enabled=true --set 'lora.base_dtype="bf16"'
+    peer big-train-lora-torch-default 150 bfloat16 train-lora 4 1
+    rm -rf "$MODEL"
+  fi
+  MODEL="$SMALL"
   for backend in $BENCH_BACKENDS; do
     [ "$backend" = "$first" ] && continue
     ours train "$backend"; bench "train-$backend" 180 "${OURS[@]}"

@@ -7,7 +7,8 @@
 //!   checked here) through `LD_LIBRARY_PATH`;
 //! - `smollm2-shape/`: SmolLM2-135M-Instruct's config.json and tokenizer, from which
 //!   `bapo model init` makes a random-weight model of that shape there (its 540 MB of f32
-//!   weights would not travel);
+//!   weights would not travel); `qwen2.5-1.5b-shape/`: Qwen2.5-1.5B's shape with that
+//!   tokenizer, for the steps at size;
 //! - `wheels/`: TRL and what it needs that the GPU machine lacks; `debs/`: the Vulkan loader
 //!   and the GL dispatch libraries NVIDIA's Vulkan driver needs;
 //! - `run.sh` and `kit.py` (from xtask/gpu-kit/), which do the checks and write `$OUT`.
@@ -190,6 +191,13 @@ fn assemble(root: &Path, kit: &Path, binary: &Path, torch_lib: &Path) -> Result<
         std::fs::copy(exported.join(file), shape.join(file))
             .with_context(|| format!("copying the exported {file}"))?;
     }
+    // Qwen2.5-1.5B's shape (configs/shapes/) with SmolLM2's tokenizer, as the memory bench's.
+    crate::bench_memory::shape_folder(
+        root,
+        &shape,
+        "qwen2.5-1.5b",
+        &kit.join("qwen2.5-1.5b-shape"),
+    )?;
     std::fs::remove_dir_all(&exported)?;
     std::fs::remove_file(&stripped)?;
     download_wheels(&kit.join("wheels"))?;
@@ -279,7 +287,7 @@ fn test_run(root: &Path, kit: &Path, venv: &Path) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let python = venv.join("bin/python");
     eprintln!(
-        "$ OUT={} bash .gpu-kit/run.sh --backends \"tch-cpu wgpu-cpu\" --bench-backends tch-cpu --torch-device cpu --steps 2 --budget 1800",
+        "$ OUT={} bash .gpu-kit/run.sh --backends \"tch-cpu wgpu-cpu\" --bench-backends tch-cpu --torch-device cpu --steps 2 --budget 1800 --big-shape .gpu-kit/smollm2-shape",
         out.display()
     );
     let status = Command::new("bash")
@@ -296,6 +304,9 @@ fn test_run(root: &Path, kit: &Path, venv: &Path) -> Result<()> {
         .arg("--python")
         .arg(&python)
         .args(["--steps", "2", "--budget", "1800"])
+        // The 1.5B shape's steps take minutes on a CPU: SmolLM2's stands in for it here.
+        .arg("--big-shape")
+        .arg(kit.join("smollm2-shape"))
         .env("OUT", &out)
         .current_dir(root)
         .status()

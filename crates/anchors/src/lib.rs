@@ -184,14 +184,10 @@ pub struct FingerprintInputs {
     /// What the reference computed in (`training.precision`) and held its matrices in
     /// (`lora.base_dtype`): base responses and log-probs change with both. Left out of the
     /// JSON when f32, so that caches made before bf16 existed keep their folders.
-    #[serde(skip_serializing_if = "is_f32")]
+    #[serde(skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
-    #[serde(skip_serializing_if = "is_f32")]
+    #[serde(skip_serializing_if = "Precision::is_f32")]
     pub base_dtype: Precision,
-}
-
-fn is_f32(precision: &Precision) -> bool {
-    *precision == Precision::F32
 }
 
 /// sha256 of the token ids (prompt, chosen, rejected, supplied base) and source lines of

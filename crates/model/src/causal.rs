@@ -90,7 +90,9 @@ impl KvCache {
     pub(crate) fn pad_left(&mut self, n: usize) {
         self.map(|t| {
             let [batch, heads, _, dim] = t.dims();
-            let zeros = Tensor::zeros([batch, heads, n, dim], &t.device());
+            // In the cache's own dtype (bf16 values under bf16 compute): Flex concatenates
+            // only tensors of one dtype.
+            let zeros = Tensor::zeros([batch, heads, n, dim], (&t.device(), t.dtype()));
             Tensor::cat(vec![zeros, t], 2)
         });
     }

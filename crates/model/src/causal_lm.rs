@@ -114,14 +114,16 @@ impl CausalLm {
 
     /// This model with every matrix (projections, embeddings, LM head) held in bf16 and frozen,
     /// norms and biases kept in f32: the frozen base of LoRA in half the memory
-    /// (`lora.base_dtype = "bf16"`). LoRA's factors attached afterwards are f32
-    /// ([`apply_lora`](crate::apply_lora) builds them so).
+    /// (`lora.base_dtype = "bf16"`). It computes in bf16 (an f32 product cannot take a bf16
+    /// weight). LoRA's factors attached afterwards are f32 ([`apply_lora`](crate::apply_lora)
+    /// builds them so).
     pub fn with_bf16_matrices(self) -> CausalLm {
         let mut mapper = MatricesToBf16;
-        match self {
+        let model = match self {
             CausalLm::Llama(m) => CausalLm::Llama(m.map(&mut mapper)),
             CausalLm::Gpt2(m) => CausalLm::Gpt2(m.map(&mut mapper)),
-        }
+        };
+        model.with_precision(Precision::Bf16)
     }
 }
 

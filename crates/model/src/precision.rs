@@ -21,27 +21,28 @@ use burn::nn::Linear;
 use burn::tensor::module::linear;
 use burn::tensor::{DType, FloatDType, Tensor};
 
-/// The float type a model computes its matrix products in (`training.precision`).
+/// A float format of the model: what it computes its matrix products in
+/// (`training.precision`), or what a frozen LoRA base's matrices are held in
+/// (`lora.base_dtype`).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
 pub enum Precision {
-    /// Everything in f32.
+    /// f32.
     #[default]
     #[serde(rename = "f32")]
     F32,
-    /// bf16 matrix products over f32 weights; norms, softmax and log-probs in f32.
+    /// bf16: as compute, bf16 matrix products over f32 weights (norms, softmax and log-probs
+    /// in f32); as a base's storage, its matrices in bf16.
     #[serde(rename = "bf16")]
     Bf16,
 }
 
 impl Precision {
-    /// The name used in configs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-        }
+    /// Whether this is f32 (the default, which configs and fingerprints leave out where the
+    /// key came later).
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
     }
 
     /// The float type of matrix products.

@@ -306,3 +306,46 @@ impl burn::module::ModuleMapper for FillUpFactors {
         }
     }
 }
+
+/// Decoding in bf16 with continuous batching: rows that end make room for waiting prompts,
+/// whose cache is padded on the left to the running rows' length in the cache's own dtype
+/// (zeros of another dtype made Flex's concatenation panic). A stop token that one prompt
+/// produces early makes the rows end at different steps, on every architecture.
+#[test]
+fn bf16_generation_refills_its_batch() {
+    let device = Device::flex();
+    let prompts: Vec<Vec<u32>> = vec![
+        vec![3, 17, 42, 99, 7],
+        vec![8, 1],
+        vec![77, 30, 2],
+        vec![5; 9],
+        vec![61],
+        vec![12, 13, 14, 15],
+    ];
+    for name in ARCHITECTURES {
+        let model = load(name, &device).with_precision(Precision::Bf16);
+        let alone = bapo_model::GenerationConfig {
+            max_new_tokens: 6,
+            max_batch: 1,
+            ..bapo_model::GenerationConfig::default()
+        };
+        let first = bapo_model::generate(&model, &prompts[..1], &alone, &device, |_, _| {})
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let config = bapo_model::GenerationConfig {
+            stop_tokens: vec![first[0][1]],
+            max_batch: 2,
+            ..alone
+        };
+        let out = bapo_model::generate(&model, &prompts, &config, &device, |_, _| {})
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(out.len(), prompts.len(), "{name}");
+        assert!(
+            out.iter().all(|o| !o.is_empty() && o.len() <= 6),
+            "{name}: {out:?}"
+        );
+        assert!(
+            out.iter().any(|o| o.len() < 6),
+            "{name}: no row stopped early: {out:?}"
+        );
+    }
+}

@@ -298,12 +298,8 @@ pub struct LoraSection {
     pub settings: bapo_model::LoraSettings,
     /// What the frozen base's matrices are held in: `f32`, or `bf16` (half the memory; with
     /// `training.precision = "bf16"` only). The adapters and their optimizer state are f32.
-    #[serde(skip_serializing_if = "is_f32")]
+    #[serde(skip_serializing_if = "Precision::is_f32")]
     pub base_dtype: Precision,
-}
-
-fn is_f32(precision: &Precision) -> bool {
-    *precision == Precision::F32
 }
 
 impl Default for LoraSection {

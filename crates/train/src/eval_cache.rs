@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
+use bapo_model::Precision;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -30,7 +31,8 @@ use crate::eval::{EvalSets, Evaluation, ItemLabels, ItemScores};
 pub struct StartKey {
     /// sha256 of the model file (the policy's and reference 0's).
     pub model: String,
-    /// `training.backend`, `training.device_index` and `training.precision`.
+    /// `training.backend`, `training.device_index` and `training.precision` (and
+    /// `lora.base_dtype` when bf16).
     pub device: String,
     /// The CPU's model name (`/proc/cpuinfo`; empty elsewhere): kernels differ between CPUs.
     pub cpu: String,
@@ -54,7 +56,13 @@ impl StartKey {
         let t = &config.training;
         Some(StartKey {
             model: model_sha256.to_string(),
-            device: format!("{} {} {:?}", t.backend, t.device_index, t.precision),
+            device: match config.lora.base_dtype {
+                Precision::F32 => format!("{} {} {:?}", t.backend, t.device_index, t.precision),
+                base => format!(
+                    "{} {} {:?} base {base:?}",
+                    t.backend, t.device_index, t.precision
+                ),
+            },
             cpu: cpu_model(),
             batching: (config.eval.batch_size, config.eval.batch_tokens, pad),
             sets: sets.digest(),

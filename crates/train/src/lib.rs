@@ -52,6 +52,8 @@ pub use prepare::{Prepared, prepare};
 pub use progress::Progress;
 pub use run::{RunSummary, TrainOptions, evaluate_run, export_run, train};
 
+// A unit test, not an integration test: it drives the crate's own step code
+// (`optimizer_step`, `StepSetup`) on hand-made examples, as staged_tests.rs does.
 #[cfg(test)]
 #[path = "precision_tests.rs"]
 mod precision_tests;
