@@ -1,6 +1,7 @@
 //! The GGUF seed: the tiny chat fixture's Llama written as a GGUF v3 file, as llama.cpp lays
 //! it out (metadata, tensor directory, 32-byte aligned data), with its tensors stored in every
-//! type the reader dequantises (F32, F16, Q8_0, Q4_0, Q4_1) and a byte-level BPE vocabulary.
+//! type the reader dequantises (F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) and
+//! a byte-level BPE vocabulary.
 //! Only the layout matters to the fuzzer: it must load, so that mutations start from a file
 //! that reaches every part of the loader.
 
@@ -72,9 +73,10 @@ fn f16_bits(x: f32) -> [u8; 2] {
     half::f16::from_f32(x).to_le_bytes()
 }
 
-/// `values` in ggml's layout of `type_id`: F32 (0), F16 (1), Q4_0 (2), Q4_1 (3), Q8_0 (8).
-/// Quantised blocks use the block's largest magnitude as scale, as llama.cpp's reference
-/// quantiser does.
+/// `values` in ggml's layout of `type_id`: F32 (0), F16 (1), Q4_0 (2), Q4_1 (3), Q5_0 (6),
+/// Q5_1 (7), Q8_0 (8), Q4_K (12), Q5_K (13), Q6_K (14). Quantised blocks use the block's
+/// largest magnitude as scale, as llama.cpp's reference quantiser does; the k-quants give
+/// every sub-block the same scale (the seed needs a file that loads, not a good model).
 fn encode(values: &[f32], type_id: u32) -> Vec<u8> {
     match type_id {
         0 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -83,8 +85,104 @@ fn encode(values: &[f32], type_id: u32) -> Vec<u8> {
             .chunks(32)
             .flat_map(|block| quantise_block(block, type_id))
             .collect(),
+        6 | 7 => values
+            .chunks(32)
+            .flat_map(|block| quantise_five_bit_block(block, type_id))
+            .collect(),
+        12..=14 => values
+            .chunks(256)
+            .flat_map(|block| quantise_k_block(block, type_id))
+            .collect(),
         other => panic!("the seed writer has no encoder for ggml type {other}"),
     }
+}
+
+/// A Q5_0 (6) or Q5_1 (7) block: 32 five-bit values, their high bits packed in a u32.
+fn quantise_five_bit_block(block: &[f32], type_id: u32) -> Vec<u8> {
+    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (d, offset) = if type_id == 6 {
+        (amax / 16.0, 16.0)
+    } else {
+        (2.0 * amax / 31.0, 0.0)
+    };
+    let q: Vec<u8> = block
+        .iter()
+        .map(|&v| {
+            let shifted = if type_id == 6 { v } else { v + amax };
+            let q = if d > 0.0 {
+                (shifted / d).round() + offset
+            } else {
+                offset
+            };
+            q.clamp(0.0, 31.0) as u8
+        })
+        .collect();
+    let mut out = f16_bits(d).to_vec();
+    if type_id == 7 {
+        out.extend(f16_bits(-amax));
+    }
+    let high = q
+        .iter()
+        .enumerate()
+        .fold(0u32, |h, (j, &q)| h | (u32::from(q >> 4) << j));
+    out.extend(high.to_le_bytes());
+    out.extend((0..16).map(|j| (q[j] & 15) | ((q[j + 16] & 15) << 4)));
+    out
+}
+
+/// A k-quant super-block of 256 values: Q4_K (12), Q5_K (13) or Q6_K (14), every sub-block
+/// with the largest scale (and, for Q4_K/Q5_K, minimum) so that one super-scale spans
+/// [−amax, amax].
+fn quantise_k_block(block: &[f32], type_id: u32) -> Vec<u8> {
+    let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let level = |v: f32, levels: f32| -> u8 {
+        let q = if amax > 0.0 {
+            ((v + amax) / (2.0 * amax) * levels).round()
+        } else {
+            0.0
+        };
+        q.clamp(0.0, levels) as u8
+    };
+    let mut out = Vec::new();
+    match type_id {
+        12 | 13 => {
+            let levels = if type_id == 12 { 15.0 } else { 31.0 };
+            // value = (d·63)·q − dmin·63, scale and minimum 63 in every sub-block (all 12
+            // packed bytes 0xFF).
+            out.extend(f16_bits(2.0 * amax / (63.0 * levels)));
+            out.extend(f16_bits(amax / 63.0));
+            out.extend([0xFF; 12]);
+            let q: Vec<u8> = block.iter().map(|&v| level(v, levels)).collect();
+            if type_id == 13 {
+                out.extend(
+                    (0..32).map(|l| (0..8).fold(0u8, |h, sub| h | ((q[32 * sub + l] >> 4) << sub))),
+                );
+            }
+            for pair in q.chunks(64) {
+                out.extend((0..32).map(|l| (pair[l] & 15) | ((pair[l + 32] & 15) << 4)));
+            }
+        }
+        _ => {
+            // value = (d·127)·(q − 32), every sub-block scale 127.
+            let q: Vec<u8> = block.iter().map(|&v| level(v, 63.0)).collect();
+            let mut low = vec![0u8; 128];
+            let mut high = vec![0u8; 64];
+            for half in 0..2 {
+                for l in 0..32 {
+                    let at = |quarter: usize| q[128 * half + 32 * quarter + l];
+                    low[64 * half + l] = (at(0) & 15) | ((at(2) & 15) << 4);
+                    low[64 * half + l + 32] = (at(1) & 15) | ((at(3) & 15) << 4);
+                    high[32 * half + l] =
+                        (0..4).fold(0u8, |h, quarter| h | ((at(quarter) >> 4) << (2 * quarter)));
+                }
+            }
+            out.extend(low);
+            out.extend(high);
+            out.extend([127u8; 16]);
+            out.extend(f16_bits(amax / (127.0 * 31.5)));
+        }
+    }
+    out
 }
 
 fn quantise_block(block: &[f32], type_id: u32) -> Vec<u8> {
@@ -141,16 +239,19 @@ fn gguf_name(hf: &str) -> Option<(String, u32)> {
     }
     let rest = hf.strip_prefix("model.layers.")?;
     let (layer, part) = rest.split_once('.')?;
+    // Layer 0 in the legacy types, the others in the 5-bit and k-quant ones (every
+    // projection of the tiny model is a whole number of 256-value super-blocks).
+    let legacy = layer == "0";
     let (name, type_id) = match part {
         "input_layernorm.weight" => ("attn_norm", 0),
         "post_attention_layernorm.weight" => ("ffn_norm", 0),
-        "self_attn.q_proj.weight" => ("attn_q", 8),
-        "self_attn.k_proj.weight" => ("attn_k", 2),
-        "self_attn.v_proj.weight" => ("attn_v", 3),
-        "self_attn.o_proj.weight" => ("attn_output", 1),
-        "mlp.gate_proj.weight" => ("ffn_gate", 8),
+        "self_attn.q_proj.weight" => ("attn_q", if legacy { 8 } else { 12 }),
+        "self_attn.k_proj.weight" => ("attn_k", if legacy { 2 } else { 13 }),
+        "self_attn.v_proj.weight" => ("attn_v", if legacy { 3 } else { 14 }),
+        "self_attn.o_proj.weight" => ("attn_output", if legacy { 1 } else { 6 }),
+        "mlp.gate_proj.weight" => ("ffn_gate", if legacy { 8 } else { 7 }),
         "mlp.up_proj.weight" => ("ffn_up", 0),
-        "mlp.down_proj.weight" => ("ffn_down", 2),
+        "mlp.down_proj.weight" => ("ffn_down", if legacy { 2 } else { 14 }),
         _ => return None,
     };
     Some((format!("blk.{layer}.{name}.weight"), type_id))

@@ -1,5 +1,6 @@
 //! A reader for GGUF v3 files (llama.cpp's model format): metadata, tensor directory, and
-//! tensors dequantised to f32 from F32, F16, Q4_0, Q4_1 and Q8_0. Other tensor types are
+//! tensors dequantised to f32 from F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the k-quants
+//! Q4_K, Q5_K and Q6_K (what Q4_K_M and Q5_K_M files hold). Other tensor types are
 //! rejected by name.
 //!
 //! Layout: `GGUF`, u32 version, u64 tensor count, u64 metadata count; typed metadata
@@ -31,7 +32,7 @@ pub enum GgufError {
         what: String,
     },
     #[error(
-        "{path}: tensor `{tensor}` has type {type_name}, which is not supported (F32, F16, Q4_0, Q4_1, Q8_0 are)"
+        "{path}: tensor `{tensor}` has type {type_name}, which is not supported (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K are)"
     )]
     UnsupportedType {
         path: PathBuf,
@@ -117,7 +118,13 @@ pub enum GgmlType {
     F16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
+    /// The k-quants: super-blocks of 256 values in sub-blocks with their own scales.
+    Q4K,
+    Q5K,
+    Q6K,
     /// Any other type id: readable directory entry, rejected on load.
     Other(u32),
 }
@@ -129,7 +136,12 @@ impl GgmlType {
             1 => GgmlType::F16,
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
+            6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
+            12 => GgmlType::Q4K,
+            13 => GgmlType::Q5K,
+            14 => GgmlType::Q6K,
             other => GgmlType::Other(other),
         }
     }
@@ -141,7 +153,12 @@ impl GgmlType {
             GgmlType::F16 => 1,
             GgmlType::Q4_0 => 2,
             GgmlType::Q4_1 => 3,
+            GgmlType::Q5_0 => 6,
+            GgmlType::Q5_1 => 7,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q4K => 12,
+            GgmlType::Q5K => 13,
+            GgmlType::Q6K => 14,
             GgmlType::Other(id) => id,
         }
     }
@@ -167,7 +184,12 @@ impl GgmlType {
             GgmlType::F16 => Some((1, 2)),
             GgmlType::Q4_0 => Some((32, 18)),
             GgmlType::Q4_1 => Some((32, 20)),
+            GgmlType::Q5_0 => Some((32, 22)),
+            GgmlType::Q5_1 => Some((32, 24)),
             GgmlType::Q8_0 => Some((32, 34)),
+            GgmlType::Q4K => Some((256, 144)),
+            GgmlType::Q5K => Some((256, 176)),
+            GgmlType::Q6K => Some((256, 210)),
             GgmlType::Other(_) => None,
         }
     }
@@ -570,6 +592,21 @@ fn dequantize(ty: GgmlType, raw: &[u8], n: usize) -> Vec<f32> {
                 out.extend(qs.iter().map(|q| f32::from(q >> 4) * d + m));
             }
         }
+        // Q5_0 / Q5_1: f16 scale d (and minimum m), 32 high bits, 16 bytes of low nibbles;
+        // value j takes low nibble j % 16 (low half for j < 16) and high bit j;
+        // Q5_0: (q − 16)·d, Q5_1: q·d + m.
+        GgmlType::Q5_0 => {
+            for block in raw.chunks_exact(22) {
+                let d = f16_at(block, 0);
+                out.extend(five_bit_values(&block[2..22]).map(|q| (q - 16.0) * d));
+            }
+        }
+        GgmlType::Q5_1 => {
+            for block in raw.chunks_exact(24) {
+                let (d, m) = (f16_at(block, 0), f16_at(block, 2));
+                out.extend(five_bit_values(&block[4..24]).map(|q| q * d + m));
+            }
+        }
         // Q8_0: f16 scale d, 32 signed bytes; value = q·d.
         GgmlType::Q8_0 => {
             for block in raw.chunks_exact(34) {
@@ -577,7 +614,110 @@ fn dequantize(ty: GgmlType, raw: &[u8], n: usize) -> Vec<f32> {
                 out.extend(block[2..34].iter().map(|&q| f32::from(q as i8) * d));
             }
         }
+        GgmlType::Q4K => raw
+            .chunks_exact(144)
+            .for_each(|b| dequantize_q4_k(b, &mut out)),
+        GgmlType::Q5K => raw
+            .chunks_exact(176)
+            .for_each(|b| dequantize_q5_k(b, &mut out)),
+        GgmlType::Q6K => raw
+            .chunks_exact(210)
+            .for_each(|b| dequantize_q6_k(b, &mut out)),
         GgmlType::Other(_) => {}
     }
     out
+}
+
+/// The 32 five-bit values of a Q5_0/Q5_1 block from its 4 bytes of high bits (a little-endian
+/// u32, bit j for value j) and 16 bytes of nibbles (byte j: value j low, value j + 16 high).
+fn five_bit_values(bits: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    let high = u32::from_le_bytes([bits[0], bits[1], bits[2], bits[3]]);
+    let nibbles = &bits[4..20];
+    (0..32).map(move |j| {
+        let low = if j < 16 {
+            nibbles[j] & 15
+        } else {
+            nibbles[j - 16] >> 4
+        };
+        let high_bit = ((high >> j) & 1) as u8;
+        f32::from(low | (high_bit << 4))
+    })
+}
+
+/// Scale and minimum (6 bits each) of sub-block `j` of a Q4_K/Q5_K super-block, packed in 12
+/// bytes: sub-blocks 0–3 in the low 6 bits of bytes j and j + 4; 4–7 in the nibbles of bytes
+/// j + 4 with their top 2 bits in the top bits of bytes j − 4 and j.
+fn k_scale_min(packed: &[u8], j: usize) -> (f32, f32) {
+    let (scale, min) = if j < 4 {
+        (packed[j] & 63, packed[j + 4] & 63)
+    } else {
+        (
+            (packed[j + 4] & 15) | ((packed[j - 4] >> 6) << 4),
+            (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4),
+        )
+    };
+    (f32::from(scale), f32::from(min))
+}
+
+/// Q4_K: f16 super-scale d and super-minimum dmin, 12 bytes of sub-block scales and minimums,
+/// 128 bytes of nibbles. Eight sub-blocks of 32; each 32 bytes of nibbles hold two of them
+/// (low nibbles the first). Value = (d·scale)·q − dmin·min.
+fn dequantize_q4_k(block: &[u8], out: &mut Vec<f32>) {
+    let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
+    let packed = &block[4..16];
+    for (pair, nibbles) in block[16..144].chunks_exact(32).enumerate() {
+        for (half, shift) in [(0, 0), (1, 4)] {
+            let (scale, min) = k_scale_min(packed, 2 * pair + half);
+            let (step, offset) = (d * scale, dmin * min);
+            out.extend(
+                nibbles
+                    .iter()
+                    .map(|q| step * f32::from((q >> shift) & 15) - offset),
+            );
+        }
+    }
+}
+
+/// Q5_K: as Q4_K, with 32 bytes of high bits between the scales and the nibbles: sub-block
+/// `s` takes bit `s` of byte `l` as the fifth bit of its value `l`.
+fn dequantize_q5_k(block: &[u8], out: &mut Vec<f32>) {
+    let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
+    let packed = &block[4..16];
+    let high = &block[16..48];
+    for (pair, nibbles) in block[48..176].chunks_exact(32).enumerate() {
+        for (half, shift) in [(0, 0), (1, 4)] {
+            let sub = 2 * pair + half;
+            let (scale, min) = k_scale_min(packed, sub);
+            let (step, offset) = (d * scale, dmin * min);
+            out.extend(nibbles.iter().zip(high).map(|(q, h)| {
+                let fifth = ((h >> sub) & 1) << 4;
+                step * f32::from(((q >> shift) & 15) | fifth) - offset
+            }));
+        }
+    }
+}
+
+/// Q6_K: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed sub-block scales
+/// (one per 16 values) and the f16 super-scale d last. Each half of 128 values takes 64 bytes
+/// of nibbles (values l and l + 64 from byte l, l + 32 and l + 96 from byte l + 32) and 32
+/// bytes of high bits (bits 0–1, 2–3, 4–5, 6–7 of byte l for values l, l + 32, l + 64, l + 96).
+/// Value = (d·scale)·(q − 32).
+fn dequantize_q6_k(block: &[u8], out: &mut Vec<f32>) {
+    let d = f16_at(block, 208);
+    let scales = &block[192..208];
+    for half in 0..2 {
+        let low = &block[64 * half..64 * half + 64];
+        let high = &block[128 + 32 * half..128 + 32 * half + 32];
+        let scales = &scales[8 * half..8 * half + 8];
+        for quarter in 0..4 {
+            let (byte_offset, shift) = ([0, 32, 0, 32][quarter], [0, 0, 4, 4][quarter]);
+            for l in 0..32 {
+                let low_bits = (low[l + byte_offset] >> shift) & 15;
+                let high_bits = (high[l] >> (2 * quarter)) & 3;
+                let q = i32::from(low_bits | (high_bits << 4)) - 32;
+                let scale = f32::from(scales[2 * quarter + l / 16] as i8);
+                out.push((d * scale) * q as f32);
+            }
+        }
+    }
 }

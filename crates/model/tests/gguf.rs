@@ -1,6 +1,6 @@
 //! The GGUF reader on small files written here byte by byte: metadata of every type, each
-//! supported tensor type dequantised against values computed from llama.cpp's block layouts,
-//! and clear errors for bad input.
+//! supported tensor type dequantised against values computed from llama.cpp's block layouts
+//! and, bit for bit, against the `gguf` Python package, and clear errors for bad input.
 
 use std::path::Path;
 
@@ -122,6 +122,51 @@ fn dequantises_each_supported_type() {
     assert_eq!(file.info("q4_1").unwrap().ggml_type, GgmlType::Q4_1);
 }
 
+/// Every quantised type, k-quants included, dequantised bit for bit as the `gguf` Python
+/// package (llama.cpp's gguf-py) dequantises three blocks of random bytes each
+/// (fixtures/gguf/make_quant_blocks.py).
+#[test]
+fn dequantises_every_quantised_type_as_gguf_py_does() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/quant_blocks.json");
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cases = fixture["cases"].as_array().unwrap();
+    assert_eq!(
+        cases.len(),
+        8,
+        "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K"
+    );
+    for case in cases {
+        let name = case["type"].as_str().unwrap();
+        let hex = case["bytes"].as_str().unwrap();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let values = case["values"].as_u64().unwrap();
+        let type_id = case["type_id"].as_u64().unwrap() as u32;
+        let file = Writer::new()
+            .tensor("t", &[values], type_id, bytes)
+            .parse()
+            .unwrap();
+        assert_eq!(file.info("t").unwrap().ggml_type.name(), name);
+        let (shape, got) = file
+            .tensor_f32("t")
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(shape, vec![values as usize], "{name}");
+        let expected = case["f32_bits"].as_array().unwrap();
+        for (i, (value, bits)) in got.iter().zip(expected).enumerate() {
+            let bits = bits.as_u64().unwrap() as u32;
+            assert_eq!(
+                value.to_bits(),
+                bits,
+                "{name}: value {i}: {value} vs gguf-py's {}",
+                f32::from_bits(bits)
+            );
+        }
+    }
+}
+
 #[test]
 fn bad_input_gives_errors_naming_the_problem() {
     let mut bytes = Writer::new().bytes();
@@ -158,7 +203,7 @@ fn bad_input_gives_errors_naming_the_problem() {
 
     // A type that exists in llama.cpp but not here is rejected by name.
     let file = Writer::new()
-        .tensor("blk.0.attn_q.weight", &[256], 12, vec![0; 144])
+        .tensor("blk.0.attn_q.weight", &[256], 11, vec![0; 110])
         .parse()
         .unwrap();
     let err = file
@@ -166,7 +211,7 @@ fn bad_input_gives_errors_naming_the_problem() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("Q4_K") && err.contains("blk.0.attn_q.weight"),
+        err.contains("Q3_K") && err.contains("blk.0.attn_q.weight"),
         "{err}"
     );
     let err = file.tensor_f32("absent").unwrap_err().to_string();
