@@ -65,6 +65,12 @@ pub enum ModelError {
     },
     #[error("{path}: architecture `{architecture}` is not supported (llama, qwen2 and gpt2 are)")]
     UnsupportedArchitecture { path: PathBuf, architecture: String },
+    #[error(
+        "{path}: GGUF architecture `{architecture}` is not supported: GGUF files of `llama` load \
+         (SmolLM2, Llama); `qwen2` and `gpt2` load from Hugging Face folders (config.json and \
+         safetensors) only, for now"
+    )]
+    UnsupportedGgufArchitecture { path: PathBuf, architecture: String },
     #[error("tokenizing: {0}")]
     Tokenize(String),
     #[error("chat template: {0}")]

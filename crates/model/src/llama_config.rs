@@ -32,7 +32,7 @@ impl LlamaConfig {
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
         let arch = file.get_str("general.architecture")?;
         if arch != "llama" {
-            return Err(ModelError::UnsupportedArchitecture {
+            return Err(ModelError::UnsupportedGgufArchitecture {
                 path: file.path.clone(),
                 architecture: arch.to_string(),
             });

@@ -225,3 +225,27 @@ fn bad_input_gives_errors_naming_the_problem() {
         Err(GgufError::Corrupt { .. })
     ));
 }
+
+/// A GGUF of an architecture bapo loads only from Hugging Face folders is refused by a message
+/// that says so (it once said "`qwen2` is not supported (llama, qwen2 and gpt2 are)").
+#[test]
+fn a_gguf_of_another_architecture_is_refused_saying_where_it_loads() {
+    let file = Writer::new()
+        .meta("general.architecture", 8, &{
+            let mut v = Vec::new();
+            string(&mut v, "qwen2");
+            v
+        })
+        .parse()
+        .unwrap();
+    let err = bapo_model::Llama::from_gguf(&file, &burn::tensor::Device::flex())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("GGUF architecture `qwen2`")
+            && err.contains("`llama` load")
+            && err.contains("Hugging Face folders"),
+        "{err}"
+    );
+}
