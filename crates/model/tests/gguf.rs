@@ -239,8 +239,7 @@ fn a_gguf_of_another_architecture_is_refused_saying_where_it_loads() {
         .parse()
         .unwrap();
     let err = bapo_model::Llama::from_gguf(&file, &burn::tensor::Device::flex())
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         err.contains("GGUF architecture `qwen2`")
