@@ -77,6 +77,7 @@ pub fn compute_anchors<M: CausalModel>(
     let reference = Reference {
         model: reference,
         decoding,
+        head_chunk_tokens: 0,
         device,
     };
     let mut results = compute_anchor_sets(&reference, &sets, cache_dir, &mut |_| {})?;
@@ -94,6 +95,9 @@ pub struct AnchorSet<'a> {
 pub struct Reference<'a, M: CausalModel> {
     pub model: &'a M,
     pub decoding: Decoding,
+    /// Scored tokens its LM head scores at a time (`training.lm_head_chunk_tokens`; 0: all of
+    /// a chunk's at once). Memory only: the log-probs are the same.
+    pub head_chunk_tokens: usize,
     pub device: &'a Device,
 }
 
@@ -413,9 +417,9 @@ fn score_chunk<M: CausalModel>(
     .map_err(|e| AnchorError::Scoring(e.to_string()))?;
     let logps = batch
         .input
-        .scored_logits(reference.model, device)
+        .layout()
         .map_err(|e| AnchorError::Scoring(e.to_string()))?
-        .logprobs(device);
+        .chunked_sequence_logprobs(reference.model, reference.head_chunk_tokens, device);
     let totals: Vec<f32> = logps
         .total
         .into_data()

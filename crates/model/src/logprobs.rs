@@ -432,6 +432,23 @@ impl ScoringLayout {
         }
     }
 
+    /// The scored tokens' log-probs under `model`, per token and per sequence, its LM head run
+    /// `chunk` rows at a time (0: all at once) through [`chunked_target_logprobs`]: scoring
+    /// that never holds `rows × tokens × vocabulary` logits.
+    pub fn chunked_sequence_logprobs<M: CausalModel + ?Sized>(
+        &self,
+        model: &M,
+        chunk: usize,
+        device: &Device,
+    ) -> SequenceLogprobs {
+        if self.scored_tokens() == 0 {
+            return place_token_logprobs(None, &self.slots, self.shape, device);
+        }
+        let rows = self.predictor_rows(self.hidden_states(model, device));
+        let token_logprobs = chunked_target_logprobs(model, rows, &self.targets, chunk);
+        self.sequence_logprobs(token_logprobs, device)
+    }
+
     /// Per-token and per-sequence log-probs from the scored tokens' log-probs `[n]`.
     pub fn sequence_logprobs(
         &self,
@@ -507,8 +524,9 @@ pub fn target_logprobs(logits: Tensor<2>, targets: &[u32]) -> Tensor<1> {
 /// `model`'s LM head `chunk` rows at a time (`0`: all at once), so that at most
 /// `chunk × vocab` logits exist at once instead of `n × vocab`. Training uses it for its
 /// first, gradient-free pass and chunks its backward too (bapo-train's staged step); the
-/// reference's and the evaluation's scoring do not use it yet and build their batch's full
-/// logits.
+/// reference's scoring in the anchor pass uses it too
+/// ([`ScoringLayout::chunked_sequence_logprobs`]); the evaluation's scoring does not yet and
+/// builds its batch's full logits.
 pub fn chunked_target_logprobs<M: CausalModel + ?Sized>(
     model: &M,
     rows: Tensor<2>,

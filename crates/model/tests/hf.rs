@@ -633,3 +633,56 @@ fn a_checkpoint_saved_by_transformers_5_has_its_chat_template() {
     );
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// Scoring with the LM head a few rows at a time gives the log-probs of the full logits, per
+/// token, for both layouts and every architecture (the anchor pass scores the reference so
+/// with `training.lm_head_chunk_tokens`).
+#[test]
+fn chunked_scoring_equals_full_scoring() {
+    let device = Device::flex();
+    let batch = SharedPromptBatch {
+        groups: vec![
+            PromptGroup {
+                prompt: vec![3, 17, 42, 99, 7],
+                completions: vec![vec![8, 1, 4], vec![77], vec![30, 2, 9, 11, 12]],
+            },
+            PromptGroup {
+                prompt: vec![61, 62],
+                completions: vec![vec![64, 65, 66, 67], vec![]],
+            },
+        ],
+        pad_id: 0,
+    };
+    let values = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    for name in ["tiny-llama", "tiny-qwen2", "tiny-gpt2"] {
+        let (model, _) = CausalLm::from_hf_dir(&fixtures().join(name), &device).unwrap();
+        let unshared = batch.unshared();
+        let cases = [
+            (
+                bapo_model::ScoringLayout::of_shared(&batch).unwrap(),
+                shared_sequence_logprobs(&model, &batch, &device).unwrap(),
+            ),
+            (
+                bapo_model::ScoringLayout::of_tokens(&unshared).unwrap(),
+                sequence_logprobs(&model, &unshared, &device).unwrap(),
+            ),
+        ];
+        for (layout, unchunked) in cases {
+            let unchunked = values(unchunked.per_token);
+            for chunk in [0, 1, 3, 1000] {
+                let chunked = values(
+                    layout
+                        .chunked_sequence_logprobs(&model, chunk, &device)
+                        .per_token,
+                );
+                assert_eq!(unchunked.len(), chunked.len());
+                for (a, b) in unchunked.iter().zip(&chunked) {
+                    assert!(
+                        (a - b).abs() <= 1e-6,
+                        "{name}, chunks of {chunk}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}

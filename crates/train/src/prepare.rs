@@ -350,6 +350,7 @@ impl AnchorJob<'_> {
         let reference = Reference {
             model: reference,
             decoding: self.decoding,
+            head_chunk_tokens: self.config.training.lm_head_chunk_tokens,
             device: self.device,
         };
         let results = compute_anchor_sets(
