@@ -206,6 +206,16 @@ fn mixed_precision_attention(
     bf16.for_matmul(weights).matmul(bf16.for_matmul(v))
 }
 
+/// The mask bf16 attention adds under plain causal attention, built once per forward for all
+/// its layers; `None` in f32, whose fused causal attention needs none.
+pub(crate) fn mixed_precision_causal_mask(
+    precision: Precision,
+    tokens: usize,
+    device: &Device,
+) -> Option<Tensor<4, Bool>> {
+    (precision == Precision::Bf16).then(|| causal_mask(tokens, device))
+}
+
 /// `[1, 1, tokens, tokens]`: `true` where a key comes after its query.
 fn causal_mask(tokens: usize, device: &Device) -> Tensor<4, Bool> {
     let mask = (0..tokens)

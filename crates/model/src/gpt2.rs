@@ -12,7 +12,9 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
 use crate::ModelError;
-use crate::causal::{CausalModel, KvCache, append_to_cache, attend, key_mask};
+use crate::causal::{
+    CausalModel, KvCache, append_to_cache, attend, key_mask, mixed_precision_causal_mask,
+};
 use crate::hf::SafetensorsWeights;
 use crate::logprobs::AttentionPattern;
 use crate::lora::linear_without_adapter;
@@ -151,6 +153,9 @@ impl Gpt2 {
         if let Some(cache) = cache.as_deref_mut() {
             cache.reserve_layers(self.blocks.len());
         }
+        let [_, tokens] = ids.dims();
+        let mask =
+            mask.or_else(|| mixed_precision_causal_mask(self.precision, tokens, &ids.device()));
         let mut x = self.embeddings(ids, positions);
         for (i, block) in self.blocks.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(i));
@@ -332,7 +337,10 @@ impl Blockwise for Gpt2 {
         let [rows, tokens] = ids.dims();
         let device = ids.device();
         let (positions, mask): (Vec<i64>, _) = match attention {
-            AttentionPattern::Causal => ((0..rows).flat_map(|_| 0..tokens as i64).collect(), None),
+            AttentionPattern::Causal => (
+                (0..rows).flat_map(|_| 0..tokens as i64).collect(),
+                mixed_precision_causal_mask(self.precision, tokens, &device),
+            ),
             AttentionPattern::Masked { positions, mask } => (
                 positions.iter().flatten().map(|&p| p as i64).collect(),
                 Some(key_mask(mask.clone(), [rows, tokens, tokens], &device)),

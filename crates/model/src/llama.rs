@@ -14,7 +14,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::ModelError;
-use crate::causal::{CausalModel, KvCache, append_to_cache, attend, key_mask};
+use crate::causal::{
+    CausalModel, KvCache, append_to_cache, attend, key_mask, mixed_precision_causal_mask,
+};
 use crate::gguf::GgufFile;
 use crate::hf::SafetensorsWeights;
 pub use crate::llama_config::LlamaConfig;
@@ -110,6 +112,8 @@ pub(crate) struct ForwardContext {
     cos: Tensor<4>,
     sin: Tensor<4>,
     mask: Option<Tensor<4, Bool>>,
+    /// Under bf16 and plain causal attention, the causal mask every layer adds (built once).
+    causal_mask: Option<Tensor<4, Bool>>,
     precision: Precision,
 }
 
@@ -174,7 +178,13 @@ impl Attention {
                         self.head_dim,
                     ])
                 };
-                attend(precision, q, expand(k), expand(v), None)
+                attend(
+                    precision,
+                    q,
+                    expand(k),
+                    expand(v),
+                    context.causal_mask.clone(),
+                )
             }
         };
         let out = out
@@ -220,13 +230,15 @@ impl CausalModel for Llama {
     fn hidden_states(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [_, tokens] = ids.dims();
         let positions = vec![(0..tokens).collect()];
-        let (cos, sin) = rope_tables(&positions, self.head_dim(), self.rope_theta, &ids.device());
+        let device = ids.device();
+        let (cos, sin) = rope_tables(&positions, self.head_dim(), self.rope_theta, &device);
         self.run(
             ids,
             &ForwardContext {
                 cos,
                 sin,
                 mask: None,
+                causal_mask: mixed_precision_causal_mask(self.precision, tokens, &device),
                 precision: self.precision,
             },
             None,
@@ -281,10 +293,16 @@ impl Blockwise for Llama {
             ),
         };
         let (cos, sin) = rope_tables(&positions, self.head_dim(), self.rope_theta, &device);
+        let causal_mask = if mask.is_none() {
+            mixed_precision_causal_mask(self.precision, tokens, &device)
+        } else {
+            None
+        };
         ForwardContext {
             cos,
             sin,
             mask,
+            causal_mask,
             precision: self.precision,
         }
     }
@@ -331,6 +349,7 @@ impl Llama {
                 cos,
                 sin,
                 mask: Some(mask),
+                causal_mask: None,
                 precision: self.precision,
             },
             cache,

@@ -187,13 +187,9 @@ fn continuous_batching_equals_one_prompt_at_a_time_for_every_architecture() {
     }
 }
 
-/// Prefix sharing: a prompt computed once for several completions gives each completion the
-/// log-probs it gets as its own `prompt + completion` row, per token, for every architecture
-/// (GPT-2's learned positions included).
-#[test]
-fn shared_prompt_scoring_equals_one_row_per_completion_for_every_architecture() {
-    let device = Device::flex();
-    let batch = SharedPromptBatch {
+/// Three prompts with one to three completions each, one of them empty.
+fn prompts_shared_by_completions() -> SharedPromptBatch {
+    SharedPromptBatch {
         groups: vec![
             PromptGroup {
                 prompt: vec![3, 17, 42, 99, 7],
@@ -209,7 +205,16 @@ fn shared_prompt_scoring_equals_one_row_per_completion_for_every_architecture() 
             },
         ],
         pad_id: 0,
-    };
+    }
+}
+
+/// Prefix sharing: a prompt computed once for several completions gives each completion the
+/// log-probs it gets as its own `prompt + completion` row, per token, for every architecture
+/// (GPT-2's learned positions included).
+#[test]
+fn shared_prompt_scoring_equals_one_row_per_completion_for_every_architecture() {
+    let device = Device::flex();
+    let batch = prompts_shared_by_completions();
     for name in ["tiny-llama", "tiny-qwen2", "tiny-gpt2"] {
         let (model, _) = CausalLm::from_hf_dir(&fixtures().join(name), &device).unwrap();
         let shared = shared_sequence_logprobs(&model, &batch, &device).unwrap();
@@ -640,19 +645,7 @@ fn a_checkpoint_saved_by_transformers_5_has_its_chat_template() {
 #[test]
 fn chunked_scoring_equals_full_scoring() {
     let device = Device::flex();
-    let batch = SharedPromptBatch {
-        groups: vec![
-            PromptGroup {
-                prompt: vec![3, 17, 42, 99, 7],
-                completions: vec![vec![8, 1, 4], vec![77], vec![30, 2, 9, 11, 12]],
-            },
-            PromptGroup {
-                prompt: vec![61, 62],
-                completions: vec![vec![64, 65, 66, 67], vec![]],
-            },
-        ],
-        pad_id: 0,
-    };
+    let batch = prompts_shared_by_completions();
     let values = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
     for name in ["tiny-llama", "tiny-qwen2", "tiny-gpt2"] {
         let (model, _) = CausalLm::from_hf_dir(&fixtures().join(name), &device).unwrap();

@@ -18,7 +18,6 @@
 
 use std::path::{Path, PathBuf};
 
-use bapo_model::Precision;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -44,6 +43,17 @@ pub struct StartKey {
     pub program: String,
 }
 
+/// The key's `device`: the backend, its index and the precision, with `lora.base_dtype` only
+/// when bf16 (so that keys made before it existed still match).
+fn device_key(config: &RunConfig) -> String {
+    let t = &config.training;
+    let mut key = format!("{} {} {:?}", t.backend, t.device_index, t.precision);
+    if !config.lora.base_dtype.is_f32() {
+        key.push_str(&format!(" base {:?}", config.lora.base_dtype));
+    }
+    key
+}
+
 impl StartKey {
     /// The key of `config`'s evaluation before training of the model of hash `model_sha256`
     /// on `sets`; `None` when the executable cannot be read (then nothing is reused).
@@ -53,16 +63,9 @@ impl StartKey {
         sets: &EvalSets,
         pad: u32,
     ) -> Option<StartKey> {
-        let t = &config.training;
         Some(StartKey {
             model: model_sha256.to_string(),
-            device: match config.lora.base_dtype {
-                Precision::F32 => format!("{} {} {:?}", t.backend, t.device_index, t.precision),
-                base => format!(
-                    "{} {} {:?} base {base:?}",
-                    t.backend, t.device_index, t.precision
-                ),
-            },
+            device: device_key(config),
             cpu: cpu_model(),
             batching: (config.eval.batch_size, config.eval.batch_tokens, pad),
             sets: sets.digest(),
