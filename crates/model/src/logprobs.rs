@@ -524,9 +524,8 @@ pub fn target_logprobs(logits: Tensor<2>, targets: &[u32]) -> Tensor<1> {
 /// `model`'s LM head `chunk` rows at a time (`0`: all at once), so that at most
 /// `chunk × vocab` logits exist at once instead of `n × vocab`. Training uses it for its
 /// first, gradient-free pass and chunks its backward too (bapo-train's staged step); the
-/// reference's scoring in the anchor pass uses it too
-/// ([`ScoringLayout::chunked_sequence_logprobs`]); the evaluation's scoring does not yet and
-/// builds its batch's full logits.
+/// reference's scoring in the anchor pass and the evaluation's scoring use it too
+/// ([`ScoringLayout::chunked_sequence_logprobs`]).
 pub fn chunked_target_logprobs<M: CausalModel + ?Sized>(
     model: &M,
     rows: Tensor<2>,

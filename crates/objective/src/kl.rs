@@ -40,7 +40,6 @@ pub fn packed_sequence_kl(
     sequences: usize,
     direction: KlDirection,
 ) -> Tensor<1> {
-    let device = policy_logits.device();
     let [n, vocab] = policy_logits.dims();
     let per_token = per_token_kl(
         policy_logits.reshape([1, n, vocab]),
@@ -48,6 +47,14 @@ pub fn packed_sequence_kl(
         direction,
     )
     .reshape([n]);
+    sequence_means(per_token, owners, sequences)
+}
+
+/// The mean of `per_token` `[n]` over each sequence's rows (`owners[i]` is row `i`'s
+/// sequence, `0..sequences`), `[sequences]`; a sequence without rows gets 0.
+pub fn sequence_means(per_token: Tensor<1>, owners: &[usize], sequences: usize) -> Tensor<1> {
+    let device = per_token.device();
+    let [n] = per_token.dims();
     let dtype = per_token.dtype();
     let mut counts = vec![0f64; sequences];
     for &o in owners {

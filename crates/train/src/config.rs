@@ -360,16 +360,6 @@ pub struct EvalSection {
     pub batch_tokens: usize,
 }
 
-impl EvalSection {
-    /// The batching limits of an evaluation forward.
-    pub fn limits(&self) -> crate::eval::BatchLimits {
-        crate::eval::BatchLimits {
-            rows: self.batch_size,
-            tokens: self.batch_tokens,
-        }
-    }
-}
-
 impl Default for EvalSection {
     fn default() -> Self {
         EvalSection {
@@ -439,6 +429,18 @@ fn is_enabled(on: &bool) -> bool {
 }
 
 impl RunConfig {
+    /// The batching limits of an evaluation forward (`eval.batch_size`, `eval.batch_tokens`),
+    /// its LM head run as training runs it (`training.lm_head_chunk_tokens`): a run whose
+    /// training fits in memory because the head is chunked must not run out in its
+    /// evaluation.
+    pub fn eval_limits(&self) -> crate::eval::BatchLimits {
+        crate::eval::BatchLimits {
+            rows: self.eval.batch_size,
+            tokens: self.eval.batch_tokens,
+            head_chunk_tokens: self.training.lm_head_chunk_tokens,
+        }
+    }
+
     /// Reads `path`, applies `overrides` (`key=value`, dotted keys, TOML values; a bare word is
     /// a string) and checks every key and value.
     pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig, ConfigError> {

@@ -24,14 +24,18 @@
 use std::collections::BTreeMap;
 
 use bapo_data::{FactItem, MultipleChoiceItem, PreferenceItem};
-use bapo_data::{Packing, Slot};
-use bapo_model::{CausalLm, LoadedModel, PromptGroup, SharedPromptBatch, shared_sequence_logprobs};
+use bapo_data::{Packing, PreferenceBatch, Slot};
+use bapo_model::{
+    CausalLm, CausalModel, LoadedModel, PromptGroup, ScoringLayout, SharedPromptBatch,
+    chunked_target_logprobs,
+};
 use bapo_objective::KlDirection;
-use burn::tensor::Device;
+use bapo_objective::kl::{per_token_kl, sequence_means};
+use burn::tensor::{Device, Tensor};
 
 use crate::TrainError;
 use crate::example::AnchoredExample;
-use crate::step::{preference_batch, token_kl};
+use crate::step::{KlRows, index_tensor, preference_batch};
 
 /// The evaluation sets, tokenised once.
 #[derive(Debug, Clone, Default)]
@@ -317,11 +321,15 @@ impl EvalSets {
 }
 
 /// How many rows one evaluation forward may hold: at most `rows`, and at most `tokens`
-/// positions once padded to the longest row (one longer row still goes alone).
+/// positions once padded to the longest row (one longer row still goes alone); and how many
+/// scored tokens the LM head scores at a time (`head_chunk_tokens`, from
+/// `training.lm_head_chunk_tokens`; 0: all of a forward's at once), so that an evaluation
+/// never holds more logits than training does.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
     pub rows: usize,
     pub tokens: usize,
+    pub head_chunk_tokens: usize,
 }
 
 /// Indices of `lengths` sorted longest first, cut into batches within `limits`: similar
@@ -372,12 +380,9 @@ fn score_groups(
             groups: indices.iter().map(|&i| groups[i].clone()).collect(),
             pad_id,
         };
-        let mut totals = to_f64(
-            shared_sequence_logprobs(model, &chunk, device)
-                .map_err(TrainError::EvalBatch)?
-                .total,
-        )?
-        .into_iter();
+        let layout = ScoringLayout::of_shared(&chunk).map_err(TrainError::EvalBatch)?;
+        let scored = layout.chunked_sequence_logprobs(model, batch.head_chunk_tokens, device);
+        let mut totals = to_f64(scored.total)?.into_iter();
         for &i in &indices {
             out[i] = totals.by_ref().take(groups[i].completions.len()).collect();
         }
@@ -387,12 +392,12 @@ fn score_groups(
 
 /// For held-out preference examples: the policy's log-probs of chosen, rejected and the
 /// primary reference's base response, and the mean per-token KL(policy ‖ reference) on the
-/// base response, `batch` examples per forward.
+/// base response, batched within `limits`.
 fn score_preferences(
     policy: &CausalLm,
     reference: &CausalLm,
     examples: &[AnchoredExample],
-    batch: BatchLimits,
+    limits: BatchLimits,
     pad_id: u32,
     device: &Device,
 ) -> Result<Vec<PreferenceScores>, TrainError> {
@@ -405,23 +410,11 @@ fn score_preferences(
             t.prompt.len() + t.chosen.len() + t.rejected.len() + base
         })
         .collect();
-    for indices in length_batches(&lengths, batch) {
+    for indices in length_batches(&lengths, limits) {
         let chunk: Vec<&AnchoredExample> = indices.iter().map(|&i| &examples[i]).collect();
         let batch = preference_batch(&chunk, 1, Packing::SharedPrompt, pad_id)?;
-        let scored = batch
-            .input
-            .scored_logits(policy, device)
-            .map_err(TrainError::EvalBatch)?;
-        let totals = to_f64(scored.logprobs(device).total)?;
-        let base = [Slot::Base(0)];
-        let kl = to_f64(token_kl(
-            &scored,
-            &batch.sequences(&base),
-            reference,
-            &batch.restricted_to(&base),
-            KlDirection::Reverse,
-            device,
-        )?)?;
+        let head_chunk = limits.head_chunk_tokens;
+        let (totals, kl) = totals_and_base_kl(policy, reference, &batch, head_chunk, device)?;
         for (j, &i) in indices.iter().enumerate() {
             out[i] = PreferenceScores {
                 chosen: totals[batch.sequence(j, Slot::Chosen)],
@@ -432,6 +425,82 @@ fn score_preferences(
         }
     }
     Ok(out)
+}
+
+/// The policy's summed log-prob of every sequence of `batch`, and per example the mean
+/// per-token KL(policy ‖ reference) on its first base response: the LM heads score
+/// `head_chunk` tokens at a time (0: all at once), so that neither model's logits for the
+/// whole batch exist at once.
+fn totals_and_base_kl(
+    policy: &CausalLm,
+    reference: &CausalLm,
+    batch: &PreferenceBatch,
+    head_chunk: usize,
+    device: &Device,
+) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
+    let layout = batch.input.layout().map_err(TrainError::EvalBatch)?;
+    let base = [Slot::Base(0)];
+    let sequences = batch.sequences(&base);
+    if layout.scored_tokens() == 0 {
+        let totals = layout.chunked_sequence_logprobs(policy, head_chunk, device);
+        return Ok((to_f64(totals.total)?, vec![0.0; sequences.len()]));
+    }
+    let hidden = layout.predictor_rows(layout.hidden_states(policy, device));
+    let token_logprobs =
+        chunked_target_logprobs(policy, hidden.clone(), &layout.targets, head_chunk);
+    let totals = to_f64(layout.sequence_logprobs(token_logprobs, device).total)?;
+
+    let rows = KlRows::of(&layout.sequence, &sequences);
+    if rows.owners.is_empty() {
+        return Ok((totals, vec![0.0; sequences.len()]));
+    }
+    let reference_layout = batch
+        .restricted_to(&base)
+        .layout()
+        .map_err(TrainError::EvalBatch)?;
+    if reference_layout.sequence != rows.owners {
+        return Err(TrainError::ReferenceMismatch);
+    }
+    let reference_hidden =
+        reference_layout.predictor_rows(reference_layout.hidden_states(reference, device));
+    let policy_hidden = hidden.select(0, index_tensor(&rows.policy_rows, device));
+    let per_token = chunked_token_kl(
+        (policy, policy_hidden),
+        (reference, reference_hidden),
+        head_chunk,
+    );
+    let kl = sequence_means(per_token, &rows.owners, sequences.len());
+    Ok((totals, to_f64(kl)?))
+}
+
+/// The reverse KL(policy ‖ reference) of every row, `[n]`, from each model's final hidden
+/// states `[n, width]` of the same tokens, through both LM heads `chunk` rows at a time (0:
+/// all at once).
+fn chunked_token_kl(
+    (policy, policy_rows): (&CausalLm, Tensor<2>),
+    (reference, reference_rows): (&CausalLm, Tensor<2>),
+    chunk: usize,
+) -> Tensor<1> {
+    let [n, _] = policy_rows.dims();
+    let chunk = if chunk == 0 { n.max(1) } else { chunk };
+    let parts: Vec<Tensor<1>> = (0..n)
+        .step_by(chunk)
+        .map(|start| {
+            let len = chunk.min(n - start);
+            let logits = |model: &CausalLm, rows: &Tensor<2>| {
+                let logits = model.logits(rows.clone().narrow(0, start, len));
+                let [_, vocab] = logits.dims();
+                logits.reshape([1, len, vocab])
+            };
+            let kl = per_token_kl(
+                logits(policy, &policy_rows),
+                logits(reference, &reference_rows),
+                KlDirection::Reverse,
+            );
+            kl.reshape([len])
+        })
+        .collect();
+    Tensor::cat(parts, 0)
 }
 
 /// The policy's numbers on one held-out preference example.
@@ -857,3 +926,7 @@ mod tests {
         assert!(item(vec![4, 4], 0).shortest_is_correct());
     }
 }
+
+#[cfg(test)]
+#[path = "eval_tests.rs"]
+mod chunk_tests;

@@ -289,7 +289,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
             &policy.valid(),
             &prepared.reference,
             &prepared.eval,
-            config.eval.limits(),
+            config.eval_limits(),
             pad,
             &prepared.device,
         );
@@ -891,7 +891,7 @@ pub fn evaluate_run(
             m,
             &prepared.reference,
             &prepared.eval,
-            config.eval.limits(),
+            config.eval_limits(),
             pad,
             &prepared.device,
         )

@@ -256,9 +256,37 @@ impl ObjectiveInputs<'_> {
     }
 }
 
-fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+pub(crate) fn index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
     let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
     Tensor::from_data(TensorData::new(values, [indices.len()]), device)
+}
+
+/// The policy's scored rows that a token-level KL compares with the reference's, in the
+/// reference's order (by place in the compared `sequences`, then token order).
+pub(crate) struct KlRows {
+    /// For each compared row, its sequence's place in `sequences`: the reference's numbering.
+    pub owners: Vec<usize>,
+    /// For each compared row, its index among the policy's scored rows.
+    pub policy_rows: Vec<usize>,
+}
+
+impl KlRows {
+    /// The rows of `sequences` among the policy's scored rows, whose sequences are
+    /// `policy_sequence`.
+    pub fn of(policy_sequence: &[usize], sequences: &[usize]) -> KlRows {
+        let place: std::collections::HashMap<usize, usize> =
+            sequences.iter().enumerate().map(|(p, &s)| (s, p)).collect();
+        let mut rows: Vec<(usize, usize)> = policy_sequence
+            .iter()
+            .enumerate()
+            .filter_map(|(row, s)| place.get(s).map(|&p| (p, row)))
+            .collect();
+        rows.sort_by_key(|&(p, _)| p);
+        KlRows {
+            owners: rows.iter().map(|&(p, _)| p).collect(),
+            policy_rows: rows.iter().map(|&(_, r)| r).collect(),
+        }
+    }
 }
 
 /// Mean per-token KL between policy and reference over the scored tokens of each of
@@ -276,24 +304,16 @@ pub fn token_kl(
     let Some(logits) = policy.logits.as_ref() else {
         return Ok(Tensor::zeros([count], device));
     };
-    // The policy's rows of those sequences, in the reference's order: by place in
-    // `sequences`, then token order.
-    let place: std::collections::HashMap<usize, usize> =
-        sequences.iter().enumerate().map(|(p, &s)| (s, p)).collect();
-    let mut rows: Vec<(usize, usize)> = policy
-        .sequence
-        .iter()
-        .enumerate()
-        .filter_map(|(row, s)| place.get(s).map(|&p| (p, row)))
-        .collect();
-    rows.sort_by_key(|&(p, _)| p);
-    if rows.is_empty() {
+    let KlRows {
+        owners,
+        policy_rows,
+    } = KlRows::of(&policy.sequence, sequences);
+    if owners.is_empty() {
         return Ok(Tensor::zeros([count], device));
     }
     // The reference runs on the plain device; its logits enter the graph as a constant.
     let plain = device.clone().inner();
     let reference_scored = reference_input.scored_logits(reference, &plain)?;
-    let owners: Vec<usize> = rows.iter().map(|&(p, _)| p).collect();
     if reference_scored.sequence != owners {
         return Err(TrainError::ReferenceMismatch);
     }
@@ -301,7 +321,6 @@ pub fn token_kl(
         .logits
         .ok_or(TrainError::ReferenceMismatch)?;
     let reference_logits = Tensor::<2>::from_inner(reference_logits);
-    let policy_rows: Vec<usize> = rows.iter().map(|&(_, r)| r).collect();
     let policy_logits = logits.clone().select(0, index_tensor(&policy_rows, device));
     Ok(packed_sequence_kl(
         policy_logits,
