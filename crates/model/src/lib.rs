@@ -32,7 +32,7 @@ pub use generate::{GenerateError, Generation, GenerationConfig, Sampling, genera
 pub use gguf::{GgufError, GgufFile};
 pub use gpt2::{Gpt2, Gpt2Config};
 pub use llama::Llama;
-pub use llama_config::{HfArchitecture, LlamaConfig};
+pub use llama_config::{GgufFamily, HfArchitecture, LlamaConfig};
 pub use loaded::{HfTokenizer, LoadedModel};
 pub use logprobs::{
     AttentionPattern, BatchError, PromptGroup, ScoredLogits, ScoringLayout, SequenceLogprobs,
@@ -66,9 +66,9 @@ pub enum ModelError {
     #[error("{path}: architecture `{architecture}` is not supported (llama, qwen2 and gpt2 are)")]
     UnsupportedArchitecture { path: PathBuf, architecture: String },
     #[error(
-        "{path}: GGUF architecture `{architecture}` is not supported: GGUF files of `llama` load \
-         (SmolLM2, Llama); `qwen2` and `gpt2` load from Hugging Face folders (config.json and \
-         safetensors) only, for now"
+        "{path}: GGUF architecture `{architecture}` is not supported: GGUF files of `llama` \
+         (SmolLM2, Llama) and `qwen2` (Qwen2, Qwen2.5) load; `gpt2` loads from Hugging Face \
+         folders (config.json and safetensors) only, for now"
     )]
     UnsupportedGgufArchitecture { path: PathBuf, architecture: String },
     #[error("tokenizing: {0}")]

@@ -19,6 +19,7 @@ use crate::causal::{
 };
 use crate::gguf::GgufFile;
 use crate::hf::SafetensorsWeights;
+use crate::llama_config::GgufFamily;
 pub use crate::llama_config::LlamaConfig;
 use crate::logprobs::AttentionPattern;
 use crate::lora::linear_without_adapter;
@@ -373,16 +374,18 @@ impl Llama {
         self.norm.forward(x)
     }
 
-    /// Loads a Llama-family GGUF (llama.cpp layout) onto `device`, dequantising to f32.
+    /// Loads a Llama-family GGUF (llama.cpp layout, `llama` or `qwen2`) onto `device`,
+    /// dequantising to f32.
     ///
-    /// llama.cpp's converter permutes the rows of `attn_q` and `attn_k` for its interleaved
-    /// RoPE; they are un-permuted here so the HF rotate-half RoPE above applies.
+    /// For `llama`, llama.cpp's converter permutes the rows of `attn_q` and `attn_k` for its
+    /// interleaved RoPE; they are un-permuted here so the HF rotate-half RoPE above applies.
     pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<(Self, LlamaConfig), ModelError> {
         let config = LlamaConfig::from_gguf(file)?;
+        let permuted_qk = GgufFamily::of(file)?.permutes_qk();
         let model = Self::load(
             &WeightLoader {
                 source: file,
-                layout: Layout::Gguf,
+                layout: Layout::Gguf { permuted_qk },
                 device,
             },
             &config,
@@ -645,8 +648,9 @@ enum Part {
 /// Tensor naming conventions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Layout {
-    /// llama.cpp: `blk.N.attn_q.weight`, q/k rows permuted.
-    Gguf,
+    /// llama.cpp: `blk.N.attn_q.weight`, q/k rows permuted for an interleaved RoPE when
+    /// `permuted_qk` (see [`GgufFamily::permutes_qk`]).
+    Gguf { permuted_qk: bool },
     /// transformers: `model.layers.N.self_attn.q_proj.weight`.
     Hf,
 }
@@ -656,7 +660,7 @@ impl Layout {
     fn name(self, part: Part, layer: Option<usize>, suffix: &str) -> String {
         let n = layer.unwrap_or(0);
         match self {
-            Layout::Gguf => match part {
+            Layout::Gguf { .. } => match part {
                 Part::Embedding => format!("token_embd.{suffix}"),
                 Part::FinalNorm => format!("output_norm.{suffix}"),
                 Part::LmHead => format!("output.{suffix}"),
@@ -719,7 +723,7 @@ impl WeightLoader<'_> {
         unpermute_heads: Option<usize>,
     ) -> Result<Tensor<2>, ModelError> {
         let mut values = self.values(&self.layout.name(part, layer, "weight"), &shape)?;
-        if let (Layout::Gguf, Some(heads)) = (self.layout, unpermute_heads) {
+        if let (Layout::Gguf { permuted_qk: true }, Some(heads)) = (self.layout, unpermute_heads) {
             values = unpermute_rows(&values, heads, shape[0] / heads, shape[1]);
         }
         Ok(Tensor::from_data(
@@ -743,7 +747,9 @@ impl WeightLoader<'_> {
         let bias_name = self.layout.name(part, layer, "bias");
         let bias = if self.source.contains(&bias_name) {
             let mut values = self.values(&bias_name, &[shape[0]])?;
-            if let (Layout::Gguf, Some(heads)) = (self.layout, unpermute_heads) {
+            if let (Layout::Gguf { permuted_qk: true }, Some(heads)) =
+                (self.layout, unpermute_heads)
+            {
                 values = unpermute_rows(&values, heads, shape[0] / heads, 1);
             }
             Some(Param::from_tensor(Tensor::from_data(

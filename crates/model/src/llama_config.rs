@@ -27,17 +27,50 @@ pub struct LlamaConfig {
     pub max_positions: Option<usize>,
 }
 
-impl LlamaConfig {
-    /// Reads the `llama.*` metadata of a GGUF file.
-    pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
-        let arch = file.get_str("general.architecture")?;
-        if arch != "llama" {
-            return Err(ModelError::UnsupportedGgufArchitecture {
+/// The Llama-family architectures a GGUF file can hold, by llama.cpp's name
+/// (`general.architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufFamily {
+    /// `llama`: SmolLM2, Llama.
+    Llama,
+    /// `qwen2`: Qwen2, Qwen2.5 (biases on q/k/v).
+    Qwen2,
+}
+
+impl GgufFamily {
+    /// The file's architecture, or an error naming it when it is not of the family.
+    pub fn of(file: &GgufFile) -> Result<Self, ModelError> {
+        match file.get_str("general.architecture")? {
+            "llama" => Ok(GgufFamily::Llama),
+            "qwen2" => Ok(GgufFamily::Qwen2),
+            other => Err(ModelError::UnsupportedGgufArchitecture {
                 path: file.path.clone(),
-                architecture: arch.to_string(),
-            });
+                architecture: other.to_string(),
+            }),
         }
-        let key = |k: &str| format!("llama.{k}");
+    }
+
+    /// The prefix of the architecture's metadata keys (`qwen2.block_count`).
+    fn key_prefix(self) -> &'static str {
+        match self {
+            GgufFamily::Llama => "llama",
+            GgufFamily::Qwen2 => "qwen2",
+        }
+    }
+
+    /// Whether llama.cpp's converter permuted the rows of `attn_q` and `attn_k`: it does for
+    /// `llama`, whose GGUF RoPE rotates interleaved pairs, and not for `qwen2`, whose RoPE
+    /// rotates halves as transformers' does (llama.cpp's NEOX mode).
+    pub fn permutes_qk(self) -> bool {
+        self == GgufFamily::Llama
+    }
+}
+
+impl LlamaConfig {
+    /// Reads the `llama.*` or `qwen2.*` metadata of a GGUF file.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
+        let prefix = GgufFamily::of(file)?.key_prefix();
+        let key = |k: &str| format!("{prefix}.{k}");
         let hidden_size = file.get_u64(&key("embedding_length"))? as usize;
         let num_heads = file.get_u64(&key("attention.head_count"))? as usize;
         let num_kv_heads = file

@@ -233,7 +233,7 @@ fn a_gguf_of_another_architecture_is_refused_saying_where_it_loads() {
     let file = Writer::new()
         .meta("general.architecture", 8, &{
             let mut v = Vec::new();
-            string(&mut v, "qwen2");
+            string(&mut v, "gpt2");
             v
         })
         .parse()
@@ -242,9 +242,116 @@ fn a_gguf_of_another_architecture_is_refused_saying_where_it_loads() {
         .expect_err("refused")
         .to_string();
     assert!(
-        err.contains("GGUF architecture `qwen2`")
-            && err.contains("`llama` load")
+        err.contains("GGUF architecture `gpt2`")
+            && err.contains("`qwen2` (Qwen2, Qwen2.5) load")
             && err.contains("Hugging Face folders"),
         "{err}"
+    );
+}
+
+/// The GGUF name of a tensor of a transformers Qwen2 checkpoint, as llama.cpp's converter
+/// names it.
+fn gguf_name(hf: &str) -> String {
+    let fixed = [
+        ("model.embed_tokens.", "token_embd."),
+        ("model.norm.", "output_norm."),
+        ("lm_head.", "output."),
+    ];
+    if let Some((from, to)) = fixed.iter().find(|(from, _)| hf.starts_with(from)) {
+        return hf.replacen(from, to, 1);
+    }
+    let rest = hf.strip_prefix("model.layers.").expect("a layer's tensor");
+    let (layer, part) = rest.split_once('.').expect("layer.part");
+    let parts = [
+        ("input_layernorm.", "attn_norm."),
+        ("self_attn.q_proj.", "attn_q."),
+        ("self_attn.k_proj.", "attn_k."),
+        ("self_attn.v_proj.", "attn_v."),
+        ("self_attn.o_proj.", "attn_output."),
+        ("post_attention_layernorm.", "ffn_norm."),
+        ("mlp.gate_proj.", "ffn_gate."),
+        ("mlp.up_proj.", "ffn_up."),
+        ("mlp.down_proj.", "ffn_down."),
+    ];
+    let (from, to) = parts
+        .iter()
+        .find(|(from, _)| part.starts_with(from))
+        .unwrap_or_else(|| panic!("unknown tensor {hf}"));
+    format!("blk.{layer}.{}", part.replacen(from, to, 1))
+}
+
+/// A `qwen2` GGUF holds q/k as transformers does (llama.cpp permutes them for `llama` only;
+/// tests/gguf_oracle.rs checks the real Qwen2.5 files against transformers): the tiny Qwen2
+/// checkpoint written as an f32 GGUF, with its biases, computes what the checkpoint computes.
+#[test]
+fn a_qwen2_gguf_computes_as_its_hugging_face_checkpoint() {
+    use bapo_model::hf::SafetensorsWeights;
+    use bapo_model::{Llama, TokenBatch, sequence_logprobs};
+    let device = burn::tensor::Device::flex();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/tiny-qwen2");
+    let (hf, config) = Llama::from_hf_dir(&dir, &device).unwrap();
+    let weights = SafetensorsWeights::open(&dir).unwrap();
+
+    let text = |s: &str| {
+        let mut v = Vec::new();
+        string(&mut v, s);
+        v
+    };
+    let u32_of = |n: usize| (n as u32).to_le_bytes();
+    let f32_of = |x: f64| (x as f32).to_le_bytes();
+    let mut writer = Writer::new()
+        .meta("general.architecture", 8, &text("qwen2"))
+        .meta("qwen2.embedding_length", 4, &u32_of(config.hidden_size))
+        .meta("qwen2.block_count", 4, &u32_of(config.num_layers))
+        .meta(
+            "qwen2.feed_forward_length",
+            4,
+            &u32_of(config.intermediate_size),
+        )
+        .meta("qwen2.attention.head_count", 4, &u32_of(config.num_heads))
+        .meta(
+            "qwen2.attention.head_count_kv",
+            4,
+            &u32_of(config.num_kv_heads),
+        )
+        .meta("qwen2.rope.freq_base", 6, &f32_of(config.rope_theta))
+        .meta(
+            "qwen2.attention.layer_norm_rms_epsilon",
+            6,
+            &f32_of(config.rms_norm_eps),
+        );
+    let mut with_bias = 0;
+    for name in weights.names() {
+        let (shape, values) = weights.tensor_f32(name).unwrap();
+        let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        with_bias += usize::from(name.ends_with("_proj.bias"));
+        writer = writer.tensor(&gguf_name(name), &dims, 0, data);
+    }
+    assert_eq!(
+        with_bias,
+        3 * config.num_layers,
+        "q/k/v biases in every layer"
+    );
+    let gguf = Llama::from_gguf(&writer.parse().unwrap(), &device)
+        .unwrap()
+        .0;
+
+    let prompt: Vec<u32> = vec![5, 17, 99, 3, 42, 7];
+    let completion: Vec<u32> = vec![11, 64, 2, 127, 30];
+    let batch = TokenBatch::from_pairs([(prompt.as_slice(), completion.as_slice())], 0);
+    let scores = |model: &Llama| {
+        sequence_logprobs(model, &batch, &device)
+            .unwrap()
+            .per_token
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    assert_eq!(
+        scores(&gguf),
+        scores(&hf),
+        "the same values, the same arithmetic"
     );
 }
