@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use bapo_data::TokenizedExample;
-use bapo_model::{Precision, Sampling};
+use bapo_model::{BaseQuantization, Precision, Sampling};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -188,6 +188,10 @@ pub struct FingerprintInputs {
     pub precision: Precision,
     #[serde(skip_serializing_if = "Precision::is_f32")]
     pub base_dtype: Precision,
+    /// How the reference's block projections were held (`lora.base_quantization`); left out
+    /// of the JSON when not quantized, for the same reason.
+    #[serde(skip_serializing_if = "BaseQuantization::is_none", default)]
+    pub base_quantization: BaseQuantization,
 }
 
 /// sha256 of the token ids (prompt, chosen, rejected, supplied base) and source lines of

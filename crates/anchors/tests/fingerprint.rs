@@ -3,7 +3,7 @@
 //! take, or every user's cached anchors would silently be recomputed.
 
 use bapo_anchors::{AnchorSettings, FingerprintInputs};
-use bapo_model::{Precision, Sampling};
+use bapo_model::{BaseQuantization, Precision, Sampling};
 use sha2::{Digest, Sha256};
 
 #[test]
@@ -29,6 +29,7 @@ fn the_fingerprint_hashes_the_layout_every_cache_was_keyed_by() {
         },
         precision: Precision::F32,
         base_dtype: Precision::F32,
+        base_quantization: BaseQuantization::None,
     };
     // As written by the releases before `Sampling` existed (the settings had the four
     // sampling fields of their own).
@@ -50,6 +51,20 @@ fn the_fingerprint_hashes_the_layout_every_cache_was_keyed_by() {
     );
     assert_eq!(
         bf16.fingerprint(),
+        format!("{:x}", Sha256::digest(keyed.as_bytes()))
+    );
+
+    // So is a quantized base, after those.
+    let quantized = FingerprintInputs {
+        base_quantization: BaseQuantization::Q4,
+        ..bf16
+    };
+    let keyed = keyed.replace(
+        r#""base_dtype":"bf16"}"#,
+        r#""base_dtype":"bf16","base_quantization":"q4"}"#,
+    );
+    assert_eq!(
+        quantized.fingerprint(),
         format!("{:x}", Sha256::digest(keyed.as_bytes()))
     );
 }

@@ -39,6 +39,7 @@ fn inputs(data: &str, settings: AnchorSettings) -> FingerprintInputs {
         settings,
         precision: bapo_model::Precision::F32,
         base_dtype: bapo_model::Precision::F32,
+        base_quantization: bapo_model::BaseQuantization::None,
     }
 }
 

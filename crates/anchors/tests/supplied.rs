@@ -42,6 +42,7 @@ fn a_supplied_base_response_is_the_anchor() {
         settings,
         precision: bapo_model::Precision::F32,
         base_dtype: bapo_model::Precision::F32,
+        base_quantization: bapo_model::BaseQuantization::None,
     };
     let cache = std::env::temp_dir().join(format!("bapo-anchors-supplied-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);

@@ -21,7 +21,9 @@ use crate::llama::{Llama, LlamaConfig};
 type Entry = (String, Vec<usize>, Vec<f32>);
 
 fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    // A base held quantized (`lora.base_quantization`) is written as its float values.
     tensor
+        .dequantize()
         .into_data()
         .convert::<f32>()
         .try_to_vec()

@@ -19,6 +19,7 @@ pub mod loaded;
 pub mod logprobs;
 pub mod lora;
 pub mod precision;
+pub mod quantized;
 pub mod recompute;
 pub mod tokenizer;
 
@@ -41,6 +42,7 @@ pub use logprobs::{
 };
 pub use lora::{LoraError, LoraSettings, adapter_count, apply_lora};
 pub use precision::Precision;
+pub use quantized::{BaseQuantization, QuantizeError};
 pub use recompute::BlockInputs;
 pub use tokenizer::tokenizer_from_gguf;
 

@@ -2,10 +2,12 @@
 //! (`gguf_file=`): the tokenizer's ids, the chat template's text, per-token log-probs within
 //! 1e-3 and greedy answers. The files are hundreds of MB, so this runs by hand, when the GGUF
 //! loader or the tokenizer changes (fixtures/gguf/transformers_oracle.py says how):
-//! `BAPO_GGUF_FILE` is the file, `BAPO_GGUF_ORACLE` the script's output.
+//! `BAPO_GGUF_FILE` is the file, `BAPO_GGUF_ORACLE` the script's output. It also prints how
+//! far a base held quantized (`lora.base_quantization`) moves the same log-probs.
 
 use bapo_model::{
-    ChatMessage, GenerationConfig, LoadedModel, Sampling, TokenBatch, generate, sequence_logprobs,
+    BaseQuantization, CausalLm, ChatMessage, GenerationConfig, LoadedModel, Sampling, TokenBatch,
+    generate, sequence_logprobs,
 };
 use burn::tensor::Device;
 use serde::Deserialize;
@@ -46,12 +48,12 @@ struct Message {
 /// different kernels (transformers' PyTorch, bapo's Burn), as the issue's bound says.
 const LOGPROB_TOLERANCE: f64 = 1e-3;
 
-fn per_token_logprobs(loaded: &LoadedModel, score: &Score, device: &Device) -> Vec<f64> {
+fn per_token_logprobs(model: &CausalLm, score: &Score, device: &Device) -> Vec<f64> {
     let batch = TokenBatch::from_pairs(
         [(score.prompt_ids.as_slice(), score.completion_ids.as_slice())],
-        loaded.pad_token,
+        0,
     );
-    let scored = sequence_logprobs(&loaded.model, &batch, device).expect("scores");
+    let scored = sequence_logprobs(model, &batch, device).expect("scores");
     let row = scored
         .per_token
         .into_data()
@@ -99,7 +101,7 @@ fn a_real_file_loads_scores_and_answers_as_transformers_does() {
             "ids of {:?}",
             score.completion
         );
-        let ours = per_token_logprobs(&loaded, score, &device);
+        let ours = per_token_logprobs(&loaded.model, score, &device);
         for (k, (&a, &b)) in ours.iter().zip(&score.logprobs).enumerate() {
             let gap = (a - b).abs();
             worst = worst.max(gap);
@@ -115,6 +117,36 @@ fn a_real_file_loads_scores_and_answers_as_transformers_does() {
         "{} completions: per-token log-probs within {worst:.2e} of transformers'",
         oracle.scores.len()
     );
+
+    // A base held quantized: how far it moves the per-token log-probs (reported, not bounded:
+    // it is a different base).
+    for quantization in [BaseQuantization::Q8, BaseQuantization::Q4] {
+        let quantized = loaded
+            .model
+            .clone()
+            .with_quantized_matrices(quantization)
+            .expect("quantizes");
+        let gaps: Vec<f64> = oracle
+            .scores
+            .iter()
+            .flat_map(|score| {
+                let float = per_token_logprobs(&loaded.model, score, &device);
+                let held = per_token_logprobs(&quantized, score, &device);
+                float
+                    .into_iter()
+                    .zip(held)
+                    .map(|(a, b)| (a - b).abs())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let worst = gaps.iter().copied().fold(0.0, f64::max);
+        println!(
+            "base held {quantization:?}: per-token log-probs move by {mean:.4} on average, \
+             {worst:.4} at most ({} tokens)",
+            gaps.len()
+        );
+    }
 
     assert_eq!(
         loaded.eos_token, oracle.eos_token_id,

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bapo_model::Precision;
+use bapo_model::{BaseQuantization, Precision};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
@@ -300,6 +300,11 @@ pub struct LoraSection {
     /// `training.precision = "bf16"` only). The adapters and their optimizer state are f32.
     #[serde(skip_serializing_if = "Precision::is_f32")]
     pub base_dtype: Precision,
+    /// `none`, `q8` or `q4`: the frozen base's block projections held quantized (blocks of
+    /// 32 inputs with an f32 scale each), dequantised one projection at a time
+    /// (`bapo_model::quantized`); `cpu` backend only, f32 compute.
+    #[serde(skip_serializing_if = "BaseQuantization::is_none")]
+    pub base_quantization: BaseQuantization,
 }
 
 impl Default for LoraSection {
@@ -308,16 +313,18 @@ impl Default for LoraSection {
             enabled: true,
             settings: bapo_model::LoraSettings::default(),
             base_dtype: Precision::F32,
+            base_quantization: BaseQuantization::None,
         }
     }
 }
 
 impl LoraSection {
-    /// The section with every key written out (the default leaves `base_dtype` out), for the
-    /// check of known keys.
+    /// The section with every key written out (the default leaves `base_dtype` and
+    /// `base_quantization` out), for the check of known keys.
     fn with_every_key() -> Self {
         LoraSection {
             base_dtype: Precision::Bf16,
+            base_quantization: BaseQuantization::Q8,
             ..LoraSection::default()
         }
     }
@@ -494,6 +501,7 @@ impl RunConfig {
         check.optimizer(&self.optimizer)?;
         check.lora(&self.lora)?;
         check.precision(&self.training, &self.lora)?;
+        check.base_quantization(&self.training, &self.lora)?;
         check.at_least_one("eval.batch_size", self.eval.batch_size)?;
         check.at_least_one("eval.batch_tokens", self.eval.batch_tokens)?;
         check.at_least_one("checkpoint.keep", self.checkpoint.keep)
@@ -669,6 +677,42 @@ impl Checker<'_> {
                         .into(),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// A quantized base: under LoRA, computed in f32, on the backend that has quantized
+    /// tensors.
+    fn base_quantization(
+        &self,
+        t: &TrainingSection,
+        lora: &LoraSection,
+    ) -> Result<(), ConfigError> {
+        if lora.base_quantization.is_none() {
+            return Ok(());
+        }
+        let refuse = |why: String| Err(self.bad("lora.base_quantization", why));
+        if !lora.enabled {
+            return refuse(
+                "a quantized base is a frozen LoRA base; with lora.enabled = false every weight \
+                 is trained in f32"
+                    .into(),
+            );
+        }
+        if lora.base_dtype != Precision::F32 || t.precision != Precision::F32 {
+            return refuse(
+                "a quantized base is dequantised to f32 where it is used: leave \
+                 lora.base_dtype and training.precision at \"f32\""
+                    .into(),
+            );
+        }
+        if t.backend != Backend::Cpu {
+            return refuse(format!(
+                "backend `{}` cannot hold a quantized base (burn-tch implements no quantized \
+                 operation; the wgpu backends have not been tried): use backend \"cpu\", or \
+                 lora.base_dtype = \"bf16\" on `{}`",
+                t.backend, t.backend
+            ));
         }
         Ok(())
     }

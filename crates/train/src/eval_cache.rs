@@ -31,7 +31,7 @@ pub struct StartKey {
     /// sha256 of the model file (the policy's and reference 0's).
     pub model: String,
     /// `training.backend`, `training.device_index` and `training.precision` (and
-    /// `lora.base_dtype` when bf16).
+    /// `lora.base_dtype` when bf16, `lora.base_quantization` when quantized).
     pub device: String,
     /// The CPU's model name (`/proc/cpuinfo`; empty elsewhere): kernels differ between CPUs.
     pub cpu: String,
@@ -50,6 +50,9 @@ fn device_key(config: &RunConfig) -> String {
     let mut key = format!("{} {} {:?}", t.backend, t.device_index, t.precision);
     if !config.lora.base_dtype.is_f32() {
         key.push_str(&format!(" base {:?}", config.lora.base_dtype));
+    }
+    if !config.lora.base_quantization.is_none() {
+        key.push_str(&format!(" base {:?}", config.lora.base_quantization));
     }
     key
 }

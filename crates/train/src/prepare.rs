@@ -49,15 +49,16 @@ pub struct Prepared {
 }
 
 /// `model` as the run computes with it — the anchors, the reference's log-probs, the training
-/// steps and the evaluation alike: in `training.precision`, its matrices held in bf16 when
-/// `lora.base_dtype` says so.
-fn as_configured(model: CausalLm, config: &RunConfig) -> CausalLm {
+/// steps and the evaluation alike: in `training.precision`, its matrices held in bf16 or
+/// quantized when `lora.base_dtype` or `lora.base_quantization` says so.
+fn as_configured(model: CausalLm, config: &RunConfig) -> Result<CausalLm, TrainError> {
     let model = model.with_precision(config.training.precision);
-    if config.lora.base_dtype == Precision::Bf16 {
+    let model = if config.lora.base_dtype == Precision::Bf16 {
         model.with_bf16_matrices()
     } else {
         model
-    }
+    };
+    Ok(model.with_quantized_matrices(config.lora.base_quantization)?)
 }
 
 /// Tokenises `dataset` with `model`'s tokenizer and chat template and the config's
@@ -315,6 +316,7 @@ impl AnchorJob<'_> {
             settings,
             precision: self.config.training.precision,
             base_dtype: self.config.lora.base_dtype,
+            base_quantization: self.config.lora.base_quantization,
         }
     }
 
@@ -442,7 +444,7 @@ fn add_knowledge_sets(
 /// The probe `eval.knowledge_probe` names: its file, or, for the default path with no such
 /// file in the working directory (a run configured outside the project), the copy built into
 /// the binary.
-fn knowledge_probe(path: &Path) -> Result<Vec<ProbeItem>, TrainError> {
+pub(crate) fn knowledge_probe(path: &Path) -> Result<Vec<ProbeItem>, TrainError> {
     if path.exists() {
         Ok(load_knowledge_probe(path)?)
     } else if path == Path::new(BUILT_IN_PROBE_PATH) {
@@ -591,7 +593,7 @@ pub fn prepare(
         t.backend
     ));
     let mut model = LoadedModel::open(&config.model.path, &train_device)?;
-    model.model = as_configured(model.model, config);
+    model.model = as_configured(model.model, config)?;
     let data = DataFiles::of(config)?;
     check_lengths(config, &model)?;
     let reference = model.model.valid();
@@ -658,7 +660,7 @@ pub fn prepare(
     let mut further = Vec::new();
     for path in config.model.references.iter().take(used) {
         let mut other = LoadedModel::open(path, &device)?;
-        other.model = as_configured(other.model, config);
+        other.model = as_configured(other.model, config)?;
         check_lengths(config, &other)?;
         check_same_tokenizer(
             &model.tokenizer,
@@ -775,7 +777,7 @@ fn no_rows_left(
 
 /// `count` items spread evenly over `items` (every category of a task file is represented,
 /// where its first `count` items might all come from one).
-fn spread<T: Clone>(items: &[T], count: usize) -> Vec<T> {
+pub(crate) fn spread<T: Clone>(items: &[T], count: usize) -> Vec<T> {
     if count >= items.len() {
         return items.to_vec();
     }

@@ -137,11 +137,39 @@ fn wrong_types_and_values_name_the_key() {
             "[lora]\nbase_dtype = \"fp8\"\n",
             &["lora.base_dtype", "fp8"],
         ),
+        (
+            "[lora]\n",
+            "[lora]\nbase_quantization = \"q8\"\n",
+            &["lora.base_quantization", "lora.enabled = false"],
+        ),
+        (
+            "[lora]\n",
+            "[lora]\nbase_quantization = \"q3\"\n",
+            &["lora.base_quantization", "q3"],
+        ),
         ("name = \"bapo\"\n", "", &["objective.name", "missing"]),
         ("dir = \"runs/tiny\"", "dir = \"\"", &["output.dir"]),
     ] {
         assert_names(&error_of(find, replace, &[]), parts);
     }
+    // A quantized base on a backend without quantized tensors, and under bf16 compute.
+    let quantized = "enabled = true\nbase_quantization = \"q4\"\n";
+    assert_names(
+        &error_of(
+            "enabled = false\n",
+            quantized,
+            &["training.backend='tch-cpu'"],
+        ),
+        &["lora.base_quantization", "`tch-cpu`", "burn-tch", "\"cpu\""],
+    );
+    assert_names(
+        &error_of(
+            "enabled = false\n",
+            quantized,
+            &["training.precision='bf16'"],
+        ),
+        &["lora.base_quantization", "training.precision"],
+    );
 }
 
 /// `[anchors]` and `[lora]` flatten the library's own settings types (the sampling knobs

@@ -354,6 +354,47 @@ fn bf16_training_stays_on_the_f32_curve_to_bf16_precision() {
     }
 }
 
+/// LoRA over a base held quantized (`lora.base_quantization`), with block recomputation,
+/// trains and stays near the float base's curve: Q8's error (at most 1/254 of each block's
+/// largest weight) moves the losses and the factors by less than bf16 compute does (the same
+/// 0.03 bound as `bf16_training_stays_on_the_f32_curve_to_bf16_precision`). Its anchors are
+/// cached apart: the reference is the quantized base.
+#[test]
+fn lora_on_a_quantized_base_trains_near_the_float_base() {
+    let run = |base: &[&str]| {
+        let dir = scratch(&format!("quantized-base-{}", base.len()));
+        let mut all = vec![
+            r#"objective={name="bapo", beta=0.5}"#,
+            "training.max_steps=4",
+            "training.batch_size=2",
+            "optimizer.learning_rate=3e-3",
+            "eval.at_start=false",
+            "lora.enabled=true",
+            "training.gradient_checkpointing=true",
+        ];
+        all.extend_from_slice(base);
+        let config = tiny_config(&dir, &all);
+        let result = trained(&dir, &config);
+        let fingerprints: Vec<_> = std::fs::read_dir(&config.anchors.cache_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        (result, fingerprints)
+    };
+    let (float, float_anchors) = run(&[]);
+    let (quantized, quantized_anchors) = run(&["lora.base_quantization='q8'"]);
+    assert_same_run("float vs q8 base", &float, &quantized, &["loss"], 0.03);
+    assert_ne!(
+        column(&float.0, "loss"),
+        column(&quantized.0, "loss"),
+        "the run trained on the quantized base, not the float one"
+    );
+    assert!(
+        float_anchors.iter().all(|f| !quantized_anchors.contains(f)),
+        "the quantized base's anchors share a cache folder with the float base's"
+    );
+}
+
 /// Token-level KL needs the policy's full logits, which a chunked LM head never holds: the run
 /// is refused before the model loads, naming the key and the way out.
 #[test]

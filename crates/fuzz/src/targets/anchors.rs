@@ -63,6 +63,7 @@ impl AnchorsTarget {
             settings,
             precision: bapo_model::Precision::F32,
             base_dtype: bapo_model::Precision::F32,
+            base_quantization: bapo_model::BaseQuantization::None,
         };
         let cache = Scratch::new("anchors");
         compute_anchors(

@@ -1,0 +1,146 @@
+//! A frozen base held quantized under LoRA (`lora.base_quantization`, QLoRA without
+//! bitsandbytes): every projection matrix of the decoder blocks is stored as Burn quantized
+//! tensors — blocks of 32 values along the input dimension (as GGUF blocks run), symmetric,
+//! one f32 scale per block, 8 or 4 bits a value — and dequantised where it meets an input,
+//! one projection at a time. Under autodiff the dequantised weight is a leaf without gradient
+//! (burn-autodiff's `dequantize`), so gradients reach the LoRA factors only.
+//!
+//! What stays in float: the token embedding and a separate LM head (a row lookup and the
+//! vocabulary-wide product), norms and biases. The values are Burn's quantisation of the f32
+//! weights the model file gives — for a GGUF file, of its dequantised blocks: not the file's
+//! own blocks, and so a base slightly different from the file's (docs/model.md measures how
+//! much).
+//!
+//! The backends: Flex (`cpu`) has quantized tensors; burn-tch (`tch-cpu`, `cuda`) implements
+//! none of their operations, and the wgpu backends have not been tried, so run configs refuse
+//! them.
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::Tensor;
+use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+use serde::{Deserialize, Serialize};
+
+use crate::causal_lm::CausalLm;
+
+/// Values per quantization block, along a matrix's input dimension.
+pub const BLOCK: usize = 32;
+
+/// How LoRA's frozen base is held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseQuantization {
+    /// As the model file gives it, dequantised (f32, or bf16 with `lora.base_dtype`).
+    #[default]
+    None,
+    /// 8 bits a value, an f32 scale per block of 32: ~1.1 bytes a value.
+    Q8,
+    /// 4 bits a value, an f32 scale per block of 32: ~0.6 bytes a value.
+    Q4,
+}
+
+impl BaseQuantization {
+    pub fn is_none(&self) -> bool {
+        *self == BaseQuantization::None
+    }
+
+    /// Burn's scheme for it (none for `None`).
+    fn scheme(self) -> Option<QuantScheme> {
+        let value = match self {
+            BaseQuantization::None => return None,
+            BaseQuantization::Q8 => QuantValue::Q8S,
+            BaseQuantization::Q4 => QuantValue::Q4S,
+        };
+        // Burn stores a linear weight `[in, out]`: blocks of 32 rows by 1 column run along the
+        // input dimension.
+        Some(
+            QuantScheme::default()
+                .with_value(value)
+                .with_store(QuantStore::PackedU32(0))
+                .per_block([BLOCK as u8, 1], ScaleDtype::F32),
+        )
+    }
+}
+
+/// A matrix that cannot be cut into blocks.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "`{path}` is [{rows}, {cols}] (input × output): its input size is not a multiple of the \
+     quantization block ({BLOCK}), so its base cannot be held quantized"
+)]
+pub struct QuantizeError {
+    pub path: String,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl CausalLm {
+    /// This model with every projection matrix of its decoder blocks held quantized and
+    /// frozen (see the module's docs); `None` leaves it as it is.
+    pub fn with_quantized_matrices(
+        self,
+        quantization: BaseQuantization,
+    ) -> Result<CausalLm, QuantizeError> {
+        let Some(scheme) = quantization.scheme() else {
+            return Ok(self);
+        };
+        let mut mapper = BlockMatrices {
+            scheme,
+            path: Vec::new(),
+            error: None,
+        };
+        let model = match self {
+            CausalLm::Llama(m) => CausalLm::Llama(m.map(&mut mapper)),
+            CausalLm::Gpt2(m) => CausalLm::Gpt2(m.map(&mut mapper)),
+        };
+        match mapper.error {
+            Some(error) => Err(error),
+            None => Ok(model),
+        }
+    }
+}
+
+/// Quantizes and freezes the 2-D weights inside the decoder blocks (`layers.N.…` of the
+/// Llama family, `blocks.N.…` of GPT-2); remembers the first that cannot be.
+struct BlockMatrices {
+    scheme: QuantScheme,
+    path: Vec<String>,
+    error: Option<QuantizeError>,
+}
+
+impl BlockMatrices {
+    fn in_a_block(&self) -> bool {
+        matches!(
+            self.path.first().map(String::as_str),
+            Some("layers" | "blocks")
+        )
+    }
+}
+
+impl ModuleMapper for BlockMatrices {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D != 2 || !self.in_a_block() || self.error.is_some() {
+            return param;
+        }
+        let dims = param.shape().to_vec();
+        if !dims[0].is_multiple_of(BLOCK) {
+            self.error = Some(QuantizeError {
+                path: self.path.join("."),
+                rows: dims[0],
+                cols: dims[1],
+            });
+            return param;
+        }
+        let scheme = self.scheme;
+        param
+            .map(|t| t.detach().quantize_dynamic(&scheme))
+            .set_require_grad(false)
+    }
+}
