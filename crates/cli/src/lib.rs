@@ -26,6 +26,7 @@ mod export;
 mod generate;
 mod model;
 mod objectives;
+mod probe;
 mod score;
 mod train;
 
@@ -52,6 +53,9 @@ enum Command {
     Score(score::ScoreArgs),
     /// Continue a prompt with a model (greedy by default), streaming the text.
     Generate(generate::GenerateArgs),
+    /// A model's accuracy on every item of the knowledge and alignment probes (BIG-bench,
+    /// the country probe), next to chance and a length-only rule, with 95% intervals.
+    Probe(probe::ProbeArgs),
     /// Train a run config: anchors if missing, the loop, evaluations, checkpoints, export.
     Train(train::TrainArgs),
     /// Generate (or reuse) the anchors of a run config: base responses and reference log-probs.
@@ -100,6 +104,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Objectives { json } => objectives::list(json),
         Command::Score(args) => score::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Probe(args) => probe::run(args),
         Command::Train(args) => train::train(args),
         Command::Anchors(args) => train::anchors(args),
         Command::Eval(args) => train::eval(args),

@@ -295,3 +295,61 @@ fn a_model_id_is_read_from_the_hub_cache_that_hf_home_names() {
     );
     std::fs::remove_dir_all(&home).ok();
 }
+
+/// `bapo probe` prints every probe with its chance level, what the shortest choice scores,
+/// and accuracies inside their intervals; `country_facts` is the three kinds together.
+#[test]
+fn probe_reports_every_probe_against_chance() {
+    let (Some(model), Some(bigbench)) = (smollm2(), bapo_testkit::asset("bigbench")) else {
+        return;
+    };
+    let json = bapo(&[
+        "probe",
+        "--model",
+        model.to_str().unwrap(),
+        "--bigbench-dir",
+        bigbench.to_str().unwrap(),
+        "--items",
+        "3",
+        "--json",
+    ]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rows = rows.as_array().expect("a list");
+    let names: Vec<&str> = rows.iter().map(|r| r["probe"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "hhh_alignment",
+            "general_knowledge",
+            "misconceptions",
+            "country_border",
+            "country_capital",
+            "country_subregion",
+            "country_facts"
+        ]
+    );
+    for row in rows {
+        let number = |key: &str| row[key].as_f64().unwrap();
+        let expected_items = if row["probe"] == "country_facts" {
+            9
+        } else {
+            3
+        };
+        assert_eq!(row["items"], expected_items, "{row}");
+        assert!((0.0..=1.0).contains(&number("shortest_choice")), "{row}");
+        for estimate in ["acc", "acc_norm", "acc_norm_above_chance"] {
+            let e = &row[estimate];
+            let (value, low, high) = (
+                e["value"].as_f64().unwrap(),
+                e["low"].as_f64().unwrap(),
+                e["high"].as_f64().unwrap(),
+            );
+            assert!(low <= value && value <= high, "{estimate}: {row}");
+        }
+        let above = row["acc_norm_above_chance"]["value"].as_f64().unwrap();
+        let acc_norm = row["acc_norm"]["value"].as_f64().unwrap();
+        assert!((acc_norm - number("chance") - above).abs() < 1e-9, "{row}");
+    }
+    assert_eq!(rows[0]["chance"], 0.5, "HHH: two answers");
+    assert_eq!(rows[6]["chance"], 0.25, "the country probe: four choices");
+}

@@ -744,7 +744,7 @@ pub fn pick(logps: &[f64], chars: &[usize], correct: usize) -> Choice {
 
 /// For every multiple-choice item, whether the policy finds its correct choice the most
 /// likely, summed and per character (every choice after one shared question).
-fn choose<'a>(
+pub(crate) fn choose<'a>(
     policy: &CausalLm,
     items: impl IntoIterator<Item = &'a ChoiceTokens>,
     batch: BatchLimits,

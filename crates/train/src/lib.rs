@@ -18,6 +18,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod optimizer;
+pub mod probes;
 
 mod answers;
 mod backend;
@@ -43,7 +44,7 @@ pub use backend::{Backend, BackendError};
 pub use bench::{BenchResult, bench_anchors, bench_eval, bench_generate, bench_train};
 pub use config::{ConfigError, RunConfig};
 pub use error::TrainError;
-pub use eval::Evaluation;
+pub use eval::{BatchLimits, Evaluation};
 pub use example::{AnchoredExample, ReferenceLogps};
 pub use metrics::{LogRow, read_log};
 pub use optimizer::OptimizerStateError;
