@@ -73,6 +73,8 @@ pub enum ModelError {
          folders (config.json and safetensors) only, for now"
     )]
     UnsupportedGgufArchitecture { path: PathBuf, architecture: String },
+    #[error("lora.base_quantization: {0}")]
+    Quantize(#[from] QuantizeError),
     #[error("tokenizing: {0}")]
     Tokenize(String),
     #[error("chat template: {0}")]

@@ -24,6 +24,7 @@ pub use crate::llama_config::LlamaConfig;
 use crate::logprobs::AttentionPattern;
 use crate::lora::linear_without_adapter;
 use crate::precision::{Precision, to_f32};
+use crate::quantized::{BaseQuantization, quantize_matrix};
 use crate::recompute::Blockwise;
 
 /// Grouped-query self-attention.
@@ -380,6 +381,16 @@ impl Llama {
     /// For `llama`, llama.cpp's converter permutes the rows of `attn_q` and `attn_k` for its
     /// interleaved RoPE; they are un-permuted here so the HF rotate-half RoPE above applies.
     pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<(Self, LlamaConfig), ModelError> {
+        Self::from_gguf_quantized(file, device, BaseQuantization::None)
+    }
+
+    /// [`from_gguf`](Self::from_gguf) with the decoder blocks' projections held as
+    /// `quantization` says from the moment each is read: the f32 model never exists whole.
+    pub fn from_gguf_quantized(
+        file: &GgufFile,
+        device: &Device,
+        quantization: BaseQuantization,
+    ) -> Result<(Self, LlamaConfig), ModelError> {
         let config = LlamaConfig::from_gguf(file)?;
         let permuted_qk = GgufFamily::of(file)?.permutes_qk();
         let model = Self::load(
@@ -387,6 +398,7 @@ impl Llama {
                 source: file,
                 layout: Layout::Gguf { permuted_qk },
                 device,
+                quantization,
             },
             &config,
         )?;
@@ -404,6 +416,7 @@ impl Llama {
                 source: &weights,
                 layout: Layout::Hf,
                 device,
+                quantization: BaseQuantization::None,
             },
             &config,
         )?;
@@ -431,6 +444,7 @@ impl Llama {
             source: &weights,
             layout: Layout::Hf,
             device,
+            quantization: BaseQuantization::None,
         };
         // Made-up tensors always have the shape asked for, so loading cannot fail.
         Self::load(&loader, config).expect("made-up weights have every shape asked for")
@@ -697,6 +711,8 @@ struct WeightLoader<'a> {
     source: &'a dyn WeightSource,
     layout: Layout,
     device: &'a Device,
+    /// How the decoder blocks' projections are held as they load (`lora.base_quantization`).
+    quantization: BaseQuantization,
 }
 
 impl WeightLoader<'_> {
@@ -759,10 +775,16 @@ impl WeightLoader<'_> {
         } else {
             None
         };
-        Ok(Linear {
-            weight: Param::from_tensor(weight),
-            bias,
-        })
+        // The blocks' projections (not the LM head) as the run holds them.
+        let weight = match layer {
+            Some(_) => quantize_matrix(
+                weight,
+                self.quantization,
+                &self.layout.name(part, layer, "weight"),
+            )?,
+            None => Param::from_tensor(weight),
+        };
+        Ok(Linear { weight, bias })
     }
 
     fn rms_norm(

@@ -12,6 +12,7 @@ use crate::causal_lm::{CausalLm, ModelConfig};
 use crate::chat::ChatTemplate;
 use crate::gguf::GgufFile;
 use crate::llama::Llama;
+use crate::quantized::BaseQuantization;
 use crate::tokenizer::tokenizer_from_gguf;
 
 /// A model ready to score and generate.
@@ -31,9 +32,22 @@ impl LoadedModel {
     /// Loads a model from a GGUF file or a Hugging Face checkpoint folder.
     /// `path` may also be a Hugging Face model id ([`crate::hub`]).
     pub fn open(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        Self::open_quantized(path, device, BaseQuantization::None)
+    }
+
+    /// [`open`](Self::open) with the decoder blocks' projections held as `quantization` says
+    /// (see [`crate::quantized`]): a GGUF file's as each is read, a checkpoint folder's once
+    /// loaded.
+    pub fn open_quantized(
+        path: &Path,
+        device: &Device,
+        quantization: BaseQuantization,
+    ) -> Result<Self, ModelError> {
         let path = &crate::hub::resolve(path)?;
         if path.is_dir() {
-            return Self::from_hf_dir(path, device);
+            let mut loaded = Self::from_hf_dir(path, device)?;
+            loaded.model = loaded.model.with_quantized_matrices(quantization)?;
+            return Ok(loaded);
         }
         // A checkpoint's own files name their folder, which is what loads.
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -50,7 +64,7 @@ impl LoadedModel {
                 ),
             });
         }
-        Self::from_gguf(path, device)
+        Self::from_gguf_quantized(path, device, quantization)
     }
 
     /// Loads a Hugging Face checkpoint folder: `config.json`, safetensors weights,
@@ -71,8 +85,18 @@ impl LoadedModel {
 
     /// Loads a GGUF file (weights dequantised to f32) onto `device`.
     pub fn from_gguf(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        Self::from_gguf_quantized(path, device, BaseQuantization::None)
+    }
+
+    /// Loads a GGUF file with its decoder blocks' projections held as `quantization` says
+    /// from the moment each is read (see [`crate::quantized`]).
+    pub fn from_gguf_quantized(
+        path: &Path,
+        device: &Device,
+        quantization: BaseQuantization,
+    ) -> Result<Self, ModelError> {
         let file = GgufFile::open(path)?;
-        let (model, config) = Llama::from_gguf(&file, device)?;
+        let (model, config) = Llama::from_gguf_quantized(&file, device, quantization)?;
         let tokenizer = tokenizer_from_gguf(&file)?;
         check_vocabulary(&tokenizer, config.vocab_size, path)?;
         let chat_template = file

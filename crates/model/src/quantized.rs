@@ -16,8 +16,8 @@
 //! them.
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::Tensor;
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+use burn::tensor::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::causal_lm::CausalLm;
@@ -126,16 +126,15 @@ impl ModuleMapper for BlockMatrices {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if D != 2 || !self.in_a_block() || self.error.is_some() {
+        // Already quantized (by the loader, `LoadedModel::open_quantized`): kept as it is, in
+        // whichever scheme it was given; a quantized tensor is never quantized again.
+        let quantized = matches!(param.dtype(), DType::QFloat(_));
+        if D != 2 || !self.in_a_block() || self.error.is_some() || quantized {
             return param;
         }
         let dims = param.shape().to_vec();
-        if !dims[0].is_multiple_of(BLOCK) {
-            self.error = Some(QuantizeError {
-                path: self.path.join("."),
-                rows: dims[0],
-                cols: dims[1],
-            });
+        if let Err(error) = check_blocks(&self.path.join("."), [dims[0], dims[1]]) {
+            self.error = Some(error);
             return param;
         }
         let scheme = self.scheme;
@@ -143,4 +142,31 @@ impl ModuleMapper for BlockMatrices {
             .map(|t| t.detach().quantize_dynamic(&scheme))
             .set_require_grad(false)
     }
+}
+
+/// Whether a `[rows, cols]` (input × output) matrix cuts into blocks along its input.
+fn check_blocks(path: &str, [rows, cols]: [usize; 2]) -> Result<(), QuantizeError> {
+    if rows.is_multiple_of(BLOCK) {
+        Ok(())
+    } else {
+        Err(QuantizeError {
+            path: path.to_string(),
+            rows,
+            cols,
+        })
+    }
+}
+
+/// `weight` (`[in, out]`, the matrix of the projection at `path`) held as `quantization` says
+/// and frozen, as a model loader builds it (so that the f32 model never exists whole).
+pub(crate) fn quantize_matrix(
+    weight: Tensor<2>,
+    quantization: BaseQuantization,
+    path: &str,
+) -> Result<Param<Tensor<2>>, QuantizeError> {
+    let Some(scheme) = quantization.scheme() else {
+        return Ok(Param::from_tensor(weight));
+    };
+    check_blocks(path, weight.dims())?;
+    Ok(Param::from_tensor(weight.quantize_dynamic(&scheme)).set_require_grad(false))
 }

@@ -286,7 +286,7 @@ fn gguf_name(hf: &str) -> String {
 #[test]
 fn a_qwen2_gguf_computes_as_its_hugging_face_checkpoint() {
     use bapo_model::hf::SafetensorsWeights;
-    use bapo_model::{Llama, TokenBatch, sequence_logprobs};
+    use bapo_model::{BaseQuantization, CausalLm, Llama, TokenBatch, sequence_logprobs};
     let device = burn::tensor::Device::flex();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/tiny-qwen2");
     let (hf, config) = Llama::from_hf_dir(&dir, &device).unwrap();
@@ -354,4 +354,22 @@ fn a_qwen2_gguf_computes_as_its_hugging_face_checkpoint() {
         scores(&hf),
         "the same values, the same arithmetic"
     );
+
+    // Quantized as it loads: the same base as the float model quantized afterwards.
+    let file = writer.parse().unwrap();
+    for quantization in [BaseQuantization::Q8, BaseQuantization::Q4] {
+        let (as_loaded, _) = Llama::from_gguf_quantized(&file, &device, quantization).unwrap();
+        let CausalLm::Llama(afterwards) = CausalLm::Llama(gguf.clone())
+            .with_quantized_matrices(quantization)
+            .unwrap()
+        else {
+            unreachable!()
+        };
+        assert_eq!(scores(&as_loaded), scores(&afterwards), "{quantization:?}");
+        assert_ne!(
+            scores(&as_loaded),
+            scores(&hf),
+            "{quantization:?}: quantized"
+        );
+    }
 }

@@ -24,8 +24,6 @@ pub enum TrainError {
     Model(#[from] bapo_model::ModelError),
     #[error(transparent)]
     Lora(#[from] bapo_model::LoraError),
-    #[error("lora.base_quantization: {0}")]
-    Quantize(#[from] bapo_model::QuantizeError),
     #[error("generation: {0}")]
     Generate(#[from] bapo_model::GenerateError),
     #[error("batch: {0}")]

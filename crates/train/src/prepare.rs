@@ -49,16 +49,16 @@ pub struct Prepared {
 }
 
 /// `model` as the run computes with it — the anchors, the reference's log-probs, the training
-/// steps and the evaluation alike: in `training.precision`, its matrices held in bf16 or
-/// quantized when `lora.base_dtype` or `lora.base_quantization` says so.
-fn as_configured(model: CausalLm, config: &RunConfig) -> Result<CausalLm, TrainError> {
+/// steps and the evaluation alike: in `training.precision`, its matrices held in bf16 when
+/// `lora.base_dtype` says so (a quantized base, `lora.base_quantization`, is quantized by
+/// [`LoadedModel::open_quantized`]).
+fn as_configured(model: CausalLm, config: &RunConfig) -> CausalLm {
     let model = model.with_precision(config.training.precision);
-    let model = if config.lora.base_dtype == Precision::Bf16 {
+    if config.lora.base_dtype == Precision::Bf16 {
         model.with_bf16_matrices()
     } else {
         model
-    };
-    Ok(model.with_quantized_matrices(config.lora.base_quantization)?)
+    }
 }
 
 /// Tokenises `dataset` with `model`'s tokenizer and chat template and the config's
@@ -592,8 +592,11 @@ pub fn prepare(
         config.model.path.display(),
         t.backend
     ));
-    let mut model = LoadedModel::open(&config.model.path, &train_device)?;
-    model.model = as_configured(model.model, config)?;
+    // A quantized base: a GGUF file's projections are quantized as each is read (its f32
+    // model never exists whole), a checkpoint folder's once it is loaded.
+    let quantization = config.lora.base_quantization;
+    let mut model = LoadedModel::open_quantized(&config.model.path, &train_device, quantization)?;
+    model.model = as_configured(model.model, config);
     let data = DataFiles::of(config)?;
     check_lengths(config, &model)?;
     let reference = model.model.valid();
@@ -659,8 +662,8 @@ pub fn prepare(
     }
     let mut further = Vec::new();
     for path in config.model.references.iter().take(used) {
-        let mut other = LoadedModel::open(path, &device)?;
-        other.model = as_configured(other.model, config)?;
+        let mut other = LoadedModel::open_quantized(path, &device, quantization)?;
+        other.model = as_configured(other.model, config);
         check_lengths(config, &other)?;
         check_same_tokenizer(
             &model.tokenizer,
