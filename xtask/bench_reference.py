@@ -11,7 +11,9 @@ The device and precision come from the environment: `BAPO_BENCH_DEVICE` (`cpu`, 
 or `cuda`) and `BAPO_BENCH_DTYPE` (`float32`, the default, or `bfloat16`: f32 weights under
 bf16 autocast, TRL's `bf16=True`, for training; bf16 weights for generation). For training,
 `BAPO_BENCH_CHECKPOINTING=1` turns on TRL's `gradient_checkpointing` (with bf16: TRL's
-default), `BAPO_BENCH_WARMUP` sets the untimed steps (1), and `BAPO_BENCH_STEP_PEAK=1` makes
+default), `BAPO_BENCH_BASE` holds the weights (`float32`, the default; `bfloat16`; `nf4`:
+bitsandbytes' 4-bit NF4 with bf16 compute, the QLoRA recipe, LoRA only),
+`BAPO_BENCH_WARMUP` sets the untimed steps (1), and `BAPO_BENCH_STEP_PEAK=1` makes
 the peak RSS that of the timed steps alone (reset as they begin, as `bapo bench --step-peak`). On CUDA every
 timed span ends with `torch.cuda.synchronize()`, so that it is the work's time, not its launch's.
 
@@ -20,6 +22,8 @@ mean tokens of a timed step (or batch) over the median time of one; memory is th
 peak RSS.
 
 usage: python bench_reference.py train|train-lora|generate MODEL_DIR DATA.jsonl USER STEPS BATCH MAX_LENGTH MAX_NEW_TOKENS
+       python bench_reference.py from-gguf FILE.gguf OUT_DIR   (transformers' reading of a GGUF,
+       saved as a checkpoint folder in f32; needs the `gguf` package)
 """
 
 import json
@@ -38,8 +42,11 @@ DTYPE = os.environ.get("BAPO_BENCH_DTYPE", "float32")
 CHECKPOINTING = os.environ.get("BAPO_BENCH_CHECKPOINTING") == "1"
 WARMUP = int(os.environ.get("BAPO_BENCH_WARMUP", "1"))
 STEP_PEAK = os.environ.get("BAPO_BENCH_STEP_PEAK") == "1"
+BASE = os.environ.get("BAPO_BENCH_BASE", "float32")
 if DEVICE not in ("cpu", "cuda") or DTYPE not in ("float32", "bfloat16"):
     sys.exit(f"BAPO_BENCH_DEVICE={DEVICE!r} / BAPO_BENCH_DTYPE={DTYPE!r}: cpu|cuda, float32|bfloat16")
+if BASE not in ("float32", "bfloat16", "nf4"):
+    sys.exit(f"BAPO_BENCH_BASE={BASE!r}: float32|bfloat16|nf4")
 
 
 def synchronize():
@@ -70,6 +77,42 @@ def rows_of(path, user):
     return [r for r in rows if r.get("user") == user]
 
 
+def load_for_training(model_dir, lora):
+    """The model with its weights held as `BAPO_BENCH_BASE` says."""
+    if BASE != "float32" and not lora:
+        sys.exit(f"BAPO_BENCH_BASE={BASE} is for train-lora (a frozen base)")
+    if BASE == "nf4":
+        # QLoRA as its paper and PEFT's docs set it: NF4 blocks with double quantisation, bf16
+        # compute. TRL's DPOTrainer prepares a k-bit model for training itself (PEFT's
+        # prepare_model_for_kbit_training, which holds the embedding, head and norms in f32).
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        return AutoModelForCausalLM.from_pretrained(
+            model_dir, quantization_config=quantization, dtype=torch.bfloat16, device_map=DEVICE
+        )
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, BASE))
+
+
+def from_gguf(path, out):
+    """transformers' own reading of a GGUF file (dequantised to f32), saved as a folder."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # transformers marks a model read from a GGUF as "quantized with gguf" and will not save
+    # it, though its weights are now plain f32 tensors: save it as the plain model it is.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
 def train(model_dir, rows, steps, batch, max_length, lora=False):
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -77,7 +120,7 @@ def train(model_dir, rows, steps, batch, max_length, lora=False):
 
     used = rows[: (steps + WARMUP) * batch]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    model = load_for_training(model_dir, lora)
     dataset = Dataset.from_list(
         [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in used]
     )
@@ -171,7 +214,7 @@ def generate(model_dir, rows, steps, batch, max_new_tokens):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
     dtype = torch.bfloat16 if DTYPE == "bfloat16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=dtype).to(DEVICE)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(DEVICE)
     model.eval()
     timed = []
     for b in range(steps + 1):
@@ -207,12 +250,16 @@ def backend_name():
 
 
 def main():
+    if sys.argv[1] == "from-gguf":
+        from_gguf(*sys.argv[2:4])
+        return
     phase, model_dir, data, user, steps, batch, max_length, max_new_tokens = sys.argv[1:9]
     steps, batch, max_length, max_new_tokens = map(int, (steps, batch, max_length, max_new_tokens))
     torch.manual_seed(0)
     rows = rows_of(data, user)
     if phase in ("train", "train-lora"):
         result = train(model_dir, rows, steps, batch, max_length, lora=phase == "train-lora")
+        result["base"] = BASE
     else:
         result = generate(model_dir, rows, steps, batch, max_new_tokens)
     # Totals, and the mean tokens of a repetition over its median time (as bapo bench).
@@ -221,6 +268,7 @@ def main():
     result.update(
         phase=phase,
         backend=backend_name(),
+
         timed_steps=len(timed),
         seconds=sum(s for s, _ in timed),
         tokens=round(tokens),

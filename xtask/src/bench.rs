@@ -5,7 +5,9 @@
 //! configs/bench.toml) next to PyTorch/transformers/TRL/PEFT doing the same work on the same
 //! machine (xtask/bench_reference.py) where they have a peer, each phase in its own process,
 //! with the ratios. `--memory`: the peak memory of a step at Qwen2.5's 0.5B and 1.5B shapes
-//! with each memory lever, next to TRL's default (bench_memory.rs). Ours runs on `cpu` and `tch-cpu` (one build with both) unless `--backend`
+//! with each memory lever, next to TRL's default (bench_memory.rs). `--quantized-base`: the
+//! same on the real Qwen2.5-Coder files with the base held quantized, next to TRL + PEFT with
+//! f32, bf16 and 4-bit bases (bench_quantized.rs). Ours runs on `cpu` and `tch-cpu` (one build with both) unless `--backend`
 //! names others. Results go to docs/performance.md by hand, with this command.
 
 use std::path::Path;
@@ -21,20 +23,42 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let mut backend = "cpu,tch-cpu".to_string();
     let mut steps = "5".to_string();
     let mut memory = false;
+    let mut quantized_base = false;
+    let mut model: Option<String> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--backend" => backend = it.next().context("--backend needs a value")?.clone(),
             "--steps" => steps = it.next().context("--steps needs a value")?.clone(),
             "--memory" => memory = true,
+            "--quantized-base" => quantized_base = true,
+            "--model" => model = Some(it.next().context("--model needs a value")?.clone()),
             other => bail!(
-                "unknown argument `{other}`\nusage: cargo xtask bench [--backend B[,B…]] [--steps N] | --memory"
+                "unknown argument `{other}`\nusage: cargo xtask bench [--backend B[,B…]] [--steps N] | --memory | --quantized-base [--model NAME]"
             ),
         }
+    }
+    if model.is_some() && !quantized_base {
+        bail!("--model is for --quantized-base");
+    }
+    if quantized_base && (memory || args.iter().any(|a| a == "--backend" || a == "--steps")) {
+        bail!(
+            "--quantized-base runs one step on `cpu`: it takes no --memory, --backend or --steps"
+        );
+    }
+    if let Some(name) = &model
+        && !fetch::SPLIT_MODELS.iter().any(|m| m.name == name)
+    {
+        let names: Vec<&str> = fetch::SPLIT_MODELS.iter().map(|m| m.name).collect();
+        bail!("--model {name}: one of {}", names.join(", "));
     }
     if memory {
         // The memory bench runs on libtorch only (its step at 1.5B takes minutes there).
         backend = "tch-cpu".to_string();
+    }
+    if quantized_base {
+        // Quantized tensors exist on the pure-Rust backend only (burn-tch has none).
+        backend = "cpu".to_string();
     }
     fetch::fetch(root)?;
     let ours_backends: Vec<&str> = backend.split(',').map(str::trim).collect();
@@ -47,6 +71,9 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         }
     }
     let (bapo, env) = backends::build_bapo(root, cargo, &features, false)?;
+    if quantized_base {
+        return crate::bench_quantized::quantized_base_bench(root, &bapo, &env, model.as_deref());
+    }
     let venv = python::venv()?;
 
     let config = root.join("configs/bench.toml");

@@ -87,9 +87,9 @@ const PEERS: [(&str, &str, &str); 2] = [
 ];
 
 /// Examples per step, their length cap, and the user the long data is written for.
-const BATCH: usize = 4;
-const MAX_LENGTH: usize = 512;
-const USER: &str = "long";
+pub(crate) const BATCH: usize = 4;
+pub(crate) const MAX_LENGTH: usize = 512;
+pub(crate) const USER: &str = "long";
 
 pub fn memory_bench(
     root: &Path,
@@ -163,7 +163,7 @@ pub fn memory_bench(
 
 /// `program` run so that, when memory runs out, the kernel kills it and not this process
 /// (its OOM score raised to the maximum before it starts).
-fn oom_first(program: &Path) -> Command {
+pub(crate) fn oom_first(program: &Path) -> Command {
     let mut command = Command::new("bash");
     command
         .args([
@@ -177,17 +177,31 @@ fn oom_first(program: &Path) -> Command {
 /// One measurement's JSON line, or, when the step did not finish (the kernel kills the
 /// process that runs out of memory), `{"error": …}`: the other settings still run. Each is
 /// printed as it comes, so that a stopped bench leaves what it measured.
-fn measure(command: &mut Command, what: &str) -> Value {
+pub(crate) fn measure(command: &mut Command, what: &str) -> Value {
     let value = json_line(command, what).unwrap_or_else(|e| {
         let message = format!("{e:#}");
-        let first = message.lines().next().unwrap_or_default().to_string();
-        serde_json::json!({ "error": first })
+        // What failed and how (its exit status or signal); when it exited with an error of
+        // its own (not killed), also the last line it wrote, which names that error.
+        let mut lines = message.lines().filter(|l| !l.trim().is_empty());
+        let first = lines.next().unwrap_or_default();
+        let error = match lines.next_back() {
+            Some(last) if !first.contains("signal") => format!("{first} … {}", last.trim()),
+            _ => first.to_string(),
+        };
+        serde_json::json!({ "error": table_cell(&error) })
     });
     eprintln!("  {value}");
     value
 }
 
-fn sets(keys: &[&str]) -> Vec<String> {
+/// `text` made safe for one cell of a markdown table: the last of its carriage-return
+/// overwrites (a progress bar's), no `|`, at most 200 characters.
+pub(crate) fn table_cell(text: &str) -> String {
+    let text = text.rsplit('\r').next().unwrap_or_default().trim();
+    text.replace('|', "/").chars().take(200).collect()
+}
+
+pub(crate) fn sets(keys: &[&str]) -> Vec<String> {
     keys.iter()
         .flat_map(|k| ["--set".to_string(), k.to_string()])
         .collect()
@@ -295,7 +309,7 @@ fn shape_model(
 /// Preference rows whose responses are long enough that every `prompt + response` is cut at
 /// `MAX_LENGTH` on both sides: made by joining the personalised
 /// data's answers, in file order (deterministic).
-fn long_data(root: &Path) -> Result<PathBuf> {
+pub(crate) fn long_data(root: &Path) -> Result<PathBuf> {
     let path = root.join(".cache/bench/long-preferences.jsonl");
     let source = root.join("data/personalised/preferences.jsonl");
     let text = std::fs::read_to_string(&source)

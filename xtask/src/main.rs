@@ -18,6 +18,7 @@ mod anchor_forms;
 mod backends;
 mod bench;
 mod bench_memory;
+mod bench_quantized;
 mod changes;
 mod ci;
 mod data;
@@ -100,6 +101,10 @@ tasks:
   bench --memory
          the peak RSS of one DPO step at Qwen2.5's 1.5B (LoRA) and 0.5B (full) shapes, 4 ×
          512 tokens, ours with each memory lever next to TRL's default and TRL in f32
+  bench --quantized-base [--model NAME]
+         the same LoRA step on the real Qwen2.5-Coder GGUF files (cargo xtask fetch --model)
+         with the base held in q4 and q8 (cpu), next to TRL + PEFT with f32, bf16 and
+         bitsandbytes NF4 bases
   anchor-forms [--seeds N] [--arms A,B] [--report]
          the comparison behind BAPO's default anchor: the quickstart with each one-sided
          anchor form and with DPO, seeds 0..N (default 2), held-out margin next to drift;

@@ -1,7 +1,8 @@
 //! A frozen base held quantized under LoRA (`lora.base_quantization`, QLoRA without
 //! bitsandbytes): every projection matrix of the decoder blocks is stored as Burn quantized
 //! tensors — blocks of 32 values along the input dimension (as GGUF blocks run), symmetric,
-//! one f32 scale per block, 8 or 4 bits a value — and dequantised where it meets an input,
+//! one f32 scale per block, 8 or 4 bits of precision a value (each held in a byte by
+//! burn-flex 0.22.1, so `q4` saves no memory over `q8` there) — and dequantised where it meets an input,
 //! one projection at a time. Under autodiff the dequantised weight is a leaf without gradient
 //! (burn-autodiff's `dequantize`), so gradients reach the LoRA factors only.
 //!
@@ -34,7 +35,9 @@ pub enum BaseQuantization {
     None,
     /// 8 bits a value, an f32 scale per block of 32: ~1.1 bytes a value.
     Q8,
-    /// 4 bits a value, an f32 scale per block of 32: ~0.6 bytes a value.
+    /// 4 bits of precision a value, an f32 scale per block of 32. Held in as much memory as
+    /// `Q8` on Flex: burn-flex 0.22.1 stores every quantized value in a byte (`QuantStore::
+    /// Native`), whatever store the scheme asks for.
     Q4,
 }
 

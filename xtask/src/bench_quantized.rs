@@ -1,0 +1,187 @@
+//! `cargo xtask bench --quantized-base [--model NAME]`: the peak memory of one LoRA DPO step
+//! on the real Qwen2.5-Coder GGUF files (`cargo xtask fetch --model …`) with the frozen base
+//! held quantized (`lora.base_quantization`, on `cpu`: burn-tch has no quantized tensors),
+//! next to TRL + PEFT on the same weights in its default (f32 weights under bf16 autocast,
+//! gradient checkpointing), with the base in bf16, and with bitsandbytes' 4-bit NF4 base (the
+//! QLoRA recipe) where bitsandbytes installs and runs on this CPU. Issue #24 part 2.
+//!
+//! The work is the memory bench's (bench_memory.rs): 4 examples cut at 512 tokens, one timed
+//! step whose own peak RSS is reported, bapo with gradient checkpointing and the LM head in
+//! chunks of 256. TRL reads the GGUF through transformers (`gguf_file=`, dequantised to f32),
+//! saved once as a checkpoint folder under .cache/bench.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::bench_memory::{
+    BATCH, MAX_LENGTH, USER, long_data, measure, oom_first, sets, table_cell,
+};
+use crate::fetch::{SPLIT_MODELS, SplitModel, asset_dir, fetch_split_model};
+use crate::python;
+
+/// bapo's rows: (label, the base's quantization), LoRA on `cpu` with checkpointing and chunks.
+const OURS: [(&str, &str); 2] = [
+    ("bapo `cpu`, q4 base + checkpointing + chunks", "q4"),
+    ("bapo `cpu`, q8 base + checkpointing + chunks", "q8"),
+];
+
+/// TRL + PEFT's rows: (label, BAPO_BENCH_BASE), all in TRL's default bf16 autocast with
+/// gradient checkpointing.
+const PEERS: [(&str, &str); 3] = [
+    (
+        "TRL + PEFT default (f32 weights, bf16 autocast, checkpointing)",
+        "float32",
+    ),
+    (
+        "TRL + PEFT, bf16 base (bf16 autocast, checkpointing)",
+        "bfloat16",
+    ),
+    (
+        "TRL + PEFT, bitsandbytes NF4 base (QLoRA; bf16, checkpointing)",
+        "nf4",
+    ),
+];
+
+/// The reference side's extra packages (installed into the reference venv when this bench
+/// runs, not by CI): transformers' GGUF reader, and bitsandbytes for the NF4 row.
+const GGUF_READER: &str = "gguf==0.17.1";
+const BITSANDBYTES: &str = "bitsandbytes==0.50.2";
+
+pub fn quantized_base_bench(
+    root: &Path,
+    bapo: &Path,
+    env: &[(String, std::ffi::OsString)],
+    only: Option<&str>,
+) -> Result<()> {
+    let models: Vec<&SplitModel> = SPLIT_MODELS
+        .iter()
+        .filter(|m| only.is_none_or(|name| m.name == name))
+        .collect();
+    if models.is_empty() {
+        let names: Vec<&str> = SPLIT_MODELS.iter().map(|m| m.name).collect();
+        bail!(
+            "--model {}: one of {}",
+            only.unwrap_or_default(),
+            names.join(", ")
+        );
+    }
+    let venv = python::venv()?;
+    let python = venv.join("bin/python");
+    python::ensure_venv(&venv, &[GGUF_READER])?;
+    // bitsandbytes is optional: where it does not install, its row says why.
+    let bitsandbytes = python::ensure_venv(&venv, &[BITSANDBYTES]).map_err(|e| format!("{e:#}"));
+    let data = long_data(root)?;
+    let mut rows: Vec<(String, String, Value)> = Vec::new();
+    for model in models {
+        let gguf = fetch_split_model(&asset_dir(root), model)?;
+        for (label, quantization) in OURS {
+            let mut command = oom_first(bapo);
+            command
+                .args(["bench", "--phase", "train", "--steps", "1", "--warmup", "0"])
+                .arg("--step-peak")
+                .arg("--config")
+                .arg(root.join("configs/bench.toml"))
+                .args(sets(&[
+                    &format!("model.path={}", gguf.display()),
+                    &format!("data.path={}", data.display()),
+                    &format!("data.user={USER}"),
+                    &format!("data.max_length={MAX_LENGTH}"),
+                    "data.max_prompt_length=256",
+                    &format!("data.max_train_examples={BATCH}"),
+                    &format!("training.batch_size={BATCH}"),
+                    "training.backend='cpu'",
+                    "lora.enabled=true",
+                    &format!("lora.base_quantization='{quantization}'"),
+                    "training.gradient_checkpointing=true",
+                    "training.lm_head_chunk_tokens=256",
+                ]))
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .current_dir(root);
+            let what = format!("bapo bench, {}, {label}", model.name);
+            rows.push((
+                model.name.into(),
+                label.into(),
+                measure(&mut command, &what),
+            ));
+        }
+        let folder = hf_folder(root, &python, &gguf, model)?;
+        for (label, base) in PEERS {
+            if let (Err(why), "nf4") = (&bitsandbytes, base) {
+                let why = table_cell(why.lines().last().unwrap_or_default());
+                let value = serde_json::json!({ "error": format!("did not install: {why}") });
+                rows.push((model.name.into(), label.into(), value));
+                continue;
+            }
+            let mut command = oom_first(&python);
+            command
+                .arg(root.join("xtask/bench_reference.py"))
+                .arg("train-lora")
+                .arg(&folder)
+                .arg(&data)
+                .arg(USER)
+                .args(["1", &BATCH.to_string(), &MAX_LENGTH.to_string(), "0"])
+                .env("BAPO_BENCH_DTYPE", "bfloat16")
+                .env("BAPO_BENCH_CHECKPOINTING", "1")
+                .env("BAPO_BENCH_BASE", base)
+                .env("BAPO_BENCH_WARMUP", "0")
+                .env("BAPO_BENCH_STEP_PEAK", "1")
+                .current_dir(root);
+            let what = format!("bench_reference.py train-lora, {}, {label}", model.name);
+            rows.push((
+                model.name.into(),
+                label.into(),
+                measure(&mut command, &what),
+            ));
+        }
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+/// The checkpoint folder transformers makes of `gguf`, in f32 (~2 GB for the 0.5B model,
+/// ~6 GB for the 1.5B), made once under .cache/bench: written beside and renamed when whole,
+/// so that a stopped conversion is not taken for a finished one.
+fn hf_folder(root: &Path, python: &Path, gguf: &Path, model: &SplitModel) -> Result<PathBuf> {
+    let out = root.join(format!(".cache/bench/{}-hf", model.name));
+    if out.is_dir() {
+        return Ok(out);
+    }
+    let partial = root.join(format!(".cache/bench/{}-hf.partial", model.name));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing {}", partial.display()))?;
+    }
+    eprintln!("$ bench_reference.py from-gguf {}", gguf.display());
+    let status = Command::new(python)
+        .arg(root.join("xtask/bench_reference.py"))
+        .arg("from-gguf")
+        .arg(gguf)
+        .arg(&partial)
+        .status()?;
+    if !status.success() {
+        bail!("transformers could not read {} ({status})", gguf.display());
+    }
+    std::fs::rename(&partial, &out)
+        .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+    Ok(out)
+}
+
+fn print_table(rows: &[(String, String, Value)]) {
+    println!();
+    println!("| model | side, setting | peak RSS of the step (MiB) | seconds | tokens |");
+    println!("|---|---|---:|---:|---:|");
+    for (model, label, v) in rows {
+        match v["error"].as_str() {
+            Some(error) => println!("| {model} | {label} | did not finish: {error} | | |"),
+            None => println!(
+                "| {model} | {label} | {:.0} | {:.1} | {} |",
+                v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+                v["seconds"].as_f64().unwrap_or(f64::NAN),
+                v["tokens"],
+            ),
+        }
+    }
+}
