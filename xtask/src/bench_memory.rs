@@ -87,9 +87,9 @@ const PEERS: [(&str, &str, &str); 2] = [
 ];
 
 /// Examples per step, their length cap, and the user the long data is written for.
-pub(crate) const BATCH: usize = 4;
-pub(crate) const MAX_LENGTH: usize = 512;
-pub(crate) const USER: &str = "long";
+const BATCH: usize = 4;
+const MAX_LENGTH: usize = 512;
+const USER: &str = "long";
 
 pub fn memory_bench(
     root: &Path,
@@ -107,26 +107,12 @@ pub fn memory_bench(
             if !shape.lora && overrides.iter().any(|o| o.starts_with("lora.")) {
                 continue;
             }
-            let mut command = oom_first(bapo);
-            command
-                .args(["bench", "--phase", "train", "--steps", "1", "--warmup", "0"])
-                .arg("--step-peak")
-                .arg("--config")
-                .arg(root.join("configs/bench.toml"))
-                .args(sets(&[
-                    &format!("model.path={}", model.display()),
-                    &format!("data.path={}", data.display()),
-                    &format!("data.user={USER}"),
-                    &format!("data.max_length={MAX_LENGTH}"),
-                    "data.max_prompt_length=256",
-                    &format!("data.max_train_examples={BATCH}"),
-                    &format!("training.batch_size={BATCH}"),
-                    "training.backend=tch-cpu",
-                    &format!("lora.enabled={}", shape.lora),
-                ]))
-                .args(sets(overrides))
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .current_dir(root);
+            let mut settings = vec![
+                "training.backend=tch-cpu".to_string(),
+                format!("lora.enabled={}", shape.lora),
+            ];
+            settings.extend(overrides.iter().map(|o| o.to_string()));
+            let mut command = bapo_step(root, bapo, env, &model, &data, &settings);
             let what = format!("bapo bench, {} {training}, {label}", shape.name);
             rows.push((
                 shape.name.into(),
@@ -136,19 +122,10 @@ pub fn memory_bench(
         }
         for (label, dtype, checkpointing) in PEERS {
             let phase = if shape.lora { "train-lora" } else { "train" };
-            let mut command = oom_first(&venv.join("bin/python"));
+            let mut command = reference_step(root, &venv.join("bin/python"), phase, &model, &data);
             command
-                .arg(root.join("xtask/bench_reference.py"))
-                .arg(phase)
-                .arg(&model)
-                .arg(&data)
-                .arg(USER)
-                .args(["1", &BATCH.to_string(), &MAX_LENGTH.to_string(), "0"])
                 .env("BAPO_BENCH_DTYPE", dtype)
-                .env("BAPO_BENCH_CHECKPOINTING", checkpointing)
-                .env("BAPO_BENCH_WARMUP", "0")
-                .env("BAPO_BENCH_STEP_PEAK", "1")
-                .current_dir(root);
+                .env("BAPO_BENCH_CHECKPOINTING", checkpointing);
             let what = format!("bench_reference.py {phase}, {}, {label}", shape.name);
             rows.push((
                 shape.name.into(),
@@ -161,9 +138,63 @@ pub fn memory_bench(
     Ok(())
 }
 
+/// `bapo bench` timing one training step of `model` on `data` (the bench's 4 examples cut at
+/// 512 tokens) and reporting that step's own peak RSS, with the run settings `settings`.
+pub(crate) fn bapo_step(
+    root: &Path,
+    bapo: &Path,
+    env: &[(String, std::ffi::OsString)],
+    model: &Path,
+    data: &Path,
+    settings: &[String],
+) -> Command {
+    let mut command = oom_first(bapo);
+    command
+        .args(["bench", "--phase", "train", "--steps", "1", "--warmup", "0"])
+        .arg("--step-peak")
+        .arg("--config")
+        .arg(root.join("configs/bench.toml"))
+        .args(sets(&[
+            &format!("model.path={}", model.display()),
+            &format!("data.path={}", data.display()),
+            &format!("data.user={USER}"),
+            &format!("data.max_length={MAX_LENGTH}"),
+            "data.max_prompt_length=256",
+            &format!("data.max_train_examples={BATCH}"),
+            &format!("training.batch_size={BATCH}"),
+        ]))
+        .args(settings.iter().flat_map(|s| ["--set", s.as_str()]))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(root);
+    command
+}
+
+/// bench_reference.py doing the same step (`phase`: train or train-lora) with TRL; the caller
+/// sets its precision and base through the environment.
+pub(crate) fn reference_step(
+    root: &Path,
+    python: &Path,
+    phase: &str,
+    model: &Path,
+    data: &Path,
+) -> Command {
+    let mut command = oom_first(python);
+    command
+        .arg(root.join("xtask/bench_reference.py"))
+        .arg(phase)
+        .arg(model)
+        .arg(data)
+        .arg(USER)
+        .args(["1", &BATCH.to_string(), &MAX_LENGTH.to_string(), "0"])
+        .env("BAPO_BENCH_WARMUP", "0")
+        .env("BAPO_BENCH_STEP_PEAK", "1")
+        .current_dir(root);
+    command
+}
+
 /// `program` run so that, when memory runs out, the kernel kills it and not this process
 /// (its OOM score raised to the maximum before it starts).
-pub(crate) fn oom_first(program: &Path) -> Command {
+fn oom_first(program: &Path) -> Command {
     let mut command = Command::new("bash");
     command
         .args([
@@ -201,27 +232,35 @@ pub(crate) fn table_cell(text: &str) -> String {
     text.replace('|', "/").chars().take(200).collect()
 }
 
-pub(crate) fn sets(keys: &[&str]) -> Vec<String> {
+fn sets(keys: &[&str]) -> Vec<String> {
     keys.iter()
         .flat_map(|k| ["--set".to_string(), k.to_string()])
         .collect()
 }
 
-fn print_table(rows: &[(String, String, Value)]) {
+/// The measurements as a markdown table whose first two columns are headed `columns`.
+pub(crate) fn print_rows(columns: [&str; 2], rows: &[(String, String, Value)]) {
     println!();
-    println!("| shape | side, training, setting | peak RSS of the step (MiB) | seconds | tokens |");
+    println!(
+        "| {} | {} | peak RSS of the step (MiB) | seconds | tokens |",
+        columns[0], columns[1]
+    );
     println!("|---|---|---:|---:|---:|");
-    for (shape, label, v) in rows {
+    for (first, label, v) in rows {
         match v["error"].as_str() {
-            Some(error) => println!("| {shape} | {label} | did not finish: {error} | | |"),
+            Some(error) => println!("| {first} | {label} | did not finish: {error} | | |"),
             None => println!(
-                "| {shape} | {label} | {:.0} | {:.1} | {} |",
+                "| {first} | {label} | {:.0} | {:.1} | {} |",
                 v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
                 v["seconds"].as_f64().unwrap_or(f64::NAN),
                 v["tokens"],
             ),
         }
     }
+}
+
+fn print_table(rows: &[(String, String, Value)]) {
+    print_rows(["shape", "side, training, setting"], rows);
     let peak = |shape: &str, starts: &str| {
         rows.iter()
             .find(|(s, l, _)| s == shape && l.starts_with(starts))

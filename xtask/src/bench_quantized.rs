@@ -16,9 +16,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::bench_memory::{
-    BATCH, MAX_LENGTH, USER, long_data, measure, oom_first, sets, table_cell,
-};
+use crate::bench_memory::{bapo_step, long_data, measure, print_rows, reference_step, table_cell};
 use crate::fetch::{SPLIT_MODELS, SplitModel, asset_dir, fetch_split_model};
 use crate::python;
 
@@ -60,14 +58,6 @@ pub fn quantized_base_bench(
         .iter()
         .filter(|m| only.is_none_or(|name| m.name == name))
         .collect();
-    if models.is_empty() {
-        let names: Vec<&str> = SPLIT_MODELS.iter().map(|m| m.name).collect();
-        bail!(
-            "--model {}: one of {}",
-            only.unwrap_or_default(),
-            names.join(", ")
-        );
-    }
     let venv = python::venv()?;
     let python = venv.join("bin/python");
     python::ensure_venv(&venv, &[GGUF_READER])?;
@@ -78,28 +68,14 @@ pub fn quantized_base_bench(
     for model in models {
         let gguf = fetch_split_model(&asset_dir(root), model)?;
         for (label, quantization) in OURS {
-            let mut command = oom_first(bapo);
-            command
-                .args(["bench", "--phase", "train", "--steps", "1", "--warmup", "0"])
-                .arg("--step-peak")
-                .arg("--config")
-                .arg(root.join("configs/bench.toml"))
-                .args(sets(&[
-                    &format!("model.path={}", gguf.display()),
-                    &format!("data.path={}", data.display()),
-                    &format!("data.user={USER}"),
-                    &format!("data.max_length={MAX_LENGTH}"),
-                    "data.max_prompt_length=256",
-                    &format!("data.max_train_examples={BATCH}"),
-                    &format!("training.batch_size={BATCH}"),
-                    "training.backend='cpu'",
-                    "lora.enabled=true",
-                    &format!("lora.base_quantization='{quantization}'"),
-                    "training.gradient_checkpointing=true",
-                    "training.lm_head_chunk_tokens=256",
-                ]))
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .current_dir(root);
+            let settings = [
+                "training.backend='cpu'".to_string(),
+                "lora.enabled=true".to_string(),
+                format!("lora.base_quantization='{quantization}'"),
+                "training.gradient_checkpointing=true".to_string(),
+                "training.lm_head_chunk_tokens=256".to_string(),
+            ];
+            let mut command = bapo_step(root, bapo, env, &gguf, &data, &settings);
             let what = format!("bapo bench, {}, {label}", model.name);
             rows.push((
                 model.name.into(),
@@ -115,20 +91,11 @@ pub fn quantized_base_bench(
                 rows.push((model.name.into(), label.into(), value));
                 continue;
             }
-            let mut command = oom_first(&python);
+            let mut command = reference_step(root, &python, "train-lora", &folder, &data);
             command
-                .arg(root.join("xtask/bench_reference.py"))
-                .arg("train-lora")
-                .arg(&folder)
-                .arg(&data)
-                .arg(USER)
-                .args(["1", &BATCH.to_string(), &MAX_LENGTH.to_string(), "0"])
                 .env("BAPO_BENCH_DTYPE", "bfloat16")
                 .env("BAPO_BENCH_CHECKPOINTING", "1")
-                .env("BAPO_BENCH_BASE", base)
-                .env("BAPO_BENCH_WARMUP", "0")
-                .env("BAPO_BENCH_STEP_PEAK", "1")
-                .current_dir(root);
+                .env("BAPO_BENCH_BASE", base);
             let what = format!("bench_reference.py train-lora, {}, {label}", model.name);
             rows.push((
                 model.name.into(),
@@ -137,7 +104,7 @@ pub fn quantized_base_bench(
             ));
         }
     }
-    print_table(&rows);
+    print_rows(["model", "side, setting"], &rows);
     Ok(())
 }
 
@@ -167,21 +134,4 @@ fn hf_folder(root: &Path, python: &Path, gguf: &Path, model: &SplitModel) -> Res
     std::fs::rename(&partial, &out)
         .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
     Ok(out)
-}
-
-fn print_table(rows: &[(String, String, Value)]) {
-    println!();
-    println!("| model | side, setting | peak RSS of the step (MiB) | seconds | tokens |");
-    println!("|---|---|---:|---:|---:|");
-    for (model, label, v) in rows {
-        match v["error"].as_str() {
-            Some(error) => println!("| {model} | {label} | did not finish: {error} | | |"),
-            None => println!(
-                "| {model} | {label} | {:.0} | {:.1} | {} |",
-                v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
-                v["seconds"].as_f64().unwrap_or(f64::NAN),
-                v["tokens"],
-            ),
-        }
-    }
 }
