@@ -27,6 +27,19 @@ pub struct PreferenceItem {
     pub dispreferred: String,
 }
 
+impl PreferenceItem {
+    /// The item as a two-choice question whose right answer is the preferred response
+    /// (choice 0): how the run's evaluation and `bapo probe` score it, by summed log-prob and
+    /// per character like every multiple-choice set.
+    pub fn two_choice(&self) -> MultipleChoiceItem {
+        MultipleChoiceItem {
+            question: self.prompt.clone(),
+            choices: vec![self.preferred.clone(), self.dispreferred.clone()],
+            correct: 0,
+        }
+    }
+}
+
 /// A question with choices, one of them correct.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultipleChoiceItem {

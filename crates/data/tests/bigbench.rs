@@ -15,6 +15,13 @@ fn evaluation_sets_load() {
             .all(|i| i.preferred != i.dispreferred && !i.prompt.is_empty())
     );
     assert_eq!(hhh.iter().filter(|i| i.category == "honest").count(), 61);
+    for item in &hhh {
+        let question = item.two_choice();
+        assert_eq!(question.question, item.prompt);
+        assert_eq!(question.choices.len(), 2);
+        assert_eq!(question.choices[question.correct], item.preferred);
+        assert_eq!(question.choices[1 - question.correct], item.dispreferred);
+    }
 
     let general = load_multiple_choice(&bigbench, "general_knowledge").unwrap();
     assert_eq!(general.len(), 70);

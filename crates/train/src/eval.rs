@@ -7,12 +7,14 @@
 //!   negative means the policy now finds what it used to say less likely (BAPO's concern);
 //! - **KL**: mean per-token KL(policy ‖ reference) over those base responses;
 //! - **knowledge** (BIG-bench, log-likelihood scoring): `hhh_alignment` accuracy (preferred
-//!   response more likely), `general_knowledge` and `misconceptions` multiple-choice accuracy,
-//!   and the mean per-token log-prob of `qa_wikidata` fact completions;
-//! - **multiple choice twice**: every multiple-choice set (the country probe included) is
-//!   scored by the summed log-prob of each choice (lm-eval's `acc`) and by the log-prob per
-//!   character (lm-eval's `acc_norm`, the `…_norm` metrics): when training lowers every token's
-//!   log-prob, the summed score drifts toward the shortest choice whatever the knowledge;
+//!   response more likely, as a two-choice question), `general_knowledge` and
+//!   `misconceptions` multiple-choice accuracy, and the mean per-token log-prob of
+//!   `qa_wikidata` fact completions;
+//! - **multiple choice twice**: every multiple-choice set (hhh_alignment and the country probe
+//!   included) is scored by the summed log-prob of each choice (lm-eval's `acc`) and by the
+//!   log-prob per character (lm-eval's `acc_norm`, the `…_norm` metrics): when training lowers
+//!   every token's log-prob, the summed score drifts toward the shortest choice whatever the
+//!   knowledge;
 //! - **generated answers** ([`crate::answers`]): the policy answers held-out prompts and fixed
 //!   rules score the answer's style and fact.
 //!
@@ -42,8 +44,9 @@ use crate::step::{KlRows, index_tensor, preference_batch};
 pub struct EvalSets {
     /// Held-out preference examples (with the primary reference's anchors), per user.
     pub preferences: BTreeMap<String, Vec<AnchoredExample>>,
-    /// (prompt, preferred, dispreferred) token ids.
-    pub hhh: Vec<PairTokens>,
+    /// BIG-bench's hhh_alignment, each item a two-choice question whose right answer is the
+    /// preferred response.
+    pub hhh: Vec<ChoiceTokens>,
     pub general_knowledge: Vec<ChoiceTokens>,
     pub misconceptions: Vec<ChoiceTokens>,
     /// (prompt, target) token ids.
@@ -78,8 +81,6 @@ pub struct MetricLabels {
     pub shortest_correct: Vec<bool>,
 }
 
-/// A (prompt, preferred, dispreferred) item as token ids.
-pub type PairTokens = (Vec<u32>, Vec<u32>, Vec<u32>);
 /// A (prompt, completion) item as token ids.
 pub type CompletionTokens = (Vec<u32>, Vec<u32>);
 
@@ -189,10 +190,10 @@ impl EvalSets {
                 rows(&t.prompt, &[&t.chosen, &t.rejected, base, base])
             })
             .sum();
-        let hhh: usize = self.hhh.iter().map(|(p, a, b)| rows(p, &[a, b])).sum();
         let choices: usize = self
-            .general_knowledge
+            .hhh
             .iter()
+            .chain(&self.general_knowledge)
             .chain(&self.misconceptions)
             .chain(self.country_facts.iter().map(|(_, item)| item))
             .map(|i| {
@@ -201,7 +202,7 @@ impl EvalSets {
             })
             .sum();
         let facts: usize = self.facts.iter().map(|(p, t)| rows(p, &[t])).sum();
-        preferences + hhh + choices + facts
+        preferences + choices + facts
     }
 
     /// sha256 of everything an evaluation scores: every set's token ids in order (with the
@@ -229,13 +230,7 @@ impl EvalSets {
                 h.ids(&r.base.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
             }
         }
-        h.number(self.hhh.len() as u64);
-        for (prompt, better, worse) in &self.hhh {
-            for part in [prompt, better, worse] {
-                h.ids(part);
-            }
-        }
-        for set in [&self.general_knowledge, &self.misconceptions] {
+        for set in [&self.hhh, &self.general_knowledge, &self.misconceptions] {
             h.number(set.len() as u64);
             for item in set {
                 item.hash_into(&mut h);
@@ -261,20 +256,14 @@ impl EvalSets {
         h.finish()
     }
 
+    /// hhh_alignment's items as two-choice questions ([`PreferenceItem::two_choice`]).
     pub fn tokenize_hhh(
         model: &LoadedModel,
         items: &[PreferenceItem],
-    ) -> Result<Vec<PairTokens>, TrainError> {
-        items
-            .iter()
-            .map(|i| {
-                Ok((
-                    encode(model, &i.prompt, "hhh_alignment")?,
-                    encode(model, &continuation(&i.preferred), "hhh_alignment")?,
-                    encode(model, &continuation(&i.dispreferred), "hhh_alignment")?,
-                ))
-            })
-            .collect()
+    ) -> Result<Vec<ChoiceTokens>, TrainError> {
+        let questions: Vec<MultipleChoiceItem> =
+            items.iter().map(PreferenceItem::two_choice).collect();
+        Self::tokenize_choices(model, &questions, "hhh_alignment")
     }
 
     pub fn tokenize_choices(
@@ -567,10 +556,8 @@ pub fn evaluate(
             on.preferences(reference, user, examples, &mut items)?;
         }
     }
-    if !sets.hhh.is_empty() {
-        items.insert("knowledge/hhh_alignment".into(), on.hhh(&sets.hhh)?);
-    }
     for (name, set) in [
+        ("knowledge/hhh_alignment", &sets.hhh),
         ("knowledge/general_knowledge", &sets.general_knowledge),
         ("knowledge/misconceptions", &sets.misconceptions),
     ] {
@@ -651,19 +638,6 @@ impl Scoring<'_> {
             }
         }
         Ok(())
-    }
-
-    /// Per HHH item, whether the better answer is the more likely.
-    fn hhh(&self, set: &[PairTokens]) -> Result<Vec<f64>, TrainError> {
-        let groups: Vec<PromptGroup> = set
-            .iter()
-            .map(|(p, a, b)| PromptGroup {
-                prompt: p.clone(),
-                completions: vec![a.clone(), b.clone()],
-            })
-            .collect();
-        let scores = score_groups(self.policy, &groups, self.batch, self.pad_id, self.device)?;
-        Ok(scores.iter().map(|s| indicator(s[0] > s[1])).collect())
     }
 
     /// Per multiple-choice item, whether its correct choice is the most likely.
@@ -838,7 +812,7 @@ mod tests {
         };
         let mut sets = EvalSets::default();
         sets.preferences.insert("u".into(), vec![example]);
-        sets.hhh.push((vec![1], vec![2], vec![3]));
+        sets.hhh.push(choice.clone());
         sets.general_knowledge.push(choice.clone());
         sets.misconceptions.push(choice.clone());
         sets.facts.push((vec![1], vec![2]));
@@ -867,7 +841,7 @@ mod tests {
                 let e = s.preferences.remove("u").unwrap();
                 s.preferences.insert("v".into(), e);
             }),
-            ("hhh", |s| s.hhh[0].2[0] = 9),
+            ("hhh's worse answer", |s| s.hhh[0].choices[1][0] = 9),
             ("general knowledge's answer", |s| {
                 s.general_knowledge[0].correct = 1
             }),

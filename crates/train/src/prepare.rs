@@ -409,10 +409,13 @@ fn add_knowledge_sets(
             let items = load_hhh_alignment(dir)?;
             let items = spread(&items, e.hhh_alignment);
             eval.hhh = EvalSets::tokenize_hhh(model, &items)?;
-            eval.labels
-                .entry("knowledge/hhh_alignment".into())
-                .or_default()
-                .chance = vec![0.5; eval.hhh.len()];
+            add_choice_labels(
+                &mut eval.labels,
+                "knowledge/hhh_alignment",
+                &eval.hhh,
+                &[],
+                &[],
+            );
         }
         for (name, count) in [
             ("general_knowledge", e.general_knowledge),

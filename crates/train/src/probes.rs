@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use bapo_data::{MultipleChoiceItem, load_hhh_alignment, load_multiple_choice};
+use bapo_data::{MultipleChoiceItem, PreferenceItem, load_hhh_alignment, load_multiple_choice};
 use bapo_model::{CausalLm, LoadedModel};
 use burn::tensor::Device;
 
@@ -70,14 +70,9 @@ pub fn probe_sets(
         });
         Ok::<(), TrainError>(())
     };
-    // The better answer first: a two-choice question whose right answer is choice 0.
     let hhh: Vec<MultipleChoiceItem> = load_hhh_alignment(bigbench_dir)?
-        .into_iter()
-        .map(|i| MultipleChoiceItem {
-            question: i.prompt,
-            choices: vec![i.preferred, i.dispreferred],
-            correct: 0,
-        })
+        .iter()
+        .map(PreferenceItem::two_choice)
         .collect();
     add("hhh_alignment", &hhh, None)?;
     for name in ["general_knowledge", "misconceptions"] {
@@ -226,6 +221,10 @@ mod tests {
         assert_eq!(
             scores[0].summed,
             evaluation.items["knowledge/hhh_alignment"]
+        );
+        assert_eq!(
+            scores[0].per_char,
+            evaluation.items["knowledge/hhh_alignment_norm"]
         );
         assert_eq!(scores[0].chance, vec![0.5; 6]);
 
