@@ -7,11 +7,14 @@
 //! with the ratios. `--memory`: the peak memory of a step at Qwen2.5's 0.5B and 1.5B shapes
 //! with each memory lever, next to TRL's default (bench_memory.rs). `--quantized-base`: the
 //! same on the real Qwen2.5-Coder files with the base held quantized, next to TRL + PEFT with
-//! f32, bf16 and 4-bit bases (bench_quantized.rs). Ours runs on `cpu` and `tch-cpu` (one build with both) unless `--backend`
+//! f32, bf16 and 4-bit bases (bench_quantized.rs), each row stopped after `--row-limit-minutes`
+//! if given. Ours runs on `cpu` and `tch-cpu` (one build with both) unless `--backend`
 //! names others. Results go to docs/performance.md by hand, with this command.
 
+use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -25,6 +28,7 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let mut memory = false;
     let mut quantized_base = false;
     let mut model: Option<String> = None;
+    let mut row_limit: Option<Duration> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -33,13 +37,24 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             "--memory" => memory = true,
             "--quantized-base" => quantized_base = true,
             "--model" => model = Some(it.next().context("--model needs a value")?.clone()),
+            "--row-limit-minutes" => {
+                let value = it.next().context("--row-limit-minutes needs a value")?;
+                let minutes: f64 = value
+                    .parse()
+                    .ok()
+                    .filter(|m: &f64| m.is_finite() && *m > 0.0)
+                    .with_context(|| {
+                        format!("--row-limit-minutes {value}: expected minutes > 0")
+                    })?;
+                row_limit = Some(Duration::from_secs_f64(minutes * 60.0));
+            }
             other => bail!(
-                "unknown argument `{other}`\nusage: cargo xtask bench [--backend B[,B…]] [--steps N] | --memory | --quantized-base [--model NAME]"
+                "unknown argument `{other}`\nusage: cargo xtask bench [--backend B[,B…]] [--steps N] | --memory | --quantized-base [--model NAME] [--row-limit-minutes M]"
             ),
         }
     }
-    if model.is_some() && !quantized_base {
-        bail!("--model is for --quantized-base");
+    if (model.is_some() || row_limit.is_some()) && !quantized_base {
+        bail!("--model and --row-limit-minutes are for --quantized-base");
     }
     if quantized_base && (memory || args.iter().any(|a| a == "--backend" || a == "--steps")) {
         bail!(
@@ -72,7 +87,13 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     }
     let (bapo, env) = backends::build_bapo(root, cargo, &features, false)?;
     if quantized_base {
-        return crate::bench_quantized::quantized_base_bench(root, &bapo, &env, model.as_deref());
+        return crate::bench_quantized::quantized_base_bench(
+            root,
+            &bapo,
+            &env,
+            model.as_deref(),
+            row_limit,
+        );
     }
     let venv = python::venv()?;
 
@@ -278,18 +299,105 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
 
 /// Runs `command` and parses the last line of its stdout as JSON.
 pub(crate) fn json_line(command: &mut Command, what: &str) -> Result<Value> {
+    json_line_within(command, what, None)
+}
+
+/// [`json_line`], but a command still running after `limit` is stopped, and the error says
+/// how far its memory had reached (its VmHWM) by then: a peer whose step takes hours on
+/// this machine still gives a lower bound instead of holding the bench.
+pub(crate) fn json_line_within(
+    command: &mut Command,
+    what: &str,
+    limit: Option<Duration>,
+) -> Result<Value> {
     eprintln!("$ {what}");
-    let output = command
-        .output()
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| format!("running {what}"))?;
-    if !output.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+    // Read both pipes while it runs, so that a full pipe never blocks it.
+    let stdout = read_to_end_in_background(child.stdout.take());
+    let stderr = read_to_end_in_background(child.stderr.take());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let Some(limit) = limit
+            && started.elapsed() >= limit
+        {
+            let high_water = high_water_mib(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "stopped after {:.0} min, its high-water mark then {}",
+                limit.as_secs_f64() / 60.0,
+                high_water.map_or("unknown".into(), |mib| format!("{mib:.0} MiB"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        bail!("{what} failed ({status}):\n{stderr}");
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(line).with_context(|| format!("{what} printed {line:?}, not JSON"))
+}
+
+/// All of `pipe` as text, read on a thread of its own.
+fn read_to_end_in_background(
+    pipe: Option<impl Read + Send + 'static>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// The most resident memory process `pid` has held (Linux's VmHWM), in MiB.
+fn high_water_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_past_its_limit_is_stopped_with_its_high_water_mark() {
+        let started = Instant::now();
+        let mut slow = Command::new("sh");
+        slow.args(["-c", "sleep 30; echo '{}'"]);
+        let error = json_line_within(&mut slow, "sleep", Some(Duration::from_millis(300)))
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("stopped after 0 min"), "{error}");
+        assert!(error.ends_with(" MiB"), "{error}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "it was not killed"
+        );
+
+        let mut quick = Command::new("sh");
+        quick.args([
+            "-c",
+            "echo progress >&2; echo 'not json'; echo '{\"seconds\": 1.5}'",
+        ]);
+        let value = json_line_within(&mut quick, "echo", Some(Duration::from_secs(60))).unwrap();
+        assert_eq!(value["seconds"], 1.5);
+
+        let mut failing = Command::new("sh");
+        failing.args(["-c", "echo 'the reason' >&2; exit 3"]);
+        let error = format!("{:#}", json_line(&mut failing, "fail").unwrap_err());
+        assert!(error.contains("the reason"), "{error}");
+    }
 }

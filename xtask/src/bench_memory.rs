@@ -13,11 +13,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::bench::json_line;
+use crate::bench::json_line_within;
 use crate::python;
 
 /// One model of the memory bench.
@@ -209,7 +210,13 @@ fn oom_first(program: &Path) -> Command {
 /// process that runs out of memory), `{"error": …}`: the other settings still run. Each is
 /// printed as it comes, so that a stopped bench leaves what it measured.
 pub(crate) fn measure(command: &mut Command, what: &str) -> Value {
-    let value = json_line(command, what).unwrap_or_else(|e| {
+    measure_within(command, what, None)
+}
+
+/// [`measure`], the command stopped after `limit` (the row then says so, with its high-water
+/// mark).
+pub(crate) fn measure_within(command: &mut Command, what: &str, limit: Option<Duration>) -> Value {
+    let value = json_line_within(command, what, limit).unwrap_or_else(|e| {
         let message = format!("{e:#}");
         // What failed and how (its exit status or signal); when it exited with an error of
         // its own (not killed), also the last line it wrote, which names that error.

@@ -8,15 +8,20 @@
 //! The work is the memory bench's (bench_memory.rs): 4 examples cut at 512 tokens, one timed
 //! step whose own peak RSS is reported, bapo with gradient checkpointing and the LM head in
 //! chunks of 256. TRL reads the GGUF through transformers (`gguf_file=`, dequantised to f32),
-//! saved once as a checkpoint folder under .cache/bench.
+//! saved once as a checkpoint folder under .cache/bench. `--row-limit-minutes M` stops a row
+//! still running after M minutes (TRL's bf16 base runs for hours on a CPU without bf16
+//! instructions); the row then gives its high-water mark at that moment, a lower bound.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::bench_memory::{bapo_step, long_data, measure, print_rows, reference_step, table_cell};
+use crate::bench_memory::{
+    bapo_step, long_data, measure_within, print_rows, reference_step, table_cell,
+};
 use crate::fetch::{SPLIT_MODELS, SplitModel, asset_dir, fetch_split_model};
 use crate::python;
 
@@ -53,6 +58,7 @@ pub fn quantized_base_bench(
     bapo: &Path,
     env: &[(String, std::ffi::OsString)],
     only: Option<&str>,
+    row_limit: Option<Duration>,
 ) -> Result<()> {
     let models: Vec<&SplitModel> = SPLIT_MODELS
         .iter()
@@ -80,7 +86,7 @@ pub fn quantized_base_bench(
             rows.push((
                 model.name.into(),
                 label.into(),
-                measure(&mut command, &what),
+                measure_within(&mut command, &what, row_limit),
             ));
         }
         let folder = hf_folder(root, &python, &gguf, model)?;
@@ -100,7 +106,7 @@ pub fn quantized_base_bench(
             rows.push((
                 model.name.into(),
                 label.into(),
-                measure(&mut command, &what),
+                measure_within(&mut command, &what, row_limit),
             ));
         }
     }
