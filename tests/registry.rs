@@ -1,7 +1,7 @@
 //! The registry lists the built-in objectives, builds them from `[objective]` tables, and turns
 //! every bad setting into an error that names the key.
 
-use bapo_objective::{ConfigError, KlDirection, Metrics, Quantity, Response, registry};
+use bapo_objective::{KlDirection, Metrics, ObjectiveConfigError, Quantity, Response, registry};
 use bapo_objective_bapo as _;
 use bapo_objective_dpo as _;
 use bapo_objective_kl_dpo as _;
@@ -62,7 +62,7 @@ fn every_default_table_builds_its_objective() {
 fn an_unknown_objective_lists_the_known_ones() {
     let err = registry::build("dop", &toml::Table::new()).unwrap_err();
     match &err {
-        ConfigError::UnknownObjective { name, known } => {
+        ObjectiveConfigError::UnknownObjective { name, known } => {
             assert_eq!(name, "dop");
             assert!(known.contains(&"dpo".to_string()) && known.contains(&"bapo".to_string()));
         }
@@ -81,7 +81,7 @@ fn an_objective_table_names_its_objective() {
     assert_eq!(built.name(), "bapo");
     assert!(matches!(
         registry::build_from_table(&table("beta = 0.5")),
-        Err(ConfigError::MissingName { .. })
+        Err(ObjectiveConfigError::MissingName { .. })
     ));
     let err = registry::build_from_table(&table("name = 3"))
         .unwrap_err()
@@ -141,9 +141,9 @@ fn every_bad_setting_is_an_error_naming_its_key() {
             Err(e) => e,
         };
         let names_key = match &err {
-            ConfigError::UnknownKey { key: k, .. }
-            | ConfigError::InvalidValue { key: k, .. }
-            | ConfigError::OutOfRange { key: k, .. } => k == key,
+            ObjectiveConfigError::UnknownKey { key: k, .. }
+            | ObjectiveConfigError::InvalidValue { key: k, .. }
+            | ObjectiveConfigError::OutOfRange { key: k, .. } => k == key,
             _ => false,
         };
         assert!(

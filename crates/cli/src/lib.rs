@@ -85,18 +85,10 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-/// The error and its causes, each said once: most messages already hold their cause's words,
-/// which `{:#}` would print a second time (issue #26: objective errors printed twice).
+/// The error and its causes, each said once: a message holds its own words only and names
+/// its cause as its source, never in its text as well (issue #25).
 fn error_message(error: &anyhow::Error) -> String {
-    let mut message = error.to_string();
-    for cause in error.chain().skip(1) {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-    }
-    message
+    format!("{error:#}")
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -352,6 +352,33 @@ fn messages_are_plain_and_said_once_and_odd_settings_are_warned_about() {
         assert_eq!(stderr.matches(key).count(), 1, "said once: {stderr}");
     }
 
+    // Every cause said once, in this order, and the whole config (the objective's table
+    // included) checked before the run's directory is made: nothing is left behind.
+    for (set, message) in [
+        (
+            "objective.beta=-1",
+            "`objective.beta` = -1 is out of range: expected a finite number > 0",
+        ),
+        (
+            "objective.gamma=-1",
+            "unknown key `objective.gamma`; known keys: beta, lambda, form, kappa, normalize, num_anchors",
+        ),
+    ] {
+        let (ok, stderr, dir) = run("refused", &[set]);
+        assert!(!ok);
+        assert_eq!(
+            stderr,
+            format!(
+                "error: training with {}: objective `bapo`: {message}\n",
+                root().join("configs/tiny.toml").display()
+            )
+        );
+        assert!(
+            !dir.join("run").exists(),
+            "{set}: the run's directory was made"
+        );
+    }
+
     let (ok, stderr, _) = run(
         "warned",
         &[

@@ -73,7 +73,7 @@ pub enum ModelError {
          folders (config.json and safetensors) only, for now"
     )]
     UnsupportedGgufArchitecture { path: PathBuf, architecture: String },
-    #[error("lora.base_quantization: {0}")]
+    #[error("lora.base_quantization")]
     Quantize(#[from] QuantizeError),
     #[error("tokenizing: {0}")]
     Tokenize(String),

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::ConfigError;
+use crate::error::ObjectiveConfigError;
 
 /// The configuration struct of one objective.
 ///
@@ -14,7 +14,7 @@ use crate::error::ConfigError;
 /// are checked against.
 pub trait ObjectiveConfig: Serialize + DeserializeOwned + Default {
     /// Checks ranges and cross-field rules; `objective` is the objective's name, for messages.
-    fn validate(&self, objective: &str) -> Result<(), ConfigError>;
+    fn validate(&self, objective: &str) -> Result<(), ObjectiveConfigError>;
 }
 
 /// The defaults of a config as a TOML table.
@@ -31,13 +31,13 @@ pub fn defaults_table<C: ObjectiveConfig>() -> toml::Table {
 pub fn parse_config<C: ObjectiveConfig>(
     objective: &str,
     settings: &toml::Table,
-) -> Result<C, ConfigError> {
+) -> Result<C, ObjectiveConfigError> {
     let defaults = defaults_table::<C>();
     let known = || defaults.keys().cloned().collect::<Vec<_>>();
 
     // Name the first unknown key rather than relying on serde's message.
     if let Some(key) = settings.keys().find(|k| !defaults.contains_key(*k)) {
-        return Err(ConfigError::UnknownKey {
+        return Err(ObjectiveConfigError::UnknownKey {
             objective: objective.to_string(),
             key: key.clone(),
             known: known(),
@@ -50,7 +50,7 @@ pub fn parse_config<C: ObjectiveConfig>(
         let mut one = defaults.clone();
         one.insert(key.clone(), value.clone());
         if let Err(e) = toml::Value::Table(one).try_into::<C>() {
-            return Err(ConfigError::InvalidValue {
+            return Err(ObjectiveConfigError::InvalidValue {
                 objective: objective.to_string(),
                 key: key.clone(),
                 message: format!(
@@ -67,7 +67,7 @@ pub fn parse_config<C: ObjectiveConfig>(
     }
     let config: C = toml::Value::Table(merged)
         .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::InvalidValue {
+        .map_err(|e: toml::de::Error| ObjectiveConfigError::InvalidValue {
             objective: objective.to_string(),
             key: "*".to_string(),
             message: plain_serde_message(&first_line(&e.to_string())),
@@ -143,10 +143,15 @@ fn first_line(s: &str) -> String {
 
 /// Helpers for [`ObjectiveConfig::validate`] implementations.
 pub mod check {
-    use crate::error::ConfigError;
+    use crate::error::ObjectiveConfigError;
 
-    fn out_of_range(objective: &str, key: &str, value: f64, expected: &str) -> ConfigError {
-        ConfigError::OutOfRange {
+    fn out_of_range(
+        objective: &str,
+        key: &str,
+        value: f64,
+        expected: &str,
+    ) -> ObjectiveConfigError {
+        ObjectiveConfigError::OutOfRange {
             objective: objective.to_string(),
             key: key.to_string(),
             value: value.to_string(),
@@ -155,7 +160,7 @@ pub mod check {
     }
 
     /// `value > 0` and finite.
-    pub fn positive(objective: &str, key: &str, value: f64) -> Result<(), ConfigError> {
+    pub fn positive(objective: &str, key: &str, value: f64) -> Result<(), ObjectiveConfigError> {
         if value.is_finite() && value > 0.0 {
             Ok(())
         } else {
@@ -164,7 +169,11 @@ pub mod check {
     }
 
     /// `value >= 0` and finite.
-    pub fn non_negative(objective: &str, key: &str, value: f64) -> Result<(), ConfigError> {
+    pub fn non_negative(
+        objective: &str,
+        key: &str,
+        value: f64,
+    ) -> Result<(), ObjectiveConfigError> {
         if value.is_finite() && value >= 0.0 {
             Ok(())
         } else {
@@ -179,7 +188,7 @@ pub mod check {
         value: f64,
         lo: f64,
         hi: f64,
-    ) -> Result<(), ConfigError> {
+    ) -> Result<(), ObjectiveConfigError> {
         if value.is_finite() && (lo..=hi).contains(&value) {
             Ok(())
         } else {
@@ -193,8 +202,8 @@ pub mod check {
     }
 
     /// A general rule violation on one key.
-    pub fn invalid(objective: &str, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError::InvalidValue {
+    pub fn invalid(objective: &str, key: &str, message: impl Into<String>) -> ObjectiveConfigError {
+        ObjectiveConfigError::InvalidValue {
             objective: objective.to_string(),
             key: key.to_string(),
             message: message.into(),

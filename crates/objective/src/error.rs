@@ -5,7 +5,7 @@ use crate::quantity::Quantity;
 /// A configuration problem, found when an objective is built from its `[objective]` table.
 /// Every variant names the objective and the key, so that a user can find the line to fix.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ConfigError {
+pub enum ObjectiveConfigError {
     #[error("unknown objective `{name}`; known objectives: {}", known.join(", "))]
     UnknownObjective { name: String, known: Vec<String> },
 

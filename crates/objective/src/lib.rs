@@ -7,7 +7,7 @@
 //!
 //! Objectives register themselves with [`register_objective!`]; [`registry`] finds them by name.
 //! Their settings are a serde struct ([`ObjectiveConfig`]) parsed from the `[objective]` table
-//! of a run config, with typed errors ([`ConfigError`]) that name the offending key.
+//! of a run config, with typed errors ([`ObjectiveConfigError`]) that name the offending key.
 //!
 //! The formulas of the built-in objectives are in `docs/objectives.md`; adding one is
 //! walked through in `docs/adding-an-objective.md`.
@@ -22,8 +22,8 @@ pub mod quantity;
 pub mod registry;
 
 pub use config::{ObjectiveConfig, check, defaults_table, parse_config, plain_serde_message};
-pub use error::{ConfigError, ObjectiveError};
-pub use objective::{Objective, ObjectivePlugin};
+pub use error::{ObjectiveConfigError, ObjectiveError};
+pub use objective::{Objective, ObjectiveName, ObjectivePlugin};
 pub use output::{Metrics, ObjectiveOutput};
 pub use quantity::{KlDirection, Needs, Quantities, Quantity, Response};
 pub use registry::ObjectiveEntry;

@@ -147,6 +147,21 @@ pub struct Needs {
     pub anchors_per_prompt: usize,
 }
 
+/// Needs of exactly these quantities: `PreferencePair::quantities(0).into_iter().collect()`.
+impl FromIterator<Quantity> for Needs {
+    fn from_iter<I: IntoIterator<Item = Quantity>>(quantities: I) -> Self {
+        let mut needs = Needs::new();
+        needs.extend(quantities);
+        needs
+    }
+}
+
+impl Extend<Quantity> for Needs {
+    fn extend<I: IntoIterator<Item = Quantity>>(&mut self, quantities: I) {
+        self.quantities.extend(quantities);
+    }
+}
+
 impl Needs {
     /// Needs with no quantities yet.
     pub fn new() -> Self {

@@ -2,7 +2,7 @@
 //! `inventory`, and the loop and CLI find objectives here by name.
 
 use crate::config::{defaults_table, parse_config};
-use crate::error::ConfigError;
+use crate::error::ObjectiveConfigError;
 use crate::objective::{Objective, ObjectivePlugin};
 
 /// One registered objective: its name, a one-line summary, its default config and a factory.
@@ -14,7 +14,7 @@ pub struct ObjectiveEntry {
     /// The default settings, as they would appear in an `[objective]` table.
     pub defaults: fn() -> toml::Table,
     /// Builds the objective from the settings of an `[objective]` table (without `name`).
-    pub build: fn(&toml::Table) -> Result<Box<dyn Objective>, ConfigError>,
+    pub build: fn(&toml::Table) -> Result<Box<dyn Objective>, ObjectiveConfigError>,
 }
 
 impl ObjectiveEntry {
@@ -32,7 +32,7 @@ impl ObjectiveEntry {
 
 fn build_plugin<P: ObjectivePlugin>(
     settings: &toml::Table,
-) -> Result<Box<dyn Objective>, ConfigError> {
+) -> Result<Box<dyn Objective>, ObjectiveConfigError> {
     let config: P::Config = parse_config(P::NAME, settings)?;
     Ok(Box::new(P::new(config)))
 }
@@ -61,15 +61,15 @@ pub fn names() -> Vec<String> {
 }
 
 /// The entry called `name`; an unknown name is an error listing the known ones.
-pub fn find(name: &str) -> Result<&'static ObjectiveEntry, ConfigError> {
+pub fn find(name: &str) -> Result<&'static ObjectiveEntry, ObjectiveConfigError> {
     let matching: Vec<_> = entries().into_iter().filter(|e| e.name == name).collect();
     match matching.as_slice() {
         [entry] => Ok(entry),
-        [] => Err(ConfigError::UnknownObjective {
+        [] => Err(ObjectiveConfigError::UnknownObjective {
             name: name.to_string(),
             known: names(),
         }),
-        more => Err(ConfigError::DuplicateObjective {
+        more => Err(ObjectiveConfigError::DuplicateObjective {
             objective: name.to_string(),
             count: more.len(),
         }),
@@ -77,30 +77,34 @@ pub fn find(name: &str) -> Result<&'static ObjectiveEntry, ConfigError> {
 }
 
 /// Builds objective `name` from its settings (the `[objective]` table without `name`).
-pub fn build(name: &str, settings: &toml::Table) -> Result<Box<dyn Objective>, ConfigError> {
+pub fn build(
+    name: &str,
+    settings: &toml::Table,
+) -> Result<Box<dyn Objective>, ObjectiveConfigError> {
     (find(name)?.build)(settings)
 }
 
 /// Builds an objective from a whole `[objective]` table: `name` picks the objective, every
 /// other key is one of its settings.
-pub fn build_from_table(table: &toml::Table) -> Result<Box<dyn Objective>, ConfigError> {
+pub fn build_from_table(table: &toml::Table) -> Result<Box<dyn Objective>, ObjectiveConfigError> {
     let name = match table.get("name") {
         Some(toml::Value::String(name)) => name.clone(),
         Some(other) => {
-            return Err(ConfigError::InvalidValue {
+            return Err(ObjectiveConfigError::InvalidValue {
                 objective: "(unnamed)".to_string(),
                 key: "name".to_string(),
                 message: format!("{other} (expected a string naming the objective)"),
             });
         }
-        None => return Err(ConfigError::MissingName { known: names() }),
+        None => return Err(ObjectiveConfigError::MissingName { known: names() }),
     };
     let mut settings = table.clone();
     settings.remove("name");
     build(&name, &settings)
 }
 
-/// Registers an objective plugin type with the registry: one line in the plugin's crate.
+/// Registers an objective plugin type with the registry: one line in the plugin's crate. It
+/// also gives the type its [`ObjectiveName`](crate::ObjectiveName), from `NAME`.
 ///
 /// ```text
 /// bapo_objective::register_objective!(MyObjective);
@@ -108,6 +112,11 @@ pub fn build_from_table(table: &toml::Table) -> Result<Box<dyn Objective>, Confi
 #[macro_export]
 macro_rules! register_objective {
     ($plugin:ty) => {
+        impl $crate::ObjectiveName for $plugin {
+            fn name(&self) -> &'static str {
+                <$plugin as $crate::ObjectivePlugin>::NAME
+            }
+        }
         $crate::inventory::submit! { $crate::ObjectiveEntry::of::<$plugin>() }
     };
 }

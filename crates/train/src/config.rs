@@ -13,7 +13,7 @@ use crate::backend::Backend;
 
 /// A config that cannot be used: the message names the file, the key and the value.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum RunConfigError {
     #[error("{path}: {message}")]
     Read { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -450,8 +450,8 @@ impl RunConfig {
 
     /// Reads `path`, applies `overrides` (`key=value`, dotted keys, TOML values; a bare word is
     /// a string) and checks every key and value.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig, RunConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RunConfigError::Read {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -463,10 +463,10 @@ impl RunConfig {
         text: &str,
         source_name: &str,
         overrides: &[String],
-    ) -> Result<RunConfig, ConfigError> {
+    ) -> Result<RunConfig, RunConfigError> {
         let mut table: toml::Table =
             text.parse()
-                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                .map_err(|e: toml::de::Error| RunConfigError::Syntax {
                     path: PathBuf::from(source_name),
                     message: e.to_string(),
                 })?;
@@ -486,7 +486,7 @@ impl RunConfig {
     }
 
     /// Every value in its range, named by its key when not.
-    fn validate(&self, source_name: &str) -> Result<(), ConfigError> {
+    fn validate(&self, source_name: &str) -> Result<(), RunConfigError> {
         let check = Checker { source_name };
         check.paths(self)?;
         check.data(&self.data)?;
@@ -518,15 +518,15 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn bad(&self, key: &str, message: String) -> ConfigError {
-        ConfigError::Key {
+    fn bad(&self, key: &str, message: String) -> RunConfigError {
+        RunConfigError::Key {
             source_name: self.source_name.to_string(),
             key: key.to_string(),
             message,
         }
     }
 
-    fn positive(&self, key: &str, v: f64) -> Result<(), ConfigError> {
+    fn positive(&self, key: &str, v: f64) -> Result<(), RunConfigError> {
         if v.is_finite() && v > 0.0 {
             Ok(())
         } else {
@@ -534,7 +534,7 @@ impl Checker<'_> {
         }
     }
 
-    fn at_least_one(&self, key: &str, v: usize) -> Result<(), ConfigError> {
+    fn at_least_one(&self, key: &str, v: usize) -> Result<(), RunConfigError> {
         if v >= 1 {
             Ok(())
         } else {
@@ -543,7 +543,7 @@ impl Checker<'_> {
     }
 
     /// The paths a run cannot do without.
-    fn paths(&self, config: &RunConfig) -> Result<(), ConfigError> {
+    fn paths(&self, config: &RunConfig) -> Result<(), RunConfigError> {
         if config.model.path.as_os_str().is_empty() {
             return Err(self.bad("model.path", "missing: a GGUF file or HF folder".into()));
         }
@@ -559,7 +559,7 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn data(&self, data: &DataSection) -> Result<(), ConfigError> {
+    fn data(&self, data: &DataSection) -> Result<(), RunConfigError> {
         if !bapo_model::hub::is_ref_name(&data.split) {
             return Err(self.bad(
                 "data.split",
@@ -587,7 +587,7 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn anchors(&self, anchors: &AnchorSection) -> Result<(), ConfigError> {
+    fn anchors(&self, anchors: &AnchorSection) -> Result<(), RunConfigError> {
         let s = &anchors.settings;
         self.at_least_one("anchors.chunk_size", s.chunk_size)?;
         self.at_least_one("anchors.decode_batch", anchors.decode_batch)?;
@@ -611,7 +611,7 @@ impl Checker<'_> {
         })
     }
 
-    fn training(&self, t: &TrainingSection) -> Result<(), ConfigError> {
+    fn training(&self, t: &TrainingSection) -> Result<(), RunConfigError> {
         self.at_least_one("training.batch_size", t.batch_size)?;
         self.at_least_one(
             "training.gradient_accumulation_steps",
@@ -630,7 +630,7 @@ impl Checker<'_> {
         self.at_least_one("training.logging_steps", t.logging_steps)
     }
 
-    fn optimizer(&self, o: &OptimizerSection) -> Result<(), ConfigError> {
+    fn optimizer(&self, o: &OptimizerSection) -> Result<(), RunConfigError> {
         self.positive("optimizer.learning_rate", o.learning_rate)?;
         for (key, v) in [("optimizer.beta1", o.beta1), ("optimizer.beta2", o.beta2)] {
             if !(0.0..1.0).contains(&v) {
@@ -648,7 +648,7 @@ impl Checker<'_> {
     }
 
     /// bf16 where the backend has it, and a bf16 base only under LoRA with bf16 compute.
-    fn precision(&self, t: &TrainingSection, lora: &LoraSection) -> Result<(), ConfigError> {
+    fn precision(&self, t: &TrainingSection, lora: &LoraSection) -> Result<(), RunConfigError> {
         if t.precision == Precision::Bf16 && matches!(t.backend, Backend::Wgpu | Backend::WgpuCpu) {
             return Err(self.bad(
                 "training.precision",
@@ -687,7 +687,7 @@ impl Checker<'_> {
         &self,
         t: &TrainingSection,
         lora: &LoraSection,
-    ) -> Result<(), ConfigError> {
+    ) -> Result<(), RunConfigError> {
         if lora.base_quantization.is_none() {
             return Ok(());
         }
@@ -718,7 +718,7 @@ impl Checker<'_> {
     }
 
     /// LoRA's settings, checked before any model is loaded.
-    fn lora(&self, lora: &LoraSection) -> Result<(), ConfigError> {
+    fn lora(&self, lora: &LoraSection) -> Result<(), RunConfigError> {
         if !lora.enabled {
             return Ok(());
         }
@@ -739,7 +739,7 @@ fn key_error(
     source_name: &str,
     prefix: &str,
     e: serde_path_to_error::Error<toml::de::Error>,
-) -> ConfigError {
+) -> RunConfigError {
     let path = e.path().to_string();
     let key = match (prefix, path.as_str()) {
         ("", ".") => "(top level)".to_string(),
@@ -747,7 +747,7 @@ fn key_error(
         (_, ".") => prefix.to_string(),
         _ => format!("{prefix}.{path}"),
     };
-    ConfigError::Key {
+    RunConfigError::Key {
         source_name: source_name.to_string(),
         key,
         message: bapo_objective::plain_serde_message(e.into_inner().message()),
@@ -759,7 +759,7 @@ fn key_error(
 /// value of the wrong type. Both are done here, before the config is read: each section's
 /// keys against those its default writes out (it writes every field), then each flattened
 /// part read on its own, innermost first.
-fn check_flattened_sections(table: &toml::Table, source_name: &str) -> Result<(), ConfigError> {
+fn check_flattened_sections(table: &toml::Table, source_name: &str) -> Result<(), RunConfigError> {
     if let Some(anchors) = table.get("anchors") {
         check_known_keys("anchors", anchors, &AnchorSection::default(), source_name)?;
         read_part::<bapo_model::Sampling>("anchors", anchors, source_name)?;
@@ -778,7 +778,7 @@ fn check_known_keys<T: Serialize>(
     value: &toml::Value,
     default: &T,
     source_name: &str,
-) -> Result<(), ConfigError> {
+) -> Result<(), RunConfigError> {
     let (toml::Value::Table(given), Ok(toml::Value::Table(known))) =
         (value, toml::Value::try_from(default))
     else {
@@ -786,7 +786,7 @@ fn check_known_keys<T: Serialize>(
     };
     match given.keys().find(|k| !known.contains_key(*k)) {
         None => Ok(()),
-        Some(unknown) => Err(ConfigError::Key {
+        Some(unknown) => Err(RunConfigError::Key {
             source_name: source_name.to_string(),
             key: format!("{section}.{unknown}"),
             message: format!(
@@ -806,7 +806,7 @@ fn read_part<T: serde::de::DeserializeOwned>(
     section: &str,
     value: &toml::Value,
     source_name: &str,
-) -> Result<(), ConfigError> {
+) -> Result<(), RunConfigError> {
     if !value.is_table() {
         return Ok(());
     }
@@ -816,8 +816,8 @@ fn read_part<T: serde::de::DeserializeOwned>(
 }
 
 /// Sets `key` (dotted) to `value` in `table`.
-fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError> {
-    let fail = |message: String| ConfigError::Override {
+fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), RunConfigError> {
+    let fail = |message: String| RunConfigError::Override {
         arg: arg.to_string(),
         message,
     };

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use bapo_objective::Quantity;
 
 use crate::backend::BackendError;
-use crate::config::ConfigError;
+use crate::config::RunConfigError;
 use crate::optimizer::OptimizerStateError;
 use crate::params::ParameterError;
 use crate::rundir::FINISHED_FILE;
@@ -17,24 +17,25 @@ use crate::rundir::FINISHED_FILE;
 pub enum TrainError {
     // What the crates below refused.
     #[error(transparent)]
-    ConfigFile(#[from] ConfigError),
+    ConfigFile(#[from] RunConfigError),
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error(transparent)]
     Model(#[from] bapo_model::ModelError),
     #[error(transparent)]
     Lora(#[from] bapo_model::LoraError),
-    #[error("generation: {0}")]
+    #[error("generation")]
     Generate(#[from] bapo_model::GenerateError),
-    #[error("batch: {0}")]
+    #[error("batch")]
     Batch(#[from] bapo_model::BatchError),
     #[error(transparent)]
     Data(#[from] bapo_data::DataError),
     #[error(transparent)]
     Anchors(#[from] bapo_anchors::AnchorError),
-    #[error("`[objective]`: {0}")]
-    ObjectiveConfig(#[from] bapo_objective::ConfigError),
-    #[error("objective: {0}")]
+    // Its messages begin "objective `name`: …" or name the `[objective]` table.
+    #[error(transparent)]
+    ObjectiveConfig(#[from] bapo_objective::ObjectiveConfigError),
+    #[error("objective")]
     Objective(#[from] bapo_objective::ObjectiveError),
     #[error("reading a tensor back: {0:?}")]
     TensorData(burn::tensor::DataError),
@@ -191,7 +192,7 @@ pub enum TrainError {
     // Checkpoint files.
     #[error("no checkpoint under {}", .0.display())]
     NoCheckpoint(PathBuf),
-    #[error("{}: {source}", .path.display())]
+    #[error("{}", .path.display())]
     Safetensors {
         path: PathBuf,
         #[source]
@@ -203,7 +204,7 @@ pub enum TrainError {
         name: String,
         dtype: safetensors::Dtype,
     },
-    #[error("{}: {source}", .path.display())]
+    #[error("{}", .path.display())]
     Json {
         path: PathBuf,
         #[source]
@@ -224,8 +225,9 @@ pub enum TrainError {
         folder_step: usize,
     },
     #[error(
-        "the newest checkpoint {} cannot be used: {error}; {}",
+        "the newest checkpoint {} cannot be used: {}; {}",
         .newest.display(),
+        with_causes(.error.as_ref()),
         match intact {
             Some(dir) => format!("the older checkpoint {} reads whole: move {} out of the checkpoints folder to resume from it", dir.display(), .newest.display()),
             None => "no older checkpoint reads whole".to_string(),
@@ -236,13 +238,13 @@ pub enum TrainError {
         error: Box<TrainError>,
         intact: Option<PathBuf>,
     },
-    #[error("checkpoint {}: {source}", .checkpoint.display())]
+    #[error("checkpoint {}", .checkpoint.display())]
     Parameters {
         checkpoint: PathBuf,
         #[source]
         source: ParameterError,
     },
-    #[error("checkpoint {}: {source}", .checkpoint.display())]
+    #[error("checkpoint {}", .checkpoint.display())]
     OptimizerState {
         checkpoint: PathBuf,
         #[source]
@@ -284,9 +286,9 @@ pub enum TrainError {
     BenchNonFinite { step: usize, what: &'static str },
 
     // Evaluation and export.
-    #[error("evaluation: {0}")]
+    #[error("evaluation")]
     EvalBatch(#[source] bapo_model::BatchError),
-    #[error("evaluation: {set}: {source}")]
+    #[error("evaluation: {set}")]
     EvalText {
         set: String,
         #[source]
@@ -296,6 +298,20 @@ pub enum TrainError {
     ExportExists(PathBuf),
     #[error("export: a PEFT adapter is exported for the Llama family only")]
     AdapterNeedsLlama,
+}
+
+/// `error` and each of its causes, joined by ": " (what anyhow's `{:#}` prints), for a
+/// message that carries another error's words in its own text. Messages never repeat their
+/// cause themselves: they name it as their source (issue #25).
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 impl TrainError {

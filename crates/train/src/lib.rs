@@ -42,8 +42,8 @@ mod tensorboard;
 
 pub use backend::{Backend, BackendError};
 pub use bench::{BenchResult, bench_anchors, bench_eval, bench_generate, bench_train};
-pub use config::{ConfigError, RunConfig};
-pub use error::TrainError;
+pub use config::{RunConfig, RunConfigError};
+pub use error::{TrainError, with_causes};
 pub use eval::{BatchLimits, Evaluation};
 pub use example::{AnchoredExample, ReferenceLogps};
 pub use metrics::{LogRow, read_log};

@@ -103,7 +103,9 @@ fn check_lengths(config: &RunConfig, model: &LoadedModel) -> Result<(), TrainErr
 
 /// The objective the config names, built from its `[objective]` table, and what it needs;
 /// refused when the config lists too few references for it.
-fn build_objective(config: &RunConfig) -> Result<(Box<dyn Objective>, Needs), TrainError> {
+pub(crate) fn build_objective(
+    config: &RunConfig,
+) -> Result<(Box<dyn Objective>, Needs), TrainError> {
     let objective = registry::build_from_table(&config.objective)?;
     let needs = objective.needs();
     if needs.num_references() > 1 + config.model.references.len() {

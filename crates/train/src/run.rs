@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::RunConfig;
+use crate::error::with_causes;
 use crate::eval::{EvalResult, Evaluation, comparison_table, evaluate};
 use crate::eval_cache::{StartKey, Stored, start_evaluation};
 use crate::example::AnchoredExample;
@@ -18,7 +19,7 @@ use crate::metrics::{RunLogs, peak_rss_mib, put_evaluation, read_log, rss_mib, w
 use crate::optimizer::AdamW;
 use crate::optimizer_step::{StepError, StepReport, StepSetup, optimizer_step};
 use crate::params::{trainable_count, trainable_parameters};
-use crate::prepare::{Prepared, prepare};
+use crate::prepare::{Prepared, build_objective, prepare};
 use crate::progress::{Progress, WARNING};
 use crate::rundir::{self, RunLock};
 use crate::schedule::learning_rate;
@@ -222,6 +223,9 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     let config_text = config.to_toml();
     // What checkpoints record: the config without the run's own location.
     let config_sha = sha256_hex(&rundir::fingerprint_text(config));
+    // The objective's settings are checked before the disk is touched (the rest of the
+    // config was when it was read): a refused config leaves no directory behind.
+    build_objective(config)?;
     // One run per directory, for the whole run (a second one is refused, naming this one).
     let _lock = open_run(&run, &config_text, options, &progress)?;
     let prepared = prepare(config, options.force_anchors, &progress)?;
@@ -487,7 +491,8 @@ fn finish(
                 TrainError::Io {
                     path: dir.clone(),
                     message: format!(
-                        "the export failed: {e}; the run's checkpoints and logs are complete: `--resume` exports it"
+                        "the export failed: {}; the run's checkpoints and logs are complete: `--resume` exports it",
+                        with_causes(&e)
                     ),
                 }
             })?;

@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bapo_objective::{
-    ConfigError, Needs, Objective, ObjectiveConfig, ObjectiveError, ObjectiveOutput,
+    Needs, Objective, ObjectiveConfig, ObjectiveConfigError, ObjectiveError, ObjectiveOutput,
     ObjectivePlugin, Quantities, Quantity, Response,
 };
 use bapo_train::read_log;
@@ -580,7 +580,7 @@ struct NanAfterConfig {
 }
 
 impl ObjectiveConfig for NanAfterConfig {
-    fn validate(&self, _objective: &str) -> Result<(), ConfigError> {
+    fn validate(&self, _objective: &str) -> Result<(), ObjectiveConfigError> {
         Ok(())
     }
 }
@@ -593,10 +593,6 @@ struct NanAfter {
 static CALLS: AtomicUsize = AtomicUsize::new(0);
 
 impl Objective for NanAfter {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn needs(&self) -> Needs {
         Needs::new().with(Quantity::PolicyLogp(Response::Chosen))
     }

@@ -9,8 +9,8 @@
 
 use bapo_objective::preference::PreferencePair;
 use bapo_objective::{
-    ConfigError, Metrics, Needs, Objective, ObjectiveConfig, ObjectiveError, ObjectiveOutput,
-    ObjectivePlugin, Quantities, Quantity, Response, check,
+    Metrics, Needs, Objective, ObjectiveConfig, ObjectiveConfigError, ObjectiveError,
+    ObjectiveOutput, ObjectivePlugin, Quantities, Quantity, Response, check,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +34,7 @@ impl Default for IpoConfig {
 }
 
 impl ObjectiveConfig for IpoConfig {
-    fn validate(&self, objective: &str) -> Result<(), ConfigError> {
+    fn validate(&self, objective: &str) -> Result<(), ObjectiveConfigError> {
         check::positive(objective, "tau", self.tau)
     }
 }
@@ -46,14 +46,8 @@ pub struct Ipo {
 }
 
 impl Objective for Ipo {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn needs(&self) -> Needs {
-        let needs = PreferencePair::quantities(0)
-            .into_iter()
-            .fold(Needs::new(), Needs::with);
+        let needs = PreferencePair::quantities(0).into_iter().collect::<Needs>();
         if self.config.length_normalize {
             needs
                 .with(Quantity::TokenCount(Response::Chosen))

@@ -32,8 +32,8 @@
 
 use bapo_objective::preference::PreferencePair;
 use bapo_objective::{
-    ConfigError, Metrics, Needs, Objective, ObjectiveConfig, ObjectiveError, ObjectiveOutput,
-    ObjectivePlugin, Quantities, Quantity, Response, check,
+    Metrics, Needs, Objective, ObjectiveConfig, ObjectiveConfigError, ObjectiveError,
+    ObjectiveOutput, ObjectivePlugin, Quantities, Quantity, Response, check,
 };
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -164,7 +164,7 @@ impl BapoConfig {
 }
 
 impl ObjectiveConfig for BapoConfig {
-    fn validate(&self, objective: &str) -> Result<(), ConfigError> {
+    fn validate(&self, objective: &str) -> Result<(), ObjectiveConfigError> {
         check::positive(objective, "beta", self.beta)?;
         check::non_negative(objective, "lambda", self.lambda)?;
         if let Kappa::Fixed(kappa) = self.kappa {
@@ -178,7 +178,7 @@ impl ObjectiveConfig for BapoConfig {
             }
         }
         if self.num_anchors == 0 {
-            return Err(ConfigError::OutOfRange {
+            return Err(ObjectiveConfigError::OutOfRange {
                 objective: objective.to_string(),
                 key: "num_anchors".to_string(),
                 value: "0".to_string(),
@@ -232,14 +232,8 @@ pub fn anchor_term(form: AnchorForm, kappa: f64, pb: Tensor<2>, rb: Tensor<2>) -
 }
 
 impl Objective for Bapo {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn needs(&self) -> Needs {
-        let mut needs = PreferencePair::quantities(0)
-            .into_iter()
-            .fold(Needs::new(), Needs::with);
+        let mut needs = PreferencePair::quantities(0).into_iter().collect::<Needs>();
         needs = needs.with(POLICY_BASE);
         if self.config.form != AnchorForm::Nll {
             needs = needs.with(REFERENCE_BASE);

@@ -7,8 +7,8 @@
 
 use bapo_objective::preference::PreferencePair;
 use bapo_objective::{
-    ConfigError, Metrics, Needs, Objective, ObjectiveConfig, ObjectiveError, ObjectiveOutput,
-    ObjectivePlugin, Quantities, Quantity, Response, check,
+    Metrics, Needs, Objective, ObjectiveConfig, ObjectiveConfigError, ObjectiveError,
+    ObjectiveOutput, ObjectivePlugin, Quantities, Quantity, Response, check,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +36,7 @@ impl Default for DpoConfig {
 }
 
 impl ObjectiveConfig for DpoConfig {
-    fn validate(&self, objective: &str) -> Result<(), ConfigError> {
+    fn validate(&self, objective: &str) -> Result<(), ObjectiveConfigError> {
         check::positive(objective, "beta", self.beta)?;
         check::in_range(objective, "label_smoothing", self.label_smoothing, 0.0, 0.5)
     }
@@ -49,10 +49,6 @@ pub struct Dpo {
 }
 
 impl Objective for Dpo {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn needs(&self) -> Needs {
         let quantities = if self.config.reference_free {
             vec![
@@ -62,7 +58,7 @@ impl Objective for Dpo {
         } else {
             PreferencePair::quantities(0).to_vec()
         };
-        quantities.into_iter().fold(Needs::new(), Needs::with)
+        quantities.into_iter().collect()
     }
 
     fn compute(&self, q: &Quantities) -> Result<ObjectiveOutput, ObjectiveError> {

@@ -11,7 +11,7 @@
 
 use bapo_objective::preference::PreferencePair;
 use bapo_objective::{
-    ConfigError, KlDirection, Metrics, Needs, Objective, ObjectiveConfig, ObjectiveError,
+    KlDirection, Metrics, Needs, Objective, ObjectiveConfig, ObjectiveConfigError, ObjectiveError,
     ObjectiveOutput, ObjectivePlugin, Quantities, Quantity, Response, check,
 };
 use burn::tensor::Tensor;
@@ -44,7 +44,7 @@ impl Default for KlDpoConfig {
 }
 
 impl ObjectiveConfig for KlDpoConfig {
-    fn validate(&self, objective: &str) -> Result<(), ConfigError> {
+    fn validate(&self, objective: &str) -> Result<(), ObjectiveConfigError> {
         check::positive(objective, "beta", self.beta)?;
         check::non_negative(objective, "lambda_kl", self.lambda_kl)?;
         if self.on.is_empty() {
@@ -83,14 +83,8 @@ impl KlDpo {
 }
 
 impl Objective for KlDpo {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn needs(&self) -> Needs {
-        let needs = PreferencePair::quantities(0)
-            .into_iter()
-            .fold(Needs::new(), Needs::with);
+        let needs = PreferencePair::quantities(0).into_iter().collect::<Needs>();
         self.config
             .on
             .iter()

@@ -22,8 +22,8 @@
 
 use bapo_objective::preference::{PreferencePair, logsumexp, sigmoid_loss};
 use bapo_objective::{
-    ConfigError, Metrics, Needs, Objective, ObjectiveConfig, ObjectiveError, ObjectiveOutput,
-    ObjectivePlugin, Quantities, check,
+    Metrics, Needs, Objective, ObjectiveConfig, ObjectiveConfigError, ObjectiveError,
+    ObjectiveOutput, ObjectivePlugin, Quantities, check,
 };
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -81,11 +81,11 @@ impl Default for MrpoConfig {
 }
 
 impl ObjectiveConfig for MrpoConfig {
-    fn validate(&self, objective: &str) -> Result<(), ConfigError> {
+    fn validate(&self, objective: &str) -> Result<(), ObjectiveConfigError> {
         check::positive(objective, "beta", self.beta)?;
         check::in_range(objective, "epsilon", self.epsilon, -1.0, 1.0)?;
         if self.references == 0 {
-            return Err(ConfigError::OutOfRange {
+            return Err(ObjectiveConfigError::OutOfRange {
                 objective: objective.to_string(),
                 key: "references".to_string(),
                 value: "0".to_string(),
@@ -247,14 +247,10 @@ impl Mrpo {
 }
 
 impl Objective for Mrpo {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
     fn needs(&self) -> Needs {
         (0..self.config.references)
             .flat_map(PreferencePair::quantities)
-            .fold(Needs::new(), Needs::with)
+            .collect()
     }
 
     fn compute(&self, q: &Quantities) -> Result<ObjectiveOutput, ObjectiveError> {

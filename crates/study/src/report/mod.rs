@@ -31,7 +31,7 @@ use select::{Half, Selector, Table, runs_of, tie_half_accuracy};
 /// Problems writing the report.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Write {
         path: String,
         source: std::io::Error,
