@@ -1,9 +1,11 @@
 //! Helpers for bapo's tests (a dev-dependency, and a dependency of the fuzz targets): the test
 //! device, tensors from plain numbers in f32 or f64, central finite differences to check
-//! autodiff gradients against, GGUF bytes written field by field ([`gguf`]), and a hub cache
-//! laid out by hand ([`hub_cache`]).
+//! autodiff gradients against, the invariants every objective must satisfy as checks any
+//! objective crate runs in one line ([`invariants`], [`objective_invariant_tests!`]), GGUF
+//! bytes written field by field ([`gguf`]), and a hub cache laid out by hand ([`hub_cache`]).
 
 pub mod gguf;
+pub mod invariants;
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
@@ -133,10 +135,12 @@ pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
     asset("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
-/// The workspace's root folder: the nearest folder holding `Cargo.lock` above the package
-/// under test (cargo sets `CARGO_MANIFEST_DIR` when it runs a test). The path compiled in is
-/// only a fallback: a target folder shared between clones (as CI's is) can hold this crate
-/// built in another clone, whose embedded path points there.
+/// bapo's root folder: the nearest folder holding `Cargo.lock` and `configs/tiny.toml` above
+/// the package under test (cargo sets `CARGO_MANIFEST_DIR` when it runs a test; an objective
+/// crate with a workspace of its own, as examples/simpo, has a `Cargo.lock` but is not bapo's
+/// root). The path compiled in is the fallback, and the answer for a crate outside bapo's
+/// tree: a target folder shared between clones (as CI's is) can hold this crate built in
+/// another clone, whose embedded path points there.
 pub fn workspace_root() -> std::path::PathBuf {
     let compiled = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let Some(package) = std::env::var_os("CARGO_MANIFEST_DIR") else {
@@ -144,7 +148,7 @@ pub fn workspace_root() -> std::path::PathBuf {
     };
     std::path::PathBuf::from(package)
         .ancestors()
-        .find(|dir| dir.join("Cargo.lock").is_file())
+        .find(|dir| dir.join("Cargo.lock").is_file() && dir.join("configs/tiny.toml").is_file())
         .map_or(compiled, std::path::Path::to_path_buf)
 }
 
