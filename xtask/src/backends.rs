@@ -116,7 +116,7 @@ pub fn target_dir(root: &Path) -> PathBuf {
 /// The package and binary that train `objective`: a workspace package with a binary named
 /// `bapo-<objective>` (an objective crate's own `bapo`, as examples/ipo has), else bapo-cli's
 /// `bapo` with the built-in objectives.
-fn objective_binary(root: &Path, cargo: &str, objective: &str) -> Result<(String, String)> {
+pub fn objective_binary(root: &Path, cargo: &str, objective: &str) -> Result<(String, String)> {
     let wanted = format!("bapo-{objective}");
     let output = Command::new(cargo)
         .args(["metadata", "--no-deps", "--format-version", "1"])

@@ -13,8 +13,11 @@
 //!    the venv: the tch backend compiles against its torch.
 //! 3. The one test build, and all tests. The export tests keep their files for
 //!    transformers and peft to read back.
-//! 4. The fuzzing slice, the long run, the Parquet check and the cross-backend check, on
-//!    those binaries.
+//! 4. The objective crate outside the workspace (examples/simpo, `outside.rs`): its own
+//!    cargo call, with the same features into the same target folder, so that it builds only
+//!    itself and bapo's crates it links.
+//! 5. The fuzzing slice, the long run, the Parquet check and the cross-backend check, on
+//!    the workspace's binaries.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -23,7 +26,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{backends, fetch, fuzz, long_run, parquet_check, python};
+use crate::{backends, fetch, fuzz, long_run, outside, parquet_check, python};
 
 /// The features of the one build: every backend bapo has besides Flex.
 const FEATURES: &str = "bapo-cli/tch,bapo-cli/wgpu";
@@ -46,6 +49,7 @@ pub fn ci(root: &Path, cargo: &str) -> Result<()> {
     test_workspace(root, cargo, &test_env)?;
     python::check_export_files(root, &exports)?;
     std::fs::remove_dir_all(&exports).ok();
+    outside::check(root, cargo, &env)?;
 
     let built = backends::target_dir(root).join("debug");
     fuzz::run_targets(

@@ -13,6 +13,8 @@
 //! - `parquet-check`: a Parquet copy written by `datasets` trains as its JSONL
 //!   (`parquet_check.rs`).
 //! - `study`: DPO, KL-DPO, BAPO and MRPO side by side, with its report (`study.rs`).
+//! - `outside-objective`: the objective crate outside the workspace, examples/simpo, built and
+//!   tested on its own (`outside.rs`).
 
 mod anchor_forms;
 mod backends;
@@ -27,6 +29,7 @@ mod fuzz;
 mod gpu_kit;
 mod long_run;
 mod mutations;
+mod outside;
 mod parquet_check;
 mod python;
 mod study;
@@ -64,6 +67,9 @@ fn run() -> Result<()> {
         Some("parquet-check") => parquet_check::parquet_check(&workspace_root(), &cargo_program()),
         Some("long-run") => long_run::long_run(&workspace_root(), &cargo_program(), &args[1..]),
         Some("study") => study::study(&workspace_root(), &cargo_program(), &args[1..]),
+        Some("outside-objective") => {
+            outside::outside_objective(&workspace_root(), &cargo_program())
+        }
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
         None => {
             println!("{USAGE}");
@@ -76,8 +82,9 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   ci     fetch the assets, format check, clippy (warnings are errors), export checks, all tests,
-         a 1.5-minute fuzzing slice (`fuzz`), the 2,000-step memory check (`long-run`), the
-         Parquet check (`parquet-check`) and the cross-backend check (`backends`)
+         the objective crate outside the workspace (`outside-objective`), a 1.5-minute fuzzing
+         slice (`fuzz`), the 2,000-step memory check (`long-run`), the Parquet check
+         (`parquet-check`) and the cross-backend check (`backends`)
   fetch  download and verify the real assets (SmolLM2-135M-Instruct GGUF, countryinfo) into
          .cache/assets
   fetch --model qwen2.5-coder-0.5b|qwen2.5-coder-1.5b
@@ -112,12 +119,17 @@ tasks:
   changes RUN_DIR [--from STEP]
          every metric's change from the evaluation at STEP (default 0) to the run's last one,
          with a 95% paired bootstrap interval over its items (eval_items.jsonl)
-  study  [--quick] [--config FILE] [--report | --list]
+  outside-objective
+         examples/simpo, an objective crate with a workspace of its own, built against bapo's
+         crates and tested: every invariant, its loss, a tiny run through its own bapo-simpo
+  study  [--quick] [--config FILE] [--binary OBJECTIVE=PATH]… [--report | --list]
          the study (configs/study.toml, docs/study.md): every objective setting of the grid
          trained and evaluated with paired intervals, then runs/study/report.md with its plots
          (the full study also writes docs/study.md); finished runs are skipped, killed ones
          resumed; --report only writes the report from the runs there; --list prints the
-         cells; --quick: 1 seed, 32 steps, runs/study-quick
+         cells; --quick: 1 seed, 32 steps, runs/study-quick; a setting whose objective is
+         not built in runs with its crate's bapo-<objective> (a workspace crate's, built;
+         an outside crate's, given as --binary OBJECTIVE=PATH)
   gpu-kit [--test]
          the GPU check kit in .gpu-kit/ (docs/backends.md): bapo with tch and wgpu built
          against torch 2.11.0, SmolLM2's shape and tokenizer, TRL's wheels, the Vulkan loader

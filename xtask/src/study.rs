@@ -1,9 +1,11 @@
-//! `cargo xtask study [--quick] [--config FILE] [--report | --collect | --list]`: the study's grid
-//! (configs/study.toml, `bapo_study::plan`), run cell by cell with `bapo train`, then its report
-//! (`bapo_study::report`).
+//! `cargo xtask study [--quick] [--config FILE] [--binary OBJECTIVE=PATH]… [--report | --collect
+//! | --list]`: the study's grid (configs/study.toml, `bapo_study::plan`), run cell by cell with
+//! `bapo train`, then its report (`bapo_study::report`).
 //!
 //! Each cell is an ordinary run directory; `bapo_study::grid` says which are skipped,
-//! resumed or started over. This file only builds `bapo` for the study's backend.
+//! resumed or started over. This file only builds the binaries for the study's backend:
+//! `bapo`, and for a setting whose objective is not built in, the `bapo-<objective>` of its
+//! crate (a workspace crate's, built here; an outside crate's, given by `--binary`).
 //!
 //! The report is always computed from the study's data file, read back after writing:
 //! - after every run of the grid and after the grid, the finished runs are collected into
@@ -22,13 +24,13 @@
 //! docs/study/; any other study, and the full one before then, writes `<dir>/report.md` with
 //! its figures beside it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use bapo_study::{CellState, GridError, Output, Plan, StudyConfig, StudyData};
+use bapo_study::{Binaries, CellState, GridError, Output, Plan, StudyConfig, StudyData};
 
-const USAGE: &str =
-    "usage: cargo xtask study [--quick] [--config FILE] [--report | --collect | --list]";
+const USAGE: &str = "usage: cargo xtask study [--quick] [--config FILE] [--binary OBJECTIVE=PATH]… [--report | --collect | --list]";
 
 /// The committed data of the project's full study, relative to the workspace root.
 const DOCS_DATA: &str = "docs/study/data.json";
@@ -39,6 +41,8 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let mut collect_only = false;
     let mut list = false;
     let mut config_path = root.join("configs/study.toml");
+    // Objective → a binary with it linked, for an objective crate outside the workspace.
+    let mut own_binaries: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -47,6 +51,13 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             "--collect" => collect_only = true,
             "--list" => list = true,
             "--config" => config_path = PathBuf::from(it.next().context(USAGE)?),
+            "--binary" => {
+                let value = it.next().context(USAGE)?;
+                let (name, path) = value.split_once('=').with_context(|| {
+                    format!("--binary {value}: expected OBJECTIVE=PATH\n{USAGE}")
+                })?;
+                own_binaries.insert(name.to_string(), PathBuf::from(path));
+            }
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
@@ -72,6 +83,7 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             .into_iter()
             .collect();
         let (binary, env) = crate::backends::build_bapo(root, cargo, &features, false)?;
+        let binaries = objective_binaries(root, cargo, &plan, &features, &binary, own_binaries)?;
         // Each finished run is written out at once, so a sitting stopped mid-grid keeps it.
         let after_run = || {
             collect(root, &plan, &run_data, docs, &recorded).map_err(|e| GridError::Io {
@@ -79,7 +91,7 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
                 message: format!("{e:#}"),
             })
         };
-        bapo_study::run_grid(root, &plan, &binary, &env, &recorded, after_run)?;
+        bapo_study::run_grid(root, &plan, &binaries, &env, &recorded, after_run)?;
         collect(root, &plan, &run_data, docs, &recorded)?;
     } else if !docs && !run_data.exists() {
         collect(root, &plan, &run_data, false, &recorded)?;
@@ -129,6 +141,37 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         eprintln!("wrote {}", file.display());
     }
     Ok(())
+}
+
+/// The binaries the grid runs: `bapo`; for each objective of the plan that a workspace crate
+/// gives a `bapo-<objective>` of its own (as `cargo xtask train --objective` finds it), that
+/// binary, built with the same features; and the binaries given by `--binary` (an objective
+/// crate outside the workspace, built by its owner).
+fn objective_binaries(
+    root: &Path,
+    cargo: &str,
+    plan: &Plan,
+    features: &[&str],
+    bapo: &Path,
+    given: BTreeMap<String, PathBuf>,
+) -> Result<Binaries> {
+    let mut binaries = Binaries::bapo(bapo);
+    let objectives: BTreeSet<&str> = plan
+        .cells
+        .iter()
+        .map(|c| c.objective.as_str())
+        .filter(|o| !o.is_empty() && !given.contains_key(*o))
+        .collect();
+    for objective in objectives {
+        let (package, bin) = crate::backends::objective_binary(root, cargo, objective)?;
+        if package != "bapo-cli" {
+            let (binary, _) =
+                crate::backends::build_binary(root, cargo, (&package, &bin), features, false)?;
+            binaries.by_objective.insert(objective.to_string(), binary);
+        }
+    }
+    binaries.by_objective.extend(given);
+    Ok(binaries)
 }
 
 /// Collects the finished runs and those of earlier sittings (`recorded`) into `path` (and,

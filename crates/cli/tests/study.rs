@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bapo_study::{GridError, Output, StudyConfig, StudyData, run_grid, write_report};
+use bapo_study::{Binaries, GridError, Output, StudyConfig, StudyData, run_grid, write_report};
 
 fn scratch(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bapo-study-{tag}-{}", std::process::id()));
@@ -83,7 +83,7 @@ fn plan(dir: &Path, steps: usize) -> bapo_study::Plan {
 fn the_grid_skips_finished_cells_and_resumes_killed_ones() {
     let root = bapo_testkit::workspace_root();
     let dir = scratch("grid");
-    let binary = Path::new(env!("CARGO_BIN_EXE_bapo"));
+    let binary = &Binaries::bapo(Path::new(env!("CARGO_BIN_EXE_bapo")));
     let plan = plan(&dir, 8);
     let runs = dir.join("runs");
     let cell = |name: &str| runs.join(name);
@@ -214,4 +214,35 @@ fn the_grid_skips_finished_cells_and_resumes_killed_ones() {
         "{report}"
     );
     assert!(report.contains("## Verdict"), "{report}");
+}
+
+/// A setting whose objective has a binary of its own (an objective crate's `bapo-<objective>`,
+/// docs/adding-an-objective.md) runs with it; every other cell with `bapo`.
+#[test]
+fn a_setting_runs_with_its_objectives_own_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = bapo_testkit::workspace_root();
+    let dir = scratch("own-binary");
+    let own = dir.join("bapo-own");
+    std::fs::write(&own, "#!/bin/sh\necho \"own binary: $1\"\nexit 3\n").unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut binaries = Binaries::bapo(Path::new(env!("CARGO_BIN_EXE_bapo")));
+    binaries.by_objective.insert("bapo".into(), own);
+    let plan = plan(&dir, 2);
+    let none = StudyData::default();
+    let failed = match run_grid(&root, &plan, &binaries, &[], &none, || Ok(())) {
+        Err(GridError::Failed(failed)) => failed,
+        other => panic!("expected the bapo setting's cells to fail, got {other:?}"),
+    };
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|l| l.contains("bapo-1")), "{failed:?}");
+    let logs: Vec<String> = std::fs::read_dir(dir.join("runs/logs"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let by_own = logs
+        .iter()
+        .filter(|l| l.contains("own binary: train"))
+        .count();
+    assert_eq!(by_own, 2, "{logs:?}");
 }

@@ -10,6 +10,7 @@
 //! recorded overrides differ from the plan's is refused, in its directory or in the data
 //! file, so an edited config never mixes with old runs.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,6 +50,31 @@ pub enum GridError {
     Failed(Vec<String>),
 }
 
+/// The programs a grid runs: `bapo`, which has the built-in objectives, and for an objective
+/// that is not built in, its crate's own `bapo-<objective>` (docs/adding-an-objective.md).
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `bapo`, for every cell whose objective has no binary of its own.
+    pub bapo: PathBuf,
+    /// Objective name → the binary with that objective linked.
+    pub by_objective: BTreeMap<String, PathBuf>,
+}
+
+impl Binaries {
+    /// `bapo` alone.
+    pub fn bapo(binary: &Path) -> Binaries {
+        Binaries {
+            bapo: binary.to_path_buf(),
+            by_objective: BTreeMap::new(),
+        }
+    }
+
+    /// The binary that trains `objective`.
+    pub fn for_objective(&self, objective: &str) -> &Path {
+        self.by_objective.get(objective).unwrap_or(&self.bapo)
+    }
+}
+
 fn io(path: &Path, e: impl std::fmt::Display) -> GridError {
     GridError::Io {
         path: path.display().to_string(),
@@ -69,11 +95,12 @@ pub struct GridOutcome {
 
 /// Runs every cell that is neither finished nor in `recorded` (the data of earlier sittings;
 /// empty for none), in the plan's order, and calls `after_run` after each run that finished.
-/// `binary` is `bapo`, run with `env`; its output goes to `<dir>/logs/<cell>.log`.
+/// Each cell runs its objective's binary of `binaries` with `env`; its output goes to
+/// `<dir>/logs/<cell>.log`.
 pub fn run_grid(
     root: &Path,
     plan: &Plan,
-    binary: &Path,
+    binaries: &Binaries,
     env: &[(String, OsString)],
     recorded: &StudyData,
     mut after_run: impl FnMut() -> Result<(), GridError>,
@@ -119,6 +146,7 @@ pub fn run_grid(
         // `--resume` also restarts a run killed before its first checkpoint: it starts again
         // from step 0 with fresh logs, and nothing is deleted here.
         let resume = matches!(state, CellState::Resume | CellState::Restart);
+        let binary = binaries.for_objective(&cell.objective);
         let ok = run_cell(root, binary, env, plan, cell, resume, &log)?;
         ran += 1;
         outcome.ran.push(cell.dir.clone());

@@ -27,7 +27,7 @@ pub mod stats;
 
 pub use changes::{Change, ChangesError, run_changes};
 pub use data::{DataError, StudyData};
-pub use grid::{CellState, GridError, GridOutcome, run_grid};
+pub use grid::{Binaries, CellState, GridError, GridOutcome, run_grid};
 pub use intervals::{Interval, IntervalError, paired_bootstrap, t_interval_95};
 pub use plan::{Cell, Grid, Plan, PlanError, Role, Rules, StudyConfig};
 pub use report::{Output, ReportError, render, write_report};
