@@ -14,6 +14,8 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use bapo_rundir::files::{EVAL_FILE, METRICS_FILE};
+use bapo_rundir::{Row, read_rows};
 
 /// (arm, `--set` overrides of the objective).
 const ARMS: [(&str, &str); 4] = [
@@ -29,7 +31,7 @@ enum Pick {
     /// The last line (the end of the run).
     Last,
     /// The line of this step.
-    Step(u64),
+    Step(usize),
     /// The largest value over all lines.
     Max,
 }
@@ -38,37 +40,32 @@ enum Pick {
 const COLUMNS: [(&str, &str, &str, Pick); 8] = [
     (
         "held-out margin (concise)",
-        "eval.jsonl",
+        EVAL_FILE,
         "pref/concise/margin",
         Pick::Last,
     ),
     (
         "held-out accuracy (concise)",
-        "eval.jsonl",
+        EVAL_FILE,
         "pref/concise/accuracy",
         Pick::Last,
     ),
-    ("anchor/drift", "eval.jsonl", "anchor/drift", Pick::Last),
-    ("kl/heldout", "eval.jsonl", "kl/heldout", Pick::Last),
+    ("anchor/drift", EVAL_FILE, "anchor/drift", Pick::Last),
+    ("kl/heldout", EVAL_FILE, "kl/heldout", Pick::Last),
     (
         "margin, opposite user (detailed)",
-        "eval.jsonl",
+        EVAL_FILE,
         "pref/detailed/margin",
         Pick::Last,
     ),
-    (
-        "step-1 grad norm",
-        "metrics.jsonl",
-        "grad_norm",
-        Pick::Step(1),
-    ),
+    ("step-1 grad norm", METRICS_FILE, "grad_norm", Pick::Step(1)),
     (
         "step-1 anchor violations",
-        "metrics.jsonl",
+        METRICS_FILE,
         "anchor/violation",
         Pick::Step(1),
     ),
-    ("largest grad norm", "metrics.jsonl", "grad_norm", Pick::Max),
+    ("largest grad norm", METRICS_FILE, "grad_norm", Pick::Max),
 ];
 
 pub fn anchor_forms(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
@@ -172,14 +169,10 @@ pub fn anchor_forms(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
 
 /// Appends one run's value of each column.
 fn collect(dir: &Path, values: &mut [Vec<f64>]) -> Result<()> {
-    let eval = rows(&dir.join("eval.jsonl"))?;
-    let metrics = rows(&dir.join("metrics.jsonl"))?;
+    let eval = read_rows(&dir.join(EVAL_FILE))?;
+    let metrics = read_rows(&dir.join(METRICS_FILE))?;
     for (column, (_, file, key, pick)) in COLUMNS.iter().enumerate() {
-        let log = if *file == "eval.jsonl" {
-            &eval
-        } else {
-            &metrics
-        };
+        let log = if *file == EVAL_FILE { &eval } else { &metrics };
         if let Some(v) = pick_value(log, key, *pick) {
             values[column].push(v);
         }
@@ -187,27 +180,15 @@ fn collect(dir: &Path, values: &mut [Vec<f64>]) -> Result<()> {
     Ok(())
 }
 
-/// The lines of a JSON-lines log.
-fn rows(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            serde_json::from_str(line).with_context(|| format!("{}: not JSON", path.display()))
-        })
-        .collect()
-}
-
 /// `key` from the line(s) of `log` that `pick` names; None when the key is absent there (e.g.
 /// anchor metrics of DPO).
-fn pick_value(log: &[serde_json::Value], key: &str, pick: Pick) -> Option<f64> {
+fn pick_value(log: &[Row], key: &str, pick: Pick) -> Option<f64> {
     let mut found: Option<f64> = None;
     for row in log {
-        let value = row[key].as_f64();
+        let value = row.number(key);
         found = match pick {
             Pick::Last => value,
-            Pick::Step(step) if row["step"].as_u64() == Some(step) => value,
+            Pick::Step(step) if row.step() == step => value,
             Pick::Step(_) => found,
             Pick::Max => match (found, value) {
                 (Some(a), Some(b)) => Some(a.max(b)),

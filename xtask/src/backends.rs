@@ -12,24 +12,23 @@
 //! and the venv's python first on `PATH`, and the binary finds `libtorch*.so` through
 //! `LD_LIBRARY_PATH`.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use bapo_rundir::files::{EVAL_FILE, METRICS_FILE};
+use bapo_rundir::{Backend, read_rows};
 
 use crate::python;
 
 /// The cargo feature of a backend name (None: the default build).
 pub fn feature(backend: &str) -> Result<Option<&'static str>> {
-    Ok(match backend {
-        "cpu" => None,
-        "tch-cpu" | "cuda" => Some("tch"),
-        "wgpu" | "wgpu-cpu" => Some("wgpu"),
-        other => bail!(
-            "unknown backend `{other}`: one of cpu, tch-cpu, cuda, wgpu, wgpu-cpu (docs/backends.md)"
-        ),
-    })
+    let backend: Backend = backend
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e} (docs/backends.md)"))?;
+    Ok(backend.feature())
 }
 
 /// Environment for building and running with libtorch from the venv's torch 2.9.0.
@@ -310,8 +309,8 @@ pub fn check_binary(root: &Path, binary: &Path, env: &[(String, OsString)]) -> R
         if !status.success() {
             bail!("the tiny run failed on backend `{backend}` ({status})");
         }
-        curves.push(losses(&out.join("metrics.jsonl"))?);
-        evaluations.push(last_evaluation(&out.join("eval.jsonl"))?);
+        curves.push(losses(&out.join(METRICS_FILE))?);
+        evaluations.push(last_evaluation(&out.join(EVAL_FILE))?);
     }
     // The cpu run's TensorBoard files, read by TensorBoard itself, against its JSON logs.
     let venv = crate::python::venv()?;
@@ -526,23 +525,12 @@ fn check_gpu_backends_refuse_or_run(
 }
 
 /// The numeric metrics of the last line of a run's `eval.jsonl`.
-fn last_evaluation(path: &Path) -> Result<std::collections::BTreeMap<String, f64>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let line = text
-        .lines()
+fn last_evaluation(path: &Path) -> Result<BTreeMap<String, f64>> {
+    let rows = read_rows(path)?;
+    let last = rows
         .last()
         .with_context(|| format!("{}: no evaluation", path.display()))?;
-    let row: serde_json::Value =
-        serde_json::from_str(line).with_context(|| format!("{}: not JSON", path.display()))?;
-    let object = row
-        .as_object()
-        .with_context(|| format!("{}: not a JSON object", path.display()))?;
-    Ok(object
-        .iter()
-        .filter(|(name, _)| name.as_str() != "step")
-        .filter_map(|(name, value)| value.as_f64().map(|v| (name.clone(), v)))
-        .collect())
+    Ok(last.numbers())
 }
 
 fn losses(path: &Path) -> Result<Vec<f64>> {
@@ -553,19 +541,17 @@ fn losses(path: &Path) -> Result<Vec<f64>> {
 }
 
 /// The values of `keys`, in that order, of every line of a run log (metrics.jsonl); a line
-/// without one of them is an error naming it.
+/// without one of them is an error naming it. `step` is a key too.
 pub fn log_numbers(path: &Path, keys: &[&str]) -> Result<Vec<Vec<f64>>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .map(|line| {
-            let row: serde_json::Value = serde_json::from_str(line)
-                .with_context(|| format!("{}: not JSON", path.display()))?;
+    read_rows(path)?
+        .iter()
+        .map(|row| {
             keys.iter()
-                .map(|key| {
-                    row[key]
-                        .as_f64()
-                        .with_context(|| format!("{}: a line without `{key}`", path.display()))
+                .map(|&key| match key {
+                    "step" => Ok(row.step() as f64),
+                    _ => row.number(key).with_context(|| {
+                        format!("{}: step {} has no `{key}`", path.display(), row.step())
+                    }),
                 })
                 .collect()
         })

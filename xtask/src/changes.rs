@@ -25,7 +25,8 @@ pub fn changes(args: &[String]) -> Result<()> {
         }
     }
     let run = run.context("usage: cargo xtask changes RUN_DIR [--from STEP]")?;
-    let changes = bapo_study::run_changes(&run.join("eval_items.jsonl"), from, 10_000)?;
+    let changes =
+        bapo_study::run_changes(&run.join(bapo_rundir::files::EVAL_ITEMS_FILE), from, 10_000)?;
     println!("| metric | items | before | after | change | 95% interval |");
     println!("|---|---:|---:|---:|---:|---|");
     for c in changes {

@@ -76,7 +76,7 @@ pub fn run_steps(
         bail!("the long run failed ({status})");
     }
     let seconds = started.elapsed().as_secs_f64();
-    let rows = memory_rows(&out.join("metrics.jsonl"))?;
+    let rows = memory_rows(&out.join(bapo_rundir::files::METRICS_FILE))?;
     println!("| step | rss_mib | peak_rss_mib |\n|---:|---:|---:|");
     for (step, rss, peak) in rows.iter().filter(|r| r.0 % 100 == 0 || r.0 == steps) {
         println!("| {step} | {rss:.1} | {peak:.1} |");

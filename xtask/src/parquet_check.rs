@@ -9,6 +9,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use bapo_rundir::files::METRICS_FILE;
+
 use crate::{backends, python};
 
 /// Writes `src` (JSONL) to `dst` with `datasets`, as a user's `Dataset.to_parquet` would.
@@ -82,7 +84,7 @@ pub fn check(root: &Path, binary: &Path, env: &[(String, OsString)]) -> Result<(
         }
         eprintln!("$ bapo train --config configs/quickstart.toml (DPO, 4 steps) on {name}");
         python::run(&mut command, &format!("training on the {name} file"))?;
-        curves.push(losses(&run.join("metrics.jsonl"))?);
+        curves.push(losses(&run.join(METRICS_FILE))?);
     }
     println!("| step | loss (JSONL) | loss (Parquet) |\n|---:|---:|---:|");
     for ((step, a), (_, b)) in curves[0].iter().zip(&curves[1]) {
@@ -98,15 +100,8 @@ pub fn check(root: &Path, binary: &Path, env: &[(String, OsString)]) -> Result<(
 
 /// (step, loss) of every row of a metrics.jsonl.
 fn losses(path: &Path) -> Result<Vec<(u64, f64)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .map(|line| {
-            let row: serde_json::Value = serde_json::from_str(line)?;
-            Ok((
-                row["step"].as_u64().context("a row without a step")?,
-                row["loss"].as_f64().context("a row without a loss")?,
-            ))
-        })
-        .collect()
+    Ok(backends::log_numbers(path, &["step", "loss"])?
+        .into_iter()
+        .map(|row| (row[0] as u64, row[1]))
+        .collect())
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use bapo_model::LoadedModel;
-use bapo_train::Backend;
+use bapo_train::{Backend, BackendDevice};
 use burn::tensor::Device;
 
 #[derive(clap::Args)]

@@ -47,7 +47,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
 fn export_run(args: &ExportArgs, run: &Path) -> Result<()> {
     let mut overrides = vec![format!("output.dir={:?}", run.display().to_string())];
     overrides.extend(args.device.overrides());
-    let config = RunConfig::load(&run.join("config.toml"), &overrides)?;
+    let config = RunConfig::load(&run.join(bapo_rundir::files::CONFIG_FILE), &overrides)?;
     let written = bapo_train::export_run(&config, args.checkpoint.as_deref(), &args.out)
         .with_context(|| format!("exporting a checkpoint of {}", run.display()))?;
     println!("wrote {written}");

@@ -204,7 +204,7 @@ fn a_prompt_past_the_models_positions_is_refused() {
 #[test]
 fn model_commands_take_a_backend() {
     // Whether the binary has it: bapo-train's feature, however it was turned on.
-    let compiled_in = bapo_train::Backend::TchCpu.compiled_in();
+    let compiled_in = bapo_train::BackendDevice::compiled_in(bapo_train::Backend::TchCpu);
     let model = workspace().join("tests/fixtures/tiny-chat");
     let out = std::env::temp_dir().join(format!("bapo-export-backend-{}", std::process::id()));
     for args in [

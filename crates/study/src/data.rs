@@ -22,10 +22,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use bapo_rundir::files::{
+    EVAL_ITEMS_FILE, FINISHED_FILE, ITEM_LABELS_FILE, STUDY_OVERRIDES_FILE, is_finished,
+};
+use bapo_rundir::read_rows;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::grid::OVERRIDES_FILE;
 use crate::plan::{Cell, Grid, Plan, base_fingerprint, run_record};
 
 /// The first line of every data file: its layout's name and version.
@@ -198,7 +201,7 @@ impl StudyData {
         let mut interner = Interner::default();
         for cell in plan.cells.iter().filter(|c| c.grid != Grid::Reference) {
             let dir = root.join(&cell.dir);
-            if crate::grid::is_finished(&dir) {
+            if is_finished(&dir) {
                 check_record(&dir, &base, cell)?;
                 data.runs
                     .push(read_run(&dir, plan, cell, &base, &mut interner)?);
@@ -426,10 +429,10 @@ struct RawLabels {
     shortest_correct: Vec<bool>,
 }
 
-/// Refuses a run directory whose record ([`OVERRIDES_FILE`]) says it was made otherwise than
+/// Refuses a run directory whose record ([`STUDY_OVERRIDES_FILE`]) says it was made otherwise than
 /// `cell` is now; one without a record (made before records existed) is taken as it is.
 fn check_record(dir: &Path, base: &str, cell: &Cell) -> Result<(), DataError> {
-    let path = dir.join(OVERRIDES_FILE);
+    let path = dir.join(STUDY_OVERRIDES_FILE);
     match std::fs::read_to_string(&path) {
         Ok(made_with) if made_with != run_record(base, &cell.overrides) => Err(DataError::new(
             &path,
@@ -446,8 +449,8 @@ fn read_run(
     base: &str,
     interner: &mut Interner,
 ) -> Result<RunData, DataError> {
-    let evaluations = read_items(&dir.join("eval_items.jsonl"))?;
-    let labels = read_labels(&dir.join("eval_item_labels.json"))?;
+    let evaluations = read_items(&dir.join(EVAL_ITEMS_FILE))?;
+    let labels = read_labels(&dir.join(ITEM_LABELS_FILE))?;
     let steps: Vec<usize> = evaluations.iter().map(|(s, _)| *s).collect();
     let names: Vec<&String> = evaluations
         .first()
@@ -487,7 +490,7 @@ fn read_run(
         learning_rate: cell.learning_rate,
         base: base.to_string(),
         overrides: cell.overrides.clone(),
-        cost: read_cost(&dir.join("finished.json")),
+        cost: read_cost(&dir.join(FINISHED_FILE)),
         steps,
         metrics,
     })
@@ -510,33 +513,11 @@ fn rows_of(evaluations: &Evaluations, metric: &str) -> Option<Vec<Vec<f64>>> {
     (n > 0 && rows.iter().all(|r: &Vec<f64>| r.len() == n)).then_some(rows)
 }
 
-/// `eval_items.jsonl`: (step, metric → item values) per line, in step order.
+/// `eval_items.jsonl`: (step, metric → item values) per line, in step order (the last line
+/// of a step that a resumed run logged twice).
 fn read_items(path: &Path) -> Result<Evaluations, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::new(path, e.to_string()))?;
-    let mut evaluations = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let bad = |m: &str| DataError::new(path, format!("line {}: {m}", i + 1));
-        let Value::Object(row) = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?
-        else {
-            return Err(bad("not a JSON object"));
-        };
-        let step = row
-            .get("step")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| bad("no `step`"))? as usize;
-        let metrics = row
-            .iter()
-            .filter_map(|(k, v)| {
-                let values: Option<Vec<f64>> = v.as_array()?.iter().map(Value::as_f64).collect();
-                Some((k.clone(), values?))
-            })
-            .collect();
-        evaluations.push((step, metrics));
-    }
+    let rows = read_rows(path).map_err(|e| DataError::new(e.path(), e.detail()))?;
+    let mut evaluations: Evaluations = rows.iter().map(|row| (row.step(), row.items())).collect();
     evaluations.sort_by_key(|(s, _)| *s);
     evaluations.dedup_by_key(|(s, _)| *s);
     Ok(evaluations)

@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use bapo_rundir::files::{
+    CHECKPOINT_STATE_FILE, CHECKPOINTS_DIR, STUDY_OVERRIDES_FILE, is_finished,
+};
+
 use crate::data::StudyData;
 use crate::plan::{Cell, Plan, PlanError, base_fingerprint, run_record};
-
-/// The file in a cell's run directory that records what it was started with: the base
-/// config's fingerprint and the overrides ([`run_record`]).
-pub const OVERRIDES_FILE: &str = "study-overrides.txt";
 
 /// Why the grid stopped or failed.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +140,7 @@ pub fn run_grid(
                 .unwrap_or_default()
         );
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let record = dir.join(OVERRIDES_FILE);
+        let record = dir.join(STUDY_OVERRIDES_FILE);
         std::fs::write(&record, run_record(&base, &cell.overrides)).map_err(|e| io(&record, e))?;
         let log = logs.join(format!("{}.log", file_name(&cell.dir)));
         // `--resume` also restarts a run killed before its first checkpoint: it starts again
@@ -170,12 +170,6 @@ pub fn run_grid(
         return Err(GridError::Failed(failed));
     }
     Ok(outcome)
-}
-
-/// Whether the run in `dir` finished: its end phase is recorded. (A `summary.md` alone is not
-/// enough: the end phase writes it before the plots, the export and `finished.json`.)
-pub fn is_finished(dir: &Path) -> bool {
-    dir.join("finished.json").exists()
 }
 
 /// Where a cell stands.
@@ -217,7 +211,7 @@ impl CellState {
                 CellState::New
             });
         }
-        let made_with = std::fs::read_to_string(dir.join(OVERRIDES_FILE)).unwrap_or_default();
+        let made_with = std::fs::read_to_string(dir.join(STUDY_OVERRIDES_FILE)).unwrap_or_default();
         if !made_with.is_empty() && made_with != wanted {
             return Err(GridError::Changed {
                 dir: dir.display().to_string(),
@@ -231,12 +225,12 @@ impl CellState {
         if recorded.recorded(cell, base).is_some() {
             return Ok(CellState::Recorded);
         }
-        let checkpoints = dir.join("checkpoints");
+        let checkpoints = dir.join(CHECKPOINTS_DIR);
         let checkpointed = std::fs::read_dir(&checkpoints)
             .map(|entries| {
                 entries
                     .filter_map(|e| e.ok())
-                    .filter(|e| e.path().join("state.json").exists())
+                    .filter(|e| e.path().join(CHECKPOINT_STATE_FILE).exists())
                     .count()
             })
             .unwrap_or(0);

@@ -405,7 +405,10 @@ impl StudyConfig {
         let mut reference_exports = BTreeMap::new();
         for r in &references {
             let cell = self.reference_cell(r, scope.dir);
-            reference_exports.insert(r.name.clone(), cell.dir.join("export"));
+            reference_exports.insert(
+                r.name.clone(),
+                cell.dir.join(bapo_rundir::files::EXPORT_DIR),
+            );
             cells.push(cell);
         }
 

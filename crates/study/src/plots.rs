@@ -2,9 +2,10 @@
 //! an objective's further settings). Text needs a TrueType font: `BAPO_PLOT_FONT`, else DejaVu
 //! Sans or Arial where the system has them (the same lookup as a run's own plots).
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
+use bapo_rundir::PlotError;
+use bapo_rundir::plot::{Area, DrawResult, write_png};
 use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -31,30 +32,6 @@ pub enum Figure {
         y_label: String,
         series: Vec<(String, Vec<Point>)>,
     },
-}
-
-const FONT_CANDIDATES: [&str; 5] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-    "/Library/Fonts/Arial.ttf",
-];
-
-fn font() -> Result<(), String> {
-    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            let path = std::env::var_os("BAPO_PLOT_FONT")
-                .map(PathBuf::from)
-                .or_else(|| FONT_CANDIDATES.iter().map(PathBuf::from).find(|p| p.exists()))
-                .ok_or("no TrueType font found: set BAPO_PLOT_FONT to a .ttf file, or install fonts-dejavu-core")?;
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-                .map_err(|_| format!("{}: not a usable TrueType font", path.display()))
-        })
-        .clone()
 }
 
 /// The colour of an objective's `shade`-th setting (0: full colour).
@@ -87,23 +64,16 @@ fn shades<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<usize> {
         .collect()
 }
 
-type Result2 = Result<(), Box<dyn std::error::Error>>;
-
 impl Figure {
-    /// Draws the figure into `file` (PNG), written to a temporary name and renamed.
-    pub fn draw(&self, file: &Path) -> Result<(), String> {
+    /// Draws the figure into `file` (PNG), drawn in memory and renamed into place whole.
+    pub fn draw(&self, file: &Path) -> Result<(), PlotError> {
         if self.is_empty() {
-            return Err("nothing to draw".into());
+            return Err(PlotError::Write(format!(
+                "{}: nothing to draw",
+                file.display()
+            )));
         }
-        font()?;
-        let partial = file.with_extension("png.partial.png");
-        let result = {
-            let (width, height) = (760, 500);
-            let area = BitMapBackend::new(&partial, (width, height)).into_drawing_area();
-            self.draw_on(&area).and_then(|()| Ok(area.present()?))
-        };
-        result.map_err(|e| format!("{}: {e}", file.display()))?;
-        std::fs::rename(&partial, file).map_err(|e| format!("{}: {e}", file.display()))
+        write_png(file, (760, 500), |area| self.draw_on(area))
     }
 
     /// Whether the figure has no point or line at all.
@@ -112,7 +82,7 @@ impl Figure {
         series.iter().all(|(_, p)| p.is_empty())
     }
 
-    fn draw_on(&self, area: &DrawingArea<BitMapBackend, Shift>) -> Result2 {
+    fn draw_on(&self, area: &Area) -> DrawResult {
         area.fill(&WHITE)?;
         match self {
             Figure::Connected {
@@ -158,12 +128,12 @@ type Chart<'a, 'b> =
 /// Draws `points` with their error bars on `area`; `connect`: joins each setting's points with
 /// a line and names each point by its user, else names the points in the legend.
 fn scatter(
-    area: &DrawingArea<BitMapBackend, Shift>,
+    area: &Area,
     x_label: &str,
     y_label: &str,
     points: &[Point],
     connect: bool,
-) -> Result2 {
+) -> DrawResult {
     let mut chart = scatter_chart(area, x_label, y_label, points)?;
     let shade = shades(
         points
@@ -223,7 +193,7 @@ fn scatter_chart<'a, 'b>(
 
 /// Joins each setting's points (in order) by a line in the colour of its first point, named
 /// in the legend by the setting.
-fn join_settings(chart: &mut Chart, points: &[Point], shade: &[usize]) -> Result2 {
+fn join_settings(chart: &mut Chart, points: &[Point], shade: &[usize]) -> DrawResult {
     let mut groups: Vec<&str> = Vec::new();
     for p in points {
         let name = setting_of(&p.label);
@@ -251,7 +221,7 @@ fn join_settings(chart: &mut Chart, points: &[Point], shade: &[usize]) -> Result
 
 /// Draws one point in colour `c` with its error bars, named by its user beside it (`joined`)
 /// or in the legend.
-fn draw_point(chart: &mut Chart, p: &Point, c: RGBColor, joined: bool) -> Result2 {
+fn draw_point(chart: &mut Chart, p: &Point, c: RGBColor, joined: bool) -> DrawResult {
     chart.draw_series([
         PathElement::new(
             [(p.x.low, p.y.estimate), (p.x.high, p.y.estimate)],

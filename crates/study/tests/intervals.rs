@@ -111,5 +111,5 @@ fn a_runs_changes_are_read_from_its_items() {
     let err = bapo_study::run_changes(&path, 0, 10)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("eval_items.jsonl:2:"), "{err}");
+    assert!(err.contains("eval_items.jsonl, line 2: "), "{err}");
 }

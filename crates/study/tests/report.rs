@@ -227,7 +227,7 @@ fn write_runs(root: &Path, plan: &Plan) {
         let dir = root.join(&cell.dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
-            dir.join(bapo_study::grid::OVERRIDES_FILE),
+            dir.join(bapo_rundir::files::STUDY_OVERRIDES_FILE),
             bapo_study::plan::run_record(&base, &cell.overrides),
         )
         .unwrap();

@@ -85,28 +85,22 @@ pub fn no_gradient_reaches_any_reference_quantity(variants: &[Variant]) {
         label, objective, ..
     } in variants
     {
-        // A fresh runner per objective: a runner counts its successes across runs.
-        let mut runner = TestRunner::default();
         let reference_free = objective.needs().num_references() == 0;
-        runner
-            .run(
-                &inputs_for(objective.as_ref(), 3, 50.0, Kink::Include),
-                |inputs| {
-                    let mut constants = 0;
-                    for (q, grad) in inputs.gradients(objective.as_ref()) {
-                        if q.is_constant() {
-                            constants += 1;
-                            prop_assert!(grad.is_none(), "{label}: gradient reached {q}: {grad:?}");
-                        }
-                    }
-                    prop_assert!(
-                        constants > 0 || reference_free,
-                        "{label}: no constant to check"
-                    );
-                    Ok(())
-                },
-            )
-            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let strategy = inputs_for(objective.as_ref(), 3, 50.0, Kink::Include);
+        check_cases(label, ProptestConfig::default(), &strategy, |inputs| {
+            let mut constants = 0;
+            for (q, grad) in inputs.gradients(objective.as_ref()) {
+                if q.is_constant() {
+                    constants += 1;
+                    prop_assert!(grad.is_none(), "{label}: gradient reached {q}: {grad:?}");
+                }
+            }
+            prop_assert!(
+                constants > 0 || reference_free,
+                "{label}: no constant to check"
+            );
+            Ok(())
+        });
     }
 }
 
@@ -126,26 +120,24 @@ pub fn gradients_match_central_finite_differences(variants: &[Variant]) {
             AtTheKink::C1(jump) => (Kink::Include, jump),
             AtTheKink::Kinked => (Kink::Avoid, 0.0),
         };
-        let mut runner = TestRunner::new(ProptestConfig::with_cases(48));
-        runner
-            .run(&inputs_for(objective.as_ref(), 3, 30.0, kink), |inputs| {
-                for (q, grad) in inputs.gradients(objective.as_ref()) {
-                    if q.is_constant() {
-                        continue;
-                    }
-                    let grad = grad.unwrap_or_else(|| panic!("{label}: no gradient for {q}"));
-                    // Rounding adds ~1e-16·|loss|/h; a C¹ point within h adds jump·h/2.
-                    let fd = inputs.finite_differences(objective.as_ref(), q, H);
-                    for (i, (g, f)) in grad.iter().zip(&fd).enumerate() {
-                        prop_assert!(
-                            (g - f).abs() <= 1e-6 + 1e-5 * f.abs() + jump * H / 2.0,
-                            "{label}: d loss / d {q}[{i}]: autodiff {g} vs finite difference {f}"
-                        );
-                    }
+        let strategy = inputs_for(objective.as_ref(), 3, 30.0, kink);
+        check_cases(label, ProptestConfig::with_cases(48), &strategy, |inputs| {
+            for (q, grad) in inputs.gradients(objective.as_ref()) {
+                if q.is_constant() {
+                    continue;
                 }
-                Ok(())
-            })
-            .unwrap_or_else(|e| panic!("{label}: {e}"));
+                let grad = grad.unwrap_or_else(|| panic!("{label}: no gradient for {q}"));
+                // Rounding adds ~1e-16·|loss|/h; a C¹ point within h adds jump·h/2.
+                let fd = inputs.finite_differences(objective.as_ref(), q, H);
+                for (i, (g, f)) in grad.iter().zip(&fd).enumerate() {
+                    prop_assert!(
+                        (g - f).abs() <= 1e-6 + 1e-5 * f.abs() + jump * H / 2.0,
+                        "{label}: d loss / d {q}[{i}]: autodiff {g} vs finite difference {f}"
+                    );
+                }
+            }
+            Ok(())
+        });
     }
 }
 
@@ -158,8 +150,6 @@ pub fn losses_are_finite_per_example_and_batch_consistent(variants: &[Variant]) 
         label, objective, ..
     } in variants
     {
-        // A fresh runner per objective: a runner counts its successes across runs.
-        let mut runner = TestRunner::default();
         let needs = objective.needs();
         let strategy = (2usize..6).prop_flat_map(move |batch| {
             (
@@ -167,8 +157,11 @@ pub fn losses_are_finite_per_example_and_batch_consistent(variants: &[Variant]) 
                 Just((0..batch).collect::<Vec<usize>>()).prop_shuffle(),
             )
         });
-        runner
-            .run(&strategy, |(inputs, order)| {
+        check_cases(
+            label,
+            ProptestConfig::default(),
+            &strategy,
+            |(inputs, order)| {
                 let f32_losses = inputs.losses(objective.as_ref(), Precision::F32);
                 prop_assert!(
                     f32_losses.iter().all(|l| l.is_finite()),
@@ -209,9 +202,23 @@ pub fn losses_are_finite_per_example_and_batch_consistent(variants: &[Variant]) 
                     }
                 }
                 Ok(())
-            })
-            .unwrap_or_else(|e| panic!("{label}: {e}"));
+            },
+        );
     }
+}
+
+/// Runs `property` on cases drawn from `strategy` for the variant `label`, panicking with the
+/// label and the smallest failing case. A fresh runner each time: a runner counts its
+/// successes across runs.
+fn check_cases<S: Strategy>(
+    label: &str,
+    config: ProptestConfig,
+    strategy: &S,
+    property: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    TestRunner::new(config)
+        .run(strategy, property)
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
 }
 
 /// Each objective's quantities: what it needs is what it reads, and a missing one is an error

@@ -2,8 +2,10 @@
 //! device, tensors from plain numbers in f32 or f64, central finite differences to check
 //! autodiff gradients against, the invariants every objective must satisfy as checks any
 //! objective crate runs in one line ([`invariants`], [`objective_invariant_tests!`]), GGUF
-//! bytes written field by field ([`gguf`]), and a hub cache laid out by hand ([`hub_cache`]).
+//! bytes written field by field ([`gguf`]), a hub cache laid out by hand ([`hub_cache`]), and
+//! the checks of an objective crate's own `bapo` ([`binary`]).
 
+pub mod binary;
 pub mod gguf;
 pub mod invariants;
 

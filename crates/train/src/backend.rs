@@ -1,63 +1,29 @@
 //! Backends selected by config. Burn 0.22 picks the backend through the `Device` value, so
-//! this is the only place that knows about backends: the loop, the model and the objectives
-//! are the same code on every one.
-
-use std::fmt;
+//! this is the only place that makes devices: the loop, the model and the objectives are the
+//! same code on every one. The names and their cargo features are the run directory's
+//! contract (bapo-rundir's [`Backend`]).
 
 use burn::tensor::Device;
-use serde::{Deserialize, Serialize};
 
-/// `training.backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Backend {
-    /// Flex, pure Rust (the default build).
-    #[serde(rename = "cpu")]
-    Cpu,
-    /// libtorch on the CPU (cargo feature `tch`).
-    #[serde(rename = "tch-cpu")]
-    TchCpu,
-    /// libtorch on an NVIDIA GPU (cargo feature `tch`).
-    #[serde(rename = "cuda")]
-    Cuda,
-    /// wgpu on a GPU through Vulkan/Metal/DX12 (cargo feature `wgpu`).
-    #[serde(rename = "wgpu")]
-    Wgpu,
-    /// wgpu on a CPU adapter (Mesa's lavapipe on a machine without a GPU).
-    #[serde(rename = "wgpu-cpu")]
-    WgpuCpu,
+pub use bapo_rundir::Backend;
+
+/// What this build can do with a [`Backend`]: whether it has it, and its device.
+pub trait BackendDevice {
+    /// Whether this build has the backend.
+    fn compiled_in(self) -> bool;
+
+    /// The plain (no autodiff) device; `index` picks the GPU for `cuda` and `wgpu`. A GPU
+    /// backend is refused, with what was seen, when that GPU is not there: libtorch and wgpu
+    /// would otherwise fail later, inside the first tensor operation, with their own panic.
+    fn device(self, index: usize) -> Result<Device, BackendError>;
+
+    /// The refusal of a backend this build lacks (public so that a build that has them all, as
+    /// CI's has, can still check its words).
+    fn not_compiled_in(self) -> BackendError;
 }
 
-impl Backend {
-    pub const ALL: [Backend; 5] = [
-        Backend::Cpu,
-        Backend::TchCpu,
-        Backend::Cuda,
-        Backend::Wgpu,
-        Backend::WgpuCpu,
-    ];
-
-    /// The name used in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Cpu => "cpu",
-            Backend::TchCpu => "tch-cpu",
-            Backend::Cuda => "cuda",
-            Backend::Wgpu => "wgpu",
-            Backend::WgpuCpu => "wgpu-cpu",
-        }
-    }
-
-    /// The cargo feature of `bapo-cli` / `bapo-train` that compiles this backend in.
-    pub fn feature(self) -> Option<&'static str> {
-        match self {
-            Backend::Cpu => None,
-            Backend::TchCpu | Backend::Cuda => Some("tch"),
-            Backend::Wgpu | Backend::WgpuCpu => Some("wgpu"),
-        }
-    }
-
-    /// Whether this build has the backend.
-    pub fn compiled_in(self) -> bool {
+impl BackendDevice for Backend {
+    fn compiled_in(self) -> bool {
         match self {
             Backend::Cpu => true,
             Backend::TchCpu | Backend::Cuda => cfg!(feature = "tch"),
@@ -65,102 +31,78 @@ impl Backend {
         }
     }
 
-    /// The plain (no autodiff) device; `index` picks the GPU for `cuda` and `wgpu`. A GPU
-    /// backend is refused, with what was seen, when that GPU is not there: libtorch and wgpu
-    /// would otherwise fail later, inside the first tensor operation, with their own panic.
-    pub fn device(self, index: usize) -> Result<Device, BackendError> {
+    fn device(self, index: usize) -> Result<Device, BackendError> {
         if !self.compiled_in() {
             return Err(self.not_compiled_in());
         }
-        self.check_gpu_visible(index)?;
-        Ok(self.make_device(index))
+        check_gpu_visible(self, index)?;
+        Ok(make_device(self, index))
     }
 
-    /// The refusal of a backend this build lacks (public so that a build that has them all, as
-    /// CI's has, can still check its words).
-    pub fn not_compiled_in(self) -> BackendError {
+    fn not_compiled_in(self) -> BackendError {
         BackendError::NotCompiled {
             backend: self.name(),
             feature: self.feature().unwrap_or_default(),
         }
     }
-
-    #[allow(unused_variables)]
-    fn check_gpu_visible(self, index: usize) -> Result<(), BackendError> {
-        match self {
-            #[cfg(feature = "tch")]
-            Backend::Cuda => {
-                let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
-                if index >= count {
-                    return Err(BackendError::NoCudaDevice { index, count });
-                }
-            }
-            #[cfg(feature = "wgpu")]
-            Backend::Wgpu => {
-                let adapters = wgpu_adapters();
-                // Burn picks among the adapters of one graphics API, and one GPU can show up
-                // under several: count per API.
-                let mut per_api = std::collections::BTreeMap::new();
-                for a in &adapters {
-                    if a.device_type == wgpu::DeviceType::DiscreteGpu {
-                        *per_api.entry(format!("{:?}", a.backend)).or_insert(0) += 1;
-                    }
-                }
-                let gpus = per_api.values().copied().max().unwrap_or(0);
-                if index >= gpus {
-                    let seen = adapters
-                        .iter()
-                        .map(|a| format!("{} ({:?}, {:?})", a.name, a.device_type, a.backend))
-                        .collect::<Vec<_>>();
-                    return Err(BackendError::NoWgpuGpu {
-                        index,
-                        seen: if seen.is_empty() {
-                            "none".into()
-                        } else {
-                            seen.join(", ")
-                        },
-                    });
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    #[allow(deprecated, unused_variables, unreachable_code)]
-    fn make_device(self, index: usize) -> Device {
-        match self {
-            #[cfg(feature = "tch")]
-            Backend::TchCpu => Device::libtorch(),
-            #[cfg(feature = "tch")]
-            Backend::Cuda => Device::libtorch_cuda(index),
-            #[cfg(feature = "wgpu")]
-            Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)),
-            #[cfg(feature = "wgpu")]
-            Backend::WgpuCpu => Device::wgpu(burn::tensor::DeviceKind::Cpu),
-            _ => Device::flex(),
-        }
-    }
 }
 
-impl std::str::FromStr for Backend {
-    type Err = String;
-
-    /// A backend by its config name (`cpu`, `tch-cpu`, `cuda`, `wgpu`, `wgpu-cpu`).
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Backend::ALL
-            .into_iter()
-            .find(|b| b.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Backend::ALL.iter().map(|b| b.name()).collect();
-                format!("unknown backend `{name}`: one of {}", names.join(", "))
-            })
+/// Refuses a GPU backend whose GPU `index` is not visible.
+#[allow(unused_variables)]
+fn check_gpu_visible(backend: Backend, index: usize) -> Result<(), BackendError> {
+    match backend {
+        #[cfg(feature = "tch")]
+        Backend::Cuda => {
+            let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+            if index >= count {
+                return Err(BackendError::NoCudaDevice { index, count });
+            }
+        }
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu => {
+            let adapters = wgpu_adapters();
+            // Burn picks among the adapters of one graphics API, and one GPU can show up
+            // under several: count per API.
+            let mut per_api = std::collections::BTreeMap::new();
+            for a in &adapters {
+                if a.device_type == wgpu::DeviceType::DiscreteGpu {
+                    *per_api.entry(format!("{:?}", a.backend)).or_insert(0) += 1;
+                }
+            }
+            let gpus = per_api.values().copied().max().unwrap_or(0);
+            if index >= gpus {
+                let seen = adapters
+                    .iter()
+                    .map(|a| format!("{} ({:?}, {:?})", a.name, a.device_type, a.backend))
+                    .collect::<Vec<_>>();
+                return Err(BackendError::NoWgpuGpu {
+                    index,
+                    seen: if seen.is_empty() {
+                        "none".into()
+                    } else {
+                        seen.join(", ")
+                    },
+                });
+            }
+        }
+        _ => {}
     }
+    Ok(())
 }
 
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The device of a backend this build has, whose GPU is visible.
+#[allow(deprecated, unused_variables, unreachable_code)]
+fn make_device(backend: Backend, index: usize) -> Device {
+    match backend {
+        #[cfg(feature = "tch")]
+        Backend::TchCpu => Device::libtorch(),
+        #[cfg(feature = "tch")]
+        Backend::Cuda => Device::libtorch_cuda(index),
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)),
+        #[cfg(feature = "wgpu")]
+        Backend::WgpuCpu => Device::wgpu(burn::tensor::DeviceKind::Cpu),
+        _ => Device::flex(),
     }
 }
 

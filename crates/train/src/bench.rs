@@ -18,6 +18,7 @@ use burn::module::Module;
 use serde::Serialize;
 
 use crate::TrainError;
+use crate::backend::BackendDevice;
 use crate::config::RunConfig;
 use crate::example::AnchoredExample;
 use crate::metrics::{peak_rss_mib, reset_peak_rss};

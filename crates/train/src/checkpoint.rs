@@ -58,11 +58,11 @@ impl Checkpoint {
 
 const PARAMETERS: &str = "trainable.safetensors";
 const OPTIMIZER: &str = "optimizer.safetensors";
-const STATE: &str = "state.json";
+use bapo_rundir::files::CHECKPOINT_STATE_FILE as STATE;
 
 /// The folder of checkpoints of a run.
 pub fn checkpoints_dir(run: &Path) -> PathBuf {
-    run.join("checkpoints")
+    run.join(bapo_rundir::files::CHECKPOINTS_DIR)
 }
 
 /// The folder of the checkpoint of `step`.

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bapo_objective::Quantity;
+use bapo_rundir::files::FINISHED_FILE;
 
 use crate::backend::BackendError;
 use crate::config::RunConfigError;
 use crate::optimizer::OptimizerStateError;
 use crate::params::ParameterError;
-use crate::rundir::FINISHED_FILE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -41,6 +41,8 @@ pub enum TrainError {
     TensorData(burn::tensor::DataError),
     #[error("{}: {message}", .path.display())]
     Io { path: PathBuf, message: String },
+    #[error(transparent)]
+    Log(#[from] bapo_rundir::LogError),
     #[error(
         "{}: this cached evaluation before training cannot be used ({message}); delete the file to recompute it",
         .path.display()

@@ -40,13 +40,13 @@ mod staged;
 mod step;
 mod tensorboard;
 
-pub use backend::{Backend, BackendError};
+pub use backend::{Backend, BackendDevice, BackendError};
 pub use bench::{BenchResult, bench_anchors, bench_eval, bench_generate, bench_train};
 pub use config::{RunConfig, RunConfigError};
 pub use error::{TrainError, with_causes};
 pub use eval::{BatchLimits, Evaluation};
 pub use example::{AnchoredExample, ReferenceLogps};
-pub use metrics::{LogRow, read_log};
+pub use metrics::read_log;
 pub use optimizer::OptimizerStateError;
 pub use params::{ParameterError, trainable_parameters};
 pub use prepare::{Prepared, prepare};

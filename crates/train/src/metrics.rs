@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use bapo_rundir::files::{
+    EVAL_FILE, EVAL_ITEMS_FILE, ITEM_LABELS_FILE, METRICS_FILE, TENSORBOARD_DIR,
+};
+use bapo_rundir::{LogError, Row, read_rows};
+
 use crate::TrainError;
 use crate::eval::{Evaluation, ItemLabels};
 use crate::tensorboard::EventWriter;
@@ -23,16 +28,23 @@ impl JsonLog {
             && path.exists()
         {
             let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-            let kept: String = text
-                .lines()
-                .filter(|line| {
-                    serde_json::from_str::<serde_json::Value>(line)
-                        .ok()
-                        .and_then(|v| v.get("step")?.as_u64())
-                        .is_some_and(|s| s as usize <= limit)
-                })
-                .map(|l| format!("{l}\n"))
-                .collect();
+            // A kill while a line was being written leaves it without its newline: it goes.
+            // Any other line that is not a log row (a user's edit) stops the resume, named.
+            let whole = text.rfind('\n').map_or("", |end| &text[..=end]);
+            let mut kept = String::new();
+            for (n, line) in whole.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let row = Row::parse(line).map_err(|detail| LogError::Line {
+                    path: path.to_path_buf(),
+                    line: n + 1,
+                    detail,
+                })?;
+                if row.step() <= limit {
+                    kept.push_str(&format!("{row}\n"));
+                }
+            }
             let partial = path.with_extension("jsonl.partial");
             std::fs::write(&partial, kept).map_err(|e| TrainError::io(&partial, e))?;
             std::fs::rename(&partial, path).map_err(|e| TrainError::io(path, e))?;
@@ -54,82 +66,37 @@ impl JsonLog {
         step: usize,
         items: &BTreeMap<String, Vec<f64>>,
     ) -> Result<(), TrainError> {
-        self.append(items_row(step, items))
+        self.append(&Row::of_items(step, items))
     }
 
     /// Appends `values` with `step` first.
     pub fn write(&mut self, step: usize, values: &BTreeMap<String, f64>) -> Result<(), TrainError> {
-        self.append(values_row(step, values))
+        self.append(&Row::of_values(step, values))
     }
 
-    fn append(&mut self, row: serde_json::Value) -> Result<(), TrainError> {
+    fn append(&mut self, row: &Row) -> Result<(), TrainError> {
         writeln!(self.file, "{row}")
             .and_then(|_| self.file.flush())
             .map_err(|e| TrainError::io(&self.path, e))
     }
 }
 
-/// A JSON number, or null for NaN and infinities (which JSON cannot hold).
-fn number(v: f64) -> serde_json::Value {
-    serde_json::Number::from_f64(v)
-        .map(serde_json::Value::Number)
-        .unwrap_or(serde_json::Value::Null)
-}
-
-/// `{"step": s, "name": v, …}`.
-fn values_row(step: usize, values: &BTreeMap<String, f64>) -> serde_json::Value {
-    let mut object = serde_json::Map::new();
-    object.insert("step".into(), step.into());
-    for (k, v) in values {
-        object.insert(k.clone(), number(*v));
-    }
-    serde_json::Value::Object(object)
-}
-
-/// `{"step": s, "name": [v, …], …}`.
-fn items_row(step: usize, items: &BTreeMap<String, Vec<f64>>) -> serde_json::Value {
-    let mut object = serde_json::Map::new();
-    object.insert("step".into(), step.into());
-    for (name, values) in items {
-        let values = values.iter().map(|v| number(*v)).collect();
-        object.insert(name.clone(), serde_json::Value::Array(values));
-    }
-    serde_json::Value::Object(object)
-}
-
 /// Puts `row` into the JSONL log at `path` in step order, in place of a row of the same step;
 /// the file is rewritten atomically (a temporary file renamed over it).
-fn put_row(path: &Path, row: serde_json::Value) -> Result<(), TrainError> {
-    let step_of = |v: &serde_json::Value| v.get("step").and_then(serde_json::Value::as_u64);
-    let step = step_of(&row);
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(TrainError::io(path, e)),
+fn put_row(path: &Path, row: Row) -> Result<(), TrainError> {
+    let mut rows = if path.exists() {
+        read_rows(path)?
+    } else {
+        Vec::new()
     };
-    let mut rows = Vec::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| TrainError::io(path, format!("line {}: {e}", n + 1)))?;
-        if step_of(&value) != step {
-            rows.push(value);
-        }
-    }
+    rows.retain(|r| r.step() != row.step());
     rows.push(row);
-    rows.sort_by_key(|v| step_of(v).unwrap_or(0));
+    rows.sort_by_key(Row::step);
     let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
     let partial = path.with_extension("jsonl.partial");
     std::fs::write(&partial, body).map_err(|e| TrainError::io(&partial, e))?;
     std::fs::rename(&partial, path).map_err(|e| TrainError::io(path, e))
 }
-
-/// The file of a run's item labels: what each evaluation item is (its cluster, chance level,
-/// flags), the same at every evaluation of the run.
-pub const ITEM_LABELS_FILE: &str = "eval_item_labels.json";
 
 /// Writes `labels` to the run's [`ITEM_LABELS_FILE`] (whole, then renamed into place).
 pub fn write_item_labels(run: &Path, labels: &ItemLabels) -> Result<(), TrainError> {
@@ -150,15 +117,15 @@ pub fn put_evaluation(
     tensorboard: bool,
 ) -> Result<(), TrainError> {
     put_row(
-        &run.join("eval.jsonl"),
-        values_row(step, &evaluation.metrics),
+        &run.join(EVAL_FILE),
+        Row::of_values(step, &evaluation.metrics),
     )?;
     put_row(
-        &run.join("eval_items.jsonl"),
-        items_row(step, &evaluation.items),
+        &run.join(EVAL_ITEMS_FILE),
+        Row::of_items(step, &evaluation.items),
     )?;
     if tensorboard {
-        EventWriter::create(&run.join("tensorboard"))?.scalars(
+        EventWriter::create(&run.join(TENSORBOARD_DIR))?.scalars(
             "eval",
             step,
             &evaluation.metrics,
@@ -191,14 +158,14 @@ impl RunLogs {
         // the way) must leave no metrics.jsonl, which would make the next start count as a
         // run to resume (issue #26).
         let tensorboard = if tensorboard {
-            Some(EventWriter::create(&run.join("tensorboard"))?)
+            Some(EventWriter::create(&run.join(TENSORBOARD_DIR))?)
         } else {
             None
         };
         Ok(RunLogs {
-            metrics: JsonLog::open(&run.join("metrics.jsonl"), keep_metrics)?,
-            eval: JsonLog::open(&run.join("eval.jsonl"), keep_eval)?,
-            items: JsonLog::open(&run.join("eval_items.jsonl"), keep_eval)?,
+            metrics: JsonLog::open(&run.join(METRICS_FILE), keep_metrics)?,
+            eval: JsonLog::open(&run.join(EVAL_FILE), keep_eval)?,
+            items: JsonLog::open(&run.join(EVAL_ITEMS_FILE), keep_eval)?,
             tensorboard,
         })
     }
@@ -224,28 +191,9 @@ impl RunLogs {
     }
 }
 
-/// One line of a log: its step and its numeric values.
-pub type LogRow = (usize, BTreeMap<String, f64>);
-
-/// Reads a JSONL log back as (step, values) rows.
-pub fn read_log(path: &Path) -> Result<Vec<LogRow>, TrainError> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    let mut rows = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| TrainError::json(path, e))?;
-        let Some(object) = value.as_object() else {
-            continue;
-        };
-        let step = object.get("step").and_then(|s| s.as_u64()).unwrap_or(0) as usize;
-        let values = object
-            .iter()
-            .filter(|(k, _)| k.as_str() != "step")
-            .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-            .collect();
-        rows.push((step, values));
-    }
-    Ok(rows)
+/// Reads a JSONL log of the run back, line by line.
+pub fn read_log(path: &Path) -> Result<Vec<Row>, TrainError> {
+    Ok(read_rows(path)?)
 }
 
 /// Peak resident memory of this process in MiB (`VmHWM`), where the OS reports it.

@@ -14,7 +14,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::Deserialize;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendDevice};
 use crate::config::OptimizerSection;
 use crate::example::{AnchoredExample, ReferenceLogps};
 use crate::optimizer::AdamW;

@@ -22,6 +22,7 @@ use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
 use crate::TrainError;
+use crate::backend::BackendDevice;
 use crate::config::RunConfig;
 use crate::eval::EvalSets;
 use crate::example::AnchoredExample;

@@ -9,6 +9,7 @@ use bapo_model::{CausalLm, apply_lora, export_peft_adapter};
 use burn::module::Module;
 use sha2::{Digest, Sha256};
 
+use crate::backend::BackendDevice;
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::RunConfig;
 use crate::error::with_causes;
@@ -24,6 +25,11 @@ use crate::progress::{Progress, WARNING};
 use crate::rundir::{self, RunLock};
 use crate::schedule::learning_rate;
 use crate::{TrainError, plots};
+use bapo_rundir::files::{
+    CONFIG_FILE, EVAL_FILE, EVAL_ITEMS_FILE, EXPORT_DIR, METRICS_FILE, PLOTS_DIR, SUMMARY_FILE,
+    is_finished,
+};
+use bapo_rundir::{PlotError, Row};
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -103,10 +109,10 @@ fn open_run(
         ));
     }
     let lock = RunLock::acquire(run)?;
-    if run.join("metrics.jsonl").exists() && !options.resume {
+    if run.join(METRICS_FILE).exists() && !options.resume {
         return Err(TrainError::RunExists(run.to_path_buf()));
     }
-    let config_copy = run.join("config.toml");
+    let config_copy = run.join(CONFIG_FILE);
     if options.resume && config_copy.exists() {
         let previous =
             std::fs::read_to_string(&config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
@@ -141,14 +147,14 @@ fn resume(
 ) -> Result<(CausalLm, Option<usize>), TrainError> {
     let run = &config.output.dir;
     let Some(ck) = checkpoint::latest(run)? else {
-        if run.join("metrics.jsonl").exists() {
+        if run.join(METRICS_FILE).exists() {
             // Killed before its first checkpoint: nothing to resume from, and its logs
             // would double the steps it redoes.
             progress.line(format!(
                 "no checkpoint yet in {}: starting from step 0 (its logs are started again)",
                 run.display()
             ));
-            for log in ["metrics.jsonl", "eval.jsonl", "eval_items.jsonl"] {
+            for log in [METRICS_FILE, EVAL_FILE, EVAL_ITEMS_FILE] {
                 let path = run.join(log);
                 if path.exists() {
                     std::fs::remove_file(&path).map_err(|e| TrainError::io(&path, e))?;
@@ -160,7 +166,7 @@ fn resume(
     check_checkpoint_of_this_run(config, &ck, prepared)?;
     let policy = checkpoint::restore(&ck, policy, optimizer, &prepared.device)?;
     let step = ck.state.step;
-    if step >= total_steps && rundir::is_finished(run) {
+    if step >= total_steps && is_finished(run) {
         return Err(TrainError::AlreadyFinished {
             run: run.to_path_buf(),
             total_steps,
@@ -260,7 +266,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     }
     // The run's copy of its config, once a resume is accepted: a refused one leaves it as it
     // was (the keys a resume may change are written anew).
-    let config_copy = run.join("config.toml");
+    let config_copy = run.join(CONFIG_FILE);
     let partial = run.join("config.toml.partial");
     std::fs::write(&partial, &config_text).map_err(|e| TrainError::io(&partial, e))?;
     std::fs::rename(&partial, &config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
@@ -454,8 +460,8 @@ fn finish(
     progress: &Progress,
 ) -> Result<(Option<EvalResult>, String), TrainError> {
     let run = &config.output.dir;
-    let evals = read_log(&run.join("eval.jsonl"))?;
-    let start = evals.iter().find(|(s, _)| *s == 0).map(|(_, v)| v.clone());
+    let evals = read_log(&run.join(EVAL_FILE))?;
+    let start = evals.iter().find(|row| row.step() == 0).map(Row::numbers);
     let table = comparison_table(
         start.as_ref().unwrap_or(&EvalResult::new()),
         end,
@@ -464,15 +470,15 @@ fn finish(
     write_summary(run, config, &table)?;
     match plots::write_plots(run) {
         Ok(files) if !files.is_empty() => {
-            progress.line(format!("plots: {}", run.join("plots").display()))
+            progress.line(format!("plots: {}", run.join(PLOTS_DIR).display()))
         }
         Ok(_) => {}
         // A missing font is a note; a plot that could not be written fails the run, whose
         // end phase `--resume` then finishes.
-        Err(plots::PlotError::NoFont(e)) => progress.line(format!("plots skipped: {e}")),
-        Err(plots::PlotError::Write(e) | plots::PlotError::BadFont(e)) => {
+        Err(PlotError::NoFont(e)) => progress.line(format!("plots skipped: {e}")),
+        Err(PlotError::Write(e) | PlotError::BadFont(e)) => {
             return Err(TrainError::Io {
-                path: run.join("plots"),
+                path: run.join(PLOTS_DIR),
                 message: format!(
                     "{e}; the run's checkpoints and logs are complete: `--resume` writes the rest"
                 ),
@@ -480,7 +486,7 @@ fn finish(
         }
     }
     if config.checkpoint.export {
-        let dir = run.join("export");
+        let dir = run.join(EXPORT_DIR);
         if dir.exists() {
             // Renamed into place only when whole: an end phase killed after it resumes past it.
             progress.line(format!("export already written: {}", dir.display()));
@@ -733,7 +739,7 @@ fn write_summary(run: &Path, config: &RunConfig, table: &str) -> Result<(), Trai
             .map(|u| format!(", user `{u}`"))
             .unwrap_or_default()
     );
-    let path = run.join("summary.md");
+    let path = run.join(SUMMARY_FILE);
     std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))
 }
 
@@ -870,7 +876,7 @@ pub fn evaluate_run(
 ) -> Result<String, TrainError> {
     let progress = Progress { quiet };
     // The run's logs are written into, not made: a missing run is not created (issue #26).
-    let run_config = config.output.dir.join("config.toml");
+    let run_config = config.output.dir.join(CONFIG_FILE);
     if write && !run_config.exists() {
         return Err(TrainError::NoRunToWrite(config.output.dir.clone()));
     }
@@ -923,7 +929,7 @@ pub fn evaluate_run(
         )?;
         report.push_str(&format!(
             "\nwritten into {} at step {}",
-            config.output.dir.join("eval.jsonl").display(),
+            config.output.dir.join(EVAL_FILE).display(),
             ck.state.step
         ));
     }

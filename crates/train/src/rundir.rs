@@ -7,33 +7,10 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use bapo_rundir::files::{FINISHED_FILE, LOCK_FILE, RUN_ENTRIES};
+
 use crate::TrainError;
 use crate::config::RunConfig;
-
-/// The lock file in a run directory (it holds the pid of the run that has it).
-pub const LOCK_FILE: &str = "lock";
-
-/// Written last, once the end phase (final evaluation, summary, plots, export) is done.
-pub const FINISHED_FILE: &str = "finished.json";
-
-/// What a run writes at the top of its directory. A folder holding any of them without
-/// [`LOCK_FILE`] (made first by every run) is someone else's, and a run there would write over
-/// it.
-const RUN_ENTRIES: [&str; 13] = [
-    "config.toml",
-    "config.toml.partial",
-    "metrics.jsonl",
-    "eval.jsonl",
-    "eval_items.jsonl",
-    crate::metrics::ITEM_LABELS_FILE,
-    "checkpoints",
-    "summary.md",
-    "plots",
-    "export",
-    "export.partial",
-    "tensorboard",
-    FINISHED_FILE,
-];
 
 /// Refuses `run` when it is an existing folder that is not a bapo run (no [`LOCK_FILE`]) but
 /// holds a file or folder a run writes: the user's own `config.toml`, `summary.md` or `plots/`
@@ -213,11 +190,6 @@ pub fn mark_finished(run: &Path, steps: usize, cost: &Cost) -> Result<(), TrainE
     std::fs::write(&partial, format!("{record}\n"))
         .and_then(|()| std::fs::rename(&partial, &path))
         .map_err(|e| TrainError::io(&path, e))
-}
-
-/// Whether the run's end phase was done.
-pub fn is_finished(run: &Path) -> bool {
-    run.join(FINISHED_FILE).exists()
 }
 
 #[cfg(test)]

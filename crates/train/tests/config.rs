@@ -3,7 +3,7 @@
 
 mod common;
 
-use bapo_train::{Backend, RunConfig, TrainOptions, train};
+use bapo_train::{Backend, BackendDevice, RunConfig, TrainOptions, train};
 use common::{root, scratch, tiny_config};
 
 use bapo_objective_bapo as _;

@@ -26,6 +26,12 @@ fn quiet() -> TrainOptions {
     }
 }
 
+/// Each line of a run log as (step, its numbers).
+fn log_numbers(path: &std::path::Path) -> Vec<(usize, std::collections::BTreeMap<String, f64>)> {
+    let rows = read_log(path).unwrap();
+    rows.iter().map(|row| (row.step(), row.numbers())).collect()
+}
+
 fn column(rows: &[(usize, std::collections::BTreeMap<String, f64>)], name: &str) -> Vec<f64> {
     rows.iter().map(|(_, v)| v[name]).collect()
 }
@@ -46,7 +52,7 @@ fn dpo_learns_the_trained_users_preference() {
         ],
     );
     let summary = train(&config, &quiet()).unwrap();
-    let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+    let rows = log_numbers(&dir.join("run/metrics.jsonl"));
     assert_eq!(rows.len(), 40);
     let loss = column(&rows, "loss");
     let margins = column(&rows, "rewards/margins");
@@ -185,7 +191,7 @@ type RunResult = (
 /// final checkpoint's parameters.
 fn trained(dir: &std::path::Path, config: &bapo_train::RunConfig) -> RunResult {
     train(config, &quiet()).unwrap();
-    let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+    let rows = log_numbers(&dir.join("run/metrics.jsonl"));
     let ck = bapo_train::checkpoint::latest(&dir.join("run"))
         .unwrap()
         .unwrap();
@@ -489,7 +495,7 @@ fn the_knowledge_probe_leaves_out_trained_entities() {
     assert_eq!(kinds, expected);
 
     train(&config, &quiet()).unwrap();
-    let rows = read_log(&dir.join("run/eval.jsonl")).unwrap();
+    let rows = log_numbers(&dir.join("run/eval.jsonl"));
     let (_, last) = rows.last().unwrap();
     assert!(last.contains_key("knowledge/country_facts"), "{last:?}");
     assert!(last.contains_key("knowledge/country_shape"), "{last:?}");
@@ -663,7 +669,7 @@ fn a_nan_stops_the_run_naming_the_batch_and_keeping_the_last_good_checkpoint() {
         "{message}"
     );
     // Nothing after the NaN was logged.
-    let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+    let rows = log_numbers(&dir.join("run/metrics.jsonl"));
     assert_eq!(rows.last().unwrap().0, 5);
 }
 
@@ -683,7 +689,7 @@ fn kl_dpo_runs_the_live_reference_and_reports_its_kl() {
         ],
     );
     train(&config, &quiet()).unwrap();
-    let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+    let rows = log_numbers(&dir.join("run/metrics.jsonl"));
     let kl = column(&rows, "kl/mean");
     assert!(
         kl[0].abs() < 1e-6,
@@ -711,7 +717,7 @@ fn mrpo_reads_a_second_reference_from_the_config() {
         ],
     );
     train(&config, &quiet()).unwrap();
-    let rows = read_log(&dir.join("run/metrics.jsonl")).unwrap();
+    let rows = log_numbers(&dir.join("run/metrics.jsonl"));
     assert!(column(&rows, "mrpo/alpha").iter().all(|a| a.is_finite()));
 
     // Without the second reference the run stops before loading anything heavy.

@@ -1,10 +1,9 @@
 //! SimPO is registered by linking alone, computes TRL's `loss_type="simpo"` loss, and its own
 //! `bapo-simpo` lists it and trains it by name on bapo's tiny fixture.
 
-use std::process::Command;
-
 use bapo_objective::{Quantities, Quantity, Response, registry};
 use bapo_simpo as _;
+use bapo_testkit::binary::ObjectiveBinary;
 use bapo_testkit::{Precision, assert_close, device, tensor, values};
 
 #[test]
@@ -37,60 +36,22 @@ fn a_negative_margin_is_refused_naming_the_key() {
     assert!(error.contains("`objective.gamma` = -1"), "{error}");
 }
 
-fn bapo_simpo() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bapo-simpo"))
+fn bapo_simpo() -> ObjectiveBinary {
+    ObjectiveBinary::new(env!("CARGO_BIN_EXE_bapo-simpo"))
 }
 
 #[test]
 fn bapo_simpo_lists_simpo_with_the_built_in_objectives() {
-    let output = bapo_simpo()
-        .args(["objectives", "--json"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
-    let names: Vec<&str> = list.iter().filter_map(|e| e["name"].as_str()).collect();
-    for name in ["simpo", "dpo", "kl-dpo", "bapo", "mrpo"] {
-        assert!(names.contains(&name), "{name} missing from {names:?}");
-    }
+    bapo_simpo().assert_lists("simpo");
 }
 
 #[test]
 fn bapo_simpo_trains_simpo_by_name() {
-    let root = bapo_testkit::workspace_root();
-    let dir = std::env::temp_dir().join(format!("bapo-simpo-binary-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut command = bapo_simpo();
-    command
-        .arg("train")
-        .arg("--config")
-        .arg(root.join("configs/tiny.toml"))
-        .args(["--objective", "simpo", "--quiet"]);
-    for set in bapo_testkit::tiny_run_overrides(&dir) {
-        command.args(["--set", &set]);
-    }
-    command.args([
-        "--set",
-        "training.max_steps=2",
-        "--set",
-        "objective.gamma=0.5",
-    ]);
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let run = bapo_simpo().train_tiny("simpo", &["objective.gamma=0.5"]);
+    let config = run.config();
+    assert_eq!(
+        config["objective"]["gamma"].as_float(),
+        Some(0.5),
+        "{config}"
     );
-    let resolved = std::fs::read_to_string(dir.join("run/config.toml")).unwrap();
-    let config: toml::Table = resolved.parse().unwrap();
-    assert_eq!(config["objective"]["name"].as_str(), Some("simpo"));
-    assert_eq!(config["objective"]["gamma"].as_float(), Some(0.5));
-    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
-    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
-    assert_eq!(last["step"].as_u64(), Some(2), "{metrics}");
-    assert!(
-        last["loss"].as_f64().is_some_and(f64::is_finite),
-        "{metrics}"
-    );
-    std::fs::remove_dir_all(&dir).ok();
 }
