@@ -41,8 +41,11 @@ impl JsonLog {
                     line: n + 1,
                     detail,
                 })?;
+                // The line as it was written: a number read and written again can change in
+                // its last digit, and a resumed run's logs must be the uninterrupted run's.
                 if row.step() <= limit {
-                    kept.push_str(&format!("{row}\n"));
+                    kept.push_str(line);
+                    kept.push('\n');
                 }
             }
             let partial = path.with_extension("jsonl.partial");
