@@ -69,80 +69,121 @@ const COLUMNS: [(&str, &str, &str, Pick); 8] = [
 ];
 
 pub fn anchor_forms(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
-    let mut seeds: u64 = 2;
-    let mut train = true;
-    let mut arms: Vec<String> = ARMS.iter().map(|(arm, _)| arm.to_string()).collect();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--seeds" => {
-                seeds = it
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .context("--seeds needs a number")?
-            }
-            "--report" => train = false,
-            "--arms" => {
-                arms = it
-                    .next()
-                    .context("--arms needs a comma-separated list")?
-                    .split(',')
-                    .map(str::to_string)
-                    .collect();
-                if let Some(unknown) = arms.iter().find(|a| !ARMS.iter().any(|(n, _)| n == a)) {
-                    bail!("unknown arm `{unknown}`: one of huber, hinge, squared_hinge, dpo");
-                }
-            }
-            _ => bail!("usage: cargo xtask anchor-forms [--seeds N] [--arms A,B] [--report]"),
-        }
-    }
+    let args = FormsArgs::parse(args)?;
     let out = root.join("runs/anchor-forms");
-    let binary = if train {
+    let binary = if args.train {
         crate::fetch::fetch(root)?;
-        Some(crate::backends::build_bapo(root, cargo, &[], false)?.0)
+        Some(crate::build::build_bapo(root, cargo, &[], false)?.0)
     } else {
         None
     };
     let mut table = Vec::new();
     for (arm, objective) in ARMS {
         let mut values = vec![Vec::new(); COLUMNS.len()];
-        for seed in 0..seeds {
+        for seed in 0..args.seeds {
             let dir = out.join(format!("{arm}-seed{seed}"));
             // Arms not selected are reported from their existing runs.
-            let selected = arms.iter().any(|a| a == arm);
-            let (Some(binary), true) = (&binary, selected) else {
-                collect(&dir, &mut values)?;
-                continue;
-            };
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("removing {}", dir.display()))?;
-            }
-            let mut command = Command::new(binary);
-            command
-                .args(["train", "--config"])
-                .arg(root.join("configs/quickstart.toml"))
-                .args(["--set", objective])
-                .args(["--set", &format!("training.seed={seed}")])
-                .args(["--set", "eval.examples_per_user=32"])
-                .args(["--set", r#"eval.bigbench_dir="""#])
-                .args(["--set", "eval.at_start=false"])
-                .args(["--set", "checkpoint.export=false"])
-                .args([
-                    "--set",
-                    &format!("output.dir={:?}", dir.display().to_string()),
-                ])
-                .arg("--quiet")
-                .current_dir(root);
-            eprintln!("{arm}, seed {seed}");
-            let status = command.status().context("running bapo")?;
-            if !status.success() {
-                bail!("the {arm} run with seed {seed} failed ({status})");
+            let selected = args.arms.iter().any(|a| a == arm);
+            if let (Some(binary), true) = (&binary, selected) {
+                eprintln!("{arm}, seed {seed}");
+                train_arm(root, binary, (arm, objective), seed, &dir)?;
             }
             collect(&dir, &mut values)?;
         }
         table.push((arm, values));
     }
+    print_table(&table);
+    println!(
+        "(mean over seeds, each seed's value in parentheses; runs in {})",
+        out.display()
+    );
+    Ok(())
+}
+
+/// The command line of `cargo xtask anchor-forms`.
+struct FormsArgs {
+    seeds: u64,
+    /// Train the selected arms (`--report`: only report the runs there are).
+    train: bool,
+    arms: Vec<String>,
+}
+
+impl FormsArgs {
+    fn parse(args: &[String]) -> Result<FormsArgs> {
+        let mut parsed = FormsArgs {
+            seeds: 2,
+            train: true,
+            arms: ARMS.iter().map(|(arm, _)| arm.to_string()).collect(),
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--seeds" => {
+                    parsed.seeds = it
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .context("--seeds needs a number")?
+                }
+                "--report" => parsed.train = false,
+                "--arms" => {
+                    parsed.arms = it
+                        .next()
+                        .context("--arms needs a comma-separated list")?
+                        .split(',')
+                        .map(str::to_string)
+                        .collect();
+                    if let Some(unknown) = parsed
+                        .arms
+                        .iter()
+                        .find(|a| !ARMS.iter().any(|(n, _)| n == a))
+                    {
+                        bail!("unknown arm `{unknown}`: one of huber, hinge, squared_hinge, dpo");
+                    }
+                }
+                _ => bail!("usage: cargo xtask anchor-forms [--seeds N] [--arms A,B] [--report]"),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Trains one arm with one seed afresh into `dir`: the quickstart with the arm's objective,
+/// evaluated at the end only, without BIG-bench or an export.
+fn train_arm(
+    root: &Path,
+    binary: &Path,
+    (arm, objective): (&str, &str),
+    seed: u64,
+    dir: &Path,
+) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let status = Command::new(binary)
+        .args(["train", "--config"])
+        .arg(root.join("configs/quickstart.toml"))
+        .args(["--set", objective])
+        .args(["--set", &format!("training.seed={seed}")])
+        .args(["--set", "eval.examples_per_user=32"])
+        .args(["--set", r#"eval.bigbench_dir="""#])
+        .args(["--set", "eval.at_start=false"])
+        .args(["--set", "checkpoint.export=false"])
+        .args([
+            "--set",
+            &format!("output.dir={:?}", dir.display().to_string()),
+        ])
+        .arg("--quiet")
+        .current_dir(root)
+        .status()
+        .context("running bapo")?;
+    if !status.success() {
+        bail!("the {arm} run with seed {seed} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Each arm's columns: the mean over seeds, with each seed's value.
+fn print_table(table: &[(&str, Vec<Vec<f64>>)]) {
     println!("| arm | {} |", COLUMNS.map(|c| c.0).join(" | "));
     println!("|---|{}", "---:|".repeat(COLUMNS.len()));
     for (arm, values) in table {
@@ -160,11 +201,6 @@ pub fn anchor_forms(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             .collect();
         println!("| {arm} | {} |", cells.join(" | "));
     }
-    println!(
-        "(mean over seeds, each seed's value in parentheses; runs in {})",
-        out.display()
-    );
-    Ok(())
 }
 
 /// Appends one run's value of each column.

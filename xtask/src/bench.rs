@@ -11,110 +11,192 @@
 //! if given. Ours runs on `cpu` and `tch-cpu` (one build with both) unless `--backend`
 //! names others. Results go to docs/performance.md by hand, with this command.
 
-use std::io::Read;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{backends, fetch, python};
+use crate::measure::json_line;
+use crate::{build, fetch, python};
+
+const USAGE: &str = "usage: cargo xtask bench [--backend B[,B…]] [--steps N] | --memory | --quantized-base [--model NAME] [--row-limit-minutes M]";
 
 pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
-    // Both CPU backends by default: the pure-Rust one and libtorch, built once together.
-    let mut backend = "cpu,tch-cpu".to_string();
-    let mut steps = "5".to_string();
-    let mut memory = false;
-    let mut quantized_base = false;
-    let mut model: Option<String> = None;
-    let mut row_limit: Option<Duration> = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--backend" => backend = it.next().context("--backend needs a value")?.clone(),
-            "--steps" => steps = it.next().context("--steps needs a value")?.clone(),
-            "--memory" => memory = true,
-            "--quantized-base" => quantized_base = true,
-            "--model" => model = Some(it.next().context("--model needs a value")?.clone()),
-            "--row-limit-minutes" => {
-                let value = it.next().context("--row-limit-minutes needs a value")?;
-                let minutes: f64 = value
-                    .parse()
-                    .ok()
-                    .filter(|m: &f64| m.is_finite() && *m > 0.0)
-                    .with_context(|| {
-                        format!("--row-limit-minutes {value}: expected minutes > 0")
-                    })?;
-                row_limit = Some(Duration::from_secs_f64(minutes * 60.0));
-            }
-            other => bail!(
-                "unknown argument `{other}`\nusage: cargo xtask bench [--backend B[,B…]] [--steps N] | --memory | --quantized-base [--model NAME] [--row-limit-minutes M]"
-            ),
-        }
-    }
-    if (model.is_some() || row_limit.is_some()) && !quantized_base {
-        bail!("--model and --row-limit-minutes are for --quantized-base");
-    }
-    if quantized_base && (memory || args.iter().any(|a| a == "--backend" || a == "--steps")) {
-        bail!(
-            "--quantized-base runs one step on `cpu`: it takes no --memory, --backend or --steps"
-        );
-    }
-    if let Some(name) = &model
-        && !fetch::SPLIT_MODELS.iter().any(|m| m.name == name)
-    {
-        let names: Vec<&str> = fetch::SPLIT_MODELS.iter().map(|m| m.name).collect();
-        bail!("--model {name}: one of {}", names.join(", "));
-    }
-    if memory {
-        // The memory bench runs on libtorch only (its step at 1.5B takes minutes there).
-        backend = "tch-cpu".to_string();
-    }
-    if quantized_base {
-        // Quantized tensors exist on the pure-Rust backend only (burn-tch has none).
-        backend = "cpu".to_string();
-    }
+    let args = BenchArgs::parse(args)?;
     fetch::fetch(root)?;
-    let ours_backends: Vec<&str> = backend.split(',').map(str::trim).collect();
+    let backends: Vec<&str> = args.backends.split(',').map(str::trim).collect();
     let mut features: Vec<&str> = Vec::new();
-    for b in &ours_backends {
-        if let Some(f) = backends::feature(b)?
+    for b in &backends {
+        if let Some(f) = build::feature(b)?
             && !features.contains(&f)
         {
             features.push(f);
         }
     }
-    let (bapo, env) = backends::build_bapo(root, cargo, &features, false)?;
-    if quantized_base {
+    let (bapo, env) = build::build_bapo(root, cargo, &features, false)?;
+    if args.quantized_base {
         return crate::bench_quantized::quantized_base_bench(
             root,
             &bapo,
             &env,
-            model.as_deref(),
-            row_limit,
+            args.model.as_deref(),
+            args.row_limit,
         );
     }
+    let config = BenchConfig::read(root)?;
+    let model_dir = exported_model(root, &bapo, &env, &config)?;
+    if args.memory {
+        return crate::bench_memory::memory_bench(root, &bapo, &env, &model_dir);
+    }
     let venv = python::venv()?;
+    let sides = Sides {
+        root,
+        bapo: &bapo,
+        env: &env,
+        python: &venv.join("bin/python"),
+        model_dir: &model_dir,
+        config: &config,
+        steps: &args.steps,
+    };
+    let mut rows = Vec::new();
+    for phase in phases() {
+        rows.push(sides.run(&phase, &backends)?);
+    }
+    print_table(&rows);
+    print_ratios(&rows, &backends);
+    Ok(())
+}
 
-    let config = root.join("configs/bench.toml");
-    let table: toml::Table = std::fs::read_to_string(&config)?.parse()?;
-    let get = |section: &str, key: &str| -> Result<String> {
-        let value = table
+/// The command line of `cargo xtask bench`.
+struct BenchArgs {
+    /// Our backends, comma-separated.
+    backends: String,
+    /// Timed steps of each phase.
+    steps: String,
+    memory: bool,
+    quantized_base: bool,
+    model: Option<String>,
+    row_limit: Option<Duration>,
+}
+
+impl BenchArgs {
+    fn parse(args: &[String]) -> Result<BenchArgs> {
+        let mut parsed = BenchArgs {
+            // Both CPU backends by default: the pure-Rust one and libtorch, built once together.
+            backends: "cpu,tch-cpu".into(),
+            steps: "5".into(),
+            memory: false,
+            quantized_base: false,
+            model: None,
+            row_limit: None,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+            match arg.as_str() {
+                "--backend" => parsed.backends = value("--backend")?.clone(),
+                "--steps" => parsed.steps = value("--steps")?.clone(),
+                "--memory" => parsed.memory = true,
+                "--quantized-base" => parsed.quantized_base = true,
+                "--model" => parsed.model = Some(value("--model")?.clone()),
+                "--row-limit-minutes" => {
+                    let minutes = value("--row-limit-minutes")?;
+                    parsed.row_limit = Some(row_limit(minutes)?);
+                }
+                other => bail!("unknown argument `{other}`\n{USAGE}"),
+            }
+        }
+        parsed.check(args)?;
+        if parsed.memory {
+            // The memory bench runs on libtorch only (its step at 1.5B takes minutes there).
+            parsed.backends = "tch-cpu".into();
+        }
+        if parsed.quantized_base {
+            // Quantized tensors exist on the pure-Rust backend only (burn-tch has none).
+            parsed.backends = "cpu".into();
+        }
+        Ok(parsed)
+    }
+
+    /// Refuses options that do not go together.
+    fn check(&self, args: &[String]) -> Result<()> {
+        if (self.model.is_some() || self.row_limit.is_some()) && !self.quantized_base {
+            bail!("--model and --row-limit-minutes are for --quantized-base");
+        }
+        if self.quantized_base
+            && (self.memory || args.iter().any(|a| a == "--backend" || a == "--steps"))
+        {
+            bail!(
+                "--quantized-base runs one step on `cpu`: it takes no --memory, --backend or --steps"
+            );
+        }
+        if let Some(name) = &self.model
+            && !fetch::SPLIT_MODELS.iter().any(|m| m.name == name)
+        {
+            let names: Vec<&str> = fetch::SPLIT_MODELS.iter().map(|m| m.name).collect();
+            bail!("--model {name}: one of {}", names.join(", "));
+        }
+        Ok(())
+    }
+}
+
+/// `--row-limit-minutes`' value.
+fn row_limit(minutes: &str) -> Result<Duration> {
+    let value: f64 = minutes
+        .parse()
+        .ok()
+        .filter(|m: &f64| m.is_finite() && *m > 0.0)
+        .with_context(|| format!("--row-limit-minutes {minutes}: expected minutes > 0"))?;
+    Ok(Duration::from_secs_f64(value * 60.0))
+}
+
+/// configs/bench.toml, whose settings the PyTorch side is given as arguments.
+struct BenchConfig {
+    path: PathBuf,
+    table: toml::Table,
+}
+
+impl BenchConfig {
+    fn read(root: &Path) -> Result<BenchConfig> {
+        let path = root.join("configs/bench.toml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let table = text
+            .parse()
+            .with_context(|| format!("parsing {}", path.display()))?;
+        Ok(BenchConfig { path, table })
+    }
+
+    /// `section.key`, as text.
+    fn get(&self, section: &str, key: &str) -> Result<String> {
+        let value = self
+            .table
             .get(section)
             .and_then(|s| s.get(key))
-            .with_context(|| format!("{}: no {section}.{key}", config.display()))?;
+            .with_context(|| format!("{}: no {section}.{key}", self.path.display()))?;
         Ok(match value {
             toml::Value::String(s) => s.clone(),
             other => other.to_string(),
         })
-    };
+    }
+}
+
+/// The bench model in Hugging Face's layout, for the PyTorch side: exported by `bapo export`
+/// once, then reused.
+fn exported_model(
+    root: &Path,
+    bapo: &Path,
+    env: &[(String, std::ffi::OsString)],
+    config: &BenchConfig,
+) -> Result<PathBuf> {
     let model_dir = root.join(".cache/bench/SmolLM2-135M-Instruct-hf");
     if !model_dir.join("model.safetensors").exists() {
-        let status = Command::new(&bapo)
+        let status = Command::new(bapo)
             .arg("export")
             .arg("--model")
-            .arg(root.join(get("model", "path")?))
+            .arg(root.join(config.get("model", "path")?))
             .arg("--out")
             .arg(&model_dir)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -123,126 +205,184 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             bail!("bapo export failed ({status})");
         }
     }
+    Ok(model_dir)
+}
 
-    if memory {
-        return crate::bench_memory::memory_bench(root, &bapo, &env, &model_dir);
-    }
+/// One phase of the bench: ours with `overrides`, and the PyTorch side's phase and
+/// environment where it has a peer.
+struct Phase {
+    label: &'static str,
+    ours: &'static str,
+    overrides: Vec<&'static str>,
+    peer: Option<(&'static str, &'static [(&'static str, &'static str)])>,
+}
 
-    // (label, our phase, our overrides, the PyTorch side's phase if it has one, and its
-    // environment). The "TRL default" rows are bf16 autocast with gradient checkpointing on
-    // both sides (DPOConfig's defaults); the others are f32 without it.
-    let lora = ["--set", "lora.enabled=true"];
-    let unshared = ["--set", "training.share_prompts=false"];
-    let trl_default = [
+/// The phases, in order. The "TRL default" rows are bf16 autocast with gradient checkpointing
+/// on both sides (DPOConfig's defaults); the others are f32 without it.
+fn phases() -> Vec<Phase> {
+    const LORA: [&str; 2] = ["--set", "lora.enabled=true"];
+    const UNSHARED: [&str; 2] = ["--set", "training.share_prompts=false"];
+    const TRL_DEFAULT: [&str; 4] = [
         "--set",
         "training.precision='bf16'",
         "--set",
         "training.gradient_checkpointing=true",
     ];
-    let lora_trl_default = [&lora[..], &trl_default[..]].concat();
-    let trl_default_env: &[(&str, &str)] = &[
+    const TRL_DEFAULT_ENV: &[(&str, &str)] = &[
         ("BAPO_BENCH_DTYPE", "bfloat16"),
         ("BAPO_BENCH_CHECKPOINTING", "1"),
     ];
-    type Phase<'a> = (
-        &'a str,
-        &'a str,
-        &'a [&'a str],
-        Option<(&'a str, &'a [(&'a str, &'a str)])>,
-    );
-    let phases: [Phase; 8] = [
-        ("train", "train", &[], Some(("train", &[]))),
-        ("train, unshared prompts", "train", &unshared, None),
-        (
+    let phase = |label, ours, overrides: &[&'static str], peer| Phase {
+        label,
+        ours,
+        overrides: overrides.to_vec(),
+        peer,
+    };
+    vec![
+        phase("train", "train", &[], Some(("train", &[]))),
+        phase("train, unshared prompts", "train", &UNSHARED, None),
+        phase(
             "train, TRL default (bf16 + checkpointing)",
             "train",
-            &trl_default,
-            Some(("train", trl_default_env)),
+            &TRL_DEFAULT,
+            Some(("train", TRL_DEFAULT_ENV)),
         ),
-        ("train-lora", "train", &lora, Some(("train-lora", &[]))),
-        (
+        phase("train-lora", "train", &LORA, Some(("train-lora", &[]))),
+        phase(
             "train-lora, TRL default (bf16 + checkpointing)",
             "train",
-            &lora_trl_default,
-            Some(("train-lora", trl_default_env)),
+            &[&LORA[..], &TRL_DEFAULT[..]].concat(),
+            Some(("train-lora", TRL_DEFAULT_ENV)),
         ),
-        ("eval", "eval", &[], None),
-        ("generate", "generate", &[], Some(("generate", &[]))),
-        ("anchors (quickstart)", "anchors", &[], None),
-    ];
-    // Per phase: ours on each backend, and the PyTorch side where it has a peer.
-    let mut rows: Vec<(&str, Vec<Value>, Option<Value>)> = Vec::new();
-    for (label, phase, overrides, reference) in phases {
+        phase("eval", "eval", &[], None),
+        phase("generate", "generate", &[], Some(("generate", &[]))),
+        phase("anchors (quickstart)", "anchors", &[], None),
+    ]
+}
+
+/// A phase's results: ours on each backend, and the PyTorch side's where it has a peer.
+struct Row {
+    label: &'static str,
+    ours: Vec<Value>,
+    theirs: Option<Value>,
+}
+
+/// What both sides of every phase run with.
+struct Sides<'a> {
+    root: &'a Path,
+    bapo: &'a Path,
+    env: &'a [(String, std::ffi::OsString)],
+    python: &'a Path,
+    model_dir: &'a Path,
+    config: &'a BenchConfig,
+    steps: &'a str,
+}
+
+impl Sides<'_> {
+    /// `phase` on each of our `backends`, then on the PyTorch side where it has a peer.
+    fn run(&self, phase: &Phase, backends: &[&str]) -> Result<Row> {
         // The anchor pass is the quickstart's own (96 prompts); the rest use bench.toml.
-        let phase_config = if phase == "anchors" {
-            root.join("configs/quickstart.toml")
+        let phase_config = if phase.ours == "anchors" {
+            self.root.join("configs/quickstart.toml")
         } else {
-            config.clone()
+            self.config.path.clone()
         };
         let mut ours = Vec::new();
-        for b in &ours_backends {
+        for b in backends {
             ours.push(json_line(
-                Command::new(&bapo)
-                    .args(["bench", "--phase", phase, "--steps", &steps, "--config"])
+                Command::new(self.bapo)
+                    .args(["bench", "--phase", phase.ours, "--steps", self.steps])
+                    .arg("--config")
                     .arg(&phase_config)
                     .args(["--set", &format!("training.backend={b}")])
-                    .args(overrides)
-                    .envs(env.iter().map(|(k, v)| (k, v)))
-                    .current_dir(root),
-                &format!("bapo bench --phase {phase} ({b}) {}", overrides.join(" ")),
+                    .args(&phase.overrides)
+                    .envs(self.env.iter().map(|(k, v)| (k, v)))
+                    .current_dir(self.root),
+                &format!(
+                    "bapo bench --phase {} ({b}) {}",
+                    phase.ours,
+                    phase.overrides.join(" ")
+                ),
             )?);
         }
-        let theirs = match reference {
+        let theirs = match phase.peer {
             None => None,
-            Some((reference, reference_env)) => {
-                let batch = if reference == "generate" {
-                    get("anchors", "chunk_size")?
-                } else {
-                    get("training", "batch_size")?
-                };
-                Some(json_line(
-                    Command::new(venv.join("bin/python"))
-                        .arg(root.join("xtask/bench_reference.py"))
-                        .arg(reference)
-                        .arg(&model_dir)
-                        .arg(root.join(get("data", "path")?))
-                        .arg(get("data", "user")?)
-                        .arg(&steps)
-                        .arg(batch)
-                        .arg(get("data", "max_length")?)
-                        .arg(get("anchors", "max_new_tokens")?)
-                        .envs(reference_env.iter().copied())
-                        .current_dir(root),
-                    &format!("bench_reference.py {reference}"),
-                )?)
-            }
+            Some((peer, peer_env)) => Some(self.peer(peer, peer_env)?),
         };
-        rows.push((label, ours, theirs));
+        Ok(Row {
+            label: phase.label,
+            ours,
+            theirs,
+        })
     }
 
+    /// xtask/bench_reference.py's `phase`, with bench.toml's settings.
+    fn peer(&self, phase: &str, env: &[(&str, &str)]) -> Result<Value> {
+        let config = self.config;
+        let batch = if phase == "generate" {
+            config.get("anchors", "chunk_size")?
+        } else {
+            config.get("training", "batch_size")?
+        };
+        json_line(
+            Command::new(self.python)
+                .arg(self.root.join("xtask/bench_reference.py"))
+                .arg(phase)
+                .arg(self.model_dir)
+                .arg(self.root.join(config.get("data", "path")?))
+                .arg(config.get("data", "user")?)
+                .arg(self.steps)
+                .arg(batch)
+                .arg(config.get("data", "max_length")?)
+                .arg(config.get("anchors", "max_new_tokens")?)
+                .envs(env.iter().copied())
+                .current_dir(self.root),
+            &format!("bench_reference.py {phase}"),
+        )
+    }
+}
+
+fn rate(v: &Value) -> f64 {
+    v["tokens_per_second"].as_f64().unwrap_or(f64::NAN)
+}
+
+fn rss(v: &Value) -> f64 {
+    v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// Every row of every side, as a Markdown table.
+fn print_table(rows: &[Row]) {
     println!();
     println!("| phase | side | tokens/s (median step) | tokens | seconds | peak RSS (MiB) |");
     println!("|---|---|---:|---:|---:|---:|");
-    for (label, ours, theirs) in &rows {
-        let sides = ours
+    for row in rows {
+        let sides = row
+            .ours
             .iter()
             .map(|v| ("bapo", v))
-            .chain(theirs.iter().map(|v| ("PyTorch", v)));
+            .chain(row.theirs.iter().map(|v| ("PyTorch", v)));
         for (side, v) in sides {
             println!(
-                "| {label} | {side} `{}` | {:.1} | {} | {:.2} | {:.0} |",
+                "| {} | {side} `{}` | {:.1} | {} | {:.2} | {:.0} |",
+                row.label,
                 v["backend"].as_str().unwrap_or("?"),
-                v["tokens_per_second"].as_f64().unwrap_or(f64::NAN),
+                rate(v),
                 v["tokens"],
                 v["seconds"].as_f64().unwrap_or(f64::NAN),
-                v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+                rss(v),
             );
         }
     }
-    let rate = |v: &Value| v["tokens_per_second"].as_f64().unwrap_or(f64::NAN);
-    let rss = |v: &Value| v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
-    let find = |label: &str| rows.iter().find(|(l, ..)| *l == label);
-    if let Some((_, _, Some(trl))) = find("train") {
+}
+
+/// Per backend of ours, each phase's ratios to its peer and the derived figures (prefix
+/// sharing's gain, evaluation against training, the anchor pass).
+fn print_ratios(rows: &[Row], backends: &[&str]) {
+    let find = |label: &str| rows.iter().find(|r| r.label == label);
+    if let Some(Row {
+        theirs: Some(trl), ..
+    }) = find("train")
+    {
         let honoured = trl["padding_free_available"].as_bool().unwrap_or(false);
         println!(
             "\nTRL's padding_free: {}",
@@ -253,23 +393,23 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             }
         );
     }
-    for (i, b) in ours_backends.iter().enumerate() {
+    for (i, b) in backends.iter().enumerate() {
         println!("\n{b}:");
-        for (label, ours, theirs) in &rows {
-            if let Some(theirs) = theirs {
+        for row in rows {
+            if let Some(theirs) = &row.theirs {
                 println!(
-                    "  {label}: bapo / PyTorch throughput = {:.2}, peak RSS = {:.2}",
-                    rate(&ours[i]) / rate(theirs),
-                    rss(&ours[i]) / rss(theirs)
+                    "  {}: bapo / PyTorch throughput = {:.2}, peak RSS = {:.2}",
+                    row.label,
+                    rate(&row.ours[i]) / rate(theirs),
+                    rss(&row.ours[i]) / rss(theirs)
                 );
             }
         }
-        let ours = |label: &str| find(label).map(|(_, ours, _)| &ours[i]);
-        if let (Some(train), Some(unshared), Some((_, _, Some(trl)))) = (
-            ours("train"),
-            ours("train, unshared prompts"),
-            find("train"),
-        ) {
+        let ours = |label: &str| find(label).map(|r| &r.ours[i]);
+        let trl = find("train").and_then(|r| r.theirs.as_ref());
+        if let (Some(train), Some(unshared), Some(trl)) =
+            (ours("train"), ours("train, unshared prompts"), trl)
+        {
             println!(
                 "  train, unshared prompts: bapo / PyTorch throughput = {:.2} (prefix sharing: {:.2}x)",
                 rate(unshared) / rate(trl),
@@ -293,111 +433,5 @@ pub fn bench(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
                 anchors["seconds"].as_f64().unwrap_or(f64::NAN)
             );
         }
-    }
-    Ok(())
-}
-
-/// Runs `command` and parses the last line of its stdout as JSON.
-pub(crate) fn json_line(command: &mut Command, what: &str) -> Result<Value> {
-    json_line_within(command, what, None)
-}
-
-/// [`json_line`], but a command still running after `limit` is stopped, and the error says
-/// how far its memory had reached (its VmHWM) by then: a peer whose step takes hours on
-/// this machine still gives a lower bound instead of holding the bench.
-pub(crate) fn json_line_within(
-    command: &mut Command,
-    what: &str,
-    limit: Option<Duration>,
-) -> Result<Value> {
-    eprintln!("$ {what}");
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {what}"))?;
-    // Read both pipes while it runs, so that a full pipe never blocks it.
-    let stdout = read_to_end_in_background(child.stdout.take());
-    let stderr = read_to_end_in_background(child.stderr.take());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if let Some(limit) = limit
-            && started.elapsed() >= limit
-        {
-            let high_water = high_water_mib(child.id());
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "stopped after {:.0} min, its high-water mark then {}",
-                limit.as_secs_f64() / 60.0,
-                high_water.map_or("unknown".into(), |mib| format!("{mib:.0} MiB"))
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    if !status.success() {
-        bail!("{what} failed ({status}):\n{stderr}");
-    }
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("{what} printed {line:?}, not JSON"))
-}
-
-/// All of `pipe` as text, read on a thread of its own.
-fn read_to_end_in_background(
-    pipe: Option<impl Read + Send + 'static>,
-) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// The most resident memory process `pid` has held (Linux's VmHWM), in MiB.
-fn high_water_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_command_past_its_limit_is_stopped_with_its_high_water_mark() {
-        let started = Instant::now();
-        let mut slow = Command::new("sh");
-        slow.args(["-c", "sleep 30; echo '{}'"]);
-        let error = json_line_within(&mut slow, "sleep", Some(Duration::from_millis(300)))
-            .unwrap_err()
-            .to_string();
-        assert!(error.starts_with("stopped after 0 min"), "{error}");
-        assert!(error.ends_with(" MiB"), "{error}");
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "it was not killed"
-        );
-
-        let mut quick = Command::new("sh");
-        quick.args([
-            "-c",
-            "echo progress >&2; echo 'not json'; echo '{\"seconds\": 1.5}'",
-        ]);
-        let value = json_line_within(&mut quick, "echo", Some(Duration::from_secs(60))).unwrap();
-        assert_eq!(value["seconds"], 1.5);
-
-        let mut failing = Command::new("sh");
-        failing.args(["-c", "echo 'the reason' >&2; exit 3"]);
-        let error = format!("{:#}", json_line(&mut failing, "fail").unwrap_err());
-        assert!(error.contains("the reason"), "{error}");
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::bench::json_line_within;
+use crate::measure::json_line_within;
 use crate::python;
 
 /// One model of the memory bench.

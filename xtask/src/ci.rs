@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{backends, fetch, fuzz, long_run, outside, parquet_check, python};
+use crate::{backends, build, fetch, fuzz, long_run, outside, parquet_check, python, system};
 
 /// The features of the one build: every backend bapo has besides Flex.
 const FEATURES: &str = "bapo-cli/tch,bapo-cli/wgpu";
@@ -34,11 +34,11 @@ const FEATURES: &str = "bapo-cli/tch,bapo-cli/wgpu";
 pub fn ci(root: &Path, cargo: &str) -> Result<()> {
     fetch::fetch(root)?;
     if cfg!(target_os = "linux") && cfg!(target_arch = "x86_64") {
-        backends::ensure_system_packages(&backends::CHECK_PACKAGES)?;
+        system::ensure_system_packages(&system::CHECK_PACKAGES)?;
     }
     lint_while_making_the_venv(root, cargo)?;
 
-    let env = backends::libtorch_env()?;
+    let env = build::libtorch_env()?;
     let exports = std::env::temp_dir().join(format!("bapo-export-check-{}", std::process::id()));
     if exports.exists() {
         std::fs::remove_dir_all(&exports)
@@ -51,7 +51,7 @@ pub fn ci(root: &Path, cargo: &str) -> Result<()> {
     std::fs::remove_dir_all(&exports).ok();
     outside::check(root, cargo, &env)?;
 
-    let built = backends::target_dir(root).join("debug");
+    let built = build::target_dir(root).join("debug");
     fuzz::run_targets(
         root,
         &built.join("bapo-fuzz"),

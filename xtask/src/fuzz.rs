@@ -66,7 +66,7 @@ pub fn fuzz(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     // The dev profile (dependencies optimised, our crates at -O1 with overflow checks, which
     // turn silent wrap-arounds into findings).
     let (binary, env) =
-        crate::backends::build_binary(root, cargo, ("bapo-fuzz", "bapo-fuzz"), &[], true)?;
+        crate::build::build_binary(root, cargo, ("bapo-fuzz", "bapo-fuzz"), &[], true)?;
     run_targets(root, &binary, &env, args)
 }
 
@@ -79,7 +79,33 @@ pub fn run_targets(
     args: &[String],
 ) -> Result<()> {
     let mut options = parse(args)?;
-    // The targets are the binary's to name (`--list`).
+    options.targets = targets(binary, env, std::mem::take(&mut options.targets))?;
+    let findings = root.join("target/fuzz/findings");
+    let started = Instant::now();
+    let reports = run_in_parallel(root, binary, env, &options, &findings)?;
+    let report_path = root.join("target/fuzz/report.json");
+    std::fs::create_dir_all(report_path.parent().unwrap_or(root))?;
+    std::fs::write(&report_path, serde_json::to_string_pretty(&reports)?)?;
+    print_table(&reports);
+    println!(
+        "{:.1} minutes in all; report: {}",
+        started.elapsed().as_secs_f64() / 60.0,
+        report_path.display()
+    );
+    let problems = problems(&reports, &options);
+    if !problems.is_empty() {
+        bail!(
+            "fuzzing found faults (inputs saved under {}):\n{}",
+            findings.display(),
+            problems.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// The targets to fuzz: those `asked` (every one when none is), checked against the ones the
+/// binary names (`--list`).
+fn targets(binary: &Path, env: &[(String, OsString)], asked: Vec<String>) -> Result<Vec<String>> {
     let output = Command::new(binary)
         .arg("--list")
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -89,22 +115,27 @@ pub fn run_targets(
         .lines()
         .map(str::to_string)
         .collect();
-    if let Some(unknown) = options.targets.iter().find(|t| !known.contains(t)) {
+    if let Some(unknown) = asked.iter().find(|t| !known.contains(t)) {
         bail!(
             "no fuzz target `{unknown}`; the targets are {}",
             known.join(", ")
         );
     }
-    if options.targets.is_empty() {
-        options.targets = known;
-    }
-    let findings = root.join("target/fuzz/findings");
-    // Each target gets an equal share of the two workers' time.
+    Ok(if asked.is_empty() { known } else { asked })
+}
+
+/// Every target fuzzed, [`WORKERS`] at a time, each for an equal share of the workers' time;
+/// their reports in the order they finished.
+fn run_in_parallel(
+    root: &Path,
+    binary: &Path,
+    env: &[(String, OsString)],
+    options: &Options,
+    findings: &Path,
+) -> Result<Vec<Value>> {
     let seconds = options.minutes.map_or(86_400.0, |m| {
         m * 60.0 * WORKERS as f64 / options.targets.len() as f64
     });
-
-    let started = Instant::now();
     let mut queue: Vec<&String> = options.targets.iter().rev().collect();
     let mut running: Vec<(String, Child)> = Vec::new();
     let mut reports: Vec<Value> = Vec::new();
@@ -118,7 +149,7 @@ pub fn run_targets(
                 .args(["--seconds", &format!("{seconds:.1}")])
                 .args(["--seed", &options.seed.to_string()])
                 .arg("--findings")
-                .arg(&findings)
+                .arg(findings)
                 .current_dir(root)
                 .envs(env.iter().map(|(k, v)| (k, v)))
                 .env("CARGO_MANIFEST_DIR", root.join("crates/fuzz"))
@@ -140,18 +171,14 @@ pub fn run_targets(
             }
         }
     }
-    let report_path = root.join("target/fuzz/report.json");
-    std::fs::create_dir_all(report_path.parent().unwrap_or(root))?;
-    std::fs::write(&report_path, serde_json::to_string_pretty(&reports)?)?;
-    print_table(&reports);
-    println!(
-        "{:.1} minutes in all; report: {}",
-        started.elapsed().as_secs_f64() / 60.0,
-        report_path.display()
-    );
+    Ok(reports)
+}
 
+/// What the reports show wrong: findings, errors, refused seeds, and (without a time limit)
+/// targets that ran fewer executions than asked.
+fn problems(reports: &[Value], options: &Options) -> Vec<String> {
     let mut problems = Vec::new();
-    for r in &reports {
+    for r in reports {
         let target = r["target"].as_str().unwrap_or("?");
         if let Some(findings) = r["findings"].as_array().filter(|f| !f.is_empty()) {
             for f in findings {
@@ -169,14 +196,7 @@ pub fn run_targets(
             problems.push(format!("{target}: only {executions} executions"));
         }
     }
-    if !problems.is_empty() {
-        bail!(
-            "fuzzing found faults (inputs saved under {}):\n{}",
-            findings.display(),
-            problems.join("\n")
-        );
-    }
-    Ok(())
+    problems
 }
 
 /// The JSON report a finished `bapo-fuzz` printed, or one saying how it ended.

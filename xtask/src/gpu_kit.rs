@@ -24,7 +24,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::python::run;
-use crate::{backends, fetch, python};
+use crate::{build, fetch, python};
 
 /// The GPU machine's torch (its libtorch is what the kit's `bapo` loads).
 const TORCH: &str = "torch==2.11.0";
@@ -130,7 +130,7 @@ fn build(root: &Path, cargo: &str, venv: &Path) -> Result<(PathBuf, PathBuf)> {
         "cargo build (the kit's bapo)",
     )?;
     let binary = target.join("release/bapo");
-    let needed = backends::check_links_libtorch_cuda(&binary)?;
+    let needed = build::check_links_libtorch_cuda(&binary)?;
     eprintln!("{} needs {}", binary.display(), needed.join(", "));
     Ok((binary, torch_lib))
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::backends;
+use crate::{backends, build, run_logs};
 
 /// The largest growth allowed from step `FROM` to the last step, in MiB per 2,000 steps run
 /// (at least 1 MiB). Absolute, not relative: CI's binary has libtorch and wgpu mapped (about
@@ -48,9 +48,9 @@ pub fn long_run(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             2 * FROM
         );
     }
-    let features: Vec<&str> = backends::feature(&backend)?.into_iter().collect();
+    let features: Vec<&str> = build::feature(&backend)?.into_iter().collect();
     // The dev profile (optimised, see Cargo.toml), as in CI, which runs the tests' binary.
-    let (binary, env) = backends::build_bapo(root, cargo, &features, true)?;
+    let (binary, env) = build::build_bapo(root, cargo, &features, true)?;
     run_steps(root, &binary, &env, &backend, steps)
 }
 
@@ -102,7 +102,7 @@ pub fn run_steps(
 /// `(step, rss_mib, peak_rss_mib)` of every row of a run's metrics.jsonl.
 fn memory_rows(path: &Path) -> Result<Vec<(u64, f64, f64)>> {
     Ok(
-        backends::log_numbers(path, &["step", "rss_mib", "peak_rss_mib"])?
+        run_logs::log_numbers(path, &["step", "rss_mib", "peak_rss_mib"])?
             .into_iter()
             .map(|row| (row[0] as u64, row[1], row[2]))
             .collect(),

@@ -21,6 +21,7 @@ mod backends;
 mod bench;
 mod bench_memory;
 mod bench_quantized;
+mod build;
 mod changes;
 mod ci;
 mod data;
@@ -28,11 +29,15 @@ mod fetch;
 mod fuzz;
 mod gpu_kit;
 mod long_run;
+mod measure;
 mod mutations;
 mod outside;
 mod parquet_check;
 mod python;
+mod run_logs;
 mod study;
+mod system;
+mod train;
 
 use anyhow::{Result, bail};
 
@@ -54,7 +59,7 @@ fn run() -> Result<()> {
         Some("fetch") => fetch::fetch_task(&workspace_root(), &args[1..]),
         Some("data") => data::data(&workspace_root()),
         Some("check-exports") => python::check_exports(&workspace_root(), &cargo_program()),
-        Some("train") => backends::train(&workspace_root(), &cargo_program(), &args[1..]),
+        Some("train") => train::train(&workspace_root(), &cargo_program(), &args[1..]),
         Some("backends") => backends::check(&workspace_root(), &cargo_program()),
         Some("bench") => bench::bench(&workspace_root(), &cargo_program(), &args[1..]),
         Some("anchor-forms") => {

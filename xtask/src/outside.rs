@@ -63,6 +63,6 @@ pub fn check(root: &Path, cargo: &str, env: &[(String, OsString)]) -> Result<()>
 
 /// The task: the check on its own, in libtorch's environment.
 pub fn outside_objective(root: &Path, cargo: &str) -> Result<()> {
-    let env = crate::backends::libtorch_env()?;
+    let env = crate::build::libtorch_env()?;
     check(root, cargo, &env)
 }

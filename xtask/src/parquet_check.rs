@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use bapo_rundir::files::METRICS_FILE;
 
-use crate::{backends, python};
+use crate::{build, python, run_logs};
 
 /// Writes `src` (JSONL) to `dst` with `datasets`, as a user's `Dataset.to_parquet` would.
 const TO_PARQUET: &str = "\
@@ -39,7 +39,7 @@ const RUN: [&str; 11] = [
 
 pub fn parquet_check(root: &Path, cargo: &str) -> Result<()> {
     crate::fetch::fetch(root)?;
-    let (binary, env) = backends::build_bapo(root, cargo, &[], true)?;
+    let (binary, env) = build::build_bapo(root, cargo, &[], true)?;
     check(root, &binary, &env)
 }
 
@@ -100,7 +100,7 @@ pub fn check(root: &Path, binary: &Path, env: &[(String, OsString)]) -> Result<(
 
 /// (step, loss) of every row of a metrics.jsonl.
 fn losses(path: &Path) -> Result<Vec<(u64, f64)>> {
-    Ok(backends::log_numbers(path, &["step", "loss"])?
+    Ok(run_logs::log_numbers(path, &["step", "loss"])?
         .into_iter()
         .map(|row| (row[0] as u64, row[1]))
         .collect())

@@ -36,35 +36,11 @@ const USAGE: &str = "usage: cargo xtask study [--quick] [--config FILE] [--binar
 const DOCS_DATA: &str = "docs/study/data.json";
 
 pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
-    let mut quick = false;
-    let mut report_only = false;
-    let mut collect_only = false;
-    let mut list = false;
-    let mut config_path = root.join("configs/study.toml");
-    // Objective → a binary with it linked, for an objective crate outside the workspace.
-    let mut own_binaries: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--quick" => quick = true,
-            "--report" => report_only = true,
-            "--collect" => collect_only = true,
-            "--list" => list = true,
-            "--config" => config_path = PathBuf::from(it.next().context(USAGE)?),
-            "--binary" => {
-                let value = it.next().context(USAGE)?;
-                let (name, path) = value.split_once('=').with_context(|| {
-                    format!("--binary {value}: expected OBJECTIVE=PATH\n{USAGE}")
-                })?;
-                own_binaries.insert(name.to_string(), PathBuf::from(path));
-            }
-            other => bail!("unknown argument `{other}`\n{USAGE}"),
-        }
-    }
-    let config = StudyConfig::load(&config_path)?;
-    let plan = config.plan(quick);
+    let args = StudyArgs::parse(root, args)?;
+    let config = StudyConfig::load(&args.config_path)?;
+    let plan = config.plan(args.quick);
     // Only the project's own full study rewrites docs/.
-    let docs = !quick && config_path == root.join("configs/study.toml");
+    let docs = !args.quick && args.config_path == root.join("configs/study.toml");
     let run_data = root.join(&plan.dir).join("data.json");
     // The runs of earlier sittings: the committed data of the full study.
     let recorded = if docs && root.join(DOCS_DATA).exists() {
@@ -72,18 +48,17 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     } else {
         StudyData::default()
     };
-    if list {
+    if args.list {
         return list_cells(root, &plan, &recorded);
     }
-    if collect_only {
+    if args.collect_only {
         collect(root, &plan, &run_data, docs, &recorded)?;
-    } else if !report_only {
+    } else if !args.report_only {
         crate::fetch::fetch(root)?;
-        let features: Vec<&str> = crate::backends::feature(&plan.backend)?
-            .into_iter()
-            .collect();
-        let (binary, env) = crate::backends::build_bapo(root, cargo, &features, false)?;
-        let binaries = objective_binaries(root, cargo, &plan, &features, &binary, own_binaries)?;
+        let features: Vec<&str> = crate::build::feature(&plan.backend)?.into_iter().collect();
+        let (binary, env) = crate::build::build_bapo(root, cargo, &features, false)?;
+        let binaries =
+            objective_binaries(root, cargo, &plan, &features, &binary, args.own_binaries)?;
         // Each finished run is written out at once, so a sitting stopped mid-grid keeps it.
         let after_run = || {
             collect(root, &plan, &run_data, docs, &recorded).map_err(|e| GridError::Io {
@@ -102,9 +77,57 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         let shown = plan.dir.join("data.json").display().to_string();
         (run_data, shown)
     };
-    let data = StudyData::read(&source)?;
-    // docs/study.md is the finished study's: until every run has data, the report of the runs
-    // so far goes to the study's run folder.
+    report(root, &plan, &StudyData::read(&source)?, &shown, docs)
+}
+
+/// The command line of `cargo xtask study`.
+struct StudyArgs {
+    quick: bool,
+    report_only: bool,
+    collect_only: bool,
+    list: bool,
+    config_path: PathBuf,
+    /// Objective → a binary with it linked, for an objective crate outside the workspace.
+    own_binaries: BTreeMap<String, PathBuf>,
+}
+
+impl StudyArgs {
+    fn parse(root: &Path, args: &[String]) -> Result<StudyArgs> {
+        let mut parsed = StudyArgs {
+            quick: false,
+            report_only: false,
+            collect_only: false,
+            list: false,
+            config_path: root.join("configs/study.toml"),
+            own_binaries: BTreeMap::new(),
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--quick" => parsed.quick = true,
+                "--report" => parsed.report_only = true,
+                "--collect" => parsed.collect_only = true,
+                "--list" => parsed.list = true,
+                "--config" => parsed.config_path = PathBuf::from(it.next().context(USAGE)?),
+                "--binary" => {
+                    let value = it.next().context(USAGE)?;
+                    let (name, path) = value.split_once('=').with_context(|| {
+                        format!("--binary {value}: expected OBJECTIVE=PATH\n{USAGE}")
+                    })?;
+                    parsed
+                        .own_binaries
+                        .insert(name.to_string(), PathBuf::from(path));
+                }
+                other => bail!("unknown argument `{other}`\n{USAGE}"),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Writes the report of `data` (read from `shown`): docs/study.md once the project's own full
+/// study (`docs`) has data for every planned run, else the study's run folder's report.md.
+fn report(root: &Path, plan: &Plan, data: &StudyData, shown: &str, docs: bool) -> Result<()> {
     let planned = plan
         .cells
         .iter()
@@ -133,7 +156,7 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
             link_prefix: String::new(),
         }
     };
-    let (written, warnings) = bapo_study::write_report(&plan, &data, &shown, &out)?;
+    let (written, warnings) = bapo_study::write_report(plan, data, shown, &out)?;
     for warning in warnings {
         eprintln!("warning: {warning}");
     }
@@ -163,10 +186,10 @@ fn objective_binaries(
         .filter(|o| !o.is_empty() && !given.contains_key(*o))
         .collect();
     for objective in objectives {
-        let (package, bin) = crate::backends::objective_binary(root, cargo, objective)?;
+        let (package, bin) = crate::build::objective_binary(root, cargo, objective)?;
         if package != "bapo-cli" {
             let (binary, _) =
-                crate::backends::build_binary(root, cargo, (&package, &bin), features, false)?;
+                crate::build::build_binary(root, cargo, (&package, &bin), features, false)?;
             binaries.by_objective.insert(objective.to_string(), binary);
         }
     }

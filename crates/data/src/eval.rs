@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde_json::Value;
 
-use crate::format::DataError;
+use crate::error::DataError;
 
 /// A prompt with a preferred and a dispreferred response.
 #[derive(Debug, Clone, PartialEq, Eq)]

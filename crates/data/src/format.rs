@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::error::{DataError, NumberedRow};
+
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -131,46 +133,6 @@ impl Dataset {
     }
 }
 
-/// A problem with a data file; each names the file, and the line and field where it applies.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DataError {
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
-    #[error("{path}:{line}: not valid JSON: {message}")]
-    Json {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("{path}:{line}: missing field `{field}`")]
-    MissingField {
-        path: PathBuf,
-        line: usize,
-        field: String,
-    },
-    #[error("{path}:{line}: field `{field}` has the wrong type: expected {expected}")]
-    WrongType {
-        path: PathBuf,
-        line: usize,
-        field: String,
-        expected: String,
-    },
-    #[error("{path}:{line}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("{path}: no examples")]
-    Empty { path: PathBuf },
-    #[error("{path}: no examples for user `{user}`; users in the file: {}", known.join(", "))]
-    UnknownUser {
-        path: PathBuf,
-        user: String,
-        known: Vec<String>,
-    },
-}
-
 /// One line of the file as text: UTF-8 without a byte-order mark (JSON Lines are UTF-8, and
 /// JSON parsers refuse a BOM), with a trailing `\r` dropped.
 fn utf8_line<'a>(raw: &'a [u8], row: &Row) -> Result<&'a str, DataError> {
@@ -276,9 +238,6 @@ pub fn load_jsonl(path: &Path) -> Result<Dataset, DataError> {
         });
     examples_of_rows(path, rows)
 }
-
-/// A row of a preference file: its line (or Parquet row) number, and its fields.
-pub(crate) type NumberedRow = (usize, serde_json::Map<String, Value>);
 
 /// The dataset of `path` from its rows: each validated, all of one kind, those with an empty
 /// completion dropped and counted.

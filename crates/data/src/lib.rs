@@ -11,6 +11,7 @@
 //! their reason, never silently.
 
 pub mod batch;
+mod error;
 pub mod eval;
 pub mod format;
 mod json;
@@ -21,13 +22,14 @@ pub mod tokenize;
 pub use batch::{
     ExampleResponses, Packing, PreferenceBatch, ScoringInput, Slot, epoch_order, split_by_entity,
 };
+pub use error::DataError;
 pub use eval::{
     FactItem, MultipleChoiceItem, PreferenceItem, load_fact_sample, load_hhh_alignment,
     load_multiple_choice,
 };
 pub use format::{
-    Completion, DataError, Dataset, DropReason, DroppedRow, Message, PreferenceExample, Prompt,
-    is_parquet, load_jsonl, load_preference_files, load_preferences,
+    Completion, Dataset, DropReason, DroppedRow, Message, PreferenceExample, Prompt, is_parquet,
+    load_jsonl, load_preference_files, load_preferences,
 };
 pub use probe::{BUILT_IN_PROBE_PATH, ProbeItem, built_in_knowledge_probe, load_knowledge_probe};
 pub use tokenize::{Tokenization, TokenizedExample, TruncationSettings, tokenize_dataset};

@@ -2,7 +2,7 @@
 //! (and as the hub serves datasets): one row per example, with TRL's columns, `prompt` /
 //! `chosen` / `rejected` as strings or lists of `{role, content}` messages. Each row becomes
 //! the JSON object a JSONL line would hold, so both formats share one validation
-//! ([`crate::format`]) and the same errors, with the row (1-based) where a line would be.
+//! (format.rs) and the same errors, with the row (1-based) where a line would be.
 
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::{Field, Row};
 use serde_json::{Map, Number, Value};
 
-use crate::format::{DataError, NumberedRow};
+use crate::error::{DataError, NumberedRow};
 
 /// The columns a preference row is read from; others (ids, scores, images) are left alone.
 const COLUMNS: [&str; 6] = ["prompt", "chosen", "rejected", "user", "entity", "base"];

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::error::DataError;
 use crate::eval::MultipleChoiceItem;
-use crate::format::DataError;
 
 /// One probe item.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,8 @@
 use bapo_model::{ChatMessage, ChatTemplate};
 use tokenizers::Tokenizer;
 
-use crate::format::{Completion, DataError, Dataset, DropReason, DroppedRow, Message, Prompt};
+use crate::error::DataError;
+use crate::format::{Completion, Dataset, DropReason, DroppedRow, Message, Prompt};
 
 /// Length limits, in tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
 use crate::logprobs::ScoringLayout;
 use crate::precision::Precision;
+use crate::quantized::{BaseQuantization, QuantizeError, quantize_block_matrices};
 use crate::recompute::{BlockInputs, backward_through_blocks, forward_keeping_block_inputs};
 
 /// The shape of a loaded model, kept with it: export writes it back, and checks read its
@@ -48,6 +49,18 @@ pub enum CausalLm {
 }
 
 impl CausalLm {
+    /// This model with every projection matrix of its decoder blocks held quantized and
+    /// frozen (bapo-model's `quantized` module); `None` leaves it as it is.
+    pub fn with_quantized_matrices(
+        self,
+        quantization: BaseQuantization,
+    ) -> Result<CausalLm, QuantizeError> {
+        Ok(match self {
+            CausalLm::Llama(m) => CausalLm::Llama(quantize_block_matrices(m, quantization)?),
+            CausalLm::Gpt2(m) => CausalLm::Gpt2(quantize_block_matrices(m, quantization)?),
+        })
+    }
+
     /// Loads a Hugging Face checkpoint folder; `config.json`'s `model_type` picks the
     /// architecture (llama, qwen2, gpt2).
     pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, ModelConfig), ModelError> {

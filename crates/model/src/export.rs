@@ -331,7 +331,7 @@ pub fn export_tokenizer(model: &crate::LoadedModel, dir: &Path) -> Result<(), Mo
         if !template.bos_token.is_empty() {
             settings["bos_token"] = template.bos_token.clone().into();
         }
-        let path = dir.join(crate::loaded::CHAT_TEMPLATE_FILE);
+        let path = dir.join(crate::hf::CHAT_TEMPLATE_FILE);
         std::fs::write(&path, &template.source).map_err(|e| io(&path, e))?;
     }
     let tokenizer_path = dir.join("tokenizer.json");

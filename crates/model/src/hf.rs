@@ -10,6 +10,9 @@ use serde_json::Value;
 
 use crate::ModelError;
 
+/// Where transformers 5 keeps a checkpoint's chat template.
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
+
 /// The safetensors files of a checkpoint, in memory, and which file holds which tensor.
 #[derive(Debug)]
 pub struct SafetensorsWeights {

@@ -22,6 +22,7 @@ pub mod precision;
 pub mod quantized;
 pub mod recompute;
 pub mod tokenizer;
+pub mod walk;
 
 use std::path::PathBuf;
 

@@ -11,6 +11,7 @@ use crate::ModelError;
 use crate::causal_lm::{CausalLm, ModelConfig};
 use crate::chat::ChatTemplate;
 use crate::gguf::GgufFile;
+use crate::hf::CHAT_TEMPLATE_FILE;
 use crate::llama::Llama;
 use crate::quantized::BaseQuantization;
 use crate::tokenizer::tokenizer_from_gguf;
@@ -228,9 +229,6 @@ fn chat_template_source(dir: &Path, settings: &Value) -> Result<Option<String>, 
             message: e.to_string(),
         })
 }
-
-/// Where transformers 5 keeps a checkpoint's chat template.
-pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 
 /// The tokenizer side of a Hugging Face checkpoint folder: `tokenizer.json`, and the chat
 /// template and special tokens of `tokenizer_config.json` (or `chat_template.jinja`).

@@ -6,9 +6,11 @@
 //! what DPO-style objectives use as their reference: `without_adapters()` on each model gives
 //! it without a second copy of the weights (the base tensors are shared, not cloned).
 
-use burn::module::{Module, ModuleMapper, Param, ParamGroup};
+use burn::module::{Module, Param, ParamGroup};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
+
+use crate::walk::{ParamPath, PathMapper, map_with_paths};
 
 /// Which projections get adapters, and their shape (a run config's `[lora]` holds them).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -86,30 +88,22 @@ pub fn apply_lora<M: Module>(model: M, settings: &LoraSettings) -> Result<M, Lor
 /// Number of adapted weights in a module (Burn surfaces each adapter's factors as parameters
 /// at `<weight path>.lora.a` and `.lora.b`).
 pub fn adapter_count<M: Module>(model: &M) -> usize {
-    let mut counter = CountAdapters {
-        path: Vec::new(),
-        count: 0,
-    };
-    let _ = model.clone().map(&mut counter);
+    let mut counter = CountAdapters { count: 0 };
+    let _ = map_with_paths(model.clone(), &mut counter);
     counter.count
 }
 
 struct CountAdapters {
-    path: Vec<String>,
     count: usize,
 }
 
-impl ModuleMapper for CountAdapters {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if self.path.ends_with(&["lora".to_string(), "a".to_string()]) {
+impl PathMapper for CountAdapters {
+    fn map_float<const D: usize>(
+        &mut self,
+        path: &ParamPath,
+        param: Param<Tensor<D>>,
+    ) -> Param<Tensor<D>> {
+        if path.ends_with(&["lora", "a"]) {
             self.count += 1;
         }
         param

@@ -16,12 +16,12 @@
 //! none of their operations, and the wgpu backends have not been tried, so run configs refuse
 //! them.
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, Param};
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use burn::tensor::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::causal_lm::CausalLm;
+use crate::walk::{ParamPath, PathMapper, map_with_paths};
 
 /// Values per quantization block, along a matrix's input dimension.
 pub const BLOCK: usize = 32;
@@ -76,29 +76,23 @@ pub struct QuantizeError {
     pub cols: usize,
 }
 
-impl CausalLm {
-    /// This model with every projection matrix of its decoder blocks held quantized and
-    /// frozen (see the module's docs); `None` leaves it as it is.
-    pub fn with_quantized_matrices(
-        self,
-        quantization: BaseQuantization,
-    ) -> Result<CausalLm, QuantizeError> {
-        let Some(scheme) = quantization.scheme() else {
-            return Ok(self);
-        };
-        let mut mapper = BlockMatrices {
-            scheme,
-            path: Vec::new(),
-            error: None,
-        };
-        let model = match self {
-            CausalLm::Llama(m) => CausalLm::Llama(m.map(&mut mapper)),
-            CausalLm::Gpt2(m) => CausalLm::Gpt2(m.map(&mut mapper)),
-        };
-        match mapper.error {
-            Some(error) => Err(error),
-            None => Ok(model),
-        }
+/// `model` (a Llama or a GPT-2) with every projection matrix of its decoder blocks held
+/// quantized and frozen (see the module's docs); `None` leaves it as it is.
+pub(crate) fn quantize_block_matrices<M: Module>(
+    model: M,
+    quantization: BaseQuantization,
+) -> Result<M, QuantizeError> {
+    let Some(scheme) = quantization.scheme() else {
+        return Ok(model);
+    };
+    let mut mapper = BlockMatrices {
+        scheme,
+        error: None,
+    };
+    let model = map_with_paths(model, &mut mapper);
+    match mapper.error {
+        Some(error) => Err(error),
+        None => Ok(model),
     }
 }
 
@@ -106,37 +100,24 @@ impl CausalLm {
 /// Llama family, `blocks.N.…` of GPT-2); remembers the first that cannot be.
 struct BlockMatrices {
     scheme: QuantScheme,
-    path: Vec<String>,
     error: Option<QuantizeError>,
 }
 
-impl BlockMatrices {
-    fn in_a_block(&self) -> bool {
-        matches!(
-            self.path.first().map(String::as_str),
-            Some("layers" | "blocks")
-        )
-    }
-}
-
-impl ModuleMapper for BlockMatrices {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+impl PathMapper for BlockMatrices {
+    fn map_float<const D: usize>(
+        &mut self,
+        path: &ParamPath,
+        param: Param<Tensor<D>>,
+    ) -> Param<Tensor<D>> {
         // Already quantized (by the loader, `LoadedModel::open_quantized`): kept as it is, in
         // whichever scheme it was given; a quantized tensor is never quantized again.
         let quantized = matches!(param.dtype(), DType::QFloat(_));
-        if D != 2 || !self.in_a_block() || self.error.is_some() || quantized {
+        let in_a_block = matches!(path.first(), Some("layers" | "blocks"));
+        if D != 2 || !in_a_block || self.error.is_some() || quantized {
             return param;
         }
         let dims = param.shape().to_vec();
-        if let Err(error) = check_blocks(&self.path.join("."), [dims[0], dims[1]]) {
+        if let Err(error) = check_blocks(&path.dotted(), [dims[0], dims[1]]) {
             self.error = Some(error);
             return param;
         }

@@ -31,6 +31,36 @@ const USER_DEFINED: u64 = 4;
 /// GPT-4's, but one digit at a time.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// The pre-tokenizer llama.cpp names `name` (`tokenizer.ggml.pre`), as transformers builds
+/// it for that model; the error says which names are supported.
+fn pre_tokenizer(name: &str) -> Result<PreTokenizerWrapper, String> {
+    let byte_level = ByteLevel::new(false, true, true);
+    Ok(match name {
+        "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::ByteLevel(byte_level),
+        ])),
+        "qwen2" => {
+            let split = Split::new(
+                SplitPattern::Regex(QWEN2_SPLIT.to_string()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| format!("Qwen2's split pattern: {e}"))?;
+            PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                PreTokenizerWrapper::Split(split),
+                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
+            ]))
+        }
+        "default" | "gpt-2" | "gpt2" => PreTokenizerWrapper::ByteLevel(byte_level),
+        other => {
+            return Err(format!(
+                "pre-tokenizer `{other}` is not supported (smollm, qwen2, gpt-2 are)"
+            ));
+        }
+    })
+}
+
 /// Builds the tokenizer stored in a GGUF file's metadata.
 pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, ModelError> {
     let invalid = |message: String| ModelError::Tokenizer {
@@ -86,31 +116,8 @@ pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer, ModelError> {
         .map_err(|e| invalid(format!("building the BPE model: {e}")))?;
     let mut tokenizer = Tokenizer::new(bpe);
 
-    let byte_level = ByteLevel::new(false, true, true);
-    let pre = match file.get_str("tokenizer.ggml.pre").unwrap_or("default") {
-        "smollm" => PreTokenizerWrapper::Sequence(Sequence::new(vec![
-            PreTokenizerWrapper::Digits(Digits::new(true)),
-            PreTokenizerWrapper::ByteLevel(byte_level),
-        ])),
-        "qwen2" => {
-            let split = Split::new(
-                SplitPattern::Regex(QWEN2_SPLIT.to_string()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(|e| invalid(format!("Qwen2's split pattern: {e}")))?;
-            PreTokenizerWrapper::Sequence(Sequence::new(vec![
-                PreTokenizerWrapper::Split(split),
-                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false)),
-            ]))
-        }
-        "default" | "gpt-2" | "gpt2" => PreTokenizerWrapper::ByteLevel(byte_level),
-        other => {
-            return Err(invalid(format!(
-                "pre-tokenizer `{other}` is not supported (smollm, qwen2, gpt-2 are)"
-            )));
-        }
-    };
+    let pre =
+        pre_tokenizer(file.get_str("tokenizer.ggml.pre").unwrap_or("default")).map_err(invalid)?;
     tokenizer.with_pre_tokenizer(Some(pre));
     tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
 

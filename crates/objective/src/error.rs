@@ -1,6 +1,5 @@
-//! Typed errors of the objective API.
-
-use crate::quantity::Quantity;
+//! The typed error of an objective's configuration (the quantities' own error,
+//! `ObjectiveError`, lives with them in quantity.rs).
 
 /// A configuration problem, found when an objective is built from its `[objective]` table.
 /// Every variant names the objective and the key, so that a user can find the line to fix.
@@ -38,22 +37,4 @@ pub enum ObjectiveConfigError {
         value: String,
         expected: String,
     },
-}
-
-/// A problem with the quantities handed to an objective. These are bugs in the caller (the
-/// loop did not provide what `needs()` asked for), reported instead of panicking.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ObjectiveError {
-    #[error("missing quantity: {0}")]
-    MissingQuantity(Quantity),
-
-    #[error("{quantity}: expected shape {expected}, found {found}")]
-    Shape {
-        quantity: Quantity,
-        expected: String,
-        found: String,
-    },
-
-    #[error("no quantities were given")]
-    Empty,
 }

@@ -22,10 +22,10 @@ pub mod quantity;
 pub mod registry;
 
 pub use config::{ObjectiveConfig, check, defaults_table, parse_config, plain_serde_message};
-pub use error::{ObjectiveConfigError, ObjectiveError};
+pub use error::ObjectiveConfigError;
 pub use objective::{Objective, ObjectiveName, ObjectivePlugin};
 pub use output::{Metrics, ObjectiveOutput};
-pub use quantity::{KlDirection, Needs, Quantities, Quantity, Response};
+pub use quantity::{KlDirection, Needs, ObjectiveError, Quantities, Quantity, Response};
 pub use registry::ObjectiveEntry;
 
 /// Re-exported so that [`register_objective!`] works without a direct `inventory` dependency.

@@ -1,8 +1,8 @@
 //! The objective traits.
 
 use crate::config::ObjectiveConfig;
-use crate::error::ObjectiveError;
 use crate::output::ObjectiveOutput;
+use crate::quantity::ObjectiveError;
 use crate::quantity::{Needs, Quantities};
 
 /// A preference-optimisation loss. It names the quantities it needs and computes per-example

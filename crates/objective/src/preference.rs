@@ -4,8 +4,8 @@
 
 use burn::tensor::Tensor;
 
-use crate::error::ObjectiveError;
 use crate::output::Metrics;
+use crate::quantity::ObjectiveError;
 use crate::quantity::{Quantities, Quantity, Response};
 
 /// `log σ(x)`, stable for any finite `x` and with the exact derivative `σ(−x)` everywhere,

@@ -11,8 +11,6 @@ use std::fmt;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ObjectiveError;
-
 /// Which response of a preference example a quantity is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -307,4 +305,22 @@ impl Quantities {
     pub fn names(&self) -> impl Iterator<Item = &Quantity> {
         self.values.keys()
     }
+}
+
+/// A problem with the quantities handed to an objective. These are bugs in the caller (the
+/// loop did not provide what `needs()` asked for), reported instead of panicking.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ObjectiveError {
+    #[error("missing quantity: {0}")]
+    MissingQuantity(Quantity),
+
+    #[error("{quantity}: expected shape {expected}, found {found}")]
+    Shape {
+        quantity: Quantity,
+        expected: String,
+        found: String,
+    },
+
+    #[error("no quantities were given")]
+    Empty,
 }

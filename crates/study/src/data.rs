@@ -51,6 +51,9 @@ impl DataError {
     }
 }
 
+/// What is inconsistent in a data file, in words; [`StudyData::read`] adds the file's path.
+type Inconsistency = String;
+
 /// Every finished run's kept metrics.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -304,7 +307,7 @@ impl StudyData {
 
     /// The first inconsistency: indices out of range, rows of the wrong length, steps out of
     /// order, values that are not finite.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Inconsistency> {
         if self.format != FORMAT {
             return Err(format!("format {:?}, expected {FORMAT:?}", self.format));
         }
@@ -320,7 +323,7 @@ impl StudyData {
         Ok(())
     }
 
-    fn check_run(&self, run: &RunData) -> Result<(), String> {
+    fn check_run(&self, run: &RunData) -> Result<(), Inconsistency> {
         if run.steps.is_empty() || run.steps.windows(2).any(|w| w[0] >= w[1]) {
             return Err("`steps` must be ascending and not empty".into());
         }

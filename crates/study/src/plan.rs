@@ -282,18 +282,31 @@ impl StudyConfig {
         Ok(config)
     }
 
+    /// Every rule of the file, each error naming its key.
     fn check(&self, path: &str) -> Result<(), PlanError> {
         let bad = |key: &str, message: String| PlanError::Key {
             path: path.to_string(),
             key: key.to_string(),
             message,
         };
+        self.check_seeds_and_rates().map_err(|(k, m)| bad(&k, m))?;
+        self.rules.check().map_err(|(k, m)| bad(&k, m))?;
+        self.check_settings().map_err(|(k, m)| bad(&k, m))?;
+        self.check_references().map_err(|(k, m)| bad(&k, m))?;
+        self.check_run_directories().map_err(|(k, m)| bad(&k, m))
+    }
+
+    /// At least one seed and one learning rate in each grid; rates positive.
+    fn check_seeds_and_rates(&self) -> Result<(), (String, String)> {
         if self.seeds.is_empty() {
-            return Err(bad("seeds", "at least one seed".into()));
+            return Err(("seeds".into(), "at least one seed".into()));
+        }
+        if self.quick.seeds.is_empty() {
+            return Err(("quick.seeds".into(), "at least one seed".into()));
         }
         if self.learning_rates.is_empty() || self.quick.learning_rates.is_empty() {
-            return Err(bad(
-                "learning_rates",
+            return Err((
+                "learning_rates".into(),
                 "at least one learning rate (and in [quick])".into(),
             ));
         }
@@ -304,14 +317,24 @@ impl StudyConfig {
             .chain([self.heterogeneity.learning_rate])
             .find(|r| !(r.is_finite() && *r > 0.0))
         {
-            return Err(bad(
-                "learning_rates",
+            return Err((
+                "learning_rates".into(),
                 format!("{bad_rate}: a learning rate is a positive number"),
             ));
         }
-        self.rules
-            .check()
-            .map_err(|(key, message)| bad(&key, message))?;
+        let secondary = self.settings.iter().any(|s| s.role == Role::Secondary);
+        if secondary && self.secondary_seeds.is_empty() {
+            return Err((
+                "secondary_seeds".into(),
+                "secondary settings need at least one seed".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Settings: names unique and usable in a folder name, an objective each, references
+    /// that exist; the grids name settings that exist.
+    fn check_settings(&self) -> Result<(), (String, String)> {
         let mut names = BTreeMap::new();
         for (i, s) in self.settings.iter().enumerate() {
             let key = format!("settings[{i}].name");
@@ -321,66 +344,68 @@ impl StudyConfig {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
             {
-                return Err(bad(
-                    &key,
+                return Err((
+                    key,
                     format!("{:?}: letters, digits, `-` and `.` only", s.name),
                 ));
             }
             if names.insert(s.name.clone(), i).is_some() {
-                return Err(bad(&key, format!("{:?} appears twice", s.name)));
+                return Err((key, format!("{:?} appears twice", s.name)));
             }
             if objective_name(&s.objective).is_none() {
-                return Err(bad(
-                    &format!("settings[{i}].objective"),
+                return Err((
+                    format!("settings[{i}].objective"),
                     "needs `name` (a string)".into(),
                 ));
             }
-            for r in &s.references {
-                if !self.references.iter().any(|m| &m.name == r) {
-                    return Err(bad(
-                        &format!("settings[{i}].references"),
-                        format!("{r:?} is not a [[references]] name"),
-                    ));
-                }
+            if let Some(r) = s
+                .references
+                .iter()
+                .find(|r| !self.references.iter().any(|m| &m.name == *r))
+            {
+                return Err((
+                    format!("settings[{i}].references"),
+                    format!("{r:?} is not a [[references]] name"),
+                ));
             }
         }
-        let known = |list: &[String], key: &str| -> Result<(), PlanError> {
-            match list.iter().find(|n| !names.contains_key(*n)) {
-                Some(unknown) => Err(bad(key, format!("{unknown:?} is not a setting name"))),
-                None => Ok(()),
+        for (list, key) in [
+            (&self.heterogeneity.settings, "heterogeneity.settings"),
+            (&self.quick.settings, "quick.settings"),
+        ] {
+            if let Some(unknown) = list.iter().find(|n| !names.contains_key(*n)) {
+                return Err((key.into(), format!("{unknown:?} is not a setting name")));
             }
-        };
-        known(&self.heterogeneity.settings, "heterogeneity.settings")?;
-        known(&self.quick.settings, "quick.settings")?;
-        if self.quick.seeds.is_empty() {
-            return Err(bad("quick.seeds", "at least one seed".into()));
         }
-        let secondary = self.settings.iter().any(|s| s.role == Role::Secondary);
-        if secondary && self.secondary_seeds.is_empty() {
-            return Err(bad(
-                "secondary_seeds",
-                "secondary settings need at least one seed".into(),
-            ));
-        }
+        Ok(())
+    }
+
+    /// Every reference model exports (the runs that use it read the export).
+    fn check_references(&self) -> Result<(), (String, String)> {
         for (i, r) in self.references.iter().enumerate() {
             if r.set
                 .get("checkpoint.export")
                 .and_then(toml::Value::as_bool)
                 != Some(true)
             {
-                return Err(bad(
-                    &format!("references[{i}].set"),
+                return Err((
+                    format!("references[{i}].set"),
                     "a reference model must export: `\"checkpoint.export\" = true`".into(),
                 ));
             }
         }
-        // Both grids name a run `<setting>-lr<rate>-<user>-seed<k>`: the main user in the
-        // heterogeneity grid at a main learning rate and seed would share a run directory.
+        Ok(())
+    }
+
+    /// No two runs of a grid share a directory. Both grids name a run
+    /// `<setting>-lr<rate>-<user>-seed<k>`: the main user in the heterogeneity grid at a main
+    /// learning rate and seed would share one.
+    fn check_run_directories(&self) -> Result<(), (String, String)> {
         for (quick, key) in [(false, "heterogeneity"), (true, "quick")] {
             let mut dirs = std::collections::BTreeSet::new();
             if let Some(cell) = self.plan(quick).cells.iter().find(|c| !dirs.insert(&c.dir)) {
-                return Err(bad(
-                    key,
+                return Err((
+                    key.into(),
                     format!(
                         "two runs of the study would share {} (the main user in the heterogeneity grid at a main learning rate and seed)",
                         cell.dir.display()

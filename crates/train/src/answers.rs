@@ -21,8 +21,8 @@ use burn::tensor::Device;
 use tokenizers::Tokenizer;
 
 use crate::TrainError;
-use crate::eval::{ItemLabels, ItemScores, TokenHasher};
 use crate::example::AnchoredExample;
+use crate::items::{ItemLabels, ItemScores, TokenHasher};
 
 /// The held-out prompts the policy answers and the pairs each answer is scored against.
 #[derive(Debug, Clone)]

@@ -23,9 +23,10 @@ use crate::config::RunConfig;
 use crate::example::AnchoredExample;
 use crate::metrics::{peak_rss_mib, reset_peak_rss};
 use crate::optimizer::AdamW;
-use crate::optimizer_step::{StepError, StepSetup, optimizer_step};
+use crate::optimizer_step::{StepError, optimizer_step};
 use crate::prepare::prepare;
 use crate::progress::Progress;
+use crate::step::StepSetup;
 
 /// One phase's numbers.
 #[derive(Debug, Clone, Serialize)]

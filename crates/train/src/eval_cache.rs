@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::TrainError;
 use crate::config::RunConfig;
-use crate::eval::{EvalSets, Evaluation, ItemLabels, ItemScores};
+use crate::eval::{EvalSets, Evaluation};
+use crate::items::{ItemLabels, ItemScores};
 
 /// Everything the evaluation before training depends on; its hash names the cache file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

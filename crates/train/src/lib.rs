@@ -27,6 +27,7 @@ mod error;
 mod eval;
 mod eval_cache;
 mod example;
+mod items;
 mod metrics;
 mod optimizer_step;
 mod params;
@@ -36,7 +37,6 @@ mod progress;
 mod run;
 mod rundir;
 mod schedule;
-mod staged;
 mod step;
 mod tensorboard;
 
@@ -54,7 +54,7 @@ pub use progress::Progress;
 pub use run::{RunSummary, TrainOptions, evaluate_run, export_run, train};
 
 // A unit test, not an integration test: it drives the crate's own step code
-// (`optimizer_step`, `StepSetup`) on hand-made examples, as staged_tests.rs does.
+// (`optimizer_step`, `StepSetup`) on hand-made examples, as step/staged_tests.rs does.
 #[cfg(test)]
 #[path = "precision_tests.rs"]
 mod precision_tests;

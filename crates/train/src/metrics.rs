@@ -11,7 +11,8 @@ use bapo_rundir::files::{
 use bapo_rundir::{LogError, Row, read_rows};
 
 use crate::TrainError;
-use crate::eval::{Evaluation, ItemLabels};
+use crate::eval::Evaluation;
+use crate::items::ItemLabels;
 use crate::tensorboard::EventWriter;
 
 /// One JSON object per line, appended and flushed as it happens.

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use bapo_model::walk::{ParamPath, PathMapper, map_with_paths};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -70,11 +71,10 @@ impl AdamW {
         let mut mapper = Update {
             optimizer: self,
             grads,
-            path: Vec::new(),
             learning_rate,
             grad_scale,
         };
-        module.map(&mut mapper)
+        map_with_paths(module, &mut mapper)
     }
 
     /// The state as f32 tensors: `<path>.exp_avg`, `<path>.exp_avg_sq`, and the step counts.
@@ -137,21 +137,16 @@ impl AdamW {
 struct Update<'a> {
     optimizer: &'a mut AdamW,
     grads: &'a mut GradientsParams,
-    path: Vec<String>,
     learning_rate: f64,
     grad_scale: f64,
 }
 
-impl ModuleMapper for Update<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+impl PathMapper for Update<'_> {
+    fn map_float<const D: usize>(
+        &mut self,
+        path: &ParamPath,
+        param: Param<Tensor<D>>,
+    ) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
         let Some(grad) = self.grads.remove::<D>(id) else {
             return Param::from_mapped_value(id, tensor, mapper);
@@ -169,7 +164,7 @@ impl ModuleMapper for Update<'_> {
             grad.mul_scalar(self.grad_scale)
         };
 
-        let path = self.path.join(".");
+        let path = path.dotted();
         let previous = self.optimizer.state.remove(&path);
         let (exp_avg, exp_avg_sq, step) = match previous {
             Some(m) => (m.exp_avg, m.exp_avg_sq, m.step + 1),

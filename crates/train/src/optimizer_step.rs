@@ -4,30 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use bapo_data::Packing;
 use bapo_model::CausalLm;
-use bapo_objective::{Needs, Objective};
 use burn::optim::GradientsAccumulator;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use crate::TrainError;
 use crate::example::AnchoredExample;
 use crate::optimizer::{AdamW, clip_coefficient, global_grad_norm};
-use crate::step::{GradientSink, MemorySaving, micro_batch};
-
-/// What every step of a run shares.
-pub struct StepSetup<'a> {
-    pub objective: &'a dyn Objective,
-    pub needs: &'a Needs,
-    /// The reference, for objectives that run it live (token-level KL).
-    pub live_reference: Option<&'a CausalLm>,
-    pub packing: Packing,
-    pub pad_token: u32,
-    /// The autodiff device the policy lives on.
-    pub device: &'a Device,
-    pub max_grad_norm: f64,
-    pub memory: MemorySaving,
-}
+use crate::step::{GradientSink, StepSetup, micro_batch};
 
 /// What a step did.
 pub struct StepReport {

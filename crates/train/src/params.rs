@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use bapo_model::walk::{ParamPath, PathMapper, PathVisitor, map_with_paths, visit_with_paths};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
 
 /// The trainable (gradient-carrying) parameters of `module`, by path, as f32 data.
@@ -20,12 +21,11 @@ pub fn trainable_sizes<M: Module>(module: &M) -> BTreeMap<String, usize> {
 
 fn collect<M: Module>(module: &M, copy_data: bool) -> Collector {
     let mut collector = Collector {
-        path: Vec::new(),
         copy_data,
         found: BTreeMap::new(),
         sizes: BTreeMap::new(),
     };
-    module.visit(&mut collector);
+    visit_with_paths(module, &mut collector);
     collector
 }
 
@@ -46,26 +46,17 @@ pub fn trainable_count<M: Module>(module: &M) -> usize {
 }
 
 struct Collector {
-    path: Vec<String>,
     /// Whether to copy each parameter's values into `found`, or only note its size.
     copy_data: bool,
     found: BTreeMap<String, TensorData>,
     sizes: BTreeMap<String, usize>,
 }
 
-impl ModuleVisitor for Collector {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+impl PathVisitor for Collector {
+    fn visit_float<const D: usize>(&mut self, path: &ParamPath, param: &Param<Tensor<D>>) {
         let value = param.val();
         if value.is_require_grad() {
-            let path = self.path.join(".");
+            let path = path.dotted();
             self.sizes
                 .insert(path.clone(), value.dims().iter().product::<usize>());
             if self.copy_data {
@@ -97,12 +88,11 @@ pub fn load_trainable<M: Module>(
     values: &BTreeMap<String, TensorData>,
 ) -> Result<M, ParameterError> {
     let mut loader = Loader {
-        path: Vec::new(),
         values,
         used: Vec::new(),
         error: None,
     };
-    let module = module.map(&mut loader);
+    let module = map_with_paths(module, &mut loader);
     if let Some(error) = loader.error {
         return Err(error);
     }
@@ -113,27 +103,22 @@ pub fn load_trainable<M: Module>(
 }
 
 struct Loader<'a> {
-    path: Vec<String>,
     values: &'a BTreeMap<String, TensorData>,
     used: Vec<String>,
     error: Option<ParameterError>,
 }
 
-impl ModuleMapper for Loader<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+impl PathMapper for Loader<'_> {
+    fn map_float<const D: usize>(
+        &mut self,
+        path: &ParamPath,
+        param: Param<Tensor<D>>,
+    ) -> Param<Tensor<D>> {
         let (id, tensor, mapper) = param.consume();
         if !tensor.is_require_grad() || self.error.is_some() {
             return Param::from_mapped_value(id, tensor, mapper);
         }
-        let path = self.path.join(".");
+        let path = path.dotted();
         let Some(data) = self.values.get(&path) else {
             self.error = Some(ParameterError::Missing(path));
             return Param::from_mapped_value(id, tensor, mapper);

@@ -18,7 +18,8 @@ use crate::backend::{Backend, BackendDevice};
 use crate::config::OptimizerSection;
 use crate::example::{AnchoredExample, ReferenceLogps};
 use crate::optimizer::AdamW;
-use crate::optimizer_step::{StepSetup, optimizer_step};
+use crate::optimizer_step::optimizer_step;
+use crate::step::StepSetup;
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -53,6 +54,33 @@ fn fixture() -> Fixture {
     serde_json::from_str(&text).expect("the autocast fixture parses")
 }
 
+/// The fixture's examples with the reference's log-probs of their responses.
+fn anchored_examples(fixture: &Fixture, chosen: &[f64], rejected: &[f64]) -> Vec<AnchoredExample> {
+    fixture
+        .examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| AnchoredExample {
+            tokens: TokenizedExample {
+                prompt: e.prompt.clone(),
+                chosen: e.chosen.clone(),
+                rejected: e.rejected.clone(),
+                base: None,
+                user: None,
+                entity: None,
+                line: i + 1,
+            },
+            base: Vec::new(),
+            reference: ReferenceLogps {
+                chosen: chosen[i] as f32,
+                rejected: rejected[i] as f32,
+                base: Vec::new(),
+            },
+            further_references: Vec::new(),
+        })
+        .collect()
+}
+
 /// bapo's run of the fixture's steps in `precision` on `device` (an autodiff one).
 fn bapo_run(fixture: &Fixture, precision: Precision, device: &Device) -> Run {
     let dir = manifest_dir().join("../model/tests/fixtures/hf/tiny-llama");
@@ -80,29 +108,7 @@ fn bapo_run(fixture: &Fixture, precision: Precision, device: &Device) -> Run {
             .expect("f64")
     };
     let (chosen, rejected) = (score(|e| &e.chosen), score(|e| &e.rejected));
-    let examples: Vec<AnchoredExample> = fixture
-        .examples
-        .iter()
-        .enumerate()
-        .map(|(i, e)| AnchoredExample {
-            tokens: TokenizedExample {
-                prompt: e.prompt.clone(),
-                chosen: e.chosen.clone(),
-                rejected: e.rejected.clone(),
-                base: None,
-                user: None,
-                entity: None,
-                line: i + 1,
-            },
-            base: Vec::new(),
-            reference: ReferenceLogps {
-                chosen: chosen[i] as f32,
-                rejected: rejected[i] as f32,
-                base: Vec::new(),
-            },
-            further_references: Vec::new(),
-        })
-        .collect();
+    let examples = anchored_examples(fixture, &chosen, &rejected);
     let settings: toml::Table = toml::from_str(&format!("beta = {}", fixture.beta)).unwrap();
     let objective = registry::build("dpo", &settings).expect("dpo");
     let needs = objective.needs();

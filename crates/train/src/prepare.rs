@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bapo_anchors::{
-    AnchorProgress, AnchorSet, AnchorSettings, Decoding, FingerprintInputs, Reference,
-    check_same_tokenizer, compute_anchor_sets, examples_sha256, file_sha256, model_sha256,
+    AnchorProgress, AnchorSet, AnchorSettings, Decoding, ExampleAnchors, FingerprintInputs,
+    Reference, check_same_tokenizer, compute_anchor_sets, examples_sha256, file_sha256,
+    model_sha256,
 };
 use bapo_data::{
     BUILT_IN_PROBE_PATH, Dataset, DroppedRow, ProbeItem, Tokenization, TokenizedExample,
@@ -249,9 +250,26 @@ fn split_data(
             .unwrap_or_default(),
         test_rows.len()
     ));
+    let held_out = held_out_per_user(config, test_rows);
+    if held_out.is_empty() {
+        summary.push(format!(
+            "{WARNING} no pair is held out (`data.test_fraction` = {}, `eval.examples_per_user` = {}): the evaluations have no preference metrics, and without knowledge sets they score nothing",
+            config.data.test_fraction, config.eval.examples_per_user
+        ));
+    }
+    Ok(DataSplit {
+        train_rows,
+        held_out: held_out.into_iter().collect(),
+        summary,
+    })
+}
 
-    // Held out: the first `examples_per_user` of each evaluated user (all rows under "all" if
-    // the data has no users).
+/// Held out: the first `eval.examples_per_user` test rows of each evaluated user (all rows
+/// under "all" if the data has no users).
+fn held_out_per_user(
+    config: &RunConfig,
+    test_rows: Vec<TokenizedExample>,
+) -> std::collections::BTreeMap<String, Vec<TokenizedExample>> {
     let mut held_out: std::collections::BTreeMap<String, Vec<TokenizedExample>> =
         Default::default();
     let wanted = |user: &str| {
@@ -269,18 +287,7 @@ fn split_data(
             rows.push(e);
         }
     }
-
-    if held_out.is_empty() {
-        summary.push(format!(
-            "{WARNING} no pair is held out (`data.test_fraction` = {}, `eval.examples_per_user` = {}): the evaluations have no preference metrics, and without knowledge sets they score nothing",
-            config.data.test_fraction, config.eval.examples_per_user
-        ));
-    }
-    Ok(DataSplit {
-        train_rows,
-        held_out: held_out.into_iter().collect(),
-        summary,
-    })
+    held_out
 }
 
 /// How a run computes (or reuses) its anchors: what every set's fingerprint shares, and
@@ -298,7 +305,36 @@ struct AnchorJob<'a> {
     progress: &'a Progress,
 }
 
-impl AnchorJob<'_> {
+impl<'a> AnchorJob<'a> {
+    /// The job of `config`'s run with the policy `model` as the reference, on `device`;
+    /// `force` recomputes cached anchors.
+    fn new(
+        config: &'a RunConfig,
+        data_sha: &'a str,
+        model: &LoadedModel,
+        device: &'a Device,
+        (force, progress): (bool, &'a Progress),
+    ) -> AnchorJob<'a> {
+        AnchorJob {
+            config,
+            data_sha,
+            chat_template: model
+                .chat_template
+                .as_ref()
+                .map(|c| c.source.clone())
+                .unwrap_or_default(),
+            vocab_size: model.vocab_size(),
+            decoding: Decoding {
+                eos_token: model.eos_token,
+                pad_token: model.pad_token,
+                batch: config.anchors.decode_batch,
+            },
+            force,
+            device,
+            progress,
+        }
+    }
+
     /// Everything the anchors of `examples` depend on, for the reference of hash `model_sha`.
     fn inputs(
         &self,
@@ -524,13 +560,13 @@ fn add_country_probe(
 /// (`…_norm`): chance (1 / choices), whether the shortest choice is right, and, where given,
 /// clusters and whether the answer was seen in training.
 fn add_choice_labels(
-    labels: &mut crate::eval::ItemLabels,
+    labels: &mut crate::items::ItemLabels,
     metric: &str,
     items: &[crate::eval::ChoiceTokens],
     clusters: &[String],
     seen: &[bool],
 ) {
-    let these = crate::eval::MetricLabels {
+    let these = crate::items::MetricLabels {
         cluster: clusters.to_vec(),
         chance: items
             .iter()
@@ -613,12 +649,58 @@ pub fn prepare(
         mut summary,
     } = split_data(config, &data, &model)?;
 
-    // Anchors.
-    let a = &config.anchors;
-    // The objective's count, or more where `anchors.num_anchors` asks for more (a cache
-    // shared with a run that uses more).
+    let base_responses = base_responses_per_example(config, &needs)?;
+    let data_sha = data.sha256()?;
+    let policy_sha = model_sha256(&config.model.path)?;
+    let job = AnchorJob::new(
+        config,
+        &data_sha,
+        &model,
+        &device,
+        (force_anchors, progress),
+    );
+
+    // The training examples and every user's held-out examples: one generation.
+    let mut sets: Vec<(&[TokenizedExample], usize, String)> =
+        vec![(&train_rows, base_responses, "anchors (train)".into())];
+    for (user, rows) in &held_out {
+        sets.push((rows, 1, format!("anchors (held out, {user})")));
+    }
+    let mut results = job.run(&reference, &policy_sha, &sets)?;
+    let primary = results.remove(0);
+    let further = further_references(config, &needs, &job, (&model, &train_rows), &mut summary)?;
+    let train: Vec<AnchoredExample> = train_rows
+        .into_iter()
+        .enumerate()
+        .zip(primary)
+        .map(|((i, tokens), reference)| {
+            AnchoredExample::new(tokens, reference, further.iter().map(|r| &r[i]))
+        })
+        .collect();
+
+    let eval = eval_sets(config, &model, &train, held_out.into_iter().zip(results))?;
+
+    Ok(Prepared {
+        device,
+        train_device,
+        model,
+        reference,
+        objective,
+        needs,
+        train,
+        eval,
+        summary,
+        data_sha256: data_sha,
+        model_sha256: policy_sha,
+    })
+}
+
+/// Base responses per training example: the objective's count, or more where
+/// `anchors.num_anchors` asks for more (a cache shared with a run that uses more).
+fn base_responses_per_example(config: &RunConfig, needs: &Needs) -> Result<usize, TrainError> {
+    let asked = config.anchors.settings.num_anchors;
     let base_responses = if needs.needs_base_responses() {
-        a.settings.num_anchors.max(needs.anchors_per_prompt)
+        asked.max(needs.anchors_per_prompt)
     } else {
         0
     };
@@ -629,36 +711,19 @@ pub fn prepare(
             max: crate::config::MAX_ANCHORS,
         });
     }
-    let data_sha = data.sha256()?;
-    let policy_sha = model_sha256(&config.model.path)?;
-    let job = AnchorJob {
-        config,
-        data_sha: &data_sha,
-        chat_template: model
-            .chat_template
-            .as_ref()
-            .map(|c| c.source.clone())
-            .unwrap_or_default(),
-        vocab_size: model.vocab_size(),
-        decoding: Decoding {
-            eos_token: model.eos_token,
-            pad_token: model.pad_token,
-            batch: config.anchors.decode_batch,
-        },
-        force: force_anchors,
-        device: &device,
-        progress,
-    };
+    Ok(base_responses)
+}
 
-    // The training examples and every user's held-out examples: one generation.
-    let mut sets: Vec<(&[TokenizedExample], usize, String)> =
-        vec![(&train_rows, base_responses, "anchors (train)".into())];
-    for (user, rows) in &held_out {
-        sets.push((rows, 1, format!("anchors (held out, {user})")));
-    }
-    let mut results = job.run(&reference, &policy_sha, &sets)?;
-    let primary = results.remove(0);
-    // Only the references the objective uses are loaded and scored.
+/// The further references' log-probs of the training examples (MRPO's), each model loaded,
+/// checked against the policy's tokenizer and scored by `job`. Only the references the
+/// objective uses are loaded; a note in `summary` says when the config lists more.
+fn further_references(
+    config: &RunConfig,
+    needs: &Needs,
+    job: &AnchorJob<'_>,
+    (model, train_rows): (&LoadedModel, &[TokenizedExample]),
+    summary: &mut Vec<String>,
+) -> Result<Vec<Vec<ExampleAnchors>>, TrainError> {
     let used = needs.num_references().saturating_sub(1);
     let listed = config.model.references.len();
     if listed > used {
@@ -668,7 +733,8 @@ pub fn prepare(
     }
     let mut further = Vec::new();
     for path in config.model.references.iter().take(used) {
-        let mut other = LoadedModel::open_quantized(path, &device, quantization)?;
+        let mut other =
+            LoadedModel::open_quantized(path, job.device, config.lora.base_quantization)?;
         other.model = as_configured(other.model, config);
         check_lengths(config, &other)?;
         check_same_tokenizer(
@@ -679,21 +745,23 @@ pub fn prepare(
         let sha = model_sha256(path)?;
         let label = format!("anchors ({})", path.display());
         further.push(
-            job.run(&other.model, &sha, &[(&train_rows, 0, label)])?
+            job.run(&other.model, &sha, &[(train_rows, 0, label)])?
                 .remove(0),
         );
     }
-    let train: Vec<AnchoredExample> = train_rows
-        .into_iter()
-        .enumerate()
-        .zip(primary)
-        .map(|((i, tokens), reference)| {
-            AnchoredExample::new(tokens, reference, further.iter().map(|r| &r[i]))
-        })
-        .collect();
+    Ok(further)
+}
 
+/// The evaluation sets: every user's held-out pairs with their anchors, their labels, the
+/// answers to write where `eval.answer_tokens` asks for them, and the knowledge sets.
+fn eval_sets(
+    config: &RunConfig,
+    model: &LoadedModel,
+    train: &[AnchoredExample],
+    held_out: impl Iterator<Item = ((String, Vec<TokenizedExample>), Vec<ExampleAnchors>)>,
+) -> Result<EvalSets, TrainError> {
     let mut eval = EvalSets::default();
-    for ((user, rows), anchors) in held_out.into_iter().zip(results) {
+    for ((user, rows), anchors) in held_out {
         eval.preferences.insert(
             user,
             rows.into_iter()
@@ -713,21 +781,8 @@ pub fn prepare(
         eval.labels.extend(labels);
         eval.answers = Some(answers);
     }
-    add_knowledge_sets(config, &model, &train, &mut eval)?;
-
-    Ok(Prepared {
-        device,
-        train_device,
-        model,
-        reference,
-        objective,
-        needs,
-        train,
-        eval,
-        summary,
-        data_sha256: data_sha,
-        model_sha256: policy_sha,
-    })
+    add_knowledge_sets(config, model, train, &mut eval)?;
+    Ok(eval)
 }
 
 /// Each held-out preference item's entity as its cluster: a user's pairs about one country

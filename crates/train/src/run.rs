@@ -18,18 +18,20 @@ use crate::eval_cache::{StartKey, Stored, start_evaluation};
 use crate::example::AnchoredExample;
 use crate::metrics::{RunLogs, peak_rss_mib, put_evaluation, read_log, rss_mib, write_item_labels};
 use crate::optimizer::AdamW;
-use crate::optimizer_step::{StepError, StepReport, StepSetup, optimizer_step};
+use crate::optimizer_step::{StepError, StepReport, optimizer_step};
 use crate::params::{trainable_count, trainable_parameters};
 use crate::prepare::{Prepared, build_objective, prepare};
 use crate::progress::{Progress, WARNING};
 use crate::rundir::{self, RunLock};
 use crate::schedule::learning_rate;
+use crate::step::StepSetup;
 use crate::{TrainError, plots};
 use bapo_rundir::files::{
     CONFIG_FILE, EVAL_FILE, EVAL_ITEMS_FILE, EXPORT_DIR, METRICS_FILE, PLOTS_DIR, SUMMARY_FILE,
     is_finished,
 };
 use bapo_rundir::{PlotError, Row};
+use indicatif::ProgressBar;
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -215,155 +217,202 @@ fn step_row(
 
 /// Trains `config`'s run: the library entry point behind `bapo train` (a third party links
 /// its own objective crates and calls this). In order: the run directory ([`open_run`]),
-/// everything before the first step (`prepare`), the resume ([`resume`]), the logs, the steps
-/// (each one [`optimizer_step`], its row, checkpoints and evaluations at their intervals) and
-/// the end phase ([`finish`]). It stays one function, longer than the others, because the
-/// step loop shares a dozen values (policy, optimizer, logs, data order, the last good
-/// checkpoint) with the code around it.
+/// everything before the first step (`prepare`, then [`Trainer::start`]: the resume, the
+/// logs, the evaluation before training), the steps ([`Trainer::steps`]) and the end phase
+/// ([`Trainer::end`]).
 pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, TrainError> {
     let progress = Progress {
         quiet: options.quiet,
     };
     let began = Instant::now();
-    let run = config.output.dir.clone();
     let config_text = config.to_toml();
-    // What checkpoints record: the config without the run's own location.
-    let config_sha = sha256_hex(&rundir::fingerprint_text(config));
     // The objective's settings are checked before the disk is touched (the rest of the
     // config was when it was read): a refused config leaves no directory behind.
     build_objective(config)?;
     // One run per directory, for the whole run (a second one is refused, naming this one).
-    let _lock = open_run(&run, &config_text, options, &progress)?;
+    let _lock = open_run(&config.output.dir, &config_text, options, &progress)?;
     let prepared = prepare(config, options.force_anchors, &progress)?;
     for line in &prepared.summary {
         progress.line(line);
     }
-    let mut policy = build_policy(config, &prepared.model.model, &prepared.train_device)?;
-    let mut optimizer = AdamW::new(config.optimizer.clone());
-    let t = &config.training;
-    let examples = prepared.train.len();
-    let (per_step, total_steps) = step_counts(t, examples)?;
-    if let Some(warning) = warmup_warning(config, total_steps) {
-        progress.line(warning);
-    }
+    let (mut trainer, policy) = Trainer::start(config, &prepared, options, &progress)?;
+    let policy = trainer.steps(policy)?;
+    trainer.end(policy, began)
+}
 
-    let mut start_step = 0;
-    let mut checkpoint_found = false;
-    if options.resume {
-        let resumed = resume(
-            config,
-            policy,
-            &mut optimizer,
-            &prepared,
-            total_steps,
-            &progress,
-        )?;
-        policy = resumed.0;
-        if let Some(step) = resumed.1 {
-            start_step = step;
-            checkpoint_found = true;
+/// A run from its first step to its end phase: what the steps share with the code around
+/// them (the optimizer, the logs, the data order, the last good checkpoint, what was trained).
+struct Trainer<'a> {
+    config: &'a RunConfig,
+    prepared: &'a Prepared,
+    progress: &'a Progress,
+    quiet: bool,
+    /// What checkpoints record: the config without the run's own location.
+    config_sha: String,
+    optimizer: AdamW,
+    /// Examples per optimizer step.
+    per_step: usize,
+    total_steps: usize,
+    /// The first step this process runs (a resumed run's checkpoint step).
+    start_step: usize,
+    logs: RunLogs,
+    order: DataOrder,
+    /// A resumed run's last good checkpoint is the one it resumed from.
+    last_checkpoint: Option<usize>,
+    /// Every step's loss, for the summary.
+    losses: Vec<f64>,
+    trained_tokens: usize,
+}
+
+impl<'a> Trainer<'a> {
+    /// Everything between `prepare` and the first step: the policy and the optimizer, the
+    /// step counts, the resume, the run's copy of its config, the logs, and the evaluation
+    /// before training. Returns the trainer and the policy to train.
+    fn start(
+        config: &'a RunConfig,
+        prepared: &'a Prepared,
+        options: &TrainOptions,
+        progress: &'a Progress,
+    ) -> Result<(Trainer<'a>, CausalLm), TrainError> {
+        let mut policy = build_policy(config, &prepared.model.model, &prepared.train_device)?;
+        let mut optimizer = AdamW::new(config.optimizer.clone());
+        let t = &config.training;
+        let (per_step, total_steps) = step_counts(t, prepared.train.len())?;
+        if let Some(warning) = warmup_warning(config, total_steps) {
+            progress.line(warning);
         }
+        let mut resumed_at = None;
+        if options.resume {
+            let resumed = resume(
+                config,
+                policy,
+                &mut optimizer,
+                prepared,
+                total_steps,
+                progress,
+            )?;
+            policy = resumed.0;
+            resumed_at = resumed.1;
+        }
+        let run = &config.output.dir;
+        // The run's copy of its config, once a resume is accepted: a refused one leaves it
+        // as it was (the keys a resume may change are written anew).
+        write_config_copy(run, &config.to_toml())?;
+        let logs = open_logs(config, resumed_at, total_steps)?;
+        write_item_labels(run, &prepared.eval.labels)?;
+        progress.line(format!(
+            "objective `{}`, {} trainable parameters, {total_steps} steps of {per_step} examples on `{}`",
+            prepared.objective.name(),
+            trainable_count(&policy),
+            t.backend
+        ));
+        let start_step = resumed_at.unwrap_or(0);
+        let mut trainer = Trainer {
+            config,
+            prepared,
+            progress,
+            quiet: options.quiet,
+            config_sha: sha256_hex(&rundir::fingerprint_text(config)),
+            optimizer,
+            per_step,
+            total_steps,
+            start_step,
+            logs,
+            order: DataOrder {
+                examples: prepared.train.len(),
+                seed: t.seed,
+                shuffle: config.data.shuffle,
+                epochs: BTreeMap::new(),
+            },
+            last_checkpoint: (start_step > 0).then_some(start_step),
+            losses: Vec::new(),
+            trained_tokens: 0,
+        };
+        if config.eval.at_start && start_step == 0 {
+            trainer.evaluate_at_start(&policy, options.force_anchors)?;
+        }
+        Ok((trainer, policy))
     }
-    // The run's copy of its config, once a resume is accepted: a refused one leaves it as it
-    // was (the keys a resume may change are written anew).
-    let config_copy = run.join(CONFIG_FILE);
-    let partial = run.join("config.toml.partial");
-    std::fs::write(&partial, &config_text).map_err(|e| TrainError::io(&partial, e))?;
-    std::fs::rename(&partial, &config_copy).map_err(|e| TrainError::io(&config_copy, e))?;
-    // Logs keep what the checkpoint covers; an end-phase-only resume redoes the final
-    // evaluation, so its row (if the killed run wrote it) goes.
-    let end_phase_only = start_step >= total_steps;
-    let keep_eval = match (checkpoint_found, end_phase_only) {
-        (false, _) => None,
-        (true, true) => Some(total_steps - 1),
-        (true, false) => Some(start_step),
-    };
-    let mut logs = RunLogs::open(
-        &run,
-        checkpoint_found.then_some(start_step),
-        keep_eval,
-        config.output.tensorboard,
-    )?;
-    write_item_labels(&run, &prepared.eval.labels)?;
-    progress.line(format!(
-        "objective `{}`, {} trainable parameters, {total_steps} steps of {per_step} examples on `{}`",
-        prepared.objective.name(),
-        trainable_count(&policy),
-        t.backend
-    ));
 
-    let pad = prepared.model.pad_token;
-    let run_eval = |policy: &CausalLm| {
+    /// The evaluation suite on `policy`, timed.
+    fn evaluate(&self, policy: &CausalLm) -> Result<Evaluation, TrainError> {
+        let prepared = self.prepared;
         let started = Instant::now();
         let result = evaluate(
             &policy.valid(),
             &prepared.reference,
             &prepared.eval,
-            config.eval_limits(),
-            pad,
+            self.config.eval_limits(),
+            prepared.model.pad_token,
             &prepared.device,
         );
         let seconds = started.elapsed().as_secs_f64();
         let tokens = prepared.eval.sequence_tokens();
-        progress.line(format!(
+        self.progress.line(format!(
             "evaluation took {seconds:.1} s ({tokens} tokens, {:.0} tokens/s)",
             tokens as f64 / seconds.max(1e-9)
         ));
         result
-    };
-    if config.eval.at_start && start_step == 0 {
-        let now = (options.force_anchors, &progress);
-        let evaluation = evaluation_before_training(config, &prepared, now, || {
-            progress.line("evaluating the model before training");
-            run_eval(&policy)
-        })?;
-        logs.evaluation(0, &evaluation)?;
     }
 
-    let live_reference = prepared
-        .needs
-        .needs_live_reference()
-        .then_some(&prepared.reference);
-    let mut order = DataOrder {
-        examples,
-        seed: t.seed,
-        shuffle: config.data.shuffle,
-        epochs: BTreeMap::new(),
-    };
-    let bar = progress.bar((total_steps - start_step) as u64, "train");
-    let mut losses = Vec::new();
-    let mut trained_tokens = 0usize;
-    // A resumed run's last good checkpoint is the one it resumed from.
-    let mut last_checkpoint = (start_step > 0).then_some(start_step);
-    let setup = StepSetup {
-        objective: prepared.objective.as_ref(),
-        needs: &prepared.needs,
-        live_reference,
-        packing: t.packing(),
-        pad_token: pad,
-        device: &prepared.train_device,
-        max_grad_norm: t.max_grad_norm,
-        memory: t.memory_saving(),
-    };
-    for step in start_step..total_steps {
+    /// The evaluation before training, logged at step 0 (reused when stored).
+    fn evaluate_at_start(&mut self, policy: &CausalLm, force: bool) -> Result<(), TrainError> {
+        let now = (force, self.progress);
+        let evaluation = evaluation_before_training(self.config, self.prepared, now, || {
+            self.progress.line("evaluating the model before training");
+            self.evaluate(policy)
+        })?;
+        self.logs.evaluation(0, &evaluation)
+    }
+
+    /// Every step from the start step on; returns the trained policy.
+    fn steps(&mut self, mut policy: CausalLm) -> Result<CausalLm, TrainError> {
+        let prepared = self.prepared;
+        let t = &self.config.training;
+        let setup = StepSetup {
+            objective: prepared.objective.as_ref(),
+            needs: &prepared.needs,
+            live_reference: prepared
+                .needs
+                .needs_live_reference()
+                .then_some(&prepared.reference),
+            packing: t.packing(),
+            pad_token: prepared.model.pad_token,
+            device: &prepared.train_device,
+            max_grad_norm: t.max_grad_norm,
+            memory: t.memory_saving(),
+        };
+        let bar = self
+            .progress
+            .bar((self.total_steps - self.start_step) as u64, "train");
+        for step in self.start_step..self.total_steps {
+            policy = self.step(policy, step, &setup, &bar)?;
+        }
+        bar.finish_and_clear();
+        Ok(policy)
+    }
+
+    /// Optimizer step `step` (0-based): the update, its row in the logs and on screen, and
+    /// the checkpoint and evaluation when their intervals fall on it.
+    fn step(
+        &mut self,
+        policy: CausalLm,
+        step: usize,
+        setup: &StepSetup<'_>,
+        bar: &ProgressBar,
+    ) -> Result<CausalLm, TrainError> {
+        let config = self.config;
         let started = Instant::now();
         let lr = learning_rate(
             config.schedule.kind,
             config.optimizer.learning_rate,
             step,
             config.schedule.warmup_steps,
-            total_steps,
+            self.total_steps,
         );
-        let micro_batches: Vec<Vec<&AnchoredExample>> = (0..t.gradient_accumulation_steps)
-            .map(|micro| {
-                let first = step * per_step + micro * t.batch_size;
-                (first..first + t.batch_size)
-                    .map(|p| &prepared.train[order.index(p)])
-                    .collect()
-            })
-            .collect();
-        let (next, report) =
-            match optimizer_step(policy, &mut optimizer, &setup, &micro_batches, lr) {
+        let micro_batches = self.micro_batches(step);
+        let (policy, report) =
+            match optimizer_step(policy, &mut self.optimizer, setup, &micro_batches, lr) {
                 Ok(done) => done,
                 Err(StepError::Failed(e)) => return Err(e),
                 Err(StepError::NonFinite { what, micro_batch }) => {
@@ -372,81 +421,148 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
                         Some(i) => micro_batches[i].clone(),
                         None => micro_batches.concat(),
                     };
-                    return Err(non_finite(config, step + 1, what, &batch, last_checkpoint));
+                    let last = self.last_checkpoint;
+                    return Err(non_finite(config, step + 1, what, &batch, last));
                 }
             };
-        policy = next;
-
         let seconds = started.elapsed().as_secs_f64();
         let (tokens, grad_norm) = (report.tokens, report.grad_norm);
-        trained_tokens += tokens;
-        let epoch = ((step + 1) * per_step) as f64 / examples as f64;
-        let row = step_row(report, per_step, lr, epoch, seconds);
-        losses.push(row["loss"]);
+        self.trained_tokens += tokens;
+        let epoch = ((step + 1) * self.per_step) as f64 / self.prepared.train.len() as f64;
+        let row = step_row(report, self.per_step, lr, epoch, seconds);
+        self.losses.push(row["loss"]);
         let done = step + 1;
-        if done % t.logging_steps == 0 || done == total_steps {
-            logs.step(done, &row)?;
+        if done.is_multiple_of(config.training.logging_steps) || done == self.total_steps {
+            self.logs.step(done, &row)?;
         }
+        let speed = tokens as f64 / seconds.max(1e-9);
+        self.show_step(bar, done, &row, (lr, grad_norm, speed));
+        self.at_intervals(&policy, done)?;
+        Ok(policy)
+    }
+
+    /// The examples of step `step`'s micro-batches, in the run's data order.
+    fn micro_batches(&mut self, step: usize) -> Vec<Vec<&'a AnchoredExample>> {
+        let prepared: &'a Prepared = self.prepared;
+        let train = &prepared.train;
+        let batch_size = self.config.training.batch_size;
+        (0..self.config.training.gradient_accumulation_steps)
+            .map(|micro| {
+                let first = step * self.per_step + micro * batch_size;
+                (first..first + batch_size)
+                    .map(|p| &train[self.order.index(p)])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// A finished step on the progress bar, or as a line where the bar is hidden.
+    fn show_step(
+        &self,
+        bar: &ProgressBar,
+        done: usize,
+        row: &BTreeMap<String, f64>,
+        (lr, grad_norm, speed): (f64, f64, f64),
+    ) {
+        let margin = row.get("rewards/margins").copied().unwrap_or(f64::NAN);
         bar.inc(1);
         bar.set_message(format!(
-            "loss {:.4} margin {:.3} {:.0} tok/s",
-            row["loss"],
-            row.get("rewards/margins").copied().unwrap_or(f64::NAN),
-            tokens as f64 / seconds.max(1e-9)
+            "loss {:.4} margin {margin:.3} {speed:.0} tok/s",
+            row["loss"]
         ));
-        if bar.is_hidden() && !options.quiet {
-            progress.line(format!(
-                "step {done}/{total_steps} loss {:.4} margin {:.4} grad_norm {:.3} lr {lr:.2e} {:.0} tokens/s",
-                row["loss"],
-                row.get("rewards/margins").copied().unwrap_or(f64::NAN),
-                grad_norm,
-                tokens as f64 / seconds.max(1e-9)
+        if bar.is_hidden() && !self.quiet {
+            self.progress.line(format!(
+                "step {done}/{} loss {:.4} margin {margin:.4} grad_norm {grad_norm:.3} lr {lr:.2e} {speed:.0} tokens/s",
+                self.total_steps, row["loss"],
             ));
         }
+    }
 
-        let interval = |n: usize| n > 0 && done % n == 0 && done < total_steps;
+    /// The checkpoint and the evaluation after step `done`, where their intervals fall on it
+    /// (the last step has its own, in the end phase).
+    fn at_intervals(&mut self, policy: &CausalLm, done: usize) -> Result<(), TrainError> {
+        let config = self.config;
+        let interval = |n: usize| n > 0 && done.is_multiple_of(n) && done < self.total_steps;
         if interval(config.checkpoint.interval) {
             let at = CheckpointAt {
                 step: done,
-                config_sha: &config_sha,
-                last_good: last_checkpoint,
+                config_sha: &self.config_sha,
+                last_good: self.last_checkpoint,
             };
-            write_checkpoint(config, at, &policy, &optimizer, &prepared)?;
-            last_checkpoint = Some(done);
+            write_checkpoint(config, at, policy, &self.optimizer, self.prepared)?;
+            self.last_checkpoint = Some(done);
         }
         if interval(config.eval.interval) {
-            logs.evaluation(done, &run_eval(&policy)?)?;
+            let evaluation = self.evaluate(policy)?;
+            self.logs.evaluation(done, &evaluation)?;
         }
-    }
-    bar.finish_and_clear();
-    if !end_phase_only {
-        let at = CheckpointAt {
-            step: total_steps,
-            config_sha: &config_sha,
-            last_good: last_checkpoint,
-        };
-        let final_dir = write_checkpoint(config, at, &policy, &optimizer, &prepared)?;
-        progress.line(format!("checkpoint: {}", final_dir.display()));
+        Ok(())
     }
 
-    progress.line("evaluating the trained model");
-    let end = run_eval(&policy)?;
-    logs.evaluation(total_steps, &end)?;
-    let (start, table) = finish(config, &policy, &prepared, &end.metrics, &progress)?;
-    let cost = rundir::Cost {
-        resumed_at: start_step,
-        tokens: trained_tokens,
-        seconds: began.elapsed().as_secs_f64(),
-    };
-    rundir::mark_finished(&run, total_steps, &cost)?;
-    Ok(RunSummary {
-        run_dir: run,
-        steps: total_steps,
-        losses,
-        start,
-        end: end.metrics,
-        table,
-    })
+    /// After the last step: its checkpoint (unless the run resumed into its end phase), the
+    /// final evaluation, the end phase ([`finish`]) and the record that the run finished.
+    fn end(mut self, policy: CausalLm, began: Instant) -> Result<RunSummary, TrainError> {
+        let (config, total_steps) = (self.config, self.total_steps);
+        if self.start_step < total_steps {
+            let at = CheckpointAt {
+                step: total_steps,
+                config_sha: &self.config_sha,
+                last_good: self.last_checkpoint,
+            };
+            let dir = write_checkpoint(config, at, &policy, &self.optimizer, self.prepared)?;
+            self.progress.line(format!("checkpoint: {}", dir.display()));
+        }
+        self.progress.line("evaluating the trained model");
+        let end = self.evaluate(&policy)?;
+        self.logs.evaluation(total_steps, &end)?;
+        let (start, table) = finish(config, &policy, self.prepared, &end.metrics, self.progress)?;
+        let run = config.output.dir.clone();
+        let cost = rundir::Cost {
+            resumed_at: self.start_step,
+            tokens: self.trained_tokens,
+            seconds: began.elapsed().as_secs_f64(),
+        };
+        rundir::mark_finished(&run, total_steps, &cost)?;
+        Ok(RunSummary {
+            run_dir: run,
+            steps: total_steps,
+            losses: self.losses,
+            start,
+            end: end.metrics,
+            table,
+        })
+    }
+}
+
+/// The run's copy of its config, written whole and renamed into place.
+fn write_config_copy(run: &Path, config_text: &str) -> Result<(), TrainError> {
+    let config_copy = run.join(CONFIG_FILE);
+    let partial = run.join("config.toml.partial");
+    std::fs::write(&partial, config_text).map_err(|e| TrainError::io(&partial, e))?;
+    std::fs::rename(&partial, &config_copy).map_err(|e| TrainError::io(&config_copy, e))
+}
+
+/// The run's logs, keeping what the checkpoint a run resumed from (at `resumed_at`) covers.
+/// A run resumed into its end phase redoes the final evaluation, so its row (if the killed
+/// run wrote it) goes.
+fn open_logs(
+    config: &RunConfig,
+    resumed_at: Option<usize>,
+    total_steps: usize,
+) -> Result<RunLogs, TrainError> {
+    let keep_eval = resumed_at.map(|step| {
+        if step >= total_steps {
+            total_steps - 1
+        } else {
+            step
+        }
+    });
+    RunLogs::open(
+        &config.output.dir,
+        resumed_at,
+        keep_eval,
+        config.output.tensorboard,
+    )
 }
 
 /// The end phase after the final evaluation (`end`, already logged): the start-versus-end

@@ -2,7 +2,7 @@
 //! chosen, rejected and K base responses (laid out by `bapo_data::PreferenceBatch`, the
 //! prompt shared by default), the named quantities the objective asked for, its per-example
 //! losses, and the gradients of their scaled sum (one `backward()`, or several stages when
-//! memory saving is on: `staged.rs`).
+//! memory saving is on: `step/staged.rs`).
 //!
 //! Reference log-probs come from the anchor cache; the reference model runs live only for
 //! token-level quantities (KL-DPO's `TokenKl`), without autodiff.
@@ -10,13 +10,28 @@
 use bapo_data::{ExampleResponses, Packing, PreferenceBatch, ScoringInput, Slot};
 use bapo_model::{CausalLm, ScoredLogits};
 use bapo_objective::kl::packed_sequence_kl;
-use bapo_objective::{ObjectiveOutput, Quantities, Quantity, Response};
+use bapo_objective::{Needs, Objective, ObjectiveOutput, Quantities, Quantity, Response};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 
 use crate::TrainError;
 use crate::example::AnchoredExample;
-use crate::optimizer_step::StepSetup;
+
+mod staged;
+
+/// What every step of a run shares.
+pub struct StepSetup<'a> {
+    pub objective: &'a dyn Objective,
+    pub needs: &'a Needs,
+    /// The reference, for objectives that run it live (token-level KL).
+    pub live_reference: Option<&'a CausalLm>,
+    pub packing: Packing,
+    pub pad_token: u32,
+    /// The autodiff device the policy lives on.
+    pub device: &'a Device,
+    pub max_grad_norm: f64,
+    pub memory: MemorySaving,
+}
 
 /// What the objective computed on a micro-batch.
 pub struct MicroBatchOutput {
@@ -115,7 +130,7 @@ pub struct MemorySaving {
 }
 
 impl MemorySaving {
-    /// Whether the backward runs in stages (see `staged.rs`) rather than as one
+    /// Whether the backward runs in stages (see `step/staged.rs`) rather than as one
     /// `loss.backward()`.
     pub fn staged(self) -> bool {
         self.gradient_checkpointing || self.lm_head_chunk_tokens > 0
@@ -172,7 +187,7 @@ pub fn micro_batch(
     if setup.memory.staged() {
         let layout = batch.input.layout()?;
         if layout.scored_tokens() > 0 {
-            let output = crate::staged::staged_backward(&inputs, &layout, sink)?;
+            let output = staged::staged_backward(&inputs, &layout, sink)?;
             return Ok(MicroBatchOutput { output, tokens });
         }
     }

@@ -270,7 +270,7 @@ fn sharing_prompts_leaves_the_training_curve_unchanged() {
 /// The memory savings change the work, not the numbers: with recomputed blocks and an LM head
 /// run three tokens at a time the whole loop (two accumulated micro-batches per step,
 /// clipping, AdamW, checkpoints) gives the plain run's training curve and final parameters.
-/// Each saving's gradients are checked parameter by parameter in `staged_tests.rs`; that the
+/// Each saving's gradients are checked parameter by parameter in `step/staged_tests.rs`; that the
 /// keys save memory is measured by `cargo xtask bench --memory` (docs/performance.md).
 #[test]
 fn memory_savings_leave_the_training_curve_unchanged() {

@@ -6,18 +6,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bapo_data::{Packing, TokenizedExample};
+use bapo_model::walk::{ParamPath, PathVisitor, visit_with_paths};
 use bapo_model::{CausalLm, LoraSettings, apply_lora};
 use bapo_objective::{Objective, registry};
 use bapo_objective_bapo as _;
 use bapo_objective_dpo as _;
 use bapo_objective_kl_dpo as _;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor};
 
 use crate::example::{AnchoredExample, ReferenceLogps};
-use crate::optimizer_step::StepSetup;
-use crate::step::{GradientSink, MemorySaving, micro_batch};
+use crate::step::{GradientSink, MemorySaving, StepSetup, micro_batch};
 
 fn tiny_model(name: &str, device: &Device) -> CausalLm {
     // The package folder at run time (not the one the binary was built in).
@@ -98,34 +98,26 @@ fn gradients(
     let grads = accumulator.grads();
     let mut collect = Collect {
         grads: &grads,
-        path: Vec::new(),
         found: BTreeMap::new(),
     };
-    policy.visit(&mut collect);
+    visit_with_paths(policy, &mut collect);
     (collect.found, loss)
 }
 
 struct Collect<'a> {
     grads: &'a GradientsParams,
-    path: Vec<String>,
     found: BTreeMap<String, Vec<f32>>,
 }
 
-impl ModuleVisitor for Collect<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+impl PathVisitor for Collect<'_> {
+    fn visit_float<const D: usize>(&mut self, path: &ParamPath, param: &Param<Tensor<D>>) {
         if let Some(grad) = self.grads.get::<D>(param.id) {
             let values = grad
                 .into_data()
                 .convert::<f32>()
                 .try_to_vec::<f32>()
                 .expect("f32");
-            self.found.insert(self.path.join("."), values);
+            self.found.insert(path.dotted(), values);
         }
     }
 }

@@ -17,8 +17,8 @@ use bapo_objective::ObjectiveOutput;
 use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 
+use super::{GradientSink, ObjectiveInputs};
 use crate::TrainError;
-use crate::step::{GradientSink, ObjectiveInputs};
 
 /// How the rows' gradient goes on into the trunk.
 enum Trunk {
@@ -31,7 +31,7 @@ enum Trunk {
 
 /// Runs the objective on the batch of `inputs`, laid out as `layout` (with scored tokens),
 /// and adds its gradients to `sink` stage by stage.
-pub(crate) fn staged_backward(
+pub(super) fn staged_backward(
     inputs: &ObjectiveInputs<'_>,
     layout: &ScoringLayout,
     sink: &mut GradientSink<'_>,
