@@ -516,7 +516,7 @@ fn rows_of(evaluations: &Evaluations, metric: &str) -> Option<Vec<Vec<f64>>> {
     (n > 0 && rows.iter().all(|r: &Vec<f64>| r.len() == n)).then_some(rows)
 }
 
-/// `eval_items.jsonl`: (step, metric → item values) per line, in step order (the last line
+/// `eval_items.jsonl`: (step, metric → item values) per line, in step order (the first line
 /// of a step that a resumed run logged twice).
 fn read_items(path: &Path) -> Result<Evaluations, DataError> {
     let rows = read_rows(path).map_err(|e| DataError::new(e.path(), e.detail()))?;

@@ -29,19 +29,28 @@ impl JsonLog {
             && path.exists()
         {
             let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-            // A kill while a line was being written leaves it without its newline: it goes.
-            // Any other line that is not a log row (a user's edit) stops the resume, named.
-            let whole = text.rfind('\n').map_or("", |end| &text[..=end]);
+            // A kill while the last line was being written leaves it torn, without its
+            // newline: it goes. Any other line that is not a log row (a user's edit) stops
+            // the resume, named.
+            let torn = !text.ends_with('\n');
+            let lines: Vec<&str> = text.lines().collect();
             let mut kept = String::new();
-            for (n, line) in whole.lines().enumerate() {
+            for (n, line) in lines.iter().enumerate() {
                 if line.trim().is_empty() {
                     continue;
                 }
-                let row = Row::parse(line).map_err(|detail| LogError::Line {
-                    path: path.to_path_buf(),
-                    line: n + 1,
-                    detail,
-                })?;
+                let row = match Row::parse(line) {
+                    Ok(row) => row,
+                    Err(_) if torn && n + 1 == lines.len() => continue,
+                    Err(detail) => {
+                        return Err(LogError::Line {
+                            path: path.to_path_buf(),
+                            line: n + 1,
+                            detail,
+                        }
+                        .into());
+                    }
+                };
                 // The line as it was written: a number read and written again can change in
                 // its last digit, and a resumed run's logs must be the uninterrupted run's.
                 if row.step() <= limit {
@@ -223,4 +232,49 @@ fn proc_status_mib(field: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `text` as a log resumed at step 1: what is left of it, or the error.
+    fn resumed(text: &str) -> Result<String, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "bapo-jsonlog-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        std::fs::write(&path, text).unwrap();
+        let result = JsonLog::open(&path, Some(1))
+            .map(|_| std::fs::read_to_string(&path).unwrap())
+            .map_err(|e| e.to_string());
+        std::fs::remove_dir_all(&dir).ok();
+        result
+    }
+
+    #[test]
+    fn a_resume_keeps_lines_as_written_and_drops_only_a_torn_last_line() {
+        let first = "{\"loss\":0.23798561096191406,\"step\":1}\n";
+        // Later steps go; lines are kept byte for byte.
+        assert_eq!(
+            resumed(&format!("{first}{{\"loss\":1,\"step\":2}}\n")).unwrap(),
+            first
+        );
+        // Killed while writing the last line: it goes.
+        assert_eq!(
+            resumed(&format!("{first}{{\"loss\":1,\"st")).unwrap(),
+            first
+        );
+        // Killed between a whole line and its newline: it stays.
+        assert_eq!(
+            resumed("{\"loss\":0.5,\"step\":1}").unwrap(),
+            "{\"loss\":0.5,\"step\":1}\n"
+        );
+        // Any other line that is not a log row stops the resume, named by its line.
+        let error = resumed(&format!("{first}not json\n")).unwrap_err();
+        assert!(error.contains("metrics.jsonl, line 2: "), "{error}");
+    }
 }
