@@ -235,7 +235,8 @@ pub fn train(config: &RunConfig, options: &TrainOptions) -> Result<RunSummary, T
     for line in &prepared.summary {
         progress.line(line);
     }
-    let (mut trainer, policy) = Trainer::start(config, &prepared, options, &progress)?;
+    let (mut trainer, policy) =
+        Trainer::start(config, &config_text, &prepared, options, &progress)?;
     let policy = trainer.steps(policy)?;
     trainer.end(policy, began)
 }
@@ -266,10 +267,11 @@ struct Trainer<'a> {
 
 impl<'a> Trainer<'a> {
     /// Everything between `prepare` and the first step: the policy and the optimizer, the
-    /// step counts, the resume, the run's copy of its config, the logs, and the evaluation
-    /// before training. Returns the trainer and the policy to train.
+    /// step counts, the resume, the run's copy of its config (`config_text`), the logs, and
+    /// the evaluation before training. Returns the trainer and the policy to train.
     fn start(
         config: &'a RunConfig,
+        config_text: &str,
         prepared: &'a Prepared,
         options: &TrainOptions,
         progress: &'a Progress,
@@ -297,7 +299,7 @@ impl<'a> Trainer<'a> {
         let run = &config.output.dir;
         // The run's copy of its config, once a resume is accepted: a refused one leaves it
         // as it was (the keys a resume may change are written anew).
-        write_config_copy(run, &config.to_toml())?;
+        write_config_copy(run, config_text)?;
         let logs = open_logs(config, resumed_at, total_steps)?;
         write_item_labels(run, &prepared.eval.labels)?;
         progress.line(format!(
