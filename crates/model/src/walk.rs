@@ -106,6 +106,7 @@ mod tests {
         assert_eq!(path.first(), Some("layers"));
         assert!(path.ends_with(&["lora", "a"]));
         assert!(!path.ends_with(&["lora", "b"]));
+        assert!(!path.ends_with(&["0", "a"]));
         assert!(!ParamPath::default().ends_with(&["a"]));
     }
 }
