@@ -4,7 +4,6 @@
 //! - `check-exports`: see `python.rs`.
 //! - `fetch`: the real assets, verified by sha256, into the git-ignored asset cache.
 //! - `data`: the generated personalised dataset.
-//! - `anchor-forms`: the comparison behind BAPO's default anchor form (`anchor_forms.rs`).
 //! - `mutations`: planted bugs that the invariant tests must catch (`mutations.rs`).
 //! - `changes`: a run's metric changes with paired intervals (`changes.rs`).
 //! - `gpu-kit`: the prepared check for a GPU machine (`gpu_kit.rs`).
@@ -16,7 +15,6 @@
 //! - `outside-objective`: the objective crate outside the workspace, examples/simpo, built and
 //!   tested on its own (`outside.rs`).
 
-mod anchor_forms;
 mod backends;
 mod bench;
 mod bench_memory;
@@ -62,9 +60,6 @@ fn run() -> Result<()> {
         Some("train") => train::train(&workspace_root(), &cargo_program(), &args[1..]),
         Some("backends") => backends::check(&workspace_root(), &cargo_program()),
         Some("bench") => bench::bench(&workspace_root(), &cargo_program(), &args[1..]),
-        Some("anchor-forms") => {
-            anchor_forms::anchor_forms(&workspace_root(), &cargo_program(), &args[1..])
-        }
         Some("mutations") => mutations::mutations(&workspace_root(), &cargo_program(), &args[1..]),
         Some("changes") => changes::changes(&args[1..]),
         Some("gpu-kit") => gpu_kit::gpu_kit(&workspace_root(), &cargo_program(), &args[1..]),
@@ -117,10 +112,6 @@ tasks:
          the same LoRA step on the real Qwen2.5-Coder GGUF files (cargo xtask fetch --model)
          with the base held in q4 and q8 (cpu), next to TRL + PEFT with f32, bf16 and
          bitsandbytes NF4 bases
-  anchor-forms [--seeds N] [--arms A,B] [--report]
-         the comparison behind BAPO's default anchor: the quickstart with each one-sided
-         anchor form and with DPO, seeds 0..N (default 2), held-out margin next to drift;
-         --arms reruns only those arms; --report prints the table of the runs already made
   changes RUN_DIR [--from STEP]
          every metric's change from the evaluation at STEP (default 0) to the run's last one,
          with a 95% paired bootstrap interval over its items (eval_items.jsonl)
@@ -134,7 +125,8 @@ tasks:
          resumed; --report only writes the report from the runs there; --list prints the
          cells; --quick: 1 seed, 32 steps, runs/study-quick; a setting whose objective is
          not built in runs with its crate's bapo-<objective> (a workspace crate's, built;
-         an outside crate's, given as --binary OBJECTIVE=PATH)
+         an outside crate's, given as --binary OBJECTIVE=PATH); --config
+         configs/anchor-forms.toml: the comparison behind BAPO's default anchor form
   gpu-kit [--test]
          the GPU check kit in .gpu-kit/ (docs/backends.md): bapo with tch and wgpu built
          against torch 2.11.0, SmolLM2's shape and tokenizer, TRL's wheels, the Vulkan loader

@@ -38,6 +38,12 @@ const DOCS_DATA: &str = "docs/study/data.json";
 pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let args = StudyArgs::parse(root, args)?;
     let config = StudyConfig::load(&args.config_path)?;
+    if args.quick && !config.has_quick() {
+        bail!(
+            "{}: --quick needs a [quick] table, and this study config has none",
+            args.config_path.display()
+        );
+    }
     let plan = config.plan(args.quick);
     // Only the project's own full study rewrites docs/.
     let docs = !args.quick && args.config_path == root.join("configs/study.toml");

@@ -101,6 +101,59 @@ fn number(v: f64) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Which line of a log one figure of a run is read from: `last` (the last line that holds
+/// the key: the end of the run), `max` (the largest value over all lines) or `step N` (the
+/// first line of step N; a resumed run may log a step twice, both lines alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Last,
+    Max,
+    Step(usize),
+}
+
+impl Pick {
+    /// The number `key` of the line(s) of `rows` this pick names; None when none of them holds
+    /// it as a number (absent, or `null`: not finite).
+    pub fn from_rows(self, rows: &[Row], key: &str) -> Option<f64> {
+        let mut values = rows
+            .iter()
+            .filter_map(|row| Some((row.step, row.number(key)?)));
+        match self {
+            Pick::Last => values.next_back().map(|(_, v)| v),
+            Pick::Max => values.map(|(_, v)| v).reduce(f64::max),
+            Pick::Step(step) => values.find(|(s, _)| *s == step).map(|(_, v)| v),
+        }
+    }
+}
+
+impl std::str::FromStr for Pick {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Pick, String> {
+        let step = text
+            .strip_prefix("step ")
+            .map(|n| n.trim().parse::<usize>());
+        match (text, step) {
+            ("last", _) => Ok(Pick::Last),
+            ("max", _) => Ok(Pick::Max),
+            (_, Some(Ok(step))) => Ok(Pick::Step(step)),
+            _ => Err(format!(
+                "{text:?}: expected \"last\", \"max\" or \"step N\" (N a whole number)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Pick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pick::Last => write!(f, "last"),
+            Pick::Max => write!(f, "max"),
+            Pick::Step(step) => write!(f, "step {step}"),
+        }
+    }
+}
+
 /// A log that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -190,6 +243,44 @@ mod tests {
     fn a_name_that_needs_escaping_is_escaped() {
         let line = Row::of_values(1, &values(&[("a\"b", 1.0)])).to_string();
         assert_eq!(Row::parse(&line).unwrap().number("a\"b"), Some(1.0));
+    }
+
+    #[test]
+    fn a_pick_reads_the_last_line_holding_the_key_the_largest_value_or_a_step() {
+        let rows = [
+            Row::of_values(1, &values(&[("g", 4.0), ("v", 0.5)])),
+            Row::of_values(2, &values(&[("g", 9.0)])),
+            Row::of_values(2, &values(&[("g", 9.0)])),
+            Row::of_values(3, &values(&[("g", f64::NAN), ("v", 0.25)])),
+            Row::of_values(4, &values(&[("g", 2.0)])),
+        ];
+        assert_eq!(Pick::Last.from_rows(&rows, "g"), Some(2.0));
+        assert_eq!(Pick::Last.from_rows(&rows, "v"), Some(0.25));
+        assert_eq!(Pick::Max.from_rows(&rows, "g"), Some(9.0));
+        assert_eq!(Pick::Step(1).from_rows(&rows, "g"), Some(4.0));
+        assert_eq!(
+            Pick::Step(3).from_rows(&rows, "g"),
+            None,
+            "NaN is written as null"
+        );
+        assert_eq!(Pick::Step(5).from_rows(&rows, "g"), None);
+        assert_eq!(Pick::Max.from_rows(&rows, "absent"), None);
+    }
+
+    #[test]
+    fn a_pick_is_read_from_its_text_and_written_back() {
+        for (text, pick) in [
+            ("last", Pick::Last),
+            ("max", Pick::Max),
+            ("step 1", Pick::Step(1)),
+        ] {
+            assert_eq!(text.parse::<Pick>(), Ok(pick));
+            assert_eq!(pick.to_string(), text);
+        }
+        for bad in ["first", "step", "step -1", "step x", "Last"] {
+            let error = bad.parse::<Pick>().unwrap_err();
+            assert!(error.contains("expected \"last\""), "{bad}: {error}");
+        }
     }
 
     #[test]

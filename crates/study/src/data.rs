@@ -4,8 +4,9 @@
 //! [`StudyData::collect`] reads every finished cell of a plan (its `eval_items.jsonl`,
 //! `eval_item_labels.json` and `finished.json`) and keeps only what the report uses: per run,
 //! the metrics named in [`kept_metric`] at every evaluated step, each value rounded to 4
-//! significant digits. Item labels (cluster, chance, flags) are stored once per distinct
-//! labelling and cluster names once in a table, since every run of a user shares them.
+//! significant digits, and the figures the plan reads from its logs ([`crate::plan::LogFigure`]).
+//! Item labels (cluster, chance, flags) are stored once per distinct labelling and cluster
+//! names once in a table, since every run of a user shares them.
 //!
 //! The project's full study runs over several sittings, on machines that do not keep their
 //! run directories: a run recorded in the committed file counts as done
@@ -25,7 +26,7 @@ use std::path::Path;
 use bapo_rundir::files::{
     EVAL_ITEMS_FILE, FINISHED_FILE, ITEM_LABELS_FILE, STUDY_OVERRIDES_FILE, is_finished,
 };
-use bapo_rundir::read_rows;
+use bapo_rundir::{Row, read_rows};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
@@ -106,6 +107,11 @@ pub struct RunData {
     /// The evaluated steps, ascending (step 0: the model before training).
     pub steps: Vec<usize>,
     pub metrics: BTreeMap<String, MetricData>,
+    /// The plan's log figures, by name, where the run's logs hold them as finite numbers; main
+    /// grid runs only, as the report shows them (written only when there are some: a file of
+    /// a study without them reads as before).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub figures: BTreeMap<String, f64>,
 }
 
 impl RunData {
@@ -358,6 +364,9 @@ impl StudyData {
                 return Err(format!("{name}: a value is not finite"));
             }
         }
+        if let Some((name, _)) = run.figures.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!("figure {name:?} is not finite"));
+        }
         Ok(())
     }
 }
@@ -496,7 +505,30 @@ fn read_run(
         cost: read_cost(&dir.join(FINISHED_FILE)),
         steps,
         metrics,
+        figures: match cell.grid {
+            Grid::Main => read_figures(dir, plan)?,
+            _ => BTreeMap::new(),
+        },
     })
+}
+
+/// The plan's log figures of the run in `dir`, rounded to 4 significant digits; a figure its
+/// log does not hold (e.g. an anchor metric of a DPO run) is left out.
+fn read_figures(dir: &Path, plan: &Plan) -> Result<BTreeMap<String, f64>, DataError> {
+    let mut logs: BTreeMap<&str, Vec<Row>> = BTreeMap::new();
+    let mut figures = BTreeMap::new();
+    for figure in &plan.log_figures {
+        let file = figure.log.file_name();
+        if !logs.contains_key(file) {
+            let rows =
+                read_rows(&dir.join(file)).map_err(|e| DataError::new(e.path(), e.detail()))?;
+            logs.insert(file, rows);
+        }
+        if let Some(value) = figure.at.from_rows(&logs[file], &figure.key) {
+            figures.insert(figure.name.clone(), round4(value));
+        }
+    }
+    Ok(figures)
 }
 
 /// A run's evaluations in step order: (step, metric → item values).

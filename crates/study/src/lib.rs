@@ -29,5 +29,5 @@ pub use changes::{Change, ChangesError, run_changes};
 pub use data::{DataError, StudyData};
 pub use grid::{Binaries, CellState, GridError, GridOutcome, run_grid};
 pub use intervals::{Interval, IntervalError, paired_bootstrap, t_interval_95};
-pub use plan::{Cell, Grid, Plan, PlanError, Role, Rules, StudyConfig};
+pub use plan::{Cell, Grid, LogFigure, LogFile, Plan, PlanError, Role, Rules, StudyConfig};
 pub use report::{Output, ReportError, render, write_report};

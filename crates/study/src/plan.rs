@@ -6,12 +6,17 @@
 //! evaluated along its training), the users and settings of the heterogeneity grid, the probe
 //! check (the model before training on every probe), models trained before the grid for use as
 //! further references, the objectives left untested and why, the rules of the report
-//! ([`Rules`], declared before the runs), and a `[quick]` table that shrinks all of it.
+//! ([`Rules`], declared before the runs), figures read from each run's own logs
+//! ([`LogFigure`]), and a `[quick]` table that shrinks all of it. The heterogeneity grid, the
+//! probe check and `[quick]` are optional: a study of a few settings on one user (e.g.
+//! `configs/anchor-forms.toml`) leaves them out.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use bapo_rundir::Pick;
+use bapo_rundir::files::{EVAL_FILE, METRICS_FILE};
+use serde::{Deserialize, Deserializer};
 
 /// A study config that cannot be used: the message names the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +63,60 @@ pub struct StudyConfig {
     /// Objectives not run, with the reason (printed in the report).
     #[serde(default)]
     pub not_tested: Vec<NotTested>,
-    pub heterogeneity: Heterogeneity,
-    /// The probe check: the model before training on every probe, once.
-    pub probes: Probes,
+    /// The same settings trained on other users (none when absent).
+    #[serde(default)]
+    pub heterogeneity: Option<Heterogeneity>,
+    /// The probe check: the model before training on every probe, once (none when absent).
+    #[serde(default)]
+    pub probes: Option<Probes>,
     pub rules: Rules,
-    pub quick: Quick,
+    /// Figures read from every run's own logs, shown per setting.
+    #[serde(default)]
+    pub log_figures: Vec<LogFigure>,
+    /// `--quick`'s smaller grid (absent: the study has none).
+    #[serde(default)]
+    pub quick: Option<Quick>,
+}
+
+/// `[[log_figures]]`: one number read from each run's own logs (e.g. the first step's gradient
+/// norm in `metrics.jsonl`), shown per setting as the mean over seeds and each seed's value. A
+/// description of the runs: it has no interval and the verdict draws nothing from it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFigure {
+    /// Its name in the report.
+    pub name: String,
+    /// The log it is read from.
+    pub log: LogFile,
+    /// The key of the log's lines.
+    pub key: String,
+    /// Which line: `"last"`, `"max"` or `"step N"`.
+    #[serde(deserialize_with = "pick")]
+    pub at: Pick,
+}
+
+/// A log of the run directory that figures are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFile {
+    /// `metrics.jsonl`: one line per training step.
+    Metrics,
+    /// `eval.jsonl`: one line per evaluation (the aggregates).
+    Eval,
+}
+
+impl LogFile {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            LogFile::Metrics => METRICS_FILE,
+            LogFile::Eval => EVAL_FILE,
+        }
+    }
+}
+
+fn pick<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Pick, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 /// An objective the study does not run, and why.
@@ -264,6 +318,20 @@ pub struct Plan {
     /// The settings of the heterogeneity grid, and its users in order.
     pub heterogeneity_settings: Vec<String>,
     pub heterogeneity_users: Vec<String>,
+    /// The figures read from each run's logs.
+    pub log_figures: Vec<LogFigure>,
+}
+
+impl Plan {
+    /// Whether the plan has a heterogeneity grid.
+    pub fn has_heterogeneity(&self) -> bool {
+        !self.heterogeneity_settings.is_empty() && !self.heterogeneity_users.is_empty()
+    }
+
+    /// Whether the plan has the probe check.
+    pub fn has_probes(&self) -> bool {
+        self.cells.iter().any(|c| c.grid == Grid::Probes)
+    }
 }
 
 impl StudyConfig {
@@ -293,7 +361,32 @@ impl StudyConfig {
         self.rules.check().map_err(|(k, m)| bad(&k, m))?;
         self.check_settings().map_err(|(k, m)| bad(&k, m))?;
         self.check_references().map_err(|(k, m)| bad(&k, m))?;
+        self.check_log_figures().map_err(|(k, m)| bad(&k, m))?;
         self.check_run_directories().map_err(|(k, m)| bad(&k, m))
+    }
+
+    /// Whether the config has a `[quick]` grid.
+    pub fn has_quick(&self) -> bool {
+        self.quick.is_some()
+    }
+
+    /// Log figures: each named once, and not blank.
+    fn check_log_figures(&self) -> Result<(), (String, String)> {
+        for (i, f) in self.log_figures.iter().enumerate() {
+            if f.name.trim().is_empty() || f.key.trim().is_empty() {
+                return Err((
+                    format!("log_figures[{i}]"),
+                    "`name` and `key` must not be blank".into(),
+                ));
+            }
+            if self.log_figures[..i].iter().any(|g| g.name == f.name) {
+                return Err((
+                    format!("log_figures[{i}].name"),
+                    format!("{:?} appears twice", f.name),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// At least one seed and one learning rate in each grid; rates positive.
@@ -301,20 +394,24 @@ impl StudyConfig {
         if self.seeds.is_empty() {
             return Err(("seeds".into(), "at least one seed".into()));
         }
-        if self.quick.seeds.is_empty() {
+        if self.quick.as_ref().is_some_and(|q| q.seeds.is_empty()) {
             return Err(("quick.seeds".into(), "at least one seed".into()));
         }
-        if self.learning_rates.is_empty() || self.quick.learning_rates.is_empty() {
+        let quick_rates = self
+            .quick
+            .as_ref()
+            .map_or(&[][..], |q| &q.learning_rates[..]);
+        if self.learning_rates.is_empty() || (self.quick.is_some() && quick_rates.is_empty()) {
             return Err((
                 "learning_rates".into(),
                 "at least one learning rate (and in [quick])".into(),
             ));
         }
-        let rates = [&self.learning_rates[..], &self.quick.learning_rates[..]];
-        if let Some(bad_rate) = rates
+        let het_rate = self.heterogeneity.as_ref().map(|h| h.learning_rate);
+        if let Some(bad_rate) = [&self.learning_rates[..], quick_rates]
             .concat()
             .into_iter()
-            .chain([self.heterogeneity.learning_rate])
+            .chain(het_rate)
             .find(|r| !(r.is_finite() && *r > 0.0))
         {
             return Err((
@@ -369,10 +466,15 @@ impl StudyConfig {
                 ));
             }
         }
-        for (list, key) in [
-            (&self.heterogeneity.settings, "heterogeneity.settings"),
-            (&self.quick.settings, "quick.settings"),
-        ] {
+        let lists = [
+            (
+                self.heterogeneity.as_ref().map(|h| &h.settings),
+                "heterogeneity.settings",
+            ),
+            (self.quick.as_ref().map(|q| &q.settings), "quick.settings"),
+        ];
+        for (list, key) in lists {
+            let list = list.map_or(&[][..], |l| &l[..]);
             if let Some(unknown) = list.iter().find(|n| !names.contains_key(*n)) {
                 return Err((key.into(), format!("{unknown:?} is not a setting name")));
             }
@@ -401,7 +503,8 @@ impl StudyConfig {
     /// `<setting>-lr<rate>-<user>-seed<k>`: the main user in the heterogeneity grid at a main
     /// learning rate and seed would share one.
     fn check_run_directories(&self) -> Result<(), (String, String)> {
-        for (quick, key) in [(false, "heterogeneity"), (true, "quick")] {
+        let grids = [(false, "heterogeneity"), (true, "quick")];
+        for (quick, key) in grids.into_iter().filter(|(q, _)| !q || self.has_quick()) {
             let mut dirs = std::collections::BTreeSet::new();
             if let Some(cell) = self.plan(quick).cells.iter().find(|c| !dirs.insert(&c.dir)) {
                 return Err((
@@ -416,7 +519,8 @@ impl StudyConfig {
         Ok(())
     }
 
-    /// The grid to run: the full one, or `[quick]`'s.
+    /// The grid to run: the full one, or `[quick]`'s (the full one when the config has no
+    /// `[quick]`: callers check [`StudyConfig::has_quick`] first).
     pub fn plan(&self, quick: bool) -> Plan {
         let scope = self.scope(quick);
         let mut cells = Vec::new();
@@ -442,12 +546,12 @@ impl StudyConfig {
             shared: self.shared_overrides(quick),
             reference_exports,
         };
-        cells.push(self.probes_cell(&maker, quick));
+        cells.extend(self.probes_cell(&maker, quick));
         cells.extend(self.main_cells(&scope, &maker));
         let het_settings: Vec<String> = self
             .heterogeneity
-            .settings
             .iter()
+            .flat_map(|h| &h.settings)
             .filter(|s| scope.main_settings.contains(s))
             .cloned()
             .collect();
@@ -485,33 +589,33 @@ impl StudyConfig {
                 .collect(),
             heterogeneity_settings: het_settings,
             heterogeneity_users: scope.het_users.to_vec(),
+            log_figures: self.log_figures.clone(),
         }
     }
 
     /// The values the grid is drawn from: the full grid's, or `[quick]`'s.
     fn scope(&self, quick: bool) -> Scope<'_> {
-        if quick {
-            Scope {
-                dir: &self.quick.dir,
-                seeds: &self.quick.seeds,
-                secondary_seeds: &self.quick.seeds,
-                learning_rates: &self.quick.learning_rates,
-                main_settings: self.quick.settings.clone(),
-                het_users: &self.quick.heterogeneity_users,
-                curve_interval: self.quick.curve_interval,
-                het_seeds: &self.quick.heterogeneity_seeds,
-            }
-        } else {
-            Scope {
+        match (&self.quick, quick) {
+            (Some(q), true) => Scope {
+                dir: &q.dir,
+                seeds: &q.seeds,
+                secondary_seeds: &q.seeds,
+                learning_rates: &q.learning_rates,
+                main_settings: q.settings.clone(),
+                het_users: &q.heterogeneity_users,
+                curve_interval: q.curve_interval,
+                het_seeds: &q.heterogeneity_seeds,
+            },
+            _ => Scope {
                 dir: &self.dir,
                 seeds: &self.seeds,
                 secondary_seeds: &self.secondary_seeds,
                 learning_rates: &self.learning_rates,
                 main_settings: self.settings.iter().map(|s| s.name.clone()).collect(),
-                het_users: &self.heterogeneity.users,
+                het_users: self.heterogeneity.as_ref().map_or(&[], |h| &h.users[..]),
                 curve_interval: self.curve_interval,
-                het_seeds: &self.heterogeneity.seeds,
-            }
+                het_seeds: self.heterogeneity.as_ref().map_or(&[], |h| &h.seeds[..]),
+            },
         }
     }
 
@@ -520,8 +624,8 @@ impl StudyConfig {
     fn shared_overrides(&self, quick: bool) -> Vec<String> {
         let mut shared: Vec<String> = vec![format!("training.backend={:?}", self.backend)];
         shared.extend(overrides(&self.set));
-        if quick {
-            shared.extend(overrides(&self.quick.set));
+        if let (Some(q), true) = (&self.quick, quick) {
+            shared.extend(overrides(&q.set));
         }
         shared
     }
@@ -573,13 +677,15 @@ impl StudyConfig {
 
     /// The probe check in `<dir>/probes`: one step on the trained user at the warm-up's first
     /// learning rate, 0 (so the model is the model before training), then one evaluation on
-    /// every probe (not two: BIG-bench in full is the study's most expensive evaluation).
-    fn probes_cell(&self, maker: &CellMaker, quick: bool) -> Cell {
+    /// every probe (not two: BIG-bench in full is the study's most expensive evaluation). None
+    /// without `[probes]`.
+    fn probes_cell(&self, maker: &CellMaker, quick: bool) -> Option<Cell> {
+        let probes = self.probes.as_ref()?;
         let run = maker.dir.join("probes");
         let mut o = maker.shared.clone();
-        o.extend(overrides(&self.probes.set));
-        if quick {
-            o.extend(overrides(&self.quick.probes));
+        o.extend(overrides(&probes.set));
+        if let (Some(q), true) = (&self.quick, quick) {
+            o.extend(overrides(&q.probes));
         }
         o.push(format!("data.user={:?}", self.user));
         o.push(format!("eval.users=[{:?}]", self.user));
@@ -588,7 +694,7 @@ impl StudyConfig {
         o.push("training.max_steps=1".into());
         o.push("eval.at_start=false".into());
         o.push(format!("output.dir={:?}", path_text(&run)));
-        Cell {
+        Some(Cell {
             grid: Grid::Probes,
             setting: "probes".into(),
             objective: String::new(),
@@ -598,7 +704,7 @@ impl StudyConfig {
             role: Role::Secondary,
             dir: run,
             overrides: o,
-        }
+        })
     }
 
     /// The main grid: every setting on the trained user at every learning rate, its role's
@@ -638,6 +744,9 @@ impl StudyConfig {
         het_settings: &[String],
     ) -> Vec<Cell> {
         let mut cells = Vec::new();
+        let Some(het) = &self.heterogeneity else {
+            return cells;
+        };
         for user in scope.het_users {
             for name in het_settings {
                 let Some(s) = self.setting(name) else {
@@ -647,9 +756,9 @@ impl StudyConfig {
                     let run = RunOf {
                         user,
                         seed: *seed,
-                        learning_rate: self.heterogeneity.learning_rate,
+                        learning_rate: het.learning_rate,
                         curve_interval: 0,
-                        set: Some(&self.heterogeneity.set),
+                        set: Some(&het.set),
                     };
                     cells.push(maker.cell(Grid::Heterogeneity, s, run));
                 }

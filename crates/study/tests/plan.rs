@@ -273,3 +273,114 @@ fn the_shipped_config_is_valid() {
     assert!(plan.not_tested.iter().any(|(o, _)| o == "mrpo"));
     assert!(config.plan(true).cells.len() < plan.cells.len());
 }
+
+/// The config without its optional parts: no `[heterogeneity]`, `[probes]` or `[quick]`.
+fn without_optional_tables() -> String {
+    let mut text = CONFIG.to_string();
+    for table in ["[heterogeneity]", "[probes]", "[quick]"] {
+        let start = text.find(table).unwrap();
+        let end = text[start + 1..]
+            .find("\n[")
+            .map_or(text.len(), |i| start + 1 + i + 1);
+        text.replace_range(start..end, "");
+    }
+    text
+}
+
+#[test]
+fn a_study_without_heterogeneity_probes_or_quick_is_its_main_grid_alone() {
+    let config = load(&without_optional_tables()).unwrap();
+    assert!(!config.has_quick());
+    let plan = config.plan(false);
+    assert!(!plan.has_heterogeneity() && !plan.has_probes());
+    assert!(
+        plan.cells
+            .iter()
+            .all(|c| matches!(c.grid, Grid::Main | Grid::Reference)),
+        "{:?}",
+        run_dirs(&plan)
+    );
+    // The same grid as with them, less the probe check and the heterogeneity grid.
+    let full = load(CONFIG).unwrap().plan(false);
+    let kept: Vec<String> = full
+        .cells
+        .iter()
+        .filter(|c| matches!(c.grid, Grid::Main | Grid::Reference))
+        .map(|c| c.dir.display().to_string())
+        .collect();
+    assert_eq!(run_dirs(&plan), kept);
+}
+
+#[test]
+fn log_figures_are_read_with_their_line_and_bad_ones_name_the_key() {
+    let figure = |name: &str, at: &str| {
+        format!(
+            "\n[[log_figures]]\nname = {name:?}\nlog = \"metrics\"\nkey = \"grad_norm\"\nat = {at:?}\n"
+        )
+    };
+    let two = format!(
+        "{CONFIG}{}{}",
+        figure("first", "step 1"),
+        figure("top", "max")
+    );
+    let plan = load(&two).unwrap().plan(false);
+    let read: Vec<(String, String)> = plan
+        .log_figures
+        .iter()
+        .map(|f| (f.name.clone(), f.at.to_string()))
+        .collect();
+    assert_eq!(
+        read,
+        [
+            ("first".into(), "step 1".into()),
+            ("top".into(), "max".into())
+        ]
+    );
+
+    let e = load(&format!("{CONFIG}{}", figure("first", "step one"))).unwrap_err();
+    assert!(
+        e.contains("at = \"step one\"") && e.contains("\"step N\""),
+        "{e}"
+    );
+
+    let e = load(&format!(
+        "{CONFIG}{}{}",
+        figure("g", "last"),
+        figure("g", "max")
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("log_figures[1].name") && e.contains("twice"),
+        "{e}"
+    );
+
+    let e = load(&format!(
+        "{CONFIG}{}",
+        figure("g", "last").replace("metrics", "events")
+    ))
+    .unwrap_err();
+    assert!(e.contains("events"), "{e}");
+}
+
+/// configs/anchor-forms.toml: the anchor-form comparison as a study of the quickstart, its
+/// forms and DPO, with the runs' log figures that chose the default form.
+#[test]
+fn the_anchor_forms_config_is_valid() {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
+    let root = std::path::Path::new(&manifest).join("../..");
+    let config = StudyConfig::load(&root.join("configs/anchor-forms.toml")).unwrap();
+    let plan = config.plan(false);
+    assert!(!plan.has_heterogeneity() && !plan.has_probes() && !config.has_quick());
+    assert_eq!(plan.cells.len(), 8, "{:?}", run_dirs(&plan));
+    for form in ["huber", "hinge", "squared_hinge"] {
+        assert!(
+            plan.cells.iter().any(|c| c
+                .overrides
+                .iter()
+                .any(|o| o.contains(&format!("form = \"{form}\"")))),
+            "{form}"
+        );
+    }
+    let names: Vec<&str> = plan.log_figures.iter().map(|f| f.name.as_str()).collect();
+    assert!(names.contains(&"step-1 grad norm") && names.contains(&"largest grad norm"));
+}

@@ -80,8 +80,13 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn plan(root: &Path) -> Plan {
+    plan_of(root, CONFIG)
+}
+
+/// The plan of study config `text`, written under `root` with the base run config.
+fn plan_of(root: &Path, text: &str) -> Plan {
     let path = root.join("study.toml");
-    std::fs::write(&path, CONFIG).unwrap();
+    std::fs::write(&path, text).unwrap();
     // The base run config, fingerprinted into every run's data.
     std::fs::create_dir_all(root.join("configs")).unwrap();
     std::fs::write(root.join("configs/tiny.toml"), BASE).unwrap();
@@ -608,4 +613,112 @@ fn a_full_grid_fits_in_a_few_megabytes() {
     let size = data.to_text().unwrap().len();
     eprintln!("synthetic full grid: {size} bytes");
     assert!(size < 6_000_000, "{size} bytes");
+}
+
+/// Two figures read from the runs' own logs: the first step's gradient norm (every run has
+/// it; seed k of setting s logs 10·s + k) and the last `anchor/drift` of the evaluations
+/// (only BAPO's runs log it).
+const LOG_FIGURES: &str = r#"
+[[log_figures]]
+name = "step-1 grad norm"
+log = "metrics"
+key = "grad_norm"
+at = "step 1"
+
+[[log_figures]]
+name = "drift"
+log = "eval"
+key = "anchor/drift"
+at = "last"
+"#;
+
+#[test]
+fn log_figures_are_collected_kept_in_the_data_file_and_shown_per_setting() {
+    let root = scratch("log-figures");
+    let plan = plan_of(&root, &format!("{CONFIG}{LOG_FIGURES}"));
+    write_runs(&root, &plan);
+    for (s, setting) in ["dpo", "kl-dpo-0.1", "bapo-1"].iter().enumerate() {
+        for cell in plan.cells.iter().filter(|c| &c.setting == setting) {
+            let dir = root.join(&cell.dir);
+            let norm = 10.0 * s as f64 + cell.seed as f64;
+            // Step 1 logged twice (a resumed run), the second line alike: the first counts.
+            let metrics = format!(
+                "{{\"step\":1,\"grad_norm\":{norm}}}\n{{\"step\":1,\"grad_norm\":{norm}}}\n{{\"step\":2,\"grad_norm\":99}}\n"
+            );
+            std::fs::write(dir.join("metrics.jsonl"), metrics).unwrap();
+            let drift = |v: f64| {
+                if *setting == "bapo-1" {
+                    format!(",\"anchor/drift\":{v}")
+                } else {
+                    String::new()
+                }
+            };
+            let eval = format!(
+                "{{\"step\":0{}}}\n{{\"step\":8{}}}\n",
+                drift(0.0),
+                drift(1.5 + cell.seed as f64)
+            );
+            std::fs::write(dir.join("eval.jsonl"), eval).unwrap();
+        }
+    }
+    let path = root.join("data.json");
+    StudyData::collect(&root, &plan, &StudyData::default())
+        .unwrap()
+        .write(&path)
+        .unwrap();
+    let read = StudyData::read(&path).unwrap();
+    let report = render(&plan, &read, "data.json", "").unwrap();
+    let logs = &report[report.find("## The runs' logs").expect("the section")..];
+    assert_eq!(
+        row_after(logs, "Learning rate 1e-3", "dpo"),
+        "| dpo | 0, 1, 2 | 1.00 (0, 1.00, 2.00) | — |"
+    );
+    assert_eq!(
+        row_after(logs, "Learning rate 1e-3", "bapo-1"),
+        "| bapo-1 | 0, 1, 2 | 21.0 (20.0, 21.0, 22.0) | 2.50 (1.50, 2.50, 3.50) |"
+    );
+    assert_eq!(
+        row_after(logs, "| figure |", "step-1 grad norm"),
+        "| step-1 grad norm | `metrics.jsonl` | `grad_norm` | step 1 |"
+    );
+    // Without figures in the config, no section (the full study's report is unchanged).
+    assert!(!study("no-figures").3.contains("## The runs' logs"));
+
+    // A finished run without the log a figure reads is an error naming the file.
+    let dpo = plan.cells.iter().find(|c| c.setting == "dpo").unwrap();
+    std::fs::remove_file(root.join(&dpo.dir).join("metrics.jsonl")).unwrap();
+    let e = StudyData::collect(&root, &plan, &StudyData::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("metrics.jsonl"), "{e}");
+}
+
+/// A study of the main grid alone (no heterogeneity grid, probe check or `[quick]`): its report
+/// has neither section nor the heterogeneity figure, and says there is no heterogeneity grid.
+#[test]
+fn a_study_of_the_main_grid_alone_reports_it_alone() {
+    let mut text = CONFIG.to_string();
+    for table in ["[heterogeneity]", "[probes]", "[quick]"] {
+        let start = text.find(table).unwrap();
+        let end = text[start + 1..]
+            .find("\n[")
+            .map_or(text.len(), |i| start + 1 + i + 1);
+        text.replace_range(start..end, "");
+    }
+    let root = scratch("main-alone");
+    let plan = plan_of(&root, &text);
+    write_runs(&root, &plan);
+    let data = StudyData::collect(&root, &plan, &StudyData::default()).unwrap();
+    assert_eq!(data.runs.len(), 9);
+    let report = render(&plan, &data, "data.json", "").unwrap();
+    assert!(report.contains("No heterogeneity grid."), "{report}");
+    for absent in [
+        "## Heterogeneity",
+        "## The probes",
+        "heterogeneity.png",
+        "(e) ",
+    ] {
+        assert!(!report.contains(absent), "{absent} in\n{report}");
+    }
+    assert!(report.contains("## Verdict"), "{report}");
 }

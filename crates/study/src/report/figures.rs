@@ -25,7 +25,9 @@ impl Report<'_> {
         let mut figures: Vec<Figure> = (0..self.plan.learning_rates.len())
             .map(|li| self.frontier_figure(li))
             .collect();
-        figures.push(self.heterogeneity_figure());
+        if self.plan.has_heterogeneity() {
+            figures.push(self.heterogeneity_figure());
+        }
         figures
     }
 
@@ -113,7 +115,10 @@ impl Report<'_> {
                 rate(*lr)
             );
         }
-        m += &format!("![Forgetting against heterogeneity]({link_prefix}heterogeneity.png)\n\n");
+        if self.plan.has_heterogeneity() {
+            m +=
+                &format!("![Forgetting against heterogeneity]({link_prefix}heterogeneity.png)\n\n");
+        }
         m
     }
 }

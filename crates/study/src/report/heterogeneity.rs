@@ -130,7 +130,11 @@ fn aligned(pairs: &[(String, Table, Table)]) -> Option<Vec<(Vec<f64>, Table)>> {
 }
 
 impl Report<'_> {
+    /// The section, or nothing when the plan has no heterogeneity grid.
     pub(super) fn heterogeneity_section(&self, results: &Results) -> String {
+        if !self.plan.has_heterogeneity() {
+            return String::new();
+        }
         let measure = &self.plan.rules.retention[0];
         let expected = if measure.higher_is_better() {
             "positive"

@@ -3,11 +3,12 @@
 //! the committed `docs/study/data.json` regenerates docs/study.md byte for byte.
 //!
 //! Sections: the setup (grid, rules as declared, what was not tested, compute cost), the
-//! probes before training, the development/confirmation split, personalisation along
-//! training, the frontiers (retention at the declared personalisation levels), end-of-run
-//! changes, heterogeneity, the verdict (a fixed family of claims, Holm-adjusted), then the
-//! same tables on the development half as exploration. Every interval is a two-level
-//! bootstrap from [`crate::stats`].
+//! probes before training, the development/confirmation split, the verdict (a fixed family of
+//! claims, Holm-adjusted), personalisation along training, the frontiers (retention at the
+//! declared personalisation levels), end-of-run changes, heterogeneity, the runs' own log
+//! figures where the study names some (descriptive), the figures, then the same tables on the
+//! development half as exploration. Every interval is a two-level bootstrap from
+//! [`crate::stats`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::stats::{Bootstrap, StatsError};
 mod curves;
 mod figures;
 mod heterogeneity;
+mod logs;
 mod numbers;
 pub mod select;
 mod setup;
@@ -60,7 +62,9 @@ fn image_names(plan: &Plan) -> Vec<String> {
         .iter()
         .map(|lr| format!("frontier-lr{}.png", text::rate(*lr)))
         .collect();
-    names.push("heterogeneity.png".into());
+    if plan.has_heterogeneity() {
+        names.push("heterogeneity.png".into());
+    }
     names
 }
 
@@ -197,6 +201,7 @@ impl<'a> Report<'a> {
         m += &self.frontier_section(&self.confirmation);
         m += &self.end_section(&self.confirmation);
         m += &self.heterogeneity_section(&self.confirmation);
+        m += &self.log_figures_section();
         m += &self.figures_section(link_prefix);
         m += "## Exploratory: the development half\n\n";
         m += "The same tables on the development half of the items (the other countries). \

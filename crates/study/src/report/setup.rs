@@ -23,15 +23,18 @@ impl Report<'_> {
     fn grid_text(&self) -> String {
         let p = self.plan;
         let rates: Vec<String> = p.learning_rates.iter().map(|r| rate(*r)).collect();
+        let evaluated = if p.curve_interval > 0 {
+            format!("every {} steps and at the end", p.curve_interval)
+        } else {
+            "at the start and the end".to_string()
+        };
         let mut m = format!(
             "### The grid\n\nEvery run trains `{}` (backend `{}`) on user `{}` at learning rates \
-             {}, evaluated every {} steps and at the end. Runs with data per setting and \
-             learning rate:\n\n",
+             {}, evaluated {evaluated}. Runs with data per setting and learning rate:\n\n",
             p.base.display(),
             p.backend,
             p.user,
             rates.join(", "),
-            p.curve_interval
         );
         let mut heads = vec!["setting", "objective", "role"];
         let rate_heads: Vec<String> = rates.iter().map(|r| format!("runs at {r}")).collect();
@@ -45,6 +48,9 @@ impl Report<'_> {
                 cells.push(format!("{} (seeds {})", runs.len(), seeds.join(", ")));
             }
             m += &row(&cells);
+        }
+        if !p.has_heterogeneity() {
+            return m + "\nNo heterogeneity grid.\n\n";
         }
         m += &format!(
             "\nHeterogeneity: settings {} on users {} ({} runs with data).\n\n",
@@ -147,6 +153,9 @@ impl Report<'_> {
     }
 
     pub(super) fn probes_section(&self) -> String {
+        if !self.plan.has_probes() {
+            return String::new();
+        }
         let mut m = "## The probes before training\n\n".to_string();
         let Some(run) = self.data.runs.iter().find(|r| r.grid == "probes") else {
             return m + "No probe check in the data.\n\n";
