@@ -35,6 +35,9 @@ pub enum PlanError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StudyConfig {
+    /// The report's title.
+    #[serde(default = "default_title")]
+    pub title: String,
     /// The run config every cell starts from (relative to the workspace root).
     pub base: PathBuf,
     /// Where the cells' run directories go (relative to the workspace root).
@@ -117,6 +120,10 @@ impl LogFile {
 fn pick<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Pick, D::Error> {
     let text = String::deserialize(deserializer)?;
     text.parse().map_err(serde::de::Error::custom)
+}
+
+fn default_title() -> String {
+    "The study: does BAPO personalise without forgetting?".into()
 }
 
 /// An objective the study does not run, and why.
@@ -296,6 +303,7 @@ pub struct Cell {
 /// The expanded grid.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    pub title: String,
     pub base: PathBuf,
     pub dir: PathBuf,
     pub backend: String,
@@ -557,6 +565,7 @@ impl StudyConfig {
             .collect();
         cells.extend(self.heterogeneity_cells(&scope, &maker, &het_settings));
         Plan {
+            title: self.title.clone(),
             base: self.base.clone(),
             dir: scope.dir.to_path_buf(),
             backend: self.backend.clone(),

@@ -693,24 +693,25 @@ fn log_figures_are_collected_kept_in_the_data_file_and_shown_per_setting() {
     assert!(e.contains("metrics.jsonl"), "{e}");
 }
 
-/// A study of the main grid alone (no heterogeneity grid, probe check or `[quick]`): its report
-/// has neither section nor the heterogeneity figure, and says there is no heterogeneity grid.
+/// A study of the main grid alone (no heterogeneity grid, probe check or `[quick]`), with a
+/// title of its own: its report has neither section nor the heterogeneity figure, and says
+/// there is no heterogeneity grid.
 #[test]
 fn a_study_of_the_main_grid_alone_reports_it_alone() {
-    let mut text = CONFIG.to_string();
-    for table in ["[heterogeneity]", "[probes]", "[quick]"] {
-        let start = text.find(table).unwrap();
-        let end = text[start + 1..]
-            .find("\n[")
-            .map_or(text.len(), |i| start + 1 + i + 1);
-        text.replace_range(start..end, "");
-    }
+    let at = |table: &str| CONFIG.find(table).unwrap();
+    // The settings, then the rules: without [heterogeneity], [probes] and [quick].
+    let text = format!(
+        "title = \"The main grid alone\"\n{}{}",
+        &CONFIG[..at("[heterogeneity]")],
+        &CONFIG[at("[rules]")..at("[quick]")]
+    );
     let root = scratch("main-alone");
     let plan = plan_of(&root, &text);
     write_runs(&root, &plan);
     let data = StudyData::collect(&root, &plan, &StudyData::default()).unwrap();
     assert_eq!(data.runs.len(), 9);
     let report = render(&plan, &data, "data.json", "").unwrap();
+    assert!(report.starts_with("# The main grid alone\n"), "{report}");
     assert!(report.contains("No heterogeneity grid."), "{report}");
     for absent in [
         "## Heterogeneity",

@@ -184,7 +184,7 @@ impl<'a> Report<'a> {
 
     fn markdown(&self, source: &str, link_prefix: &str) -> String {
         let mut m = String::new();
-        m += "# The study: does BAPO personalise without forgetting?\n\n";
+        m += &format!("# {}\n\n", self.plan.title);
         m += &format!(
             "Written by `cargo xtask study` from `{source}` ({} finished runs); `cargo xtask \
              study --report` rewrites it from that file alone. Every interval is a {} \
