@@ -118,11 +118,13 @@ tasks:
   outside-objective
          examples/simpo, an objective crate with a workspace of its own, built against bapo's
          crates and tested: every invariant, its loss, a tiny run through its own bapo-simpo
-  study  [--quick] [--config FILE] [--binary OBJECTIVE=PATH]… [--report | --list]
+  study  [--quick] [--config FILE] [--binary OBJECTIVE=PATH]… [--report | --collect | --list]
          the study (configs/study.toml, docs/study.md): every objective setting of the grid
          trained and evaluated with paired intervals, then runs/study/report.md with its plots
-         (the full study also writes docs/study.md); finished runs are skipped, killed ones
-         resumed; --report only writes the report from the runs there; --list prints the
+         (a config's `committed` folder, docs/study for the full study, also gets its data,
+         <committed>.md and the plots); finished runs are skipped, killed ones
+         resumed; --report only writes the report from the runs there; --collect collects
+         the finished runs into the data file(s) and writes the report; --list prints the
          cells; --quick: 1 seed, 32 steps, runs/study-quick; a setting whose objective is
          not built in runs with its crate's bapo-<objective> (a workspace crate's, built;
          an outside crate's, given as --binary OBJECTIVE=PATH); --config

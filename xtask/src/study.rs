@@ -1,28 +1,31 @@
 //! `cargo xtask study [--quick] [--config FILE] [--binary OBJECTIVE=PATH]… [--report | --collect
-//! | --list]`: the study's grid (configs/study.toml, `bapo_study::plan`), run cell by cell with
-//! `bapo train`, then its report (`bapo_study::report`).
+//! | --list]`: a study's grid (configs/study.toml by default, or another study config such as
+//! configs/anchor-forms.toml; `bapo_study::plan`), run cell by cell with `bapo train`, then its
+//! report (`bapo_study::report`).
 //!
 //! Each cell is an ordinary run directory; `bapo_study::grid` says which are skipped,
 //! resumed or started over. This file only builds the binaries for the study's backend:
 //! `bapo`, and for a setting whose objective is not built in, the `bapo-<objective>` of its
 //! crate (a workspace crate's, built here; an outside crate's, given by `--binary`).
 //!
-//! The report is always computed from the study's data file, read back after writing:
+//! A study config that names a `committed` folder (configs/study.toml: `docs/study`) keeps
+//! its full grid's results in the repository: `<committed>/data.json`, `<committed>.md` and
+//! the figures in `<committed>/`. The report is always computed from the study's data file,
+//! read back after writing:
 //! - after every run of the grid and after the grid, the finished runs are collected into
-//!   `<dir>/data.json` (for the project's own full study also `docs/study/data.json`, the
-//!   committed copy);
-//! - the project's full study runs over several sittings, on machines that need not keep
-//!   runs/: the runs in the committed `docs/study/data.json` count as done and are carried
-//!   into the next one, so committing that file after a sitting keeps its work;
-//! - `--report` alone reads `docs/study/data.json` for the project's full study (so it needs
-//!   no runs/ and regenerates docs/study.md byte for byte), and `<dir>/data.json` otherwise,
+//!   `<dir>/data.json` (and, for a committed full grid, `<committed>/data.json`);
+//! - a committed study runs over several sittings, on machines that need not keep runs/: the
+//!   runs in its committed data file count as done and are carried into the next one, so
+//!   committing that file after a sitting keeps its work;
+//! - `--report` alone reads the committed data file of a committed full grid (so it needs no
+//!   runs/ and regenerates `<committed>.md` byte for byte), and `<dir>/data.json` otherwise,
 //!   collecting it from the run directories first when it does not exist yet;
 //! - `--collect` collects the finished runs (and those of earlier sittings) without running
 //!   the grid, then writes the report: for a sitting whose grid was stopped by hand.
 //!
-//! The full study, once every run has data, writes docs/study.md and its figures in
-//! docs/study/; any other study, and the full one before then, writes `<dir>/report.md` with
-//! its figures beside it.
+//! A committed full grid, once every run has data, writes `<committed>.md` and its figures in
+//! `<committed>/`; any other study, `--quick`, and a committed one before then, writes
+//! `<dir>/report.md` with its figures beside it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -32,8 +35,32 @@ use bapo_study::{Binaries, CellState, GridError, Output, Plan, StudyConfig, Stud
 
 const USAGE: &str = "usage: cargo xtask study [--quick] [--config FILE] [--binary OBJECTIVE=PATH]… [--report | --collect | --list]";
 
-/// The committed data of the project's full study, relative to the workspace root.
-const DOCS_DATA: &str = "docs/study/data.json";
+/// Where a study config keeps its full grid's results in the repository (its `committed`
+/// folder, relative to the workspace root).
+struct Committed {
+    folder: PathBuf,
+}
+
+impl Committed {
+    /// The committed data file, relative to the workspace root.
+    fn data(&self) -> PathBuf {
+        self.folder.join("data.json")
+    }
+
+    /// Where the report and its figures go, and how the report links to the figures.
+    fn output(&self, root: &Path) -> Output {
+        let name = self
+            .folder
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        Output {
+            markdown: root.join(format!("{}.md", self.folder.display())),
+            images: root.join(&self.folder),
+            link_prefix: format!("{name}/"),
+        }
+    }
+}
 
 pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     let args = StudyArgs::parse(root, args)?;
@@ -45,12 +72,18 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         );
     }
     let plan = config.plan(args.quick);
-    // Only the project's own full study rewrites docs/.
-    let docs = !args.quick && args.config_path == root.join("configs/study.toml");
+    // Only a full grid is committed (`--quick` never).
+    let committed = match (&config.committed, args.quick) {
+        (Some(folder), false) => Some(Committed {
+            folder: folder.clone(),
+        }),
+        _ => None,
+    };
+    let docs = committed.as_ref();
     let run_data = root.join(&plan.dir).join("data.json");
-    // The runs of earlier sittings: the committed data of the full study.
-    let recorded = if docs && root.join(DOCS_DATA).exists() {
-        StudyData::read(&root.join(DOCS_DATA))?
+    // The runs of earlier sittings: the committed data of the full grid.
+    let recorded = if let Some(c) = docs.filter(|c| root.join(c.data()).exists()) {
+        StudyData::read(&root.join(c.data()))?
     } else {
         StudyData::default()
     };
@@ -74,11 +107,11 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
         };
         bapo_study::run_grid(root, &plan, &binaries, &env, &recorded, after_run)?;
         collect(root, &plan, &run_data, docs, &recorded)?;
-    } else if !docs && !run_data.exists() {
-        collect(root, &plan, &run_data, false, &recorded)?;
+    } else if docs.is_none() && !run_data.exists() {
+        collect(root, &plan, &run_data, None, &recorded)?;
     }
-    let (source, shown) = if docs {
-        (root.join(DOCS_DATA), DOCS_DATA.to_string())
+    let (source, shown) = if let Some(c) = docs {
+        (root.join(c.data()), c.data().display().to_string())
     } else {
         let shown = plan.dir.join("data.json").display().to_string();
         (run_data, shown)
@@ -131,29 +164,32 @@ impl StudyArgs {
     }
 }
 
-/// Writes the report of `data` (read from `shown`): docs/study.md once the project's own full
-/// study (`docs`) has data for every planned run, else the study's run folder's report.md.
-fn report(root: &Path, plan: &Plan, data: &StudyData, shown: &str, docs: bool) -> Result<()> {
+/// Writes the report of `data` (read from `shown`): `<committed>.md` once a committed full
+/// grid (`docs`) has data for every planned run, else the study's run folder's report.md.
+fn report(
+    root: &Path,
+    plan: &Plan,
+    data: &StudyData,
+    shown: &str,
+    docs: Option<&Committed>,
+) -> Result<()> {
     let planned = plan
         .cells
         .iter()
         .filter(|c| c.grid != bapo_study::Grid::Reference)
         .count();
-    let docs_report = docs && data.runs.len() == planned;
-    if docs && !docs_report {
+    let docs_report = docs.filter(|_| data.runs.len() == planned);
+    if let (Some(c), None) = (docs, docs_report) {
         eprintln!(
-            "{shown} holds {} of the plan's {planned} runs: docs/study.md is written when all \
-             have data; the report so far goes to {}",
+            "{shown} holds {} of the plan's {planned} runs: {}.md is written when all have \
+             data; the report so far goes to {}",
             data.runs.len(),
+            c.folder.display(),
             plan.dir.join("report.md").display()
         );
     }
-    let out = if docs_report {
-        Output {
-            markdown: root.join("docs/study.md"),
-            images: root.join("docs/study"),
-            link_prefix: "study/".into(),
-        }
+    let out = if let Some(c) = docs_report {
+        c.output(root)
     } else {
         let dir = root.join(&plan.dir);
         Output {
@@ -204,13 +240,19 @@ fn objective_binaries(
 }
 
 /// Collects the finished runs and those of earlier sittings (`recorded`) into `path` (and,
-/// for the full study, the committed copy).
-fn collect(root: &Path, plan: &Plan, path: &Path, docs: bool, recorded: &StudyData) -> Result<()> {
+/// for a committed full grid, the committed copy).
+fn collect(
+    root: &Path,
+    plan: &Plan,
+    path: &Path,
+    docs: Option<&Committed>,
+    recorded: &StudyData,
+) -> Result<()> {
     let data = StudyData::collect(root, plan, recorded)?;
     data.write(path)?;
     eprintln!("wrote {} ({} runs)", path.display(), data.runs.len());
-    if docs {
-        let committed = root.join(DOCS_DATA);
+    if let Some(c) = docs {
+        let committed = root.join(c.data());
         data.write(&committed)?;
         eprintln!("wrote {}", committed.display());
     }

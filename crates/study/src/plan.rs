@@ -42,6 +42,11 @@ pub struct StudyConfig {
     pub base: PathBuf,
     /// Where the cells' run directories go (relative to the workspace root).
     pub dir: PathBuf,
+    /// Where the full grid's results are committed (relative to the workspace root): its data
+    /// file `<committed>/data.json`, its report `<committed>.md` and its figures in
+    /// `<committed>/`. Absent: the results stay in `dir`.
+    #[serde(default)]
+    pub committed: Option<PathBuf>,
     /// `training.backend` of every run.
     pub backend: String,
     /// The trained user of the main grid.
@@ -370,12 +375,33 @@ impl StudyConfig {
         self.check_settings().map_err(|(k, m)| bad(&k, m))?;
         self.check_references().map_err(|(k, m)| bad(&k, m))?;
         self.check_log_figures().map_err(|(k, m)| bad(&k, m))?;
+        self.check_committed().map_err(|(k, m)| bad(&k, m))?;
         self.check_run_directories().map_err(|(k, m)| bad(&k, m))
     }
 
     /// Whether the config has a `[quick]` grid.
     pub fn has_quick(&self) -> bool {
         self.quick.is_some()
+    }
+
+    /// The committed folder: a relative path down from the workspace root.
+    fn check_committed(&self) -> Result<(), (String, String)> {
+        let Some(folder) = &self.committed else {
+            return Ok(());
+        };
+        let down = folder
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if folder.as_os_str().is_empty() || !down {
+            return Err((
+                "committed".into(),
+                format!(
+                    "{:?}: a folder below the workspace root, e.g. \"docs/study\"",
+                    folder.display().to_string()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Log figures: each named once, and not blank.

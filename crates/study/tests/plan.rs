@@ -244,6 +244,23 @@ fn bad_configs_name_the_key() {
     let bad_share = CONFIG.replace("confirmation_share = 0.5", "confirmation_share = 1.0");
     let e = load(&bad_share).unwrap_err();
     assert!(e.contains("rules.confirmation_share"), "{e}");
+
+    for outside in ["../docs/s", "/tmp/s", ""] {
+        let committed = CONFIG.replace(
+            "dir = \"runs/s\"\n",
+            &format!("dir = \"runs/s\"\ncommitted = {outside:?}\n"),
+        );
+        let e = load(&committed).unwrap_err();
+        assert!(
+            e.contains("`committed`") && e.contains("below the workspace root"),
+            "{outside}: {e}"
+        );
+    }
+    let committed = CONFIG.replace(
+        "dir = \"runs/s\"\n",
+        "dir = \"runs/s\"\ncommitted = \"docs/s\"\n",
+    );
+    assert_eq!(load(&committed).unwrap().committed, Some("docs/s".into()));
 }
 
 /// The shipped study config parses and has what issue #22 asks for: the three compared
@@ -272,6 +289,7 @@ fn the_shipped_config_is_valid() {
     assert!(!plan.rules.levels.is_empty() && !plan.rules.retention.is_empty());
     assert!(plan.not_tested.iter().any(|(o, _)| o == "mrpo"));
     assert!(config.plan(true).cells.len() < plan.cells.len());
+    assert_eq!(config.committed, Some("docs/study".into()));
 }
 
 /// The config without its optional parts: no `[heterogeneity]`, `[probes]` or `[quick]`.
