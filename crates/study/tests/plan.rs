@@ -263,16 +263,21 @@ fn bad_configs_name_the_key() {
     assert_eq!(load(&committed).unwrap().committed, Some("docs/s".into()));
 }
 
+/// A study config shipped in the workspace (`path` relative to its root), loaded.
+fn shipped(path: &str) -> StudyConfig {
+    // The run-time value: a target folder shared between clones can hold a test binary built
+    // in another clone, whose compile-time path would point there.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
+    let root = std::path::Path::new(&manifest).join("../..");
+    StudyConfig::load(&root.join(path)).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The shipped study config parses and has what issue #22 asks for: the three compared
 /// objectives as primary settings, two learning rates or more, five seeds or more for the
 /// verdict's settings, six heterogeneity users, rules declared with every margin positive.
 #[test]
 fn the_shipped_config_is_valid() {
-    // The run-time value: a target folder shared between clones can hold a test binary built
-    // in another clone, whose compile-time path would point there.
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
-    let root = std::path::Path::new(&manifest).join("../..");
-    let config = StudyConfig::load(&root.join("configs/study.toml")).unwrap();
+    let config = shipped("configs/study.toml");
     let plan = config.plan(false);
     for objective in ["dpo", "kl-dpo", "bapo"] {
         assert!(
@@ -384,9 +389,7 @@ fn log_figures_are_read_with_their_line_and_bad_ones_name_the_key() {
 /// forms and DPO, with the runs' log figures that chose the default form.
 #[test]
 fn the_anchor_forms_config_is_valid() {
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo");
-    let root = std::path::Path::new(&manifest).join("../..");
-    let config = StudyConfig::load(&root.join("configs/anchor-forms.toml")).unwrap();
+    let config = shipped("configs/anchor-forms.toml");
     let plan = config.plan(false);
     assert!(!plan.has_heterogeneity() && !plan.has_probes() && !config.has_quick());
     assert_eq!(plan.cells.len(), 8, "{:?}", run_dirs(&plan));
