@@ -64,6 +64,17 @@ impl CausalLm {
     /// Loads a Hugging Face checkpoint folder; `config.json`'s `model_type` picks the
     /// architecture (llama, qwen2, gpt2).
     pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, ModelConfig), ModelError> {
+        Self::from_hf_dir_quantized(dir, device, BaseQuantization::None)
+    }
+
+    /// [`from_hf_dir`](Self::from_hf_dir) with the decoder blocks' projections held as
+    /// `quantization` says: a Llama's or Qwen2's as each is read (the f32 model never exists
+    /// whole), a GPT-2's once loaded (its checkpoint stores fused, transposed projections).
+    pub fn from_hf_dir_quantized(
+        dir: &Path,
+        device: &Device,
+        quantization: BaseQuantization,
+    ) -> Result<(Self, ModelConfig), ModelError> {
         let config = dir.join("config.json");
         let text = std::fs::read_to_string(&config).map_err(|e| ModelError::Io {
             path: config.clone(),
@@ -76,9 +87,10 @@ impl CausalLm {
             })?;
         if json.get("model_type").and_then(serde_json::Value::as_str) == Some("gpt2") {
             let (model, config) = Gpt2::from_hf_dir(dir, device)?;
+            let model = quantize_block_matrices(model, quantization)?;
             Ok((CausalLm::Gpt2(model), ModelConfig::Gpt2(config)))
         } else {
-            let (model, config) = Llama::from_hf_dir(dir, device)?;
+            let (model, config) = Llama::from_hf_dir_quantized(dir, device, quantization)?;
             Ok((CausalLm::Llama(model), ModelConfig::Llama(config)))
         }
     }

@@ -408,6 +408,17 @@ impl Llama {
     /// Loads a Hugging Face checkpoint folder (`config.json`, `model.safetensors` or sharded
     /// `model.safetensors.index.json`) of model type `llama` or `qwen2` onto `device`.
     pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<(Self, LlamaConfig), ModelError> {
+        Self::from_hf_dir_quantized(dir, device, BaseQuantization::None)
+    }
+
+    /// [`from_hf_dir`](Self::from_hf_dir) with the decoder blocks' projections held as
+    /// `quantization` says from the moment each is read: the f32 model never exists whole on
+    /// the device.
+    pub fn from_hf_dir_quantized(
+        dir: &Path,
+        device: &Device,
+        quantization: BaseQuantization,
+    ) -> Result<(Self, LlamaConfig), ModelError> {
         let (_, config) = LlamaConfig::from_hf(&dir.join("config.json"))?;
         let weights = SafetensorsWeights::open(dir)?;
         weights.check_layer_count("model.layers.", ("num_hidden_layers", config.num_layers))?;
@@ -416,7 +427,7 @@ impl Llama {
                 source: &weights,
                 layout: Layout::Hf,
                 device,
-                quantization: BaseQuantization::None,
+                quantization,
             },
             &config,
         )?;

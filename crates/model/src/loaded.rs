@@ -37,8 +37,8 @@ impl LoadedModel {
     }
 
     /// [`open`](Self::open) with the decoder blocks' projections held as `quantization` says
-    /// (see [`crate::quantized`]): a GGUF file's as each is read, a checkpoint folder's once
-    /// loaded.
+    /// (see [`crate::quantized`]): a GGUF file's and a Llama or Qwen2 checkpoint folder's as
+    /// each is read, a GPT-2 folder's once loaded.
     pub fn open_quantized(
         path: &Path,
         device: &Device,
@@ -46,9 +46,7 @@ impl LoadedModel {
     ) -> Result<Self, ModelError> {
         let path = &crate::hub::resolve(path)?;
         if path.is_dir() {
-            let mut loaded = Self::from_hf_dir(path, device)?;
-            loaded.model = loaded.model.with_quantized_matrices(quantization)?;
-            return Ok(loaded);
+            return Self::from_hf_dir_quantized(path, device, quantization);
         }
         // A checkpoint's own files name their folder, which is what loads.
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -72,7 +70,17 @@ impl LoadedModel {
     /// `tokenizer.json`, and (optional) `tokenizer_config.json` for the chat template and the
     /// special tokens.
     pub fn from_hf_dir(dir: &Path, device: &Device) -> Result<Self, ModelError> {
-        let (model, config) = CausalLm::from_hf_dir(dir, device)?;
+        Self::from_hf_dir_quantized(dir, device, BaseQuantization::None)
+    }
+
+    /// [`from_hf_dir`](Self::from_hf_dir) with the decoder blocks' projections held as
+    /// `quantization` says ([`CausalLm::from_hf_dir_quantized`]).
+    fn from_hf_dir_quantized(
+        dir: &Path,
+        device: &Device,
+        quantization: BaseQuantization,
+    ) -> Result<Self, ModelError> {
+        let (model, config) = CausalLm::from_hf_dir_quantized(dir, device, quantization)?;
         let files = HfTokenizer::read(dir, config.vocab_size())?;
         Ok(LoadedModel {
             model,

@@ -13,8 +13,10 @@
 //! much).
 //!
 //! The backends: Flex (`cpu`) has quantized tensors; burn-tch (`tch-cpu`, `cuda`) implements
-//! none of their operations, and the wgpu backends have not been tried, so run configs refuse
-//! them.
+//! none of their operations; cubecl (`wgpu`) quantizes only in blocks along a tensor's last
+//! dimension, and with the weight transposed to make them so, a LoRA step ran at a tiny shape
+//! but panicked inside cubecl at Qwen2.5-1.5B's on an H200 (docs/performance.md). Run configs
+//! refuse all but `cpu`.
 
 use burn::module::{Module, Param};
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};

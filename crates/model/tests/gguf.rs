@@ -355,10 +355,13 @@ fn a_qwen2_gguf_computes_as_its_hugging_face_checkpoint() {
         "the same values, the same arithmetic"
     );
 
-    // Quantized as it loads: the same base as the float model quantized afterwards.
+    // Quantized as it loads, from the GGUF file and from the checkpoint folder: the same base
+    // as the float model quantized afterwards.
     let file = writer.parse().unwrap();
     for quantization in [BaseQuantization::Q8, BaseQuantization::Q4] {
         let (as_loaded, _) = Llama::from_gguf_quantized(&file, &device, quantization).unwrap();
+        let (folder_as_loaded, _) =
+            Llama::from_hf_dir_quantized(&dir, &device, quantization).unwrap();
         let CausalLm::Llama(afterwards) = CausalLm::Llama(gguf.clone())
             .with_quantized_matrices(quantization)
             .unwrap()
@@ -366,6 +369,11 @@ fn a_qwen2_gguf_computes_as_its_hugging_face_checkpoint() {
             unreachable!()
         };
         assert_eq!(scores(&as_loaded), scores(&afterwards), "{quantization:?}");
+        assert_eq!(
+            scores(&folder_as_loaded),
+            scores(&afterwards),
+            "{quantization:?}: the folder"
+        );
         assert_ne!(
             scores(&as_loaded),
             scores(&hf),

@@ -85,6 +85,28 @@ fn check_blocks(
     }
 }
 
+/// A checkpoint folder opened with a quantized base (`lora.base_quantization`, a Llama's
+/// projections quantized as each is read) holds the base that quantizing the loaded float
+/// model gives: the same matrices, held the same way.
+#[test]
+fn a_folder_opened_quantized_holds_the_base_quantized_after_loading() {
+    use bapo_model::LoadedModel;
+    let device = Device::flex();
+    // The workspace's tiny chat model: a Llama folder with its tokenizer.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-chat");
+    for quantization in [BaseQuantization::Q8, BaseQuantization::Q4] {
+        let opened = LoadedModel::open_quantized(&dir, &device, quantization)
+            .unwrap()
+            .model;
+        let afterwards = LoadedModel::open(&dir, &device)
+            .unwrap()
+            .model
+            .with_quantized_matrices(quantization)
+            .unwrap();
+        assert_eq!(matrices(&opened), matrices(&afterwards), "{quantization:?}");
+    }
+}
+
 #[test]
 fn every_block_projection_is_held_quantized_within_half_a_step() {
     let device = Device::flex();

@@ -706,11 +706,14 @@ impl Checker<'_> {
                     .into(),
             );
         }
+        // wgpu: cubecl 0.11 quantizes only in blocks along a tensor's last dimension, and
+        // with the weight transposed to make them so, a LoRA step at Qwen2.5-1.5B's shape
+        // panicked inside cubecl on an H200 (docs/performance.md, the third lease).
         if t.backend != Backend::Cpu {
             return refuse(format!(
                 "backend `{}` cannot hold a quantized base (burn-tch implements no quantized \
-                 operation; the wgpu backends have not been tried): use backend \"cpu\", or \
-                 lora.base_dtype = \"bf16\" on `{}`",
+                 operation; on the wgpu backends cubecl's quantized kernels failed at real \
+                 model sizes): use backend \"cpu\", or lora.base_dtype = \"bf16\" on `{}`",
                 t.backend, t.backend
             ));
         }
