@@ -172,6 +172,14 @@ fn wrong_types_and_values_name_the_key() {
         &error_of(
             "enabled = false\n",
             quantized,
+            &["training.backend='wgpu'"],
+        ),
+        &["lora.base_quantization", "`wgpu`", "cubecl", "\"cpu\""],
+    );
+    assert_names(
+        &error_of(
+            "enabled = false\n",
+            quantized,
             &["training.precision='bf16'"],
         ),
         &["lora.base_quantization", "training.precision"],
