@@ -169,11 +169,7 @@ fn wrong_types_and_values_name_the_key() {
         &["lora.base_quantization", "`tch-cpu`", "burn-tch", "\"cpu\""],
     );
     assert_names(
-        &error_of(
-            "enabled = false\n",
-            quantized,
-            &["training.backend='wgpu'"],
-        ),
+        &error_of("enabled = false\n", quantized, &["training.backend='wgpu'"]),
         &["lora.base_quantization", "`wgpu`", "cubecl", "\"cpu\""],
     );
     assert_names(
