@@ -73,12 +73,11 @@ pub fn study(root: &Path, cargo: &str, args: &[String]) -> Result<()> {
     }
     let plan = config.plan(args.quick);
     // Only a full grid is committed (`--quick` never).
-    let committed = match (&config.committed, args.quick) {
-        (Some(folder), false) => Some(Committed {
-            folder: folder.clone(),
-        }),
-        _ => None,
-    };
+    let committed = config
+        .committed
+        .clone()
+        .filter(|_| !args.quick)
+        .map(|folder| Committed { folder });
     let docs = committed.as_ref();
     let run_data = root.join(&plan.dir).join("data.json");
     // The runs of earlier sittings: the committed data of the full grid.
