@@ -41,6 +41,12 @@ pub trait CausalModel {
     /// LM-head logits `[.., vocab]` of hidden states `[.., hidden]`.
     fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D>;
 
+    /// The log-probs `[n]` of `targets` after final hidden states `rows` `[n, hidden]`. A model
+    /// whose head is held in a file's blocks computes them without the whole logits.
+    fn target_logprobs_of_rows(&self, rows: Tensor<2>, targets: &[u32]) -> Tensor<1> {
+        crate::logprobs::target_logprobs(self.logits(rows), targets)
+    }
+
     /// Logits `[batch, tokens, vocab]` for every position.
     fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         self.logits(self.hidden_states(ids))

@@ -117,6 +117,21 @@ impl CausalLm {
             CausalLm::Gpt2(m) => CausalLm::Gpt2(m.without_adapters()),
         }
     }
+
+    /// For an LM head held frozen in a file's blocks ([`Llama::frozen_head_gradient`]): the
+    /// gradient with respect to `rows` `[n, width]` of `Σ_t weights_t · log p_t(targets_t)`;
+    /// `None` for a head held as parameters (autodiff computes it).
+    pub fn frozen_head_gradient(
+        &self,
+        rows: Tensor<2>,
+        targets: &[u32],
+        weights: Tensor<1>,
+    ) -> Option<Tensor<2>> {
+        match self {
+            CausalLm::Llama(m) => m.frozen_head_gradient(rows, targets, weights),
+            CausalLm::Gpt2(_) => None,
+        }
+    }
 }
 
 /// Mixed precision (see `precision.rs`).
@@ -243,6 +258,13 @@ impl CausalModel for CausalLm {
         match self {
             CausalLm::Llama(m) => m.logits(hidden),
             CausalLm::Gpt2(m) => m.logits(hidden),
+        }
+    }
+
+    fn target_logprobs_of_rows(&self, rows: Tensor<2>, targets: &[u32]) -> Tensor<1> {
+        match self {
+            CausalLm::Llama(m) => m.target_logprobs_of_rows(rows, targets),
+            CausalLm::Gpt2(m) => m.target_logprobs_of_rows(rows, targets),
         }
     }
 }

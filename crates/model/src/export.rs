@@ -137,7 +137,7 @@ fn hf_config(model: &Llama, c: &LlamaConfig) -> serde_json::Value {
 /// Writes a Llama-family model (LoRA adapters merged) as a transformers checkpoint.
 pub fn export_hf(model: &Llama, config: &LlamaConfig, dir: &Path) -> Result<(), ModelError> {
     let mut entries = vec![{
-        let embedding = model.embed_tokens.weight.val();
+        let embedding = model.embedding_weight();
         (
             "model.embed_tokens.weight".to_string(),
             embedding.dims().to_vec(),
@@ -173,7 +173,7 @@ pub fn export_hf(model: &Llama, config: &LlamaConfig, dir: &Path) -> Result<(), 
         }
     }
     entries.push(vector_entry("model.norm.weight", &model.norm.gamma));
-    if let Some(head) = &model.lm_head {
+    if let Some(head) = &model.head_linear() {
         entries.extend(linear_entries("lm_head", head));
     }
     write_checkpoint(

@@ -17,11 +17,12 @@ use crate::ModelError;
 use crate::causal::{
     CausalModel, KvCache, append_to_cache, attend, key_mask, mixed_precision_causal_mask,
 };
-use crate::gguf::GgufFile;
+use crate::file_tables::FileTables;
+use crate::gguf::{BlockRows, GgufFile};
 use crate::hf::SafetensorsWeights;
 use crate::llama_config::GgufFamily;
 pub use crate::llama_config::LlamaConfig;
-use crate::logprobs::AttentionPattern;
+use crate::logprobs::{AttentionPattern, target_logprobs};
 use crate::lora::linear_without_adapter;
 use crate::precision::{Precision, to_f32};
 use crate::quantized::{BaseQuantization, quantize_matrix};
@@ -59,15 +60,20 @@ pub struct Block {
 /// A Llama-family causal language model.
 #[derive(Module, Debug)]
 pub struct Llama {
-    pub embed_tokens: Embedding,
+    /// `None` when `tables` holds the embedding.
+    pub embed_tokens: Option<Embedding>,
     pub layers: Vec<Block>,
     pub norm: RmsNorm,
-    /// `None` when the LM head is tied to the token embedding.
+    /// `None` when the LM head is tied to the token embedding, or when `tables` holds it.
     pub lm_head: Option<Linear>,
     pub rope_theta: f64,
     /// What the forward computes in (not part of the weights).
     #[module(skip)]
     pub precision: Precision,
+    /// A frozen quantized base's embedding and LM head, kept in the GGUF file's blocks (not
+    /// parameters: nothing trains them).
+    #[module(skip)]
+    pub tables: Option<FileTables>,
 }
 
 /// `cos` and `sin` tables `[rows, 1, tokens, head_dim]` of rotate-half RoPE, one row of
@@ -272,11 +278,22 @@ impl CausalModel for Llama {
 
     /// LM-head logits `[.., vocab]` of hidden states `[.., hidden]`.
     fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
-        match &self.lm_head {
-            Some(head) => to_f32(self.precision.project(head, hidden)),
-            None => self
+        if let Some(tables) = &self.tables {
+            return tables.logits(hidden, self.precision);
+        }
+        match (&self.lm_head, &self.embed_tokens) {
+            (Some(head), _) => to_f32(self.precision.project(head, hidden)),
+            (None, Some(embedding)) => self
                 .precision
-                .head_logits(hidden, self.embed_tokens.weight.val().transpose()),
+                .head_logits(hidden, embedding.weight.val().transpose()),
+            (None, None) => unreachable!("a Llama without tables has its embedding"),
+        }
+    }
+
+    fn target_logprobs_of_rows(&self, rows: Tensor<2>, targets: &[u32]) -> Tensor<1> {
+        match &self.tables {
+            Some(tables) => tables.target_logprobs(rows, targets, self.precision),
+            None => target_logprobs(self.logits(rows), targets),
         }
     }
 }
@@ -310,7 +327,7 @@ impl Blockwise for Llama {
     }
 
     fn embed_stage(&self, ids: Tensor<2, Int>, _context: &ForwardContext) -> Tensor<3> {
-        to_f32(self.embed_tokens.forward(ids))
+        self.embed(ids)
     }
 
     fn block_count(&self) -> usize {
@@ -367,7 +384,7 @@ impl Llama {
         if let Some(cache) = cache.as_deref_mut() {
             cache.reserve_layers(self.layers.len());
         }
-        let mut x = to_f32(self.embed_tokens.forward(ids));
+        let mut x = self.embed(ids);
         for (i, block) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(i));
             x = block.forward(x, context, slot);
@@ -515,22 +532,29 @@ impl Llama {
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
-        let embedding =
-            loader.matrix(Part::Embedding, None, [c.vocab_size, c.hidden_size], None)?;
-        let lm_head = if c.tied_embeddings {
-            None
-        } else {
-            Some(loader.linear(Part::LmHead, None, [c.vocab_size, c.hidden_size], None)?)
+        let table_shape = [c.vocab_size, c.hidden_size];
+        let tables = loader.file_tables(table_shape, c.tied_embeddings)?;
+        let (embed_tokens, lm_head) = match tables {
+            Some(_) => (None, None),
+            None => {
+                let embedding = loader.matrix(Part::Embedding, None, table_shape, None)?;
+                let lm_head = if c.tied_embeddings {
+                    None
+                } else {
+                    Some(loader.linear(Part::LmHead, None, table_shape, None)?)
+                };
+                let weight = Param::from_tensor(embedding);
+                (Some(Embedding { weight }), lm_head)
+            }
         };
         Ok(Llama {
-            embed_tokens: Embedding {
-                weight: Param::from_tensor(embedding),
-            },
+            embed_tokens,
             layers,
             norm: loader.rms_norm(Part::FinalNorm, None, c)?,
             lm_head,
             rope_theta: c.rope_theta,
             precision: Precision::F32,
+            tables,
         })
     }
 }
@@ -550,9 +574,62 @@ impl Llama {
                 *linear = linear_without_adapter(linear);
             }
         }
-        model.embed_tokens.weight = Param::from_tensor(self.embed_tokens.weight.base());
+        model.embed_tokens = self.embed_tokens.as_ref().map(|embedding| Embedding {
+            weight: Param::from_tensor(embedding.weight.base()),
+        });
         model.lm_head = self.lm_head.as_ref().map(linear_without_adapter);
         model
+    }
+
+    /// The embeddings `[batch, tokens, width]` of `ids` `[batch, tokens]`, in f32.
+    fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        match (&self.tables, &self.embed_tokens) {
+            (Some(tables), _) => tables.embed(ids),
+            (None, Some(embedding)) => to_f32(embedding.forward(ids)),
+            (None, None) => unreachable!("a Llama without tables has its embedding"),
+        }
+    }
+
+    /// The width of the residual stream (the hidden size).
+    pub fn width(&self) -> usize {
+        self.norm.gamma.dims()[0]
+    }
+
+    /// The token embedding `[vocab, width]` in f32 as a tensor, from `tables` when they hold
+    /// it (whole: for an export).
+    pub fn embedding_weight(&self) -> Tensor<2> {
+        match (&self.tables, &self.embed_tokens) {
+            (Some(tables), _) => tables.embedding_f32(&self.norm.gamma.device()),
+            (None, Some(embedding)) => embedding.weight.val(),
+            (None, None) => unreachable!("a Llama without tables has its embedding"),
+        }
+    }
+
+    /// A separate LM head as a linear layer, from `tables` when they hold it (whole: for an
+    /// export); `None` when tied.
+    pub fn head_linear(&self) -> Option<Linear> {
+        match &self.tables {
+            Some(tables) => tables
+                .head_f32(&self.norm.gamma.device())
+                .map(|rows| Linear {
+                    weight: Param::from_tensor(rows.transpose()),
+                    bias: None,
+                }),
+            None => self.lm_head.clone(),
+        }
+    }
+
+    /// For an LM head held in `tables` (frozen): the gradient with respect to `rows`
+    /// `[n, width]` of `Σ_t weights_t · log p_t(targets_t)` ([`FileTables::head_gradient`]);
+    /// `None` for a head held as parameters (autodiff computes it).
+    pub fn frozen_head_gradient(
+        &self,
+        rows: Tensor<2>,
+        targets: &[u32],
+        weights: Tensor<1>,
+    ) -> Option<Tensor<2>> {
+        let tables = self.tables.as_ref()?;
+        Some(tables.head_gradient(rows, targets, weights, self.precision))
     }
 }
 
@@ -563,6 +640,11 @@ pub(crate) trait WeightSource {
     fn contains(&self, name: &str) -> bool;
     /// Row-major shape and values.
     fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError>;
+    /// A 2-D tensor kept in its own quantized blocks, where the source has them (a GGUF
+    /// file); `None` where it does not.
+    fn block_rows(&self, _name: &str) -> Result<Option<BlockRows>, ModelError> {
+        Ok(None)
+    }
     /// The tensor `name`, which the model expects to have `shape`: read (and checked by the
     /// caller) for stored weights, made in that shape for made-up ones.
     fn tensor_of_shape(
@@ -638,6 +720,9 @@ impl WeightSource for GgufFile {
     }
     fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
         Ok(GgufFile::tensor_f32(self, name)?)
+    }
+    fn block_rows(&self, name: &str) -> Result<Option<BlockRows>, ModelError> {
+        Ok(Some(self.tensor_rows(name)?))
     }
 }
 
@@ -757,6 +842,41 @@ impl WeightLoader<'_> {
             TensorData::new(values, shape),
             self.device,
         ))
+    }
+
+    /// The embedding and (unless `tied`) the LM head, `shape` each, kept in the file's blocks:
+    /// for a quantized base read from a GGUF file, `None` otherwise.
+    fn file_tables(&self, shape: [usize; 2], tied: bool) -> Result<Option<FileTables>, ModelError> {
+        if self.quantization.is_none() {
+            return Ok(None);
+        }
+        let rows = |part: Part| -> Result<Option<BlockRows>, ModelError> {
+            let name = self.layout.name(part, None, "weight");
+            let Some(rows) = self.source.block_rows(&name)? else {
+                return Ok(None);
+            };
+            if rows.shape() != shape {
+                return Err(ModelError::Shape {
+                    path: self.source.origin(),
+                    tensor: name,
+                    expected: shape.to_vec(),
+                    found: rows.shape().to_vec(),
+                });
+            }
+            Ok(Some(rows))
+        };
+        let Some(embedding) = rows(Part::Embedding)? else {
+            return Ok(None);
+        };
+        let head = if tied {
+            None
+        } else {
+            match rows(Part::LmHead)? {
+                Some(head) => Some(head),
+                None => return Ok(None),
+            }
+        };
+        Ok(Some(FileTables::new(embedding, head)))
     }
 
     /// A linear layer from an `[out, in]` matrix (Burn stores `[in, out]`), with its bias when

@@ -538,8 +538,10 @@ pub fn chunked_target_logprobs<M: CausalModel + ?Sized>(
         .step_by(chunk)
         .map(|start| {
             let len = chunk.min(n - start);
-            let logits = model.logits(rows.clone().narrow(0, start, len));
-            target_logprobs(logits, &targets[start..start + len])
+            model.target_logprobs_of_rows(
+                rows.clone().narrow(0, start, len),
+                &targets[start..start + len],
+            )
         })
         .collect();
     Tensor::cat(parts, 0)

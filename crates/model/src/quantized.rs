@@ -6,8 +6,9 @@
 //! one projection at a time. Under autodiff the dequantised weight is a leaf without gradient
 //! (burn-autodiff's `dequantize`), so gradients reach the LoRA factors only.
 //!
-//! What stays in float: the token embedding and a separate LM head (a row lookup and the
-//! vocabulary-wide product), norms and biases. The values are Burn's quantisation of the f32
+//! What is not quantized here: the token embedding and a separate LM head — from a GGUF file
+//! kept frozen in the file's own blocks (`crate::file_tables`), from a checkpoint folder in
+//! f32 — and the norms and biases, in f32. The values are Burn's quantisation of the f32
 //! weights the model file gives — for a GGUF file, of its dequantised blocks: not the file's
 //! own blocks, and so a base slightly different from the file's (docs/model.md measures how
 //! much).

@@ -360,6 +360,13 @@ fn a_qwen2_gguf_computes_as_its_hugging_face_checkpoint() {
     let file = writer.parse().unwrap();
     for quantization in [BaseQuantization::Q8, BaseQuantization::Q4] {
         let (as_loaded, _) = Llama::from_gguf_quantized(&file, &device, quantization).unwrap();
+        // The embedding and head stay in the file's blocks (here F32), out of the parameters.
+        assert!(
+            as_loaded.tables.is_some()
+                && as_loaded.embed_tokens.is_none()
+                && as_loaded.lm_head.is_none(),
+            "{quantization:?}: the tables are held in the file's blocks"
+        );
         let (folder_as_loaded, _) =
             Llama::from_hf_dir_quantized(&dir, &device, quantization).unwrap();
         let CausalLm::Llama(afterwards) = CausalLm::Llama(gguf.clone())

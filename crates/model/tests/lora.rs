@@ -53,6 +53,8 @@ fn lora_trains_only_adapters_and_strips_back_to_the_base() {
     assert!(
         model
             .embed_tokens
+            .as_ref()
+            .unwrap()
             .weight
             .reparameterization::<LoraAdapter>()
             .is_none()

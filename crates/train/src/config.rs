@@ -706,6 +706,24 @@ impl Checker<'_> {
                     .into(),
             );
         }
+        // The tables stay frozen: a GGUF file's are held in its own blocks (bapo_model::
+        // file_tables), which have no parameter to adapt.
+        if let Ok(group) = lora.settings.check() {
+            let id = burn::module::ParamId::new();
+            if let Some(table) = ["embed_tokens.weight", "lm_head.weight"]
+                .into_iter()
+                .find(|path| group.matches(&id, Some(path)))
+            {
+                return Err(self.bad(
+                    "lora.target",
+                    format!(
+                        "`{}` matches `{table}`: with lora.base_quantization the token \
+                         embedding and the LM head stay frozen; target the blocks' projections",
+                        lora.settings.target
+                    ),
+                ));
+            }
+        }
         // wgpu: cubecl 0.11 quantizes only in blocks along a tensor's last dimension, and
         // with the weight transposed to make them so, a LoRA step at Qwen2.5-1.5B's shape
         // panicked inside cubecl on an H200 (docs/performance.md, the third lease).

@@ -77,7 +77,7 @@ pub(crate) fn build_policy(
     // Every weight these models adapt has one side of the model's width or less, so a larger
     // rank adds nothing and would only allocate (issue #26: rank 1e9 aborted the process).
     let width = match &policy {
-        CausalLm::Llama(m) => m.embed_tokens.weight.val().dims()[1],
+        CausalLm::Llama(m) => m.width(),
         CausalLm::Gpt2(m) => m.wte.weight.val().dims()[1],
     };
     if settings.rank > width {

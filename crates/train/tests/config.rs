@@ -180,6 +180,20 @@ fn wrong_types_and_values_name_the_key() {
         ),
         &["lora.base_quantization", "training.precision"],
     );
+    // The tables stay frozen over a quantized base: a target that reaches them is refused.
+    for (target, table) in [
+        ("lm_head", "lm_head.weight"),
+        ("(proj|embed_tokens)\\.weight$", "embed_tokens.weight"),
+    ] {
+        assert_names(
+            &error_of(
+                "enabled = false\n",
+                quantized,
+                &[&format!("lora.target='{target}'")],
+            ),
+            &["lora.target", table, "frozen"],
+        );
+    }
 }
 
 /// `[anchors]` and `[lora]` flatten the library's own settings types (the sampling knobs

@@ -131,13 +131,17 @@ fn chunked_head_backward(
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);
         let part = rows.clone().narrow(0, start, len);
+        let targets = &layout.targets[start..start + len];
+        let weights = token_weights.clone().narrow(0, start, len);
+        // A head frozen in the model file's blocks has no parameters: its input's gradient
+        // is written out, a slice of the vocabulary at a time.
+        if let Some(grad) = plain.frozen_head_gradient(part.clone(), targets, weights.clone()) {
+            grad_rows.push(grad);
+            continue;
+        }
         let leaf = Tensor::from_inner(part.clone()).require_grad();
-        let logprobs = target_logprobs(
-            sink.policy.logits(leaf.clone()),
-            &layout.targets[start..start + len],
-        );
-        let weights = Tensor::from_inner(token_weights.clone().narrow(0, start, len));
-        let grads = (logprobs * weights).sum().backward();
+        let logprobs = target_logprobs(sink.policy.logits(leaf.clone()), targets);
+        let grads = (logprobs * Tensor::from_inner(weights)).sum().backward();
         grad_rows.push(leaf.grad(&grads).unwrap_or_else(|| part.zeros_like()));
         sink.add(grads);
     }

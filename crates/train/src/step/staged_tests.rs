@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bapo_data::{Packing, TokenizedExample};
+use bapo_model::file_tables::FileTables;
+use bapo_model::gguf::BlockRows;
 use bapo_model::walk::{ParamPath, PathVisitor, visit_with_paths};
 use bapo_model::{CausalLm, LoraSettings, apply_lora};
 use bapo_objective::{Objective, registry};
@@ -325,5 +327,73 @@ fn a_head_only_adapter_gets_the_same_gradients() {
             &device,
         );
         check_same_gradients(&format!("head-only LoRA, {saving}"), &plain, &staged);
+    }
+}
+
+/// `model` with its embedding and LM head moved out of its parameters into tables held as
+/// rows (as a quantized GGUF base holds them), applied 7 rows of the vocabulary at a time.
+fn with_tables(model: &CausalLm) -> CausalLm {
+    let CausalLm::Llama(llama) = model else {
+        unreachable!("a Llama")
+    };
+    let rows = |t: Tensor<2>| {
+        let [vocab, width] = t.dims();
+        let values = t
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        BlockRows::from_f32([vocab, width], &values)
+    };
+    let mut moved = llama.clone();
+    let embedding = rows(llama.embedding_weight());
+    let head = llama
+        .lm_head
+        .as_ref()
+        .map(|head| rows(head.weight.val().transpose()));
+    moved.tables = Some(FileTables::new(embedding, head).with_slice_rows(7));
+    moved.embed_tokens = None;
+    moved.lm_head = None;
+    CausalLm::Llama(moved)
+}
+
+/// A frozen head held in tables (a quantized GGUF base's): the staged backward writes its
+/// input's gradient out slice by slice (`FileTables::head_gradient`) where autodiff computed
+/// it; LoRA on the blocks gets the gradients of one backward through the same head held as
+/// a parameter, tied and separate, with every saving.
+#[test]
+fn a_head_held_in_tables_gives_the_same_gradients() {
+    let device = bapo_testkit::device();
+    for name in ["tiny-llama", "tiny-llama-tied"] {
+        let policy = apply_lora(
+            tiny_model(name, &device),
+            &LoraSettings {
+                target: r"proj\.weight$".into(),
+                ..LoraSettings::default()
+            },
+        )
+        .expect("valid LoRA settings");
+        let in_tables = with_tables(&policy);
+        let reference = tiny_model(name, &device).valid();
+        let dpo = objective("dpo", "");
+        let plain = gradients(
+            &policy,
+            &reference,
+            dpo.as_ref(),
+            Packing::SharedPrompt,
+            MemorySaving::default(),
+            &device,
+        );
+        for (saving, memory) in SAVINGS {
+            let staged = gradients(
+                &in_tables,
+                &reference,
+                dpo.as_ref(),
+                Packing::SharedPrompt,
+                memory,
+                &device,
+            );
+            check_same_gradients(&format!("{name}, tables, {saving}"), &plain, &staged);
+        }
     }
 }
