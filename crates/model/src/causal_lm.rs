@@ -50,7 +50,8 @@ pub enum CausalLm {
 
 impl CausalLm {
     /// This model with every projection matrix of its decoder blocks held quantized and
-    /// frozen (bapo-model's `quantized` module); `None` leaves it as it is.
+    /// frozen (bapo-model's `quantized` module); `None` leaves it as it is, and so does
+    /// `Gguf`, which only reading a GGUF file gives (`LoadedModel::open_quantized`).
     pub fn with_quantized_matrices(
         self,
         quantization: BaseQuantization,
@@ -85,6 +86,9 @@ impl CausalLm {
                 path: config.clone(),
                 message: e.to_string(),
             })?;
+        if quantization == BaseQuantization::Gguf {
+            return Err(crate::llama::not_a_gguf_file(dir));
+        }
         if json.get("model_type").and_then(serde_json::Value::as_str) == Some("gpt2") {
             let (model, config) = Gpt2::from_hf_dir(dir, device)?;
             let model = quantize_block_matrices(model, quantization)?;

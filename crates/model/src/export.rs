@@ -14,6 +14,8 @@ use safetensors::{Dtype, tensor::TensorView};
 use serde_json::json;
 
 use crate::ModelError;
+use crate::file_projections::merged_weight;
+use crate::gguf::BlockRows;
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
 
@@ -32,7 +34,12 @@ fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
 
 /// A linear layer's effective weight (adapters merged) in PyTorch's `[out, in]` layout.
 fn linear_entries(name: &str, linear: &Linear) -> Vec<Entry> {
-    let weight = linear.weight.val().transpose();
+    projection_entries(name, linear, None)
+}
+
+/// [`linear_entries`] of a projection whose frozen weight the GGUF file may hold (`file`).
+fn projection_entries(name: &str, linear: &Linear, file: Option<&BlockRows>) -> Vec<Entry> {
+    let weight = merged_weight(linear, file).transpose();
     let shape = weight.dims().to_vec();
     let mut entries = vec![(format!("{name}.weight"), shape, values(weight))];
     if let Some(bias) = &linear.bias {
@@ -151,25 +158,35 @@ pub fn export_hf(model: &Llama, config: &LlamaConfig, dir: &Path) -> Result<(), 
             &format!("{p}.input_layernorm.weight"),
             &block.input_norm.gamma,
         ));
-        for (name, linear) in [
+        let file = |i: usize| a.file_weights.as_ref().map(|w| w.weight(i));
+        for (i, (name, linear)) in [
             ("q_proj", &a.q_proj),
             ("k_proj", &a.k_proj),
             ("v_proj", &a.v_proj),
             ("o_proj", &a.o_proj),
-        ] {
-            entries.extend(linear_entries(&format!("{p}.self_attn.{name}"), linear));
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let name = format!("{p}.self_attn.{name}");
+            entries.extend(projection_entries(&name, linear, file(i)));
         }
         entries.push(vector_entry(
             &format!("{p}.post_attention_layernorm.weight"),
             &block.post_attention_norm.gamma,
         ));
         let m = &block.mlp;
-        for (name, linear) in [
+        let file = |i: usize| m.file_weights.as_ref().map(|w| w.weight(i));
+        for (i, (name, linear)) in [
             ("gate_proj", &m.gate_proj),
             ("up_proj", &m.up_proj),
             ("down_proj", &m.down_proj),
-        ] {
-            entries.extend(linear_entries(&format!("{p}.mlp.{name}"), linear));
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let name = format!("{p}.mlp.{name}");
+            entries.extend(projection_entries(&name, linear, file(i)));
         }
     }
     entries.push(vector_entry("model.norm.weight", &model.norm.gamma));

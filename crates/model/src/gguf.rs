@@ -633,6 +633,21 @@ impl BlockRows {
         }
     }
 
+    /// The same rows in another order: row `r` of the result is row `from[r]` of `self`
+    /// (whole rows of blocks move, so the values are unchanged). Panics on a row index past
+    /// the last row.
+    pub fn with_row_order(&self, from: &[usize]) -> BlockRows {
+        let mut raw = Vec::with_capacity(from.len() * self.row_bytes);
+        for &row in from {
+            raw.extend_from_slice(&self.raw[row * self.row_bytes..(row + 1) * self.row_bytes]);
+        }
+        BlockRows {
+            rows: from.len(),
+            raw,
+            ..self.clone()
+        }
+    }
+
     /// `[rows, cols]`.
     pub fn shape(&self) -> [usize; 2] {
         [self.rows, self.cols]

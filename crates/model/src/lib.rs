@@ -8,6 +8,7 @@ pub mod causal;
 pub mod causal_lm;
 pub mod chat;
 pub mod export;
+pub mod file_projections;
 pub mod file_tables;
 pub mod generate;
 pub mod gguf;

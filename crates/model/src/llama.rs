@@ -9,6 +9,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -17,6 +18,7 @@ use crate::ModelError;
 use crate::causal::{
     CausalModel, KvCache, append_to_cache, attend, key_mask, mixed_precision_causal_mask,
 };
+use crate::file_projections::{FileProjections, placeholder_weight, project};
 use crate::file_tables::FileTables;
 use crate::gguf::{BlockRows, GgufFile};
 use crate::hf::SafetensorsWeights;
@@ -38,6 +40,16 @@ pub struct Attention {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// The frozen weights of q, k, v and o in the GGUF file's blocks (`lora.base_quantization =
+    /// "gguf"`; their `Linear` weights are then zero placeholders).
+    #[module(skip)]
+    pub file_weights: Option<FileProjections>,
+}
+
+impl Attention {
+    fn file_weight(&self, index: usize) -> Option<&BlockRows> {
+        self.file_weights.as_ref().map(|w| w.weight(index))
+    }
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
@@ -46,6 +58,15 @@ pub struct Mlp {
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    /// The frozen weights of gate, up and down in the GGUF file's blocks (see `Attention`).
+    #[module(skip)]
+    pub file_weights: Option<FileProjections>,
+}
+
+impl Mlp {
+    fn file_weight(&self, index: usize) -> Option<&BlockRows> {
+        self.file_weights.as_ref().map(|w| w.weight(index))
+    }
 }
 
 /// One pre-norm transformer block.
@@ -139,7 +160,12 @@ impl Attention {
         // RoPE in f32, as transformers applies its f32 tables under autocast.
         let q = apply_rope(
             heads(
-                to_f32(precision.project(&self.q_proj, x.clone())),
+                to_f32(project(
+                    precision,
+                    &self.q_proj,
+                    self.file_weight(0),
+                    x.clone(),
+                )),
                 self.num_heads,
             ),
             &context.cos,
@@ -147,13 +173,19 @@ impl Attention {
         );
         let mut k = apply_rope(
             heads(
-                to_f32(precision.project(&self.k_proj, x.clone())),
+                to_f32(project(
+                    precision,
+                    &self.k_proj,
+                    self.file_weight(1),
+                    x.clone(),
+                )),
                 self.num_kv_heads,
             ),
             &context.cos,
             &context.sin,
         );
-        let mut v = heads(precision.project(&self.v_proj, x), self.num_kv_heads);
+        let v = project(precision, &self.v_proj, self.file_weight(2), x);
+        let mut v = heads(v, self.num_kv_heads);
         if let Some(slot) = cache {
             (k, v) = append_to_cache(slot, k, v);
         }
@@ -198,7 +230,7 @@ impl Attention {
         let out = out
             .swap_dims(1, 2)
             .reshape([batch, tokens, self.num_heads * self.head_dim]);
-        precision.project(&self.o_proj, out)
+        project(precision, &self.o_proj, self.file_weight(3), out)
     }
 }
 
@@ -206,9 +238,10 @@ impl Mlp {
     fn forward(&self, x: Tensor<3>, precision: Precision) -> Tensor<3> {
         // SiLU in f32 and rounded once, as torch's bf16 kernel computes it (Burn's bf16 SiLU
         // rounds its sigmoid before the product).
-        let gate = silu(to_f32(precision.project(&self.gate_proj, x.clone())));
-        let gate = precision.for_matmul(gate);
-        precision.project(&self.down_proj, gate * precision.project(&self.up_proj, x))
+        let gate = project(precision, &self.gate_proj, self.file_weight(0), x.clone());
+        let gate = precision.for_matmul(silu(to_f32(gate)));
+        let up = project(precision, &self.up_proj, self.file_weight(1), x);
+        project(precision, &self.down_proj, self.file_weight(2), gate * up)
     }
 }
 
@@ -484,50 +517,40 @@ impl Llama {
             message,
         })?;
         let (q_rows, kv_rows) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let (h, f) = (c.hidden_size, c.intermediate_size);
         let layers = (0..c.num_layers)
             .map(|i| {
                 let l = Some(i);
                 Ok(Block {
                     input_norm: loader.rms_norm(Part::AttentionNorm, l, c)?,
-                    attention: Attention {
-                        q_proj: loader.linear(
-                            Part::Q,
-                            l,
-                            [q_rows, c.hidden_size],
-                            Some(c.num_heads),
-                        )?,
-                        k_proj: loader.linear(
-                            Part::K,
-                            l,
-                            [kv_rows, c.hidden_size],
-                            Some(c.num_kv_heads),
-                        )?,
-                        v_proj: loader.linear(Part::V, l, [kv_rows, c.hidden_size], None)?,
-                        o_proj: loader.linear(Part::O, l, [c.hidden_size, q_rows], None)?,
-                        num_heads: c.num_heads,
-                        num_kv_heads: c.num_kv_heads,
-                        head_dim: c.head_dim,
+                    attention: {
+                        let q = loader.projection(Part::Q, i, [q_rows, h], Some(c.num_heads))?;
+                        let k =
+                            loader.projection(Part::K, i, [kv_rows, h], Some(c.num_kv_heads))?;
+                        let v = loader.projection(Part::V, i, [kv_rows, h], None)?;
+                        let o = loader.projection(Part::O, i, [h, q_rows], None)?;
+                        Attention {
+                            file_weights: file_projections([&q.1, &k.1, &v.1, &o.1]),
+                            q_proj: q.0,
+                            k_proj: k.0,
+                            v_proj: v.0,
+                            o_proj: o.0,
+                            num_heads: c.num_heads,
+                            num_kv_heads: c.num_kv_heads,
+                            head_dim: c.head_dim,
+                        }
                     },
                     post_attention_norm: loader.rms_norm(Part::MlpNorm, l, c)?,
-                    mlp: Mlp {
-                        gate_proj: loader.linear(
-                            Part::Gate,
-                            l,
-                            [c.intermediate_size, c.hidden_size],
-                            None,
-                        )?,
-                        up_proj: loader.linear(
-                            Part::Up,
-                            l,
-                            [c.intermediate_size, c.hidden_size],
-                            None,
-                        )?,
-                        down_proj: loader.linear(
-                            Part::Down,
-                            l,
-                            [c.hidden_size, c.intermediate_size],
-                            None,
-                        )?,
+                    mlp: {
+                        let gate = loader.projection(Part::Gate, i, [f, h], None)?;
+                        let up = loader.projection(Part::Up, i, [f, h], None)?;
+                        let down = loader.projection(Part::Down, i, [h, f], None)?;
+                        Mlp {
+                            file_weights: file_projections([&gate.1, &up.1, &down.1]),
+                            gate_proj: gate.0,
+                            up_proj: up.0,
+                            down_proj: down.0,
+                        }
                     },
                 })
             })
@@ -891,21 +914,6 @@ impl WeightLoader<'_> {
         let weight = self
             .matrix(part, layer, shape, unpermute_heads)?
             .transpose();
-        let bias_name = self.layout.name(part, layer, "bias");
-        let bias = if self.source.contains(&bias_name) {
-            let mut values = self.values(&bias_name, &[shape[0]])?;
-            if let (Layout::Gguf { permuted_qk: true }, Some(heads)) =
-                (self.layout, unpermute_heads)
-            {
-                values = unpermute_rows(&values, heads, shape[0] / heads, 1);
-            }
-            Some(Param::from_tensor(Tensor::from_data(
-                TensorData::new(values, [shape[0]]),
-                self.device,
-            )))
-        } else {
-            None
-        };
         // The blocks' projections (not the LM head) as the run holds them.
         let weight = match layer {
             Some(_) => quantize_matrix(
@@ -915,7 +923,66 @@ impl WeightLoader<'_> {
             )?,
             None => Param::from_tensor(weight),
         };
+        let bias = self.bias(part, layer, shape[0], unpermute_heads)?;
         Ok(Linear { weight, bias })
+    }
+
+    /// The bias of `rows` outputs, when the checkpoint has one (Qwen2's q/k/v).
+    fn bias(
+        &self,
+        part: Part,
+        layer: Option<usize>,
+        rows: usize,
+        unpermute_heads: Option<usize>,
+    ) -> Result<Option<Param<Tensor<1>>>, ModelError> {
+        let name = self.layout.name(part, layer, "bias");
+        if !self.source.contains(&name) {
+            return Ok(None);
+        }
+        let mut values = self.values(&name, &[rows])?;
+        if let (Layout::Gguf { permuted_qk: true }, Some(heads)) = (self.layout, unpermute_heads) {
+            values = unpermute_rows(&values, heads, rows / heads, 1);
+        }
+        Ok(Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, [rows]),
+            self.device,
+        ))))
+    }
+
+    /// A decoder block's projection of `shape` `[out, in]`: its linear layer and, for a base
+    /// held in the GGUF file's blocks (`BaseQuantization::Gguf`), its frozen weight there (the
+    /// layer's weight then a zero placeholder, `crate::file_projections`).
+    fn projection(
+        &self,
+        part: Part,
+        layer: usize,
+        shape: [usize; 2],
+        unpermute_heads: Option<usize>,
+    ) -> Result<(Linear, Option<Arc<BlockRows>>), ModelError> {
+        let l = Some(layer);
+        if self.quantization != BaseQuantization::Gguf {
+            return Ok((self.linear(part, l, shape, unpermute_heads)?, None));
+        }
+        let name = self.layout.name(part, l, "weight");
+        let Some(mut rows) = self.source.block_rows(&name)? else {
+            return Err(not_a_gguf_file(&self.source.origin()));
+        };
+        if rows.shape() != shape {
+            return Err(ModelError::Shape {
+                path: self.source.origin(),
+                tensor: name,
+                expected: shape.to_vec(),
+                found: rows.shape().to_vec(),
+            });
+        }
+        if let (Layout::Gguf { permuted_qk: true }, Some(heads)) = (self.layout, unpermute_heads) {
+            rows = rows.with_row_order(&unpermuted_order(heads, shape[0] / heads));
+        }
+        let linear = Linear {
+            weight: placeholder_weight([shape[1], shape[0]], self.device),
+            bias: self.bias(part, l, shape[0], unpermute_heads)?,
+        };
+        Ok((linear, Some(Arc::new(rows))))
     }
 
     fn rms_norm(
@@ -936,16 +1003,45 @@ impl WeightLoader<'_> {
 /// Undoes llama.cpp's q/k permutation: within each head, GGUF row `2i + j` holds HF row
 /// `j·(head_dim/2) + i`.
 fn unpermute_rows(values: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
+    let mut out = Vec::with_capacity(values.len());
+    for from in unpermuted_order(heads, head_dim) {
+        out.extend_from_slice(&values[from * cols..(from + 1) * cols]);
+    }
+    out
+}
+
+/// For each row of the un-permuted matrix, the llama.cpp row it comes from: within each head,
+/// row `j·half + i` (rotate-half order) is llama.cpp's row `2i + j` (interleaved order).
+fn unpermuted_order(heads: usize, head_dim: usize) -> Vec<usize> {
     let half = head_dim / 2;
+    let mut order = vec![0; heads * head_dim];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
-                let from = (h * head_dim + 2 * i + j) * cols;
-                let to = (h * head_dim + j * half + i) * cols;
-                out[to..to + cols].copy_from_slice(&values[from..from + cols]);
+                order[h * head_dim + j * half + i] = h * head_dim + 2 * i + j;
             }
         }
     }
-    out
+    order
+}
+
+/// `lora.base_quantization = "gguf"` asked of a model that is not read from a GGUF file.
+pub(crate) fn not_a_gguf_file(origin: &Path) -> ModelError {
+    ModelError::Format {
+        path: origin.to_path_buf(),
+        message: "a base held in its file's own blocks (lora.base_quantization = \"gguf\") \
+                  needs a GGUF file; use \"q8\" or \"q4\" for a checkpoint folder"
+            .into(),
+    }
+}
+
+/// The file-held weights of one block's projections, when the file holds them all.
+fn file_projections<const N: usize>(
+    parts: [&Option<Arc<BlockRows>>; N],
+) -> Option<FileProjections> {
+    parts
+        .into_iter()
+        .cloned()
+        .collect::<Option<Vec<_>>>()
+        .map(FileProjections)
 }

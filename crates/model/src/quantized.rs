@@ -42,6 +42,9 @@ pub enum BaseQuantization {
     /// `Q8` on Flex: burn-flex 0.22.1 stores every quantized value in a byte (`QuantStore::
     /// Native`), whatever store the scheme asks for.
     Q4,
+    /// A GGUF file's own blocks, as the file has them (`crate::file_projections`): exactly
+    /// the file's values, in the file's size. GGUF files only.
+    Gguf,
 }
 
 impl BaseQuantization {
@@ -52,7 +55,7 @@ impl BaseQuantization {
     /// Burn's scheme for it (none for `None`).
     fn scheme(self) -> Option<QuantScheme> {
         let value = match self {
-            BaseQuantization::None => return None,
+            BaseQuantization::None | BaseQuantization::Gguf => return None,
             BaseQuantization::Q8 => QuantValue::Q8S,
             BaseQuantization::Q4 => QuantValue::Q4S,
         };

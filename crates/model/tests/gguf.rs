@@ -387,4 +387,31 @@ fn a_qwen2_gguf_computes_as_its_hugging_face_checkpoint() {
             "{quantization:?}: quantized"
         );
     }
+
+    // Held in the file's own blocks (here F32): the file's values exactly, the same scores
+    // and the same export; a checkpoint folder has no blocks to keep.
+    let (in_blocks, gguf_config) =
+        Llama::from_gguf_quantized(&file, &device, BaseQuantization::Gguf).unwrap();
+    assert!(
+        in_blocks
+            .layers
+            .iter()
+            .all(|b| b.attention.file_weights.is_some() && b.mlp.file_weights.is_some()),
+        "every projection is held in the file's blocks"
+    );
+    assert_eq!(scores(&in_blocks), scores(&gguf), "the file's blocks");
+    let out = std::env::temp_dir().join(format!("bapo-gguf-blocks-{}", std::process::id()));
+    let export = |model: &Llama, name: &str| -> Vec<u8> {
+        bapo_model::export_hf(model, &gguf_config, &out.join(name)).unwrap();
+        std::fs::read(out.join(name).join("model.safetensors")).unwrap()
+    };
+    assert_eq!(export(&in_blocks, "blocks"), export(&gguf, "f32"), "export");
+    std::fs::remove_dir_all(&out).unwrap();
+    let error = Llama::from_hf_dir_quantized(&dir, &device, BaseQuantization::Gguf)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("tiny-qwen2") && error.contains("\"gguf\"") && error.contains("\"q8\""),
+        "{error}"
+    );
 }

@@ -165,4 +165,30 @@ fn a_real_file_opened_quantized_keeps_its_embedding_and_head_exactly() {
         "{n} tokens: log-probs within {logprob_gap:.2e} of the whole head's, \
          the head's input gradient within {gradient_gap:.2e} (relative)"
     );
+
+    // Every projection held in the file's own blocks too (`gguf`): the f32 model's values, so
+    // its per-token log-probs.
+    drop((opened, afterwards));
+    let in_blocks = LoadedModel::open_quantized(path, &device, BaseQuantization::Gguf).unwrap();
+    let expected = values(target_logprobs(
+        dense.model.logits(rows(&dense.model)),
+        &targets,
+    ));
+    let found = values(
+        in_blocks
+            .model
+            .target_logprobs_of_rows(rows(&in_blocks.model), &targets),
+    );
+    let blocks_gap = found
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        blocks_gap <= 1e-4,
+        "the file's blocks: log-probs differ by {blocks_gap}"
+    );
+    println!(
+        "projections in the file's blocks: log-probs within {blocks_gap:.2e} of the f32 model's"
+    );
 }

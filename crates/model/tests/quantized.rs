@@ -254,3 +254,23 @@ fn an_export_writes_the_quantized_base_as_its_float_values() {
     assert_eq!(export(&quantized, "q"), export(&dequantized, "d"));
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// A checkpoint folder has no blocks to keep: `gguf` is refused, naming the folder and the
+/// settings that do apply, for both families (a GPT-2 folder is quantized after loading, so
+/// it is checked apart from the Llama reader).
+#[test]
+fn a_checkpoint_folder_refuses_the_file_blocks_base() {
+    let device = Device::flex();
+    for name in ["tiny-llama", "tiny-gpt2"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/hf")
+            .join(name);
+        let error = CausalLm::from_hf_dir_quantized(&dir, &device, BaseQuantization::Gguf)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(name) && error.contains("\"gguf\"") && error.contains("\"q8\""),
+            "{name}: {error}"
+        );
+    }
+}

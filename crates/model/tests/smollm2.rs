@@ -381,3 +381,24 @@ fn seeded_sampling_is_reproducible() {
     };
     assert!(generate(&model, &prompt, &bad, &device, |_, _| {}).is_err());
 }
+
+/// The base held in the file's own blocks (`lora.base_quantization = "gguf"`): its Q4_1 and
+/// Q8_0 blocks, llama.cpp's permuted q/k rows put back in rotate-half order block row by
+/// block row, and the tied embedding applied in slices of the vocabulary, give the f32 model's
+/// log-probs.
+#[test]
+fn the_base_held_in_the_files_blocks_scores_as_the_f32_model() {
+    let Some(path) = smollm2() else { return };
+    let file = GgufFile::open(&path).unwrap();
+    let device = Device::flex();
+    let (model, _) = Llama::from_gguf(&file, &device).unwrap();
+    let (in_blocks, _) =
+        Llama::from_gguf_quantized(&file, &device, bapo_model::BaseQuantization::Gguf).unwrap();
+    assert!(in_blocks.tables.is_some() && in_blocks.layers[0].attention.file_weights.is_some());
+    let ids = [504, 3575, 282, 4649, 314, 7042, 30];
+    let expected = naive_log_probs(&model, &ids, &device);
+    let found = naive_log_probs(&in_blocks, &ids, &device);
+    for (t, (a, b)) in found.iter().zip(&expected).enumerate() {
+        assert!((a - b).abs() <= 1e-4, "token {t}: {a} against {b}");
+    }
+}

@@ -727,6 +727,13 @@ impl Checker<'_> {
         // wgpu: cubecl 0.11 quantizes only in blocks along a tensor's last dimension, and
         // with the weight transposed to make them so, a LoRA step at Qwen2.5-1.5B's shape
         // panicked inside cubecl on an H200 (docs/performance.md, the third lease).
+        if t.backend != Backend::Cpu && lora.base_quantization == BaseQuantization::Gguf {
+            return refuse(format!(
+                "`gguf` dequantises each projection on the host where it meets an input, which \
+                 has been tried on backend \"cpu\" only, not on `{}`",
+                t.backend
+            ));
+        }
         if t.backend != Backend::Cpu {
             return refuse(format!(
                 "backend `{}` cannot hold a quantized base (burn-tch implements no quantized \

@@ -180,6 +180,15 @@ fn wrong_types_and_values_name_the_key() {
         ),
         &["lora.base_quantization", "training.precision"],
     );
+    // The file's own blocks: dequantised on the host, tried on `cpu` only.
+    assert_names(
+        &error_of(
+            "enabled = false\n",
+            "enabled = true\nbase_quantization = \"gguf\"\n",
+            &["training.backend='tch-cpu'"],
+        ),
+        &["lora.base_quantization", "`gguf`", "\"cpu\"", "`tch-cpu`"],
+    );
     // The tables stay frozen over a quantized base: a target that reaches them is refused.
     for (target, table) in [
         ("lm_head", "lm_head.weight"),

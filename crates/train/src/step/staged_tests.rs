@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bapo_data::{Packing, TokenizedExample};
+use bapo_model::file_projections::FileProjections;
 use bapo_model::file_tables::FileTables;
 use bapo_model::gguf::BlockRows;
 use bapo_model::walk::{ParamPath, PathVisitor, visit_with_paths};
@@ -394,6 +395,79 @@ fn a_head_held_in_tables_gives_the_same_gradients() {
                 &device,
             );
             check_same_gradients(&format!("{name}, tables, {saving}"), &plain, &staged);
+        }
+    }
+}
+
+/// `model` with every decoder projection's frozen weight moved into rows held beside it (as
+/// `lora.base_quantization = "gguf"` holds a GGUF file's blocks), its weight parameter a zero
+/// placeholder.
+fn with_file_projections(model: &CausalLm, device: &Device) -> CausalLm {
+    let CausalLm::Llama(llama) = model else {
+        unreachable!("a Llama")
+    };
+    let mut moved = llama.clone();
+    let held = |linear: &mut burn::nn::Linear| -> std::sync::Arc<BlockRows> {
+        let weight = linear.weight.val().transpose();
+        let [out, input] = weight.dims();
+        let values = weight
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let zeros = Tensor::<2>::zeros([1, 1], device).expand([input, out]);
+        linear.weight = Param::from_tensor(zeros).set_require_grad(false);
+        std::sync::Arc::new(BlockRows::from_f32([out, input], &values))
+    };
+    for block in &mut moved.layers {
+        let a = &mut block.attention;
+        let weights = [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj].map(held);
+        a.file_weights = Some(FileProjections(weights.to_vec()));
+        let m = &mut block.mlp;
+        let weights = [&mut m.gate_proj, &mut m.up_proj, &mut m.down_proj].map(held);
+        m.file_weights = Some(FileProjections(weights.to_vec()));
+    }
+    CausalLm::Llama(moved)
+}
+
+/// Projections held in the file's blocks (`lora.base_quantization = "gguf"`): LoRA's factors
+/// get the gradients they get over the same weights held as parameters, with every saving.
+#[test]
+fn projections_held_in_file_blocks_give_the_same_gradients() {
+    let device = bapo_testkit::device();
+    let settings = LoraSettings {
+        target: r"proj\.weight$".into(),
+        ..LoraSettings::default()
+    };
+    for name in ["tiny-llama", "tiny-qwen2"] {
+        let dense = tiny_model(name, &device);
+        let moved = with_file_projections(&dense, &device);
+        // The same factors on both: the device's generator drawn from the same seed.
+        device.seed(7);
+        let dense = apply_lora(dense, &settings).expect("valid LoRA settings");
+        device.seed(7);
+        let moved = apply_lora(moved, &settings).expect("valid LoRA settings");
+        let reference = tiny_model(name, &device).valid();
+        let dpo = objective("dpo", "");
+        let plain = gradients(
+            &dense,
+            &reference,
+            dpo.as_ref(),
+            Packing::SharedPrompt,
+            MemorySaving::default(),
+            &device,
+        );
+        let savings = [("no saving", MemorySaving::default())];
+        for (saving, memory) in savings.into_iter().chain(SAVINGS) {
+            let found = gradients(
+                &moved,
+                &reference,
+                dpo.as_ref(),
+                Packing::SharedPrompt,
+                memory,
+                &device,
+            );
+            check_same_gradients(&format!("{name}, file blocks, {saving}"), &plain, &found);
         }
     }
 }
