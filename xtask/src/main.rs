@@ -110,8 +110,8 @@ tasks:
          512 tokens, ours with each memory lever next to TRL's default and TRL in f32
   bench --quantized-base [--model NAME]
          the same LoRA step on the real Qwen2.5-Coder GGUF files (cargo xtask fetch --model)
-         with the base held in q4 and q8 (cpu), next to TRL + PEFT with f32, bf16 and
-         bitsandbytes NF4 bases
+         with the base held in q4, q8 and the file's own blocks (cpu), next to TRL + PEFT
+         with f32, bf16 and bitsandbytes NF4 bases
   changes RUN_DIR [--from STEP]
          every metric's change from the evaluation at STEP (default 0) to the run's last one,
          with a 95% paired bootstrap interval over its items (eval_items.jsonl)

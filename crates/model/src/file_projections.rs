@@ -41,7 +41,8 @@ pub(crate) fn placeholder_weight(shape: [usize; 2], device: &Device) -> Param<Te
 }
 
 /// `layer` applied to `x`: with its frozen weight from `file` when the file holds it (see the
-/// module's docs), as `precision` projects otherwise.
+/// module's docs; in f32, as every quantized base computes: runs refuse bf16 with one), as
+/// `precision` projects otherwise.
 pub(crate) fn project<const D: usize>(
     precision: Precision,
     layer: &Linear,

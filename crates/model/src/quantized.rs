@@ -1,5 +1,6 @@
 //! A frozen base held quantized under LoRA (`lora.base_quantization`, QLoRA without
-//! bitsandbytes): every projection matrix of the decoder blocks is stored as Burn quantized
+//! bitsandbytes). `Gguf` keeps a GGUF file's own blocks (`crate::file_projections`); `Q8` and
+//! `Q4`, this module: every projection matrix of the decoder blocks is stored as Burn quantized
 //! tensors — blocks of 32 values along the input dimension (as GGUF blocks run), symmetric,
 //! one f32 scale per block, 8 or 4 bits of precision a value (each held in a byte by
 //! burn-flex 0.22.1, so `q4` saves no memory over `q8` there) — and dequantised where it meets an input,
