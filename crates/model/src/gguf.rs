@@ -538,7 +538,10 @@ impl GgufFile {
     pub fn tensor_rows(&self, name: &str) -> Result<BlockRows, GgufError> {
         let (info, raw) = self.raw_data(name)?;
         let shape = info.shape();
-        let (block_values, block_bytes) = info.ggml_type.block().unwrap_or((1, 0));
+        let (block_values, block_bytes) = info
+            .ggml_type
+            .block()
+            .expect("raw_data refuses the types without blocks");
         let [rows, cols] = shape[..] else {
             return Err(self.corrupt_tensor(
                 info,

@@ -62,6 +62,16 @@ fn llama(model: &CausalLm) -> &bapo_model::Llama {
     }
 }
 
+/// The largest `|a − b|`.
+fn largest_difference(found: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(found.len(), expected.len());
+    found
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
 /// The largest `|a − b| / max(|b|, 1)`.
 fn worst_gap(found: &[f32], expected: &[f32]) -> f32 {
     assert_eq!(found.len(), expected.len());
@@ -125,11 +135,7 @@ fn a_real_file_opened_quantized_keeps_its_embedding_and_head_exactly() {
             .model
             .target_logprobs_of_rows(rows(&opened.model), &targets),
     );
-    let logprob_gap = found
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let logprob_gap = largest_difference(&found, &expected);
     assert!(
         logprob_gap <= 1e-4,
         "per-token log-probs differ by {logprob_gap}"
@@ -179,11 +185,7 @@ fn a_real_file_opened_quantized_keeps_its_embedding_and_head_exactly() {
             .model
             .target_logprobs_of_rows(rows(&in_blocks.model), &targets),
     );
-    let blocks_gap = found
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let blocks_gap = largest_difference(&found, &expected);
     assert!(
         blocks_gap <= 1e-4,
         "the file's blocks: log-probs differ by {blocks_gap}"

@@ -295,6 +295,24 @@ fn recomputed_blocks_keep_token_level_kl() {
     check_same_gradients("kl-dpo, recomputed blocks", &plain, &recomputed);
 }
 
+/// [`gradients`] of DPO on the shared-prompt packing, the objective the tests below train.
+fn dpo_gradients(
+    policy: &CausalLm,
+    reference: &CausalLm,
+    memory: MemorySaving,
+    device: &Device,
+) -> (BTreeMap<String, Vec<f32>>, f64) {
+    let dpo = objective("dpo", "");
+    gradients(
+        policy,
+        reference,
+        dpo.as_ref(),
+        Packing::SharedPrompt,
+        memory,
+        device,
+    )
+}
+
 /// LoRA on the LM head alone: nothing below the head trains, so the trunk's graph is not
 /// tracked and its stage is skipped; the head's adapters still get one backward's gradients.
 #[test]
@@ -309,24 +327,9 @@ fn a_head_only_adapter_gets_the_same_gradients() {
     )
     .expect("valid LoRA settings");
     let reference = tiny_model("tiny-llama", &device).valid();
-    let dpo = objective("dpo", "");
-    let plain = gradients(
-        &policy,
-        &reference,
-        dpo.as_ref(),
-        Packing::SharedPrompt,
-        MemorySaving::default(),
-        &device,
-    );
+    let plain = dpo_gradients(&policy, &reference, MemorySaving::default(), &device);
     for (saving, memory) in SAVINGS {
-        let staged = gradients(
-            &policy,
-            &reference,
-            dpo.as_ref(),
-            Packing::SharedPrompt,
-            memory,
-            &device,
-        );
+        let staged = dpo_gradients(&policy, &reference, memory, &device);
         check_same_gradients(&format!("head-only LoRA, {saving}"), &plain, &staged);
     }
 }
@@ -376,24 +379,9 @@ fn a_head_held_in_tables_gives_the_same_gradients() {
         .expect("valid LoRA settings");
         let in_tables = with_tables(&policy);
         let reference = tiny_model(name, &device).valid();
-        let dpo = objective("dpo", "");
-        let plain = gradients(
-            &policy,
-            &reference,
-            dpo.as_ref(),
-            Packing::SharedPrompt,
-            MemorySaving::default(),
-            &device,
-        );
+        let plain = dpo_gradients(&policy, &reference, MemorySaving::default(), &device);
         for (saving, memory) in SAVINGS {
-            let staged = gradients(
-                &in_tables,
-                &reference,
-                dpo.as_ref(),
-                Packing::SharedPrompt,
-                memory,
-                &device,
-            );
+            let staged = dpo_gradients(&in_tables, &reference, memory, &device);
             check_same_gradients(&format!("{name}, tables, {saving}"), &plain, &staged);
         }
     }
@@ -448,25 +436,10 @@ fn projections_held_in_file_blocks_give_the_same_gradients() {
         device.seed(7);
         let moved = apply_lora(moved, &settings).expect("valid LoRA settings");
         let reference = tiny_model(name, &device).valid();
-        let dpo = objective("dpo", "");
-        let plain = gradients(
-            &dense,
-            &reference,
-            dpo.as_ref(),
-            Packing::SharedPrompt,
-            MemorySaving::default(),
-            &device,
-        );
+        let plain = dpo_gradients(&dense, &reference, MemorySaving::default(), &device);
         let savings = [("no saving", MemorySaving::default())];
         for (saving, memory) in savings.into_iter().chain(SAVINGS) {
-            let found = gradients(
-                &moved,
-                &reference,
-                dpo.as_ref(),
-                Packing::SharedPrompt,
-                memory,
-                &device,
-            );
+            let found = dpo_gradients(&moved, &reference, memory, &device);
             check_same_gradients(&format!("{name}, file blocks, {saving}"), &plain, &found);
         }
     }
