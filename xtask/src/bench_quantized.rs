@@ -1,6 +1,7 @@
 //! `cargo xtask bench --quantized-base [--model NAME]`: the peak memory of one LoRA DPO step
 //! on the real Qwen2.5-Coder GGUF files (`cargo xtask fetch --model …`) with the frozen base
-//! held quantized (`lora.base_quantization`: q4, q8 and the file's own blocks, on `cpu`),
+//! held quantized (`lora.base_quantization`: q8 and the file's own blocks, on `cpu`; not q4,
+//! which holds no less than q8 on burn-flex 0.22.1, docs/performance.md),
 //! next to TRL + PEFT on the same weights in its default (f32 weights under bf16 autocast,
 //! gradient checkpointing), with the base in bf16, and with bitsandbytes' 4-bit NF4 base (the
 //! QLoRA recipe) where bitsandbytes installs and runs on this CPU. Issue #24 part 2.
@@ -26,8 +27,7 @@ use crate::fetch::{SPLIT_MODELS, SplitModel, asset_dir, fetch_split_model};
 use crate::python;
 
 /// bapo's rows: (label, the base's quantization), LoRA on `cpu` with checkpointing and chunks.
-const OURS: [(&str, &str); 3] = [
-    ("bapo `cpu`, q4 base + checkpointing + chunks", "q4"),
+const OURS: [(&str, &str); 2] = [
     ("bapo `cpu`, q8 base + checkpointing + chunks", "q8"),
     (
         "bapo `cpu`, the file's own blocks (gguf) + checkpointing + chunks",

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use bapo_study::stats::{Bootstrap, Clusters, difference_interval, mean_interval};
 use bapo_train::config::EvalSection;
 use bapo_train::probes::{ProbeScores, probe_sets, score_probes};
@@ -111,6 +111,12 @@ fn row(scores: &ProbeScores) -> Result<ProbeRow> {
 }
 
 pub fn run(args: ProbeArgs) -> Result<()> {
+    if let Some(why) = bapo_data::unavailable_reason(&args.bigbench_dir) {
+        bail!(
+            "the BIG-bench sets are not in {}: {why}; point --bigbench-dir at a copy of the task files",
+            args.bigbench_dir.display()
+        );
+    }
     let (loaded, device) = args.model.open()?;
     let sets = probe_sets(
         &loaded,

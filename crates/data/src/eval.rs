@@ -116,6 +116,25 @@ impl Task {
     }
 }
 
+/// Why the BIG-bench sets at `bigbench` cannot be had, when `cargo xtask fetch` found that the
+/// package registry no longer serves them: the folder is missing and a note, `<folder>.unavailable`
+/// (written by the fetch), says why. `None` when the folder is there, or when it is missing
+/// without that note (a wrong path, or a fetch not yet run: an error for whoever reads it).
+pub fn unavailable_reason(bigbench: &Path) -> Option<String> {
+    if bigbench.exists() {
+        return None;
+    }
+    let note = std::fs::read_to_string(unavailable_note(bigbench)).ok()?;
+    Some(note.trim().to_string())
+}
+
+/// Where `cargo xtask fetch` notes that the BIG-bench sets at `bigbench` cannot be downloaded.
+pub fn unavailable_note(bigbench: &Path) -> PathBuf {
+    let mut name = bigbench.file_name().unwrap_or_default().to_os_string();
+    name.push(".unavailable");
+    bigbench.with_file_name(name)
+}
+
 /// The hhh_alignment preference items, from `<bigbench>/hhh_alignment/<category>/task.json`.
 pub fn load_hhh_alignment(bigbench: &Path) -> Result<Vec<PreferenceItem>, DataError> {
     let mut items = Vec::new();

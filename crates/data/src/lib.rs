@@ -25,7 +25,7 @@ pub use batch::{
 pub use error::DataError;
 pub use eval::{
     FactItem, MultipleChoiceItem, PreferenceItem, load_fact_sample, load_hhh_alignment,
-    load_multiple_choice,
+    load_multiple_choice, unavailable_note, unavailable_reason,
 };
 pub use format::{
     Completion, Dataset, DropReason, DroppedRow, Message, PreferenceExample, Prompt, is_parquet,

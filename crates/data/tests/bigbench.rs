@@ -57,3 +57,27 @@ fn evaluation_sets_load() {
         "{missing}"
     );
 }
+
+/// The note `cargo xtask fetch` leaves where the registry no longer serves BIG-bench is read
+/// only while the folder is missing: a folder that is there is used, and a missing folder
+/// without the note is no reason to skip (the loaders then fail, naming it).
+#[test]
+fn the_unavailable_note_counts_only_while_the_folder_is_missing() {
+    let dir = std::env::temp_dir().join(format!("bapo-bigbench-note-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bigbench = dir.join("bigbench");
+    let note = bapo_data::unavailable_note(&bigbench);
+    assert_eq!(note, dir.join("bigbench.unavailable"));
+    assert_eq!(bapo_data::unavailable_reason(&bigbench), None);
+
+    std::fs::write(&note, "not served\n").unwrap();
+    assert_eq!(
+        bapo_data::unavailable_reason(&bigbench).as_deref(),
+        Some("not served")
+    );
+
+    std::fs::create_dir_all(&bigbench).unwrap();
+    assert_eq!(bapo_data::unavailable_reason(&bigbench), None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -14,7 +14,7 @@ use bapo_data::{
     BUILT_IN_PROBE_PATH, Dataset, DroppedRow, ProbeItem, Tokenization, TokenizedExample,
     TruncationSettings, built_in_knowledge_probe, load_fact_sample, load_hhh_alignment,
     load_knowledge_probe, load_multiple_choice, load_preference_files, split_by_entity,
-    tokenize_dataset,
+    tokenize_dataset, unavailable_reason,
 };
 use bapo_model::{CausalLm, LoadedModel, Precision};
 use bapo_objective::{Needs, Objective, registry};
@@ -432,6 +432,13 @@ impl<'a> AnchorJob<'a> {
     }
 }
 
+/// Whether the config asks for any BIG-bench set.
+fn bigbench_wanted(config: &RunConfig) -> bool {
+    let e = &config.eval;
+    !e.bigbench_dir.as_os_str().is_empty()
+        && e.hhh_alignment + e.general_knowledge + e.misconceptions + e.facts > 0
+}
+
 /// The forgetting side of the evaluation: the BIG-bench sets (HHH alignment, general
 /// knowledge, misconceptions, facts) and the country-knowledge probe, without any country the
 /// run trains on, each as many items as the config asks for, with their items' labels.
@@ -442,7 +449,7 @@ fn add_knowledge_sets(
     eval: &mut EvalSets,
 ) -> Result<(), TrainError> {
     let e = &config.eval;
-    if !e.bigbench_dir.as_os_str().is_empty() {
+    if bigbench_wanted(config) && unavailable_reason(&e.bigbench_dir).is_none() {
         let dir = &e.bigbench_dir;
         if e.hhh_alignment > 0 {
             let items = load_hhh_alignment(dir)?;
@@ -678,6 +685,14 @@ pub fn prepare(
         })
         .collect();
 
+    if let Some(why) = bigbench_wanted(config)
+        .then(|| unavailable_reason(&config.eval.bigbench_dir))
+        .flatten()
+    {
+        progress.line(format!(
+            "{WARNING} the BIG-bench sets are not measured in this run: {why}"
+        ));
+    }
     let eval = eval_sets(config, &model, &train, held_out.into_iter().zip(results))?;
 
     Ok(Prepared {

@@ -441,6 +441,40 @@ fn eval_users_limits_the_held_out_pairs() {
     assert_eq!(users("[]"), ["contrarian", "truthful"]);
 }
 
+/// A BIG-bench folder that is missing fails the run, naming it, unless `cargo xtask fetch` noted
+/// that the registry no longer serves the sets (`bigbench.unavailable` beside it): then the run
+/// goes on without them.
+#[test]
+fn bigbench_sets_the_registry_no_longer_serves_are_skipped_not_fatal() {
+    let dir = scratch("bigbench-gone");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bigbench = dir.join("bigbench");
+    let config = tiny_config(
+        &dir,
+        &[
+            &format!("eval.bigbench_dir={:?}", bigbench.display().to_string()),
+            "eval.hhh_alignment=4",
+            "eval.general_knowledge=4",
+            "training.max_steps=1",
+        ],
+    );
+    let quiet = bapo_train::Progress { quiet: true };
+    let error = bapo_train::prepare(&config, false, &quiet).err().unwrap();
+    assert!(
+        error.to_string().contains("bigbench"),
+        "the error names the missing folder: {error}"
+    );
+
+    std::fs::write(
+        bapo_data::unavailable_note(&bigbench),
+        "`pip download bigbench==1.0.0` failed\n",
+    )
+    .unwrap();
+    let prepared = bapo_train::prepare(&config, false, &quiet).unwrap();
+    assert!(prepared.eval.hhh.is_empty());
+    assert!(prepared.eval.general_knowledge.is_empty());
+}
+
 /// The knowledge probe is part of every run's evaluation, per kind and in all, and never
 /// scores an item about a country (entity) the run trains on; every evaluation's per-item
 /// values are logged next to its metrics.
