@@ -446,7 +446,7 @@ fn eval_users_limits_the_held_out_pairs() {
 /// goes on without them.
 #[test]
 fn bigbench_sets_the_registry_no_longer_serves_are_skipped_not_fatal() {
-    let dir = scratch("bigbench-gone");
+    let dir = scratch("no-bb");
     std::fs::create_dir_all(&dir).unwrap();
     let bigbench = dir.join("bigbench");
     let config = tiny_config(
