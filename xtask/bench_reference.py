@@ -93,9 +93,18 @@ def load_for_training(model_dir, lora):
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             model_dir, quantization_config=quantization, dtype=torch.bfloat16, device_map=DEVICE
         )
+        # bitsandbytes 0.50.2, on a CPU with AVX512-BF16, repacks a 4-bit weight for inference
+        # the first time its layer runs in eval mode without gradients (TRL's reference
+        # log-probs do) and keeps it so; its training forward then adds the bias in place to a
+        # tensor autograd tracks ("a view of a leaf Variable that requires grad is being used in
+        # an in-place operation": Qwen2's q/k/v have biases). Keep the training layout.
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+        return model
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, BASE))
 
 
