@@ -17,8 +17,9 @@ use std::sync::Arc;
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::module::linear;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 
+use crate::file_tables::whole;
 use crate::gguf::BlockRows;
 use crate::precision::Precision;
 
@@ -52,9 +53,7 @@ pub(crate) fn project<const D: usize>(
     let Some(weight) = file else {
         return precision.project(layer, x);
     };
-    let [out, input] = weight.shape();
-    let values = weight.rows_f32(0..out);
-    let weight = Tensor::<2>::from_data(TensorData::new(values, [out, input]), &x.device());
+    let weight = whole(weight, &x.device());
     let bias = layer.bias.as_ref().map(Param::val);
     let base = linear(x.clone(), weight.transpose(), bias);
     match layer.weight.adapter() {
@@ -72,13 +71,7 @@ pub(crate) fn merged_weight(layer: &Linear, file: Option<&BlockRows>) -> Tensor<
     let update = layer.weight.val();
     match file {
         None => update,
-        Some(weight) => {
-            let [out, input] = weight.shape();
-            let values = weight.rows_f32(0..out);
-            let base =
-                Tensor::<2>::from_data(TensorData::new(values, [out, input]), &update.device());
-            // The placeholder base is zero: `val()` is the adapter's update alone.
-            base.transpose() + update
-        }
+        // The placeholder base is zero: `val()` is the adapter's update alone.
+        Some(weight) => whole(weight, &update.device()).transpose() + update,
     }
 }

@@ -174,8 +174,8 @@ impl FileTables {
     }
 }
 
-/// `table` whole in f32.
-fn whole(table: &BlockRows, device: &Device) -> Tensor<2> {
+/// `table` whole in f32, `[rows, cols]` (also a projection's weight, `file_projections`).
+pub(crate) fn whole(table: &BlockRows, device: &Device) -> Tensor<2> {
     let shape = table.shape();
     Tensor::from_data(TensorData::new(table.rows_f32(0..shape[0]), shape), device)
 }

@@ -867,27 +867,35 @@ impl WeightLoader<'_> {
         ))
     }
 
+    /// Tensor `name` kept in the file's blocks, checked to have `shape`; `None` where the
+    /// source has no blocks (a checkpoint folder).
+    fn checked_block_rows(
+        &self,
+        name: &str,
+        shape: [usize; 2],
+    ) -> Result<Option<BlockRows>, ModelError> {
+        let Some(rows) = self.source.block_rows(name)? else {
+            return Ok(None);
+        };
+        if rows.shape() != shape {
+            return Err(ModelError::Shape {
+                path: self.source.origin(),
+                tensor: name.to_string(),
+                expected: shape.to_vec(),
+                found: rows.shape().to_vec(),
+            });
+        }
+        Ok(Some(rows))
+    }
+
     /// The embedding and (unless `tied`) the LM head, `shape` each, kept in the file's blocks:
     /// for a quantized base read from a GGUF file, `None` otherwise.
     fn file_tables(&self, shape: [usize; 2], tied: bool) -> Result<Option<FileTables>, ModelError> {
         if self.quantization.is_none() {
             return Ok(None);
         }
-        let rows = |part: Part| -> Result<Option<BlockRows>, ModelError> {
-            let name = self.layout.name(part, None, "weight");
-            let Some(rows) = self.source.block_rows(&name)? else {
-                return Ok(None);
-            };
-            if rows.shape() != shape {
-                return Err(ModelError::Shape {
-                    path: self.source.origin(),
-                    tensor: name,
-                    expected: shape.to_vec(),
-                    found: rows.shape().to_vec(),
-                });
-            }
-            Ok(Some(rows))
-        };
+        let rows =
+            |part: Part| self.checked_block_rows(&self.layout.name(part, None, "weight"), shape);
         let Some(embedding) = rows(Part::Embedding)? else {
             return Ok(None);
         };
@@ -964,17 +972,9 @@ impl WeightLoader<'_> {
             return Ok((self.linear(part, l, shape, unpermute_heads)?, None));
         }
         let name = self.layout.name(part, l, "weight");
-        let Some(mut rows) = self.source.block_rows(&name)? else {
+        let Some(mut rows) = self.checked_block_rows(&name, shape)? else {
             return Err(not_a_gguf_file(&self.source.origin()));
         };
-        if rows.shape() != shape {
-            return Err(ModelError::Shape {
-                path: self.source.origin(),
-                tensor: name,
-                expected: shape.to_vec(),
-                found: rows.shape().to_vec(),
-            });
-        }
         if let (Layout::Gguf { permuted_qk: true }, Some(heads)) = (self.layout, unpermute_heads) {
             rows = rows.with_row_order(&unpermuted_order(heads, shape[0] / heads));
         }
