@@ -430,11 +430,12 @@ fn projections_held_in_file_blocks_give_the_same_gradients() {
     for name in ["tiny-llama", "tiny-qwen2"] {
         let dense = tiny_model(name, &device);
         let moved = with_file_projections(&dense, &device);
-        // The same factors on both: the device's generator drawn from the same seed.
-        device.seed(7);
+        // The same factors on both, copied: seeding the device's generator before each draw
+        // is not enough while other tests draw from it on other threads.
         let dense = apply_lora(dense, &settings).expect("valid LoRA settings");
-        device.seed(7);
         let moved = apply_lora(moved, &settings).expect("valid LoRA settings");
+        let factors = crate::params::trainable_parameters(&dense);
+        let moved = crate::params::load_trainable(moved, &factors).expect("the same adapters");
         let reference = tiny_model(name, &device).valid();
         let plain = dpo_gradients(&dense, &reference, MemorySaving::default(), &device);
         let savings = [("no saving", MemorySaving::default())];
