@@ -7,11 +7,12 @@
 //! QLoRA recipe) where bitsandbytes installs and runs on this CPU. Issue #24 part 2.
 //!
 //! The work is the memory bench's (bench_memory.rs): 4 examples cut at 512 tokens, one timed
-//! step whose own peak RSS is reported, bapo with gradient checkpointing and the LM head in
-//! chunks of 256. TRL reads the GGUF through transformers (`gguf_file=`, dequantised to f32),
-//! saved once as a checkpoint folder under .cache/bench. `--row-limit-minutes M` stops a row
-//! still running after M minutes (TRL's bf16 base runs for hours on a CPU without bf16
-//! instructions); the row then gives its high-water mark at that moment, a lower bound.
+//! step whose own peak RSS is reported, bapo with gradient checkpointing (all rows at once,
+//! and a row at a time: `training.recompute_chunk_rows`) and the LM head in chunks of 256. TRL
+//! reads the GGUF through transformers (`gguf_file=`, dequantised to f32), saved once as a
+//! checkpoint folder under .cache/bench. `--row-limit-minutes M` stops a row still running
+//! after M minutes (TRL's bf16 base runs for hours on a CPU without bf16 instructions); the
+//! row then gives its high-water mark at that moment, a lower bound.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,12 +27,19 @@ use crate::bench_memory::{
 use crate::fetch::{SPLIT_MODELS, SplitModel, asset_dir, fetch_split_model};
 use crate::python;
 
-/// bapo's rows: (label, the base's quantization), LoRA on `cpu` with checkpointing and chunks.
-const OURS: [(&str, &str); 2] = [
-    ("bapo `cpu`, q8 base + checkpointing + chunks", "q8"),
+/// bapo's rows: (label, the base's quantization, `training.recompute_chunk_rows`), LoRA on
+/// `cpu` with checkpointing and the LM head in chunks.
+const OURS: [(&str, &str, usize); 3] = [
+    ("bapo `cpu`, q8 base + checkpointing + chunks", "q8", 0),
     (
         "bapo `cpu`, the file's own blocks (gguf) + checkpointing + chunks",
         "gguf",
+        0,
+    ),
+    (
+        "bapo `cpu`, gguf + checkpointing a row at a time + chunks",
+        "gguf",
+        1,
     ),
 ];
 
@@ -77,13 +85,14 @@ pub fn quantized_base_bench(
     let mut rows: Vec<(String, String, Value)> = Vec::new();
     for model in models {
         let gguf = fetch_split_model(&asset_dir(root), model)?;
-        for (label, quantization) in OURS {
+        for (label, quantization, rows_per_pass) in OURS {
             let settings = [
                 "training.backend='cpu'".to_string(),
                 "lora.enabled=true".to_string(),
                 format!("lora.base_quantization='{quantization}'"),
                 "training.gradient_checkpointing=true".to_string(),
                 "training.lm_head_chunk_tokens=256".to_string(),
+                format!("training.recompute_chunk_rows={rows_per_pass}"),
             ];
             let mut command = bapo_step(root, bapo, env, &gguf, &data, &settings);
             let what = format!("bapo bench, {}, {label}", model.name);

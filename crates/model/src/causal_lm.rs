@@ -202,24 +202,25 @@ impl CausalLm {
     }
 
     /// Back-propagates `grad_hidden` (plain, the gradient at the final hidden states) through
-    /// this module on the autodiff `device`, recomputing one block at a time from `inputs`;
-    /// each stage's gradients go to `sink`.
+    /// this module on the autodiff `device`, recomputing one block at a time from `inputs`,
+    /// `rows_per_pass` rows at a time (0: all); each stage's gradients go to `sink`.
     pub fn backward_through_blocks(
         &self,
         layout: &ScoringLayout,
         device: &Device,
         inputs: BlockInputs,
         grad_hidden: Tensor<3>,
+        rows_per_pass: usize,
         sink: &mut dyn FnMut(Gradients),
     ) {
         let ids = layout.ids_tensor(device);
         let attention = &layout.attention;
         match self {
             CausalLm::Llama(m) => {
-                backward_through_blocks(m, ids, attention, inputs, grad_hidden, sink)
+                backward_through_blocks(m, ids, attention, inputs, grad_hidden, rows_per_pass, sink)
             }
             CausalLm::Gpt2(m) => {
-                backward_through_blocks(m, ids, attention, inputs, grad_hidden, sink)
+                backward_through_blocks(m, ids, attention, inputs, grad_hidden, rows_per_pass, sink)
             }
         }
     }

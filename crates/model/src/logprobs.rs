@@ -6,6 +6,8 @@
 //! ever built (SmolLM2's vocabulary is 49,152 wide, so that tensor would dominate memory).
 //! Works on an autodiff device (the policy) and on a plain one (the reference).
 
+use std::ops::Range;
+
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::causal::CausalModel;
@@ -305,6 +307,23 @@ pub enum AttentionPattern {
         positions: Vec<Vec<usize>>,
         mask: Vec<bool>,
     },
+}
+
+impl AttentionPattern {
+    /// The pattern of rows `range` of a batch `tokens` wide (a recomputed block runs a few
+    /// rows at a time).
+    pub fn of_rows(&self, range: Range<usize>, tokens: usize) -> AttentionPattern {
+        match self {
+            AttentionPattern::Causal => AttentionPattern::Causal,
+            AttentionPattern::Masked { positions, mask } => {
+                let per_row = tokens * tokens;
+                AttentionPattern::Masked {
+                    positions: positions[range.clone()].to_vec(),
+                    mask: mask[range.start * per_row..range.end * per_row].to_vec(),
+                }
+            }
+        }
+    }
 }
 
 /// A batch laid out for the model: the ids it reads, how they attend, and which rows of its

@@ -11,6 +11,8 @@
 //! gradient with respect to the leaf is the next block's upstream gradient. Peak memory holds
 //! one block's graph plus `blocks + 1` hidden-state tensors, instead of every block's graph.
 
+use std::ops::Range;
+
 use burn::tensor::{Gradients, Int, Tensor};
 
 use crate::logprobs::AttentionPattern;
@@ -69,34 +71,82 @@ pub(crate) fn forward_keeping_block_inputs<M: Blockwise>(
 /// through `model` (on the autodiff device, the module whose parameters train), block by
 /// block from `inputs`; every stage's gradients go to `sink`, last stage first. `ids` are on
 /// the autodiff device. The embedding stage runs only when it has trainable weights.
+///
+/// Each stage runs `rows_per_pass` rows of the batch at a time (0: all at once): rows never
+/// meet inside a stage (attention stays within a row), so a pass's graph, the largest thing
+/// alive in the backward, shrinks with its rows, and the gradients are the same to float
+/// rounding (summed over passes instead of inside one matrix product).
 pub(crate) fn backward_through_blocks<M: Blockwise>(
     model: &M,
     ids: Tensor<2, Int>,
     attention: &AttentionPattern,
     inputs: BlockInputs,
     grad_hidden: Tensor<3>,
+    rows_per_pass: usize,
     sink: &mut dyn FnMut(Gradients),
 ) {
-    let context = model.stage_context(&ids, attention);
+    let [rows, tokens] = ids.dims();
+    let passes: Vec<Pass<M>> = row_ranges(rows, rows_per_pass)
+        .map(|range| {
+            let ids = ids.clone().narrow(0, range.start, range.len());
+            let context = model.stage_context(&ids, &attention.of_rows(range.clone(), tokens));
+            Pass {
+                range,
+                ids,
+                context,
+            }
+        })
+        .collect();
     let norm = inputs.inputs.len() - 1;
     let mut upstream = grad_hidden;
     for (index, input) in inputs.inputs.into_iter().enumerate().rev() {
-        let leaf = Tensor::<3>::from_inner(input).require_grad();
-        let output = if index == norm {
-            model.norm_stage(leaf.clone())
-        } else {
-            model.block_stage(index, leaf.clone(), &context)
-        };
-        let grads = (output * Tensor::from_inner(upstream.clone()))
-            .sum()
-            .backward();
-        // The leaf always reaches the output, so its gradient is there; zeros would be the
-        // right value if a stage ever ignored its input.
-        upstream = leaf.grad(&grads).unwrap_or_else(|| upstream.zeros_like());
-        sink(grads);
+        let mut grad_input = Vec::with_capacity(passes.len());
+        for pass in &passes {
+            let leaf = Tensor::<3>::from_inner(pass.rows_of(&input)).require_grad();
+            let output = if index == norm {
+                model.norm_stage(leaf.clone())
+            } else {
+                model.block_stage(index, leaf.clone(), &pass.context)
+            };
+            let upstream = pass.rows_of(&upstream);
+            let grads = (output * Tensor::from_inner(upstream.clone()))
+                .sum()
+                .backward();
+            // The leaf always reaches the output, so its gradient is there; zeros would be
+            // the right value if a stage ever ignored its input.
+            grad_input.push(leaf.grad(&grads).unwrap_or_else(|| upstream.zeros_like()));
+            sink(grads);
+        }
+        upstream = Tensor::cat(grad_input, 0);
     }
-    let embedded = model.embed_stage(ids, &context);
-    if embedded.is_tracked() {
-        sink((embedded * Tensor::from_inner(upstream)).sum().backward());
+    for pass in &passes {
+        let embedded = model.embed_stage(pass.ids.clone(), &pass.context);
+        if embedded.is_tracked() {
+            let upstream = Tensor::from_inner(pass.rows_of(&upstream));
+            sink((embedded * upstream).sum().backward());
+        }
     }
+}
+
+/// Some rows of the batch, with what their stages share.
+struct Pass<M: Blockwise> {
+    range: Range<usize>,
+    ids: Tensor<2, Int>,
+    context: M::Context,
+}
+
+impl<M: Blockwise> Pass<M> {
+    /// This pass's rows of a `[rows, tokens, width]` tensor.
+    fn rows_of(&self, x: &Tensor<3>) -> Tensor<3> {
+        x.clone().narrow(0, self.range.start, self.range.len())
+    }
+}
+
+/// `0..rows` cut into consecutive ranges of `per_pass` rows (the last may be shorter);
+/// `per_pass` 0 is one range of all of them.
+fn row_ranges(rows: usize, per_pass: usize) -> impl Iterator<Item = Range<usize>> {
+    let per_pass = if per_pass == 0 { rows.max(1) } else { per_pass };
+    (0..rows)
+        .step_by(per_pass)
+        .map(move |start| start..(start + per_pass).min(rows))
 }

@@ -185,6 +185,12 @@ pub struct TrainingSection {
     /// runs them all at once. Not with token-level KL, which needs the full logits.
     #[serde(skip_serializing_if = "is_zero")]
     pub lm_head_chunk_tokens: usize,
+    /// With `gradient_checkpointing`, the backward recomputes each block for this many rows
+    /// (sequences) of the micro-batch at a time, so that one block's activations for that
+    /// many rows, not for all of them, exist at once; 0 (the default) recomputes all rows at
+    /// once. The same gradients to float rounding.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub recompute_chunk_rows: usize,
 }
 
 // Keys added after runs were made are written only when set, so that an earlier run's
@@ -198,11 +204,13 @@ fn is_zero(value: &usize) -> bool {
 }
 
 impl TrainingSection {
-    /// The memory saving `gradient_checkpointing` and `lm_head_chunk_tokens` ask for.
+    /// The memory saving `gradient_checkpointing`, `recompute_chunk_rows` and
+    /// `lm_head_chunk_tokens` ask for.
     pub fn memory_saving(&self) -> crate::step::MemorySaving {
         crate::step::MemorySaving {
             gradient_checkpointing: self.gradient_checkpointing,
             lm_head_chunk_tokens: self.lm_head_chunk_tokens,
+            recompute_chunk_rows: self.recompute_chunk_rows,
         }
     }
 
@@ -232,6 +240,7 @@ impl Default for TrainingSection {
             share_prompts: true,
             gradient_checkpointing: false,
             lm_head_chunk_tokens: 0,
+            recompute_chunk_rows: 0,
         }
     }
 }
@@ -625,6 +634,16 @@ impl Checker<'_> {
         }
         if t.max_steps == Some(0) {
             return Err(self.bad("training.max_steps", "0 must be at least 1".into()));
+        }
+        if t.recompute_chunk_rows > 0 && !t.gradient_checkpointing {
+            return Err(self.bad(
+                "training.recompute_chunk_rows",
+                format!(
+                    "{} needs training.gradient_checkpointing = true (it says how many rows the \
+                     recomputing backward runs at a time)",
+                    t.recompute_chunk_rows
+                ),
+            ));
         }
         self.at_least_one("training.epochs", t.epochs)?;
         self.at_least_one("training.logging_steps", t.logging_steps)

@@ -83,7 +83,7 @@ impl RunLock {
 /// checkpoint compares by hash instead, and the memory savings of training, which change the
 /// gradients by float rounding only (a run that runs out of memory resumes with them on).
 /// Resumes were refused for each of the first five (issue #26).
-pub const RELOCATABLE_KEYS: [&str; 7] = [
+pub const RELOCATABLE_KEYS: [&str; 8] = [
     "output.dir",
     "output.tensorboard",
     "data.path",
@@ -91,6 +91,7 @@ pub const RELOCATABLE_KEYS: [&str; 7] = [
     "anchors.decode_batch",
     "training.gradient_checkpointing",
     "training.lm_head_chunk_tokens",
+    "training.recompute_chunk_rows",
 ];
 
 /// What a checkpoint records of its run's config: the config's text with the
@@ -103,6 +104,7 @@ pub fn fingerprint_text(config: &RunConfig) -> String {
     located.anchors.decode_batch = crate::config::AnchorSection::default().decode_batch;
     located.training.gradient_checkpointing = false;
     located.training.lm_head_chunk_tokens = 0;
+    located.training.recompute_chunk_rows = 0;
     located.to_toml()
 }
 

@@ -119,7 +119,8 @@ fn token_counts(examples: &[&AnchoredExample], response: Response, per: usize) -
 }
 
 /// How a micro-batch's forward and backward trade compute for memory
-/// (`training.gradient_checkpointing`, `training.lm_head_chunk_tokens`).
+/// (`training.gradient_checkpointing`, `training.recompute_chunk_rows`,
+/// `training.lm_head_chunk_tokens`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemorySaving {
     /// Keep only each block's input and recompute the block in the backward.
@@ -127,6 +128,9 @@ pub struct MemorySaving {
     /// Run the LM head and log-softmax this many scored tokens at a time, forward and
     /// backward (0: all at once, with autodiff).
     pub lm_head_chunk_tokens: usize,
+    /// With `gradient_checkpointing`, recompute each block for this many rows of the
+    /// micro-batch at a time (0: all of them).
+    pub recompute_chunk_rows: usize,
 }
 
 impl MemorySaving {

@@ -119,6 +119,14 @@ fn wrong_types_and_values_name_the_key() {
             &["training.precision", "f16"],
         ),
         (
+            "[training]\n",
+            "[training]\nrecompute_chunk_rows = 1\n",
+            &[
+                "training.recompute_chunk_rows",
+                "training.gradient_checkpointing = true",
+            ],
+        ),
+        (
             "backend = \"cpu\"\n",
             "backend = \"wgpu-cpu\"\nprecision = \"bf16\"\n",
             &[

@@ -267,8 +267,8 @@ fn sharing_prompts_leaves_the_training_curve_unchanged() {
     }
 }
 
-/// The memory savings change the work, not the numbers: with recomputed blocks and an LM head
-/// run three tokens at a time the whole loop (two accumulated micro-batches per step,
+/// The memory savings change the work, not the numbers: with blocks recomputed a row at a time
+/// and an LM head run three tokens at a time the whole loop (two accumulated micro-batches per step,
 /// clipping, AdamW, checkpoints) gives the plain run's training curve and final parameters.
 /// Each saving's gradients are checked parameter by parameter in `step/staged_tests.rs`; that the
 /// keys save memory is measured by `cargo xtask bench --memory` (docs/performance.md).
@@ -290,10 +290,11 @@ fn memory_savings_leave_the_training_curve_unchanged() {
     let plain = run(&[]);
     let saving = run(&[
         "training.gradient_checkpointing=true",
+        "training.recompute_chunk_rows=1",
         "training.lm_head_chunk_tokens=3",
     ]);
     assert_same_run(
-        "plain vs recomputed blocks and a chunked LM head",
+        "plain vs blocks recomputed a row at a time and a chunked LM head",
         &plain,
         &saving,
         &["loss", "grad_norm", "rewards/margins", "anchor/violation"],

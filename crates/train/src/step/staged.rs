@@ -68,9 +68,15 @@ pub(super) fn staged_backward(
         }
         Trunk::Recompute(kept) => {
             let grad_hidden = layout.hidden_of_rows(grad_rows);
-            policy.backward_through_blocks(layout, device, kept, grad_hidden, &mut |grads| {
-                sink.add(grads)
-            });
+            let rows_per_pass = memory.recompute_chunk_rows;
+            policy.backward_through_blocks(
+                layout,
+                device,
+                kept,
+                grad_hidden,
+                rows_per_pass,
+                &mut |grads| sink.add(grads),
+            );
         }
     }
     Ok(output)

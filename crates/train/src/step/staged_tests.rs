@@ -164,18 +164,36 @@ fn check_same_gradients(
     );
 }
 
-const SAVINGS: [(&str, MemorySaving); 5] = [
+const SAVINGS: [(&str, MemorySaving); 7] = [
     (
         "recomputed blocks",
         MemorySaving {
             gradient_checkpointing: true,
             lm_head_chunk_tokens: 0,
+            recompute_chunk_rows: 0,
+        },
+    ),
+    (
+        "recomputed blocks a row at a time",
+        MemorySaving {
+            gradient_checkpointing: true,
+            recompute_chunk_rows: 1,
+            lm_head_chunk_tokens: 0,
+        },
+    ),
+    (
+        "recomputed blocks two rows at a time, with the LM head in chunks",
+        MemorySaving {
+            gradient_checkpointing: true,
+            recompute_chunk_rows: 2,
+            lm_head_chunk_tokens: 3,
         },
     ),
     (
         "LM head in chunks of 4",
         MemorySaving {
             gradient_checkpointing: false,
+            recompute_chunk_rows: 0,
             lm_head_chunk_tokens: 4,
         },
     ),
@@ -183,6 +201,7 @@ const SAVINGS: [(&str, MemorySaving); 5] = [
         "both",
         MemorySaving {
             gradient_checkpointing: true,
+            recompute_chunk_rows: 0,
             lm_head_chunk_tokens: 5,
         },
     ),
@@ -190,6 +209,7 @@ const SAVINGS: [(&str, MemorySaving); 5] = [
         "LM head one token at a time",
         MemorySaving {
             gradient_checkpointing: false,
+            recompute_chunk_rows: 0,
             lm_head_chunk_tokens: 1,
         },
     ),
@@ -197,6 +217,7 @@ const SAVINGS: [(&str, MemorySaving); 5] = [
         "LM head in one chunk larger than the batch",
         MemorySaving {
             gradient_checkpointing: false,
+            recompute_chunk_rows: 0,
             lm_head_chunk_tokens: 100_000,
         },
     ),
