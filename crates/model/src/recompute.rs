@@ -9,7 +9,9 @@
 //! (`Module::valid()`, no graph), then for each block, last first, a fresh autodiff forward
 //! from its input made a leaf, and a backward of `Σ output · upstream gradient`, whose
 //! gradient with respect to the leaf is the next block's upstream gradient. Peak memory holds
-//! one block's graph plus `blocks + 1` hidden-state tensors, instead of every block's graph.
+//! one block's graph plus `blocks + 1` hidden-state tensors, instead of every block's graph;
+//! recomputing a few rows at a time (`training.recompute_chunk_rows`), one block's graph for
+//! those rows only.
 
 use std::ops::Range;
 
