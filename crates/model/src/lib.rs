@@ -43,7 +43,7 @@ pub use logprobs::{
     SharedPromptBatch, TokenBatch, chunked_target_logprobs, scored_logits, scored_logits_shared,
     sequence_logprobs, shared_sequence_logprobs, target_logprobs,
 };
-pub use lora::{LoraError, LoraSettings, adapter_count, apply_lora};
+pub use lora::{LoraError, LoraInit, LoraSettings, adapter_count, apply_lora};
 pub use precision::Precision;
 pub use quantized::{BaseQuantization, QuantizeError};
 pub use recompute::BlockInputs;

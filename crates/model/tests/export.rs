@@ -37,6 +37,7 @@ fn trained(name: &str) -> (Llama, bapo_model::LlamaConfig) {
             rank: 4,
             alpha: 8.0,
             target: r"(q|v)_proj\.weight$".into(),
+            ..LoraSettings::default()
         },
     )
     .unwrap();
@@ -140,6 +141,7 @@ fn gpt2_merged_export_loads_back_with_the_same_logits() {
         rank: 2,
         alpha: 4.0,
         target: r"c_attn\.weight$".into(),
+        ..LoraSettings::default()
     };
     let model = apply_lora(model, &settings).unwrap();
     assert_eq!(bapo_model::adapter_count(&model), 2);

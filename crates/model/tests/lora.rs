@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use bapo_model::{CausalModel, Llama, LoraError, LoraSettings, adapter_count, apply_lora};
+use bapo_model::{
+    CausalModel, Llama, LoraError, LoraInit, LoraSettings, adapter_count, apply_lora,
+};
 use burn::module::{LoraAdapter, Module};
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -128,4 +130,86 @@ fn bad_lora_settings_are_errors() {
         }),
         LoraError::Target { .. }
     ));
+}
+
+/// Every adapter's first factor A of the tiny Llama's attention projections (each `[32, r]`).
+fn first_factors(model: &Llama) -> Vec<f32> {
+    model
+        .layers
+        .iter()
+        .flat_map(|block| {
+            let a = &block.attention;
+            [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
+        })
+        .flat_map(|linear| {
+            let adapter = linear.weight.adapter().expect("an adapted projection");
+            adapter
+                .a
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn mean_and_variance(values: &[f32]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let variance = values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    (mean, variance)
+}
+
+/// A is drawn as PEFT draws it: by default N(0, 1/r) (PEFT's `init_lora_weights="gaussian"`,
+/// Burn's), and with `init = "kaiming_uniform"` U(−1/√in, 1/√in) (PEFT's default,
+/// `kaiming_uniform_(a=√5)` over `in` inputs). 4,096 values each: the variance is checked to
+/// 10% (its sampling error is ~2%), the uniform's support exactly. B is zero either way, so
+/// the adapted model starts as its base.
+#[test]
+fn the_first_factor_is_drawn_from_pefts_distributions() {
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    let rank = 16;
+    let base = tiny_llama(&device);
+    let before = logits(&base.valid(), &plain);
+    for init in [LoraInit::Gaussian, LoraInit::KaimingUniform] {
+        let settings = LoraSettings {
+            rank,
+            init,
+            ..LoraSettings::default()
+        };
+        let model = apply_lora(base.clone(), &settings).unwrap();
+        assert_eq!(
+            logits(&model.valid(), &plain),
+            before,
+            "{init:?}: B starts at zero"
+        );
+        let a = first_factors(&model);
+        assert_eq!(a.len(), 2 * 4 * 32 * rank);
+        let (mean, variance) = mean_and_variance(&a);
+        let bound = 1.0 / 32f64.sqrt();
+        let expected = match init {
+            LoraInit::Gaussian => 1.0 / (rank * rank) as f64,
+            LoraInit::KaimingUniform => bound * bound / 3.0,
+        };
+        assert!(
+            (variance / expected - 1.0).abs() < 0.1,
+            "{init:?}: variance {variance} instead of {expected}"
+        );
+        assert!(mean.abs() < 0.1 * expected.sqrt(), "{init:?}: mean {mean}");
+        if init == LoraInit::KaimingUniform {
+            let largest = a.iter().fold(0f64, |m, &v| m.max((v as f64).abs()));
+            assert!(
+                largest <= bound && largest > 0.95 * bound,
+                "largest |A| {largest} against the bound {bound}"
+            );
+        }
+        let trainable = model.layers[0].attention.q_proj.weight.adapter().unwrap();
+        assert!(trainable.a.val().is_require_grad(), "{init:?}: A trains");
+    }
 }

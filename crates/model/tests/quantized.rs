@@ -192,6 +192,7 @@ fn a_lora_step_on_the_quantized_base_equals_the_step_on_its_values() {
         rank: 4,
         alpha: 8.0,
         target: r"(q|k|v|o|gate|up|down)_proj\.weight$".to_string(),
+        ..LoraSettings::default()
     };
     for quantization in [BaseQuantization::Q8, BaseQuantization::Q4] {
         let quantized = tiny("tiny-llama", &device)

@@ -328,10 +328,14 @@ impl Default for LoraSection {
 }
 
 impl LoraSection {
-    /// The section with every key written out (the default leaves `base_dtype` and
+    /// The section with every key written out (the default leaves `init`, `base_dtype` and
     /// `base_quantization` out), for the check of known keys.
     fn with_every_key() -> Self {
         LoraSection {
+            settings: bapo_model::LoraSettings {
+                init: bapo_model::LoraInit::KaimingUniform,
+                ..bapo_model::LoraSettings::default()
+            },
             base_dtype: Precision::Bf16,
             base_quantization: BaseQuantization::Q8,
             ..LoraSection::default()

@@ -119,6 +119,11 @@ fn wrong_types_and_values_name_the_key() {
             &["training.precision", "f16"],
         ),
         (
+            "[lora]\n",
+            "[lora]\ninit = \"xavier\"\n",
+            &["lora.init", "xavier", "kaiming_uniform"],
+        ),
+        (
             "[training]\n",
             "[training]\nrecompute_chunk_rows = 1\n",
             &[
@@ -275,6 +280,7 @@ fn overrides_set_values_and_bad_ones_are_named() {
             "objective.beta=0.25".into(),
             "data.user=contrarian".into(),
             "lora.enabled=true".into(),
+            "lora.init='kaiming_uniform'".into(),
         ],
     )
     .unwrap();
@@ -282,6 +288,10 @@ fn overrides_set_values_and_bad_ones_are_named() {
     assert_eq!(config.objective["beta"].as_float(), Some(0.25));
     assert_eq!(config.data.user.as_deref(), Some("contrarian"));
     assert!(config.lora.enabled);
+    assert_eq!(
+        config.lora.settings.init,
+        bapo_model::LoraInit::KaimingUniform
+    );
 
     assert_names(
         &error_of("", "", &["training.max_steps"]),
