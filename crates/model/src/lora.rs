@@ -34,8 +34,9 @@ pub struct LoraSettings {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoraInit {
-    /// N(0, 1/r): Burn's, and PEFT's `init_lora_weights = "gaussian"` (the default here, so
-    /// that runs made before this choice existed stay as they were).
+    /// Normal with mean 0 and standard deviation 1/r: Burn's, and PEFT's
+    /// `init_lora_weights = "gaussian"` (the default here, so that runs made before this
+    /// choice existed stay as they were).
     #[default]
     Gaussian,
     /// U(−1/√in, 1/√in): PEFT's default (`init_lora_weights = True`, `kaiming_uniform_` with

@@ -165,11 +165,11 @@ fn mean_and_variance(values: &[f32]) -> (f64, f64) {
     (mean, variance)
 }
 
-/// A is drawn as PEFT draws it: by default N(0, 1/r) (PEFT's `init_lora_weights="gaussian"`,
-/// Burn's), and with `init = "kaiming_uniform"` U(−1/√in, 1/√in) (PEFT's default,
-/// `kaiming_uniform_(a=√5)` over `in` inputs). 4,096 values each: the variance is checked to
-/// 10% (its sampling error is ~2%), the uniform's support exactly. B is zero either way, so
-/// the adapted model starts as its base.
+/// A is drawn as PEFT draws it: by default normal with standard deviation 1/r (PEFT's
+/// `init_lora_weights="gaussian"`, Burn's), and with `init = "kaiming_uniform"`
+/// U(−1/√in, 1/√in) (PEFT's default, `kaiming_uniform_(a=√5)` over `in` inputs). 4,096 values
+/// each: the variance is checked to 10% (its sampling error is ~2%), the uniform's support
+/// exactly. B is zero either way, so the adapted model starts as its base.
 #[test]
 fn the_first_factor_is_drawn_from_pefts_distributions() {
     let device = Device::flex().autodiff();
