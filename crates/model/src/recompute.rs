@@ -119,7 +119,11 @@ pub(crate) fn backward_through_blocks<M: Blockwise>(
             grad_input.push(leaf.grad(&grads).unwrap_or_else(|| upstream.zeros_like()));
             sink(grads);
         }
-        upstream = Tensor::cat(grad_input, 0);
+        // One pass (the default) gives the whole gradient: no concatenation, no copy.
+        upstream = match <[Tensor<3>; 1]>::try_from(grad_input) {
+            Ok([whole]) => whole,
+            Err(parts) => Tensor::cat(parts, 0),
+        };
     }
     for pass in &passes {
         let embedded = model.embed_stage(pass.ids.clone(), &pass.context);
