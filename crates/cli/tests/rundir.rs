@@ -467,9 +467,10 @@ fn undo_end_phase(run: &Path, keep_newest: bool) {
 }
 
 /// A resume may change what does not change the run: the data file's path (its bytes are
-/// compared), the anchor cache's folder and the rows decoded together (issue #26: each was
-/// refused as another config). Other bytes at the new path, and a run's config copy that no
-/// longer reads as TOML, are refused.
+/// compared), the anchor cache's folder, the rows decoded together (issue #26: each was
+/// refused as another config) and the memory savings (a run that ran out of memory resumes
+/// with them on). Other bytes at the new path, and a run's config copy that no longer reads as
+/// TOML, are refused.
 #[test]
 fn a_resume_takes_the_same_data_elsewhere_a_moved_anchor_cache_and_another_decode_batch() {
     let dir = scratch("relocated");
@@ -492,6 +493,12 @@ fn a_resume_takes_the_same_data_elsewhere_a_moved_anchor_cache_and_another_decod
         &cache_set,
         "--set",
         "anchors.decode_batch=3",
+        "--set",
+        "training.gradient_checkpointing=true",
+        "--set",
+        "training.recompute_chunk_rows=1",
+        "--set",
+        "training.lm_head_chunk_tokens=3",
     ];
 
     // Other bytes at the new path: refused by the data's hash.
